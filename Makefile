@@ -1,0 +1,47 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test test-fast lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Re-install whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[tokens]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[tokens,dev]'
+	touch $@ $(VENV)/.installed
+
+# First run: a fresh random client key, kept in .env (git-ignored), so the gateway never
+# starts open to the network by accident.
+.env:
+	@$(PYTHON) -c "import secrets; print('APP_SECRET=sk-aichat-' + secrets.token_urlsafe(24))" > $@
+	@echo "Created .env with a new APP_SECRET (clients send it as 'Authorization: Bearer <key>')."
+
+run: $(VENV)/.installed .env
+	$(BIN)/aichat serve
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check aichat tests
+	$(BIN)/ruff format --check aichat tests
+	$(BIN)/mypy aichat
+
+test: lint
+	$(BIN)/pytest
+
+# The inner loop: no lint, no slow build tests, stop at the first failure.
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/pytest -x -q -m "not slow"
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format aichat tests
+	$(BIN)/ruff check --fix aichat tests
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache

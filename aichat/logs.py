@@ -1,0 +1,111 @@
+"""Structured logs: one access line per request, with a request id echoed to the client.
+
+Only request metadata is logged (method, path, status, model, stream, timing, sizes): never
+headers, keys or message contents.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+from typing import Any
+
+from aiohttp import web
+
+from aichat.context import LOG_FIELDS, REQUEST_ID, Handler
+
+access_log = logging.getLogger("aichat.access")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client-chosen id is echoed only if it is short and plain: it ends up in logs and headers.
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any structured extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as a JSON line."""
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines; structured extras appended as ``key=value``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` with its structured fields after the message."""
+        line = super().format(record)
+        fields = getattr(record, "fields", None)
+        if fields:
+            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        return line
+
+
+def configure_logging(fmt: str, level: str) -> None:
+    """Send all ``aichat`` logs to stderr in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _SAFE_ID.fullmatch(given) else secrets.token_hex(8)
+
+
+async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` hook: every response, streamed or not, carries the id."""
+    if REQUEST_ID in request:
+        response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
+
+
+def _size(response: web.StreamResponse) -> int:
+    # A plain Response is sent after the middlewares return; a stream has been sent already.
+    if isinstance(response, web.Response) and isinstance(response.body, bytes):
+        return len(response.body)
+    return response.body_length
+
+
+@web.middleware
+async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Assign the request id and write one access line when the request ends."""
+    request[REQUEST_ID] = _request_id(request)
+    request[LOG_FIELDS] = {}
+    started = time.perf_counter()
+    status, size = 499, 0  # 499: the client went away before an answer was complete
+    try:
+        response = await handler(request)
+        status, size = response.status, _size(response)
+        return response
+    finally:
+        if access_log.isEnabledFor(logging.INFO):
+            fields: dict[str, Any] = {
+                "method": request.method,
+                "path": request.rel_url.raw_path,  # still percent-encoded: no line breaks
+                "status": status,
+                "model": None,
+                "stream": None,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "bytes_out": size,
+            }
+            extra: dict[str, Any] = request[LOG_FIELDS]
+            fields.update(extra, request_id=request[REQUEST_ID])
+            access_log.info("request", extra={"fields": fields})

@@ -1,0 +1,40 @@
+"""Endpoints about the gateway itself: liveness, readiness and the model list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from aichat import __version__
+from aichat.routing import ModelRoute
+from aichat.state import LIFECYCLE, ROUTER
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: started and not draining; 503 tells load balancers to send traffic elsewhere."""
+    if request.app[LIFECYCLE].ready:
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "unavailable"}, status=503)
+
+
+def _model_object(route: ModelRoute, created: int) -> dict[str, Any]:
+    return {"id": route.name, "object": "model", "created": created, "owned_by": route.provider}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """``GET /v1/models``: every routed model, in OpenAI's list shape."""
+    created = request.app[LIFECYCLE].started_at
+    data = [_model_object(route, created) for route in request.app[ROUTER].routes]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{id}``: one model, or 404 ``model_not_found``."""
+    route = request.app[ROUTER].resolve(request.match_info["model"])
+    return web.json_response(_model_object(route, request.app[LIFECYCLE].started_at))

@@ -1,0 +1,135 @@
+"""The ``aichats`` web-chat upstream: ``POST {base}/chat/send2/``, answers in ``data:`` lines.
+
+Wire format: ``shared/docs/upstream-aichats.md``. What this module decides:
+
+- The service has no system role. ``system``/``developer`` messages are carried in the next
+  user turn, ahead of its text and marked as instructions, so they keep their meaning
+  (never sent as fake assistant turns).
+- ``AICHATS_HISTORY=transcript`` (default) folds the conversation into one ``you`` entry
+  written as a ``User: ...`` / ``Assistant: ...`` transcript; ``turns`` sends each turn as its
+  own history entry. A lone user message is sent as it is in both modes.
+- Tools, tool/function messages and non-text content parts are refused with a 400.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import aiohttp
+
+from aichat.config import HistoryMode
+from aichat.errors import InvalidRequest
+from aichat.providers.base import Event, Finish, TextDelta
+from aichat.providers.http import Timeouts, post, read_chunks
+from aichat.schemas import ChatCompletionRequest, text_of
+from aichat.streaming import iter_lines, sse_data
+
+USER, ASSISTANT = "you", "chatGPT"
+_TRYLIMIT = " trylimit"
+_BROWSER_UA = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/130.0.0.0 Safari/537.36"
+)
+
+
+def _instructions(texts: list[str]) -> str:
+    return "Instructions:\n" + "\n\n".join(texts)
+
+
+def conversation_turns(request: ChatCompletionRequest) -> list[tuple[str, str]]:
+    """The conversation as ``(from, text)`` turns, system text folded into user turns.
+
+    Raises ``InvalidRequest`` for anything this text-only, tool-less service cannot carry.
+    """
+    if request.tools or request.functions:
+        raise InvalidRequest(
+            "This model does not support tools or functions.", param="tools", code="unsupported"
+        )
+    turns: list[tuple[str, str]] = []
+    pending_system: list[str] = []
+    for i, message in enumerate(request.messages):
+        if message.role in ("tool", "function") or message.tool_calls:
+            raise InvalidRequest(
+                "This model does not support tool calls or tool messages.",
+                param=f"messages[{i}]",
+                code="unsupported",
+            )
+        text = text_of(message, i)
+        if message.role in ("system", "developer"):
+            pending_system.append(text)
+        elif message.role == "user":
+            if pending_system:
+                text = f"{_instructions(pending_system)}\n\n{text}"
+                pending_system = []
+            turns.append((USER, text))
+        elif text:
+            turns.append((ASSISTANT, text))
+    if pending_system:
+        turns.append((USER, _instructions(pending_system)))
+    return turns
+
+
+def build_history(request: ChatCompletionRequest, mode: HistoryMode) -> list[dict[str, str]]:
+    """The ``messagesHistory`` list for the request body."""
+    turns = conversation_turns(request)
+    if mode == "turns" or len(turns) == 1:
+        return [{"from": who, "content": text} for who, text in turns]
+    labels = {USER: "User", ASSISTANT: "Assistant"}
+    transcript = "\n\n".join(f"{labels[who]}: {text}" for who, text in turns)
+    return [{"from": USER, "content": transcript}]
+
+
+def piece_text(payload: str) -> str:
+    """Answer text of one ``data:`` payload: escapes decoded, ``trylimit`` markers removed."""
+    if _TRYLIMIT in payload:
+        payload = payload.replace(_TRYLIMIT, "")
+    elif payload == _TRYLIMIT.strip():
+        # The SSE separator space can swallow the marker's own leading space.
+        return ""
+    return payload.replace("\\n", "\n")
+
+
+class AichatsProvider:
+    """Streams answers from the aichats web chat."""
+
+    name = "aichats"
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        history: HistoryMode,
+        timeouts: Timeouts,
+    ) -> None:
+        self._session = session
+        self._url = f"{base_url}/chat/send2/"
+        self._history = history
+        self._timeouts = timeouts
+        self._headers = {
+            "accept": "application/json, text/event-stream",
+            "origin": base_url,
+            "referer": f"{base_url}/chat/",
+            "user-agent": _BROWSER_UA,
+        }
+
+    async def stream(
+        self, request: ChatCompletionRequest, upstream_model: str
+    ) -> AsyncGenerator[Event, None]:
+        """Yield the answer's text pieces as they arrive, then ``Finish``."""
+        payload = {"type": "chat", "messagesHistory": build_history(request, self._history)}
+        async with post(
+            self._session,
+            self._url,
+            json=payload,
+            headers=self._headers,
+            timeouts=self._timeouts,
+            name=self.name,
+        ) as resp:
+            async for line in iter_lines(read_chunks(resp, self._timeouts, self.name)):
+                data = sse_data(line)
+                if data is None:
+                    continue
+                text = piece_text(data)
+                if text:
+                    yield TextDelta(text)
+        yield Finish("stop")

@@ -1,0 +1,55 @@
+"""The one interface every provider implements, and the neutral events it produces.
+
+A provider turns a validated request into an async stream of events. It knows its upstream's
+wire format and quirks and nothing about how the answer is sent to the client: translation
+into OpenAI chunks or a whole completion happens once, in ``aichat.translate``.
+
+Failures before the first event are raised as ``APIError`` (``InvalidRequest`` for requests
+the provider cannot serve, ``UpstreamError`` / ``UpstreamTimeout`` for upstream trouble), so
+the gateway can still answer with an HTTP error or try a fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Protocol
+
+from aichat.schemas import ChatCompletionRequest
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the answer text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The answer is complete; ``reason`` is OpenAI's ``finish_reason``."""
+
+    reason: str = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts reported by the upstream."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+Event = TextDelta | Finish | Usage
+
+
+class Provider(Protocol):
+    """An upstream behind one interface."""
+
+    name: str
+
+    def stream(
+        self, request: ChatCompletionRequest, upstream_model: str
+    ) -> AsyncGenerator[Event, None]:
+        """Events of one answer; must end with ``Finish`` when the answer is complete."""
+        ...

@@ -1,0 +1,108 @@
+"""Upstream HTTP calls shared by providers: timeouts and failures mapped to ``UpstreamError``.
+
+Three timeouts apply to every upstream call: connecting (set on the shared session), the
+first byte (response headers and the first body bytes) and the idle gap between reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from aichat.errors import UpstreamError, UpstreamTimeout
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds to wait for the first byte of an answer and between two later reads."""
+
+    first_byte: float
+    idle: float
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Parse ``Retry-After`` (seconds or an HTTP date) into seconds from now."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+async def _error_detail(resp: aiohttp.ClientResponse) -> str:
+    try:
+        text = (await resp.content.read(2048)).decode("utf-8", "replace")
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        return ""
+    return " ".join(text.split())[:300]
+
+
+@asynccontextmanager
+async def post(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    json: Any,
+    headers: dict[str, str],
+    timeouts: Timeouts,
+    name: str,
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POST to an upstream; yield the 2xx response, raise ``UpstreamError`` for anything else.
+
+    Leaving the block releases the connection; an unread body closes it, so a cancelled
+    client request never leaves an upstream download running.
+    """
+    try:
+        async with asyncio.timeout(timeouts.first_byte):
+            resp = await session.post(url, json=json, headers=headers)
+    except TimeoutError:
+        raise UpstreamTimeout(f"{name} upstream did not answer in time.") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamError(f"{name} upstream unreachable: {type(exc).__name__}.") from None
+    try:
+        if resp.status >= 400:
+            detail = await _error_detail(resp)
+            raise UpstreamError(
+                f"{name} upstream answered HTTP {resp.status}" + (f": {detail}" if detail else "."),
+                retryable=resp.status == 429 or resp.status >= 500,
+                retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
+                upstream_status=resp.status,
+            )
+        yield resp
+    finally:
+        resp.release()
+
+
+async def read_chunks(
+    resp: aiohttp.ClientResponse, timeouts: Timeouts, name: str
+) -> AsyncIterator[bytes]:
+    """Yield body bytes as they arrive, enforcing the first-byte and idle timeouts."""
+    timeout = timeouts.first_byte
+    content = resp.content
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise UpstreamTimeout(f"{name} upstream stopped sending.") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamError(
+                f"{name} upstream connection broke: {type(exc).__name__}."
+            ) from None
+        if not chunk:
+            return
+        yield chunk
+        timeout = timeouts.idle

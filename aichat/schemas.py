@@ -1,0 +1,128 @@
+"""Pydantic models of the OpenAI Chat Completions request.
+
+Only what the gateway reads is typed; unknown fields are kept (``extra="allow"``) because
+clients send many and pass-through providers forward them. Responses are not modelled here:
+they are written from pre-serialised templates in ``translate`` (no object per chunk).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aichat.errors import InvalidRequest
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ContentPart(_Open):
+    """One part of a list-valued ``content``: ``text``, ``image_url``, ``input_audio``, ..."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(_Open):
+    """One message of the conversation."""
+
+    role: Role
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(_Open):
+    """``stream_options``: only ``include_usage`` changes what the gateway sends."""
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(_Open):
+    """``POST /v1/chat/completions`` body."""
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n: int | None = Field(None, ge=1, le=128)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether the stream must end with a usage chunk."""
+        return self.stream and self.stream_options is not None and self.stream_options.include_usage
+
+
+def _param_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in {"str", "list[ContentPart]"} or part.startswith(("function-", "literal[")):
+            # pydantic names union branches in ``loc``; clients know only their own fields.
+            continue
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON; 413 above the size limit, 400 when it is not JSON."""
+    raw = await request.read()  # raises 413 past the app's client_max_size
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        # ValueError covers bad JSON and bad UTF-8; RecursionError absurdly deep nesting.
+        raise InvalidRequest("Request body is not valid JSON.", code="invalid_json") from None
+
+
+def parse_chat_request(body: Any) -> ChatCompletionRequest:
+    """Validate a decoded JSON body; raise a 400 naming the first offending field."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("Request body must be a JSON object.", code="invalid_body")
+    try:
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        param = _param_path(tuple(first["loc"]))
+        raise InvalidRequest(
+            f"Invalid value for '{param}': {first['msg']}.", param=param, code="invalid_value"
+        ) from None
+
+
+def text_of(message: ChatMessage, index: int) -> str:
+    """The message's text: a string, or its text parts joined by newlines; other parts: 400.
+
+    ``index`` is the message's position, used to name the offending part in the error.
+    """
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts: list[str] = []
+    for j, part in enumerate(content):
+        if part.type != "text" or part.text is None:
+            raise InvalidRequest(
+                f"Content part of type '{part.type}' is not supported by this model; "
+                "send text parts only.",
+                param=f"messages[{index}].content[{j}]",
+                code="unsupported_content",
+            )
+        texts.append(part.text)
+    return "\n".join(texts)

@@ -1,0 +1,49 @@
+"""Running the application on a socket, with the options every entry point must share."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from aichat.app import create_app
+from aichat.config import Settings
+
+log = logging.getLogger("aichat")
+
+
+def runner(app: web.Application, shutdown_timeout: float = 30.0) -> web.AppRunner:
+    """An ``AppRunner`` for the gateway.
+
+    ``handler_cancellation`` cancels a handler as soon as its client disconnects, which is
+    what cancels the upstream request of an abandoned stream at once. aiohttp's own access
+    log is off: ``aichat.logs`` writes one richer line per request.
+    """
+    return web.AppRunner(
+        app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout
+    )
+
+
+async def serve_until_stopped(settings: Settings) -> None:
+    """Listen until SIGINT/SIGTERM, then let open requests finish and close everything."""
+    app_runner = runner(create_app(settings))
+    await app_runner.setup()
+    try:
+        site = web.TCPSite(app_runner, settings.host, settings.port, reuse_address=True)
+        await site.start()
+        log.info("aichat listening on http://%s:%d", settings.host, settings.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await app_runner.cleanup()
+
+
+def serve(settings: Settings) -> None:
+    """Run the gateway in the foreground (blocking)."""
+    asyncio.run(serve_until_stopped(settings))

@@ -1,0 +1,54 @@
+"""Writing a server-sent-events answer: flushed as produced, ended honestly."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from aichat.errors import APIError
+
+log = logging.getLogger("aichat.sse")
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    # Tells nginx-style proxies not to buffer: each event must reach the client at once.
+    "X-Accel-Buffering": "no",
+}
+
+
+async def write_sse(
+    request: web.Request,
+    events: AsyncIterator[bytes],
+    error_event: Callable[[APIError], bytes],
+    headers: dict[str, str] | None = None,
+) -> web.StreamResponse:
+    """Stream ``events`` to the client; a failure mid-way ends with ``error_event``.
+
+    ``write`` waits while the client's socket buffer is full, so a slow reader slows the
+    upstream reads instead of growing memory.
+    """
+    response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
+    await response.prepare(request)
+    try:
+        tail = b""
+        try:
+            async for event in events:
+                await response.write(event)
+        except APIError as err:
+            log.warning("stream failed after start: %s", err.message)
+            tail = error_event(err)
+        except ConnectionResetError:
+            raise
+        except Exception:
+            log.exception("stream failed after start")
+            tail = error_event(APIError("Internal server error.", code="internal_error"))
+        if tail:
+            await response.write(tail)
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client is gone; the caller's cleanup cancels the upstream request.
+        pass
+    return response

@@ -1,0 +1,64 @@
+"""Upstream bytes -> lines -> SSE ``data:`` payloads, incremental and split-safe.
+
+Network reads do not respect line or character boundaries. Lines are therefore cut on
+bytes, only at ``\\n``, and decoded as whole lines: ``0x0A`` never occurs inside a multi-byte
+UTF-8 sequence, so a complete line always holds complete characters, whatever the reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+
+
+class LineDecoder:
+    """Stateful bytes -> text lines splitter; ``feed`` what arrives, ``flush`` at the end."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """Return the lines completed by ``chunk`` (without their ``\\n`` or ``\\r\\n``)."""
+        if b"\n" not in chunk:
+            self._buffer += chunk
+            return []
+        *complete, self._buffer = (self._buffer + chunk).split(b"\n")
+        return [_decode(line) for line in complete]
+
+    def flush(self) -> list[str]:
+        """Return the last line if the stream ended without a newline."""
+        rest, self._buffer = self._buffer, b""
+        return [_decode(rest)] if rest else []
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back waiting for a newline (bounded by the longest upstream line)."""
+        return len(self._buffer)
+
+
+def _decode(line: bytes) -> str:
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    # An upstream that sends invalid UTF-8 gets U+FFFD, never a crash of the stream.
+    return line.decode("utf-8", "replace")
+
+
+async def iter_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[str]:
+    """Yield text lines from an async iterable of arbitrary byte chunks."""
+    decoder = LineDecoder()
+    async for chunk in chunks:
+        for line in decoder.feed(chunk):
+            yield line
+    for line in decoder.flush():
+        yield line
+
+
+def sse_data(line: str) -> str | None:
+    """The payload of an SSE ``data:`` line, or None for any other line.
+
+    As the SSE spec says, one space after the colon belongs to the syntax, not the payload.
+    """
+    if not line.startswith("data:"):
+        return None
+    return line[6:] if line.startswith("data: ") else line[5:]

@@ -1,0 +1,106 @@
+"""Shared fixtures: a real fake upstream and a real gateway, both on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+from aiohttp import web
+
+from aichat.app import create_app
+from aichat.config import Settings
+from aichat.server import runner
+from tests.fakes import FakeAichats
+
+API_KEY = "sk-test-key-0123456789"
+# Test traffic stays on loopback even where a proxy is configured.
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+
+async def _start(
+    app: web.Application, app_runner: web.AppRunner | None = None
+) -> tuple[web.AppRunner, str]:
+    app_runner = app_runner or web.AppRunner(app, handler_cancellation=True)
+    await app_runner.setup()
+    site = web.TCPSite(app_runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = app_runner.addresses[0][:2]
+    return app_runner, f"http://{host}:{port}"
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[tuple[FakeAichats, str]]:
+    """A fake aichats service and its base URL."""
+    fake = FakeAichats()
+    app_runner, url = await _start(fake.app())
+    yield fake, url
+    await app_runner.cleanup()
+
+
+@dataclass
+class Gateway:
+    """A running gateway: its URL, app and a raw HTTP session for byte-level checks."""
+
+    url: str
+    app: web.Application
+    http: aiohttp.ClientSession
+
+    def sdk(self, api_key: str = API_KEY) -> openai.AsyncOpenAI:
+        """The official OpenAI SDK pointed at this gateway, validating response shapes strictly."""
+        return openai.AsyncOpenAI(
+            base_url=f"{self.url}/v1",
+            api_key=api_key,
+            max_retries=0,
+            _strict_response_validation=True,
+        )
+
+    async def post_chat(
+        self, body: dict[str, Any], key: str | None = API_KEY
+    ) -> aiohttp.ClientResponse:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return await self.http.post(f"{self.url}/v1/chat/completions", json=body, headers=headers)
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def make_gateway(upstream: tuple[FakeAichats, str]) -> AsyncIterator[GatewayFactory]:
+    """Start gateways in front of the fake upstream; keyword arguments override settings."""
+    started: list[web.AppRunner] = []
+    http = aiohttp.ClientSession()
+
+    async def make(**overrides: Any) -> Gateway:
+        values: dict[str, Any] = {
+            "aichats_base_url": upstream[1],
+            "api_keys": (API_KEY,),
+            "host": "127.0.0.1",
+            "port": 0,
+        }
+        values.update(overrides)
+        app = create_app(Settings(**values))
+        app_runner, url = await _start(app, runner(app))
+        started.append(app_runner)
+        return Gateway(url, app, http)
+
+    yield make
+    await http.close()
+    for app_runner in started:
+        await app_runner.cleanup()
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory) -> Gateway:
+    """A gateway with default settings in front of the fake upstream."""
+    return await make_gateway()
+
+
+@pytest.fixture
+def fake(upstream: tuple[FakeAichats, str]) -> FakeAichats:
+    """The fake upstream's behaviour knobs."""
+    return upstream[0]

@@ -1,0 +1,92 @@
+"""A real aichats upstream on 127.0.0.1 whose behaviour each test sets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+def aichats_body(pieces: list[str]) -> bytes:
+    """The bytes the service sends for ``pieces``: one ``data:`` line each, newlines escaped."""
+    return "".join(f"data: {p.replace(chr(10), chr(92) + 'n')}\n\n" for p in pieces).encode()
+
+
+@dataclass
+class FakeAichats:
+    """Behaviour knobs for the fake; change them between requests."""
+
+    pieces: list[str] = field(default_factory=lambda: ["Hello", ",", " world", "!"])
+    raw: bytes | None = None  # exact body to send instead of ``pieces``
+    chunk_size: int | None = None  # cut the body into writes of this many bytes
+    status: int = 200
+    error_headers: dict[str, str] = field(default_factory=dict)
+    delay_before: float = 0.0  # before the response headers
+    delay_between: float = 0.0  # between writes
+    stall_after: int | None = None  # after this many writes, never send anything again
+    drop_after: int | None = None  # after this many writes, cut the connection
+    gate: asyncio.Event | None = None  # after the first write, wait for this before the rest
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def writes(self) -> list[bytes]:
+        body = self.raw if self.raw is not None else aichats_body(self.pieces)
+        if not self.chunk_size:
+            return [body]
+        return [body[i : i + self.chunk_size] for i in range(0, len(body), self.chunk_size)]
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(await request.json())
+        self.headers.append(dict(request.headers))
+        if self.delay_before:
+            await asyncio.sleep(self.delay_before)
+        if self.status != 200:
+            return web.Response(
+                status=self.status, text="upstream says no", headers=self.error_headers
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            for n, chunk in enumerate(self.writes()):
+                if n == self.stall_after:
+                    await asyncio.sleep(3600)
+                if n == self.drop_after:
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return response
+                await response.write(chunk)
+                if n == 0 and self.gate is not None:
+                    await self.gate.wait()
+                if self.delay_between:
+                    await asyncio.sleep(self.delay_between)
+            await response.write_eof()
+            self.finished.set()
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.cancelled.set()
+            raise
+        return response
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/chat/send2/", self.handle)
+        return app
+
+
+def sse_events(raw: bytes) -> list[str]:
+    """Split a raw SSE body into its ``data:`` payloads, checking the framing on the way."""
+    assert raw.endswith(b"\n\n"), raw[-50:]
+    events = []
+    for block in raw.decode().split("\n\n")[:-1]:
+        assert block.startswith("data: "), block
+        events.append(block[len("data: ") :])
+    return events
+
+
+def json_events(raw: bytes) -> list[Any]:
+    """The decoded JSON of every event except a final ``[DONE]``."""
+    return [json.loads(e) for e in sse_events(raw) if e != "[DONE]"]
