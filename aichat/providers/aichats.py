@@ -9,6 +9,7 @@ Wire format: ``shared/docs/upstream-aichats.md``. What this module decides:
   written as a ``User: ...`` / ``Assistant: ...`` transcript; ``turns`` sends each turn as its
   own history entry. A lone user message is sent as it is in both modes.
 - Tools, tool/function messages and non-text content parts are refused with a 400.
+- An answer without any text is an upstream failure (502), not an empty success.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import AsyncGenerator
 import aiohttp
 
 from aichat.config import HistoryMode
-from aichat.errors import InvalidRequest
+from aichat.errors import InvalidRequest, UpstreamError
 from aichat.providers.base import Event, Finish, TextDelta
 from aichat.providers.http import Timeouts, post, read_chunks
 from aichat.schemas import ChatCompletionRequest, text_of
@@ -125,11 +126,17 @@ class AichatsProvider:
             timeouts=self._timeouts,
             name=self.name,
         ) as resp:
+            answered = False
             async for line in iter_lines(read_chunks(resp, self._timeouts, self.name)):
                 data = sse_data(line)
                 if data is None:
                     continue
                 text = piece_text(data)
                 if text:
+                    answered = True
                     yield TextDelta(text)
+        if not answered:
+            # The service answers every prompt with text; an empty stream is a refusal or a
+            # block, which a retry or a fallback may get past.
+            raise UpstreamError(f"{self.name} upstream sent an empty answer.")
         yield Finish("stop")

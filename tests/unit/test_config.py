@@ -1,0 +1,105 @@
+"""Settings from the environment, .env and flags; the CLI's config commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aichat.cli import main
+from aichat.config import ENV_VARS, ConfigError, Settings, load_settings
+
+
+def test_defaults() -> None:
+    settings = load_settings({}, dotenv_path=None)
+    assert settings.host == "0.0.0.0"
+    assert settings.port == 8001
+    assert settings.aichats_base_url == "https://ai-chats.org"
+    assert settings.models == ("gpt-4o", "gpt-4o-2024-05-13")
+    assert settings.api_keys == ()
+
+
+def test_environment_values_and_key_lists() -> None:
+    settings = load_settings(
+        {
+            "APP_SECRET": "one",
+            "AICHAT_API_KEYS": "two, three,",
+            "AICHAT_PORT": "9000",
+            "AICHAT_MODELS": "a,b",
+            "AICHATS_BASE_URL": "http://127.0.0.1:5000/",
+            "AICHAT_ALLOW_NO_AUTH": "true",
+            "AICHAT_IDLE_TIMEOUT": "2.5",
+        },
+        dotenv_path=None,
+    )
+    assert [k.get_secret_value() for k in settings.api_keys] == ["one", "two", "three"]
+    assert settings.port == 9000
+    assert settings.models == ("a", "b")
+    assert settings.aichats_base_url == "http://127.0.0.1:5000"
+    assert settings.allow_no_auth is True
+    assert settings.idle_timeout == 2.5
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("AICHAT_PORT", "eighty"),
+        ("AICHAT_PORT", "70000"),
+        ("AICHATS_BASE_URL", "ftp://x"),
+        ("AICHAT_IDLE_TIMEOUT", "-1"),
+        ("AICHAT_LOG_FORMAT", "xml"),
+        ("AICHATS_HISTORY", "sometimes"),
+    ],
+)
+def test_invalid_values_name_the_variable(var: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=var):
+        load_settings({var: value}, dotenv_path=None)
+
+
+def test_dotenv_is_read_and_real_environment_wins(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("AICHAT_PORT=7000\nAPP_SECRET=from-file\n")
+    assert load_settings({}, dotenv_path=dotenv).port == 7000
+    settings = load_settings({"AICHAT_PORT": "7001"}, dotenv_path=dotenv)
+    assert settings.port == 7001
+    assert settings.api_keys[0].get_secret_value() == "from-file"
+
+
+def test_overrides_beat_environment() -> None:
+    settings = load_settings({"AICHAT_PORT": "7001"}, dotenv_path=None, overrides={"port": 7002})
+    assert settings.port == 7002
+
+
+def test_no_key_refuses_unless_explicitly_open() -> None:
+    with pytest.raises(ConfigError, match="APP_SECRET"):
+        Settings().require_auth_decision()
+    Settings(allow_no_auth=True).require_auth_decision()
+
+
+def test_every_variable_maps_to_a_field_and_is_documented() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for var, (field, _) in ENV_VARS.items():
+        assert field in Settings.model_fields
+        assert f"`{var}`" in readme
+
+
+def test_cli_refuses_to_serve_without_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert main(["serve"]) == 2
+    assert "APP_SECRET" in capsys.readouterr().err
+
+
+def test_cli_config_show_redacts_keys(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("APP_SECRET", "sk-super-secret-value")
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "sk-super-secret-value" not in out
+    assert json.loads(out)["port"] == 8001

@@ -1,0 +1,78 @@
+"""Bytes -> lines -> data payloads, under every possible network split."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aichat.streaming import LineDecoder, iter_lines, sse_data
+
+# Text without line breaks of any kind: those are the separators under test.
+line_text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=40
+)
+
+
+def _cut(data: bytes, sizes: list[int]) -> list[bytes]:
+    chunks, start = [], 0
+    for size in sizes:
+        if start >= len(data):
+            break
+        chunks.append(data[start : start + size])
+        start += size
+    if start < len(data):
+        chunks.append(data[start:])
+    return chunks
+
+
+def _decode_all(chunks: list[bytes]) -> list[str]:
+    decoder = LineDecoder()
+    lines = [line for chunk in chunks for line in decoder.feed(chunk)]
+    return lines + decoder.flush()
+
+
+@given(
+    lines=st.lists(line_text, max_size=12),
+    sizes=st.lists(st.integers(1, 9), max_size=60),
+    crlf=st.booleans(),
+)
+def test_any_text_cut_anywhere_round_trips(lines: list[str], sizes: list[int], crlf: bool) -> None:
+    ending = "\r\n" if crlf else "\n"
+    data = "".join(line + ending for line in lines).encode()
+    assert _decode_all(_cut(data, sizes)) == lines
+
+
+def test_every_two_way_split_of_multibyte_text() -> None:
+    data = "añ€😀\ndata: 日本\r\nlast".encode()
+    for cut in range(len(data) + 1):
+        assert _decode_all([data[:cut], data[cut:]]) == ["añ€😀", "data: 日本", "last"]
+
+
+def test_invalid_utf8_becomes_replacement_not_an_error() -> None:
+    assert _decode_all([b"ok \xff\xfe\n"]) == ["ok \ufffd\ufffd"]
+
+
+def test_pending_bytes_are_only_the_unfinished_line() -> None:
+    decoder = LineDecoder()
+    assert decoder.feed(b"one\ntw") == ["one"]
+    assert decoder.pending == 2
+
+
+async def test_iter_lines_over_an_async_source() -> None:
+    async def source() -> AsyncIterator[bytes]:
+        for chunk in (b"da", b"ta: \xc3", b"\xa9\n", b"tail"):
+            yield chunk
+
+    assert [line async for line in iter_lines(source())] == ["data: é", "tail"]
+
+
+def test_sse_data() -> None:
+    assert sse_data("data: hello") == "hello"
+    assert sse_data("data:hello") == "hello"
+    assert sse_data("data:  two spaces") == " two spaces"
+    assert sse_data("data:") == ""
+    assert sse_data("event: x") is None
+    assert sse_data(": comment") is None
+    assert sse_data("") is None

@@ -1,0 +1,119 @@
+"""Events -> OpenAI chunks and completions, without a server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aichat.errors import UpstreamError
+from aichat.providers.base import Event, Finish, TextDelta, Usage
+from aichat.schemas import parse_chat_request
+from aichat.translate import DONE, ChunkEncoder, Completion, complete, stream_chunks
+
+COMPLETION = Completion("chatcmpl-abc", 1_700_000_000, "gpt-4o")
+
+
+def _request(**extra: Any) -> Any:
+    return parse_chat_request(
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], **extra}
+    )
+
+
+async def _events(*events: Event) -> AsyncIterator[Event]:
+    for event in events:
+        yield event
+
+
+def _decode(raw: bytes) -> Any:
+    assert raw.startswith(b"data: ")
+    assert raw.endswith(b"\n\n")
+    return json.loads(raw[6:])
+
+
+@given(st.text())
+def test_text_chunk_is_valid_json_for_any_text(text: str) -> None:
+    chunk = _decode(ChunkEncoder(COMPLETION).text(text))
+    assert chunk == {
+        "id": "chatcmpl-abc",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": "gpt-4o",
+        "choices": [
+            {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
+        ],
+    }
+
+
+def test_role_finish_and_usage_chunks() -> None:
+    encoder = ChunkEncoder(Completion("chatcmpl-x", 1, 'we"ird\nmodel'))
+    role = _decode(encoder.role())
+    assert role["model"] == 'we"ird\nmodel'
+    assert role["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    finish = _decode(encoder.finish("stop"))
+    assert finish["choices"][0]["delta"] == {}
+    assert finish["choices"][0]["finish_reason"] == "stop"
+    usage = _decode(encoder.usage(Usage(3, 4)))
+    assert usage["choices"] == []
+    assert usage["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+
+
+async def test_stream_order_with_usage() -> None:
+    request = _request(stream=True, stream_options={"include_usage": True})
+    first, *rest = [TextDelta("a"), TextDelta("b"), Finish("stop")]
+    out = [c async for c in stream_chunks(first, _events(*rest), request, COMPLETION)]
+    assert out[-1] == DONE
+    chunks = [_decode(c) for c in out[:-1]]
+    assert [c["choices"][0]["delta"] if c["choices"] else None for c in chunks] == [
+        {"role": "assistant", "content": ""},
+        {"content": "a"},
+        {"content": "b"},
+        {},
+        None,
+    ]
+    assert chunks[-1]["usage"]["completion_tokens"] >= 1
+
+
+async def test_upstream_usage_wins_over_counting() -> None:
+    request = _request(stream=True, stream_options={"include_usage": True})
+    events = _events(Finish("length"), Usage(11, 22))
+    out = [c async for c in stream_chunks(TextDelta("x"), events, request, COMPLETION)]
+    assert _decode(out[-3])["choices"][0]["finish_reason"] == "length"
+    assert _decode(out[-2])["usage"]["prompt_tokens"] == 11
+
+
+async def test_stream_without_finish_raises_instead_of_done() -> None:
+    out: list[bytes] = []
+
+    async def consume() -> None:
+        async for chunk in stream_chunks(TextDelta("a"), _events(), _request(), COMPLETION):
+            out.append(chunk)
+
+    with pytest.raises(UpstreamError):
+        await consume()
+    assert len(out) == 2  # role and the text: what was produced before the failure
+    assert DONE not in out
+
+
+async def test_complete_builds_a_chat_completion() -> None:
+    result = await complete(
+        TextDelta("Hel"), _events(TextDelta("lo"), Finish()), _request(), COMPLETION
+    )
+    assert result["object"] == "chat.completion"
+    assert result["choices"][0]["message"]["content"] == "Hello"
+    assert result["choices"][0]["finish_reason"] == "stop"
+    usage = result["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    with pytest.raises(UpstreamError):
+        await complete(TextDelta("x"), _events(), _request(), COMPLETION)
+
+
+def test_completion_ids_are_unique_and_created_in_seconds() -> None:
+    a, b = Completion.start("m"), Completion.start("m")
+    assert a.id != b.id
+    assert a.id.startswith("chatcmpl-")
+    assert a.created < 10**11  # seconds; milliseconds would be ~1.7e12
