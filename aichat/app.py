@@ -11,33 +11,30 @@ import aiohttp_cors
 from aiohttp import web
 
 from aichat.auth import KeyChecker, auth_middleware
-from aichat.chat import chat_completions
+from aichat.chat import UPSTREAM_HEADER, chat_completions
 from aichat.config import Settings
 from aichat.errors import error_middleware
+from aichat.failover import RetryPolicy
 from aichat.logs import REQUEST_ID_HEADER, access_log_middleware, add_request_id_header
 from aichat.meta import get_model, health, list_models, ready
-from aichat.providers.aichats import AichatsProvider
-from aichat.providers.base import Provider
-from aichat.providers.http import Timeouts
-from aichat.routing import ModelRoute, Router
-from aichat.state import LIFECYCLE, PROVIDERS, ROUTER, SESSION, SETTINGS, Lifecycle
+from aichat.providers import build_provider
+from aichat.routing import Router, Target
+from aichat.state import LIFECYCLE, RETRY_POLICY, ROUTER, SESSION, SETTINGS, Lifecycle
 
 log = logging.getLogger("aichat")
 
 
-def build_providers(settings: Settings, session: aiohttp.ClientSession) -> dict[str, Provider]:
-    """One instance of each provider, all sharing the application's upstream session."""
-    timeouts = Timeouts(first_byte=settings.first_byte_timeout, idle=settings.idle_timeout)
-    return {
-        "aichats": AichatsProvider(
-            session, settings.aichats_base_url, settings.aichats_history, timeouts
-        ),
-    }
-
-
-def build_router(settings: Settings) -> Router:
-    """Routes from the configured model names."""
-    return Router(ModelRoute(name, "aichats", name) for name in settings.models)
+def build_router(settings: Settings, session: aiohttp.ClientSession) -> Router:
+    """Every configured model bound to its own provider instance on the shared session."""
+    return Router(
+        Target(
+            route.name,
+            build_provider(route, settings, session),
+            route.target_model,
+            route.fallbacks,
+        )
+        for route in settings.model_routes
+    )
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
@@ -51,7 +48,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         connector=connector, timeout=timeout, auto_decompress=True
     ) as session:
         app[SESSION] = session
-        app[PROVIDERS] = build_providers(settings, session)
+        app[ROUTER] = build_router(settings, session)
         app[LIFECYCLE].ready = True
         yield
         app[LIFECYCLE].ready = False
@@ -64,7 +61,7 @@ async def _stop_taking_requests(app: web.Application) -> None:
 def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
     options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=False,
-        expose_headers=(REQUEST_ID_HEADER,),
+        expose_headers=(REQUEST_ID_HEADER, UPSTREAM_HEADER),
         allow_headers=("Content-Type", "Authorization", REQUEST_ID_HEADER),
         allow_methods=("GET", "POST", "OPTIONS"),
         max_age=600,
@@ -85,7 +82,9 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app[ROUTER] = build_router(settings)
+    app[RETRY_POLICY] = RetryPolicy(
+        settings.retries, settings.retry_backoff, settings.retry_max_wait
+    )
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
     app.cleanup_ctx.append(_upstream_session)
     app.on_shutdown.append(_stop_taking_requests)

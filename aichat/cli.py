@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
     serve.add_argument("--host", help="listen address (AICHAT_HOST)")
     serve.add_argument("--port", type=int, help="listen port (AICHAT_PORT)")
     serve.add_argument("--aichats-base-url", help="aichats upstream URL (AICHATS_BASE_URL)")
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="inspect configuration")
     config.add_argument("action", choices=["show"], help="print the effective config, redacted")
+    config.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
     return parser
 
 

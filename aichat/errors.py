@@ -85,7 +85,8 @@ class UpstreamError(APIError):
 
     ``retryable`` tells the router whether trying again (or a fallback) can help;
     ``retry_after`` carries the upstream's ``Retry-After`` in seconds when it sent one;
-    ``upstream_status`` is the upstream's HTTP status when it answered at all.
+    ``upstream_status`` and ``upstream_body`` (its start) are what the upstream answered,
+    when it answered at all.
     """
 
     status = 502
@@ -99,6 +100,7 @@ class UpstreamError(APIError):
         retryable: bool = True,
         retry_after: float | None = None,
         upstream_status: int | None = None,
+        upstream_body: str = "",
         status: int | None = None,
         code: str | None = None,
     ) -> None:
@@ -106,6 +108,7 @@ class UpstreamError(APIError):
         self.retryable = retryable
         self.retry_after = retry_after
         self.upstream_status = upstream_status
+        self.upstream_body = upstream_body
 
 
 class UpstreamTimeout(UpstreamError):

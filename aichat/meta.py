@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from aichat import __version__
-from aichat.routing import ModelRoute
+from aichat.routing import Target
 from aichat.state import LIFECYCLE, ROUTER
 
 
@@ -23,18 +23,23 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response({"status": "unavailable"}, status=503)
 
 
-def _model_object(route: ModelRoute, created: int) -> dict[str, Any]:
-    return {"id": route.name, "object": "model", "created": created, "owned_by": route.provider}
+def _model_object(target: Target, created: int) -> dict[str, Any]:
+    return {
+        "id": target.name,
+        "object": "model",
+        "created": created,
+        "owned_by": target.provider.name,
+    }
 
 
 async def list_models(request: web.Request) -> web.Response:
     """``GET /v1/models``: every routed model, in OpenAI's list shape."""
     created = request.app[LIFECYCLE].started_at
-    data = [_model_object(route, created) for route in request.app[ROUTER].routes]
+    data = [_model_object(target, created) for target in request.app[ROUTER].targets]
     return web.json_response({"object": "list", "data": data})
 
 
 async def get_model(request: web.Request) -> web.Response:
     """``GET /v1/models/{id}``: one model, or 404 ``model_not_found``."""
-    route = request.app[ROUTER].resolve(request.match_info["model"])
-    return web.json_response(_model_object(route, request.app[LIFECYCLE].started_at))
+    target = request.app[ROUTER].resolve(request.match_info["model"])
+    return web.json_response(_model_object(target, request.app[LIFECYCLE].started_at))

@@ -11,7 +11,7 @@ import json
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from aichat.errors import InvalidRequest
 
@@ -61,6 +61,12 @@ class ChatCompletionRequest(_Open):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
+    _body: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The request exactly as the client sent it, for pass-through providers."""
+        return self._body
 
     @property
     def include_usage(self) -> bool:
@@ -96,13 +102,15 @@ def parse_chat_request(body: Any) -> ChatCompletionRequest:
     if not isinstance(body, dict):
         raise InvalidRequest("Request body must be a JSON object.", code="invalid_body")
     try:
-        return ChatCompletionRequest.model_validate(body)
+        request = ChatCompletionRequest.model_validate(body)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         param = _param_path(tuple(first["loc"]))
         raise InvalidRequest(
             f"Invalid value for '{param}': {first['msg']}.", param=param, code="invalid_value"
         ) from None
+    request._body = body
+    return request
 
 
 def text_of(message: ChatMessage, index: int) -> str:
@@ -126,3 +134,20 @@ def text_of(message: ChatMessage, index: int) -> str:
             )
         texts.append(part.text)
     return "\n".join(texts)
+
+
+def _plain_text(message: ChatMessage) -> str:
+    if isinstance(message.content, list):
+        return "\n".join(part.text for part in message.content if part.text is not None)
+    return message.content or ""
+
+
+def prompt_text(request: ChatCompletionRequest) -> list[str]:
+    """The text of each message, for counting prompt tokens (non-text parts skipped)."""
+    return [_plain_text(message) for message in request.messages]
+
+
+def last_user_text(request: ChatCompletionRequest) -> str:
+    """The text of the last user message (non-text parts skipped); empty if there is none."""
+    users = [message for message in request.messages if message.role == "user"]
+    return _plain_text(users[-1]) if users else ""

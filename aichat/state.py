@@ -8,7 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from aichat.config import Settings
-from aichat.providers.base import Provider
+from aichat.failover import RetryPolicy
 from aichat.routing import Router
 
 
@@ -22,6 +22,6 @@ class Lifecycle:
 
 SETTINGS = web.AppKey("settings", Settings)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
-PROVIDERS = web.AppKey("providers", dict[str, Provider])
+RETRY_POLICY = web.AppKey("retry_policy", RetryPolicy)
 ROUTER = web.AppKey("router", Router)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)

@@ -7,6 +7,7 @@ completion: only the text of each delta is JSON-encoded on the hot path.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aichat.errors import UpstreamError
-from aichat.providers.base import Event, Finish, TextDelta, Usage
-from aichat.schemas import ChatCompletionRequest
+from aichat.providers.base import Event, Finish, RawChunk, RawCompletion, TextDelta, Usage
+from aichat.schemas import ChatCompletionRequest, prompt_text
 from aichat.tokens import count_tokens, prompt_tokens
 
 DONE = b"data: [DONE]\n\n"
@@ -95,18 +96,6 @@ def usage_dict(usage: Usage) -> dict[str, int]:
     }
 
 
-def prompt_text(request: ChatCompletionRequest) -> list[str]:
-    """The text of each message, for counting prompt tokens (non-text parts skipped)."""
-    texts = []
-    for message in request.messages:
-        content = message.content
-        if isinstance(content, list):
-            texts.append("\n".join(part.text for part in content if part.text is not None))
-        else:
-            texts.append(content or "")
-    return texts
-
-
 def counted_usage(request: ChatCompletionRequest, answer: str) -> Usage:
     """Usage counted locally, for upstreams that report none."""
     return Usage(prompt_tokens(prompt_text(request)), count_tokens(answer))
@@ -117,34 +106,57 @@ class _Incomplete(UpstreamError):
         super().__init__("Upstream ended the answer without finishing it.", retryable=False)
 
 
-async def stream_chunks(
+# The top-level "model" key of an OpenAI chunk. Quotes inside JSON strings are escaped, so
+# this cannot match text in the answer or in tool-call arguments.
+_MODEL_KEY = re.compile(r'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+
+
+def rename_model(json_text: str, model: str) -> str:
+    """``json_text`` with its ``model`` value replaced by ``model`` (the name the client used)."""
+    return _MODEL_KEY.sub(lambda _: '"model":' + json.dumps(model), json_text, count=1)
+
+
+async def _all(first: Event, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    yield first
+    async for event in events:
+        yield event
+
+
+async def _forwarded_chunks(
+    first: Event, events: AsyncIterator[Event], completion: Completion
+) -> AsyncIterator[bytes]:
+    finished = False
+    async for event in _all(first, events):
+        if isinstance(event, RawChunk):
+            yield b"data: " + rename_model(event.json, completion.model).encode() + b"\n\n"
+        elif isinstance(event, Finish):
+            finished = True
+    if not finished:
+        raise _Incomplete()
+    yield DONE
+
+
+async def _translated_chunks(
     first: Event,
     events: AsyncIterator[Event],
     request: ChatCompletionRequest,
     completion: Completion,
 ) -> AsyncIterator[bytes]:
-    """SSE bytes of a streamed completion: role, deltas, finish, optional usage, ``[DONE]``.
-
-    Raises ``UpstreamError`` instead of finishing when the events end without ``Finish``:
-    the caller then ends the stream with an error event, never with ``[DONE]``.
-    """
     encoder = ChunkEncoder(completion)
     want_usage = request.include_usage
     answer: list[str] = []
     finish: Finish | None = None
     usage: Usage | None = None
     yield encoder.role()
-    event: Event | None = first
-    while event is not None:
+    async for event in _all(first, events):
         if isinstance(event, TextDelta):
             if want_usage:
                 answer.append(event.text)
             yield encoder.text(event.text)
         elif isinstance(event, Finish):
             finish = event
-        else:
+        elif isinstance(event, Usage):
             usage = event
-        event = await anext(events, None)
     if finish is None:
         raise _Incomplete()
     yield encoder.finish(finish.reason)
@@ -153,40 +165,63 @@ async def stream_chunks(
     yield DONE
 
 
+def stream_chunks(
+    first: Event,
+    events: AsyncIterator[Event],
+    request: ChatCompletionRequest,
+    completion: Completion,
+) -> AsyncIterator[bytes]:
+    """SSE bytes of a streamed completion, ending with ``[DONE]`` only when it is complete.
+
+    Provider events become role, content deltas, finish and (if asked) usage chunks;
+    chunks from an OpenAI-compatible upstream are forwarded with the model renamed. When
+    the events end without ``Finish`` this raises ``UpstreamError`` instead: the caller
+    then ends the stream with an error event, never with ``[DONE]``.
+    """
+    if isinstance(first, RawChunk):
+        return _forwarded_chunks(first, events, completion)
+    return _translated_chunks(first, events, request, completion)
+
+
 async def complete(
     first: Event,
     events: AsyncIterator[Event],
     request: ChatCompletionRequest,
     completion: Completion,
-) -> dict[str, Any]:
-    """The whole ``chat.completion`` object, built once all events have arrived."""
+) -> bytes:
+    """The whole ``chat.completion`` as JSON, once all events have arrived."""
     parts: list[str] = []
     finish: Finish | None = None
     usage: Usage | None = None
-    event: Event | None = first
-    while event is not None:
+    forwarded: str | None = None
+    async for event in _all(first, events):
         if isinstance(event, TextDelta):
             parts.append(event.text)
         elif isinstance(event, Finish):
             finish = event
-        else:
+        elif isinstance(event, Usage):
             usage = event
-        event = await anext(events, None)
+        elif isinstance(event, RawCompletion):
+            forwarded = event.json
     if finish is None:
         raise _Incomplete()
+    if forwarded is not None:
+        return rename_model(forwarded, completion.model).encode()
     text = "".join(parts)
-    return {
-        "id": completion.id,
-        "object": "chat.completion",
-        "created": completion.created,
-        "model": completion.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish.reason,
-            }
-        ],
-        "usage": usage_dict(usage or counted_usage(request, text)),
-    }
+    return _dumps(
+        {
+            "id": completion.id,
+            "object": "chat.completion",
+            "created": completion.created,
+            "model": completion.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": finish.reason,
+                }
+            ],
+            "usage": usage_dict(usage or counted_usage(request, text)),
+        }
+    )

@@ -15,7 +15,7 @@ from aiohttp import web
 from aichat.app import create_app
 from aichat.config import Settings
 from aichat.server import runner
-from tests.fakes import FakeAichats
+from tests.fakes import FakeAichats, FakeOpenAI
 
 API_KEY = "sk-test-key-0123456789"
 # Test traffic stays on loopback even where a proxy is configured.
@@ -39,6 +39,15 @@ async def upstream() -> AsyncIterator[tuple[FakeAichats, str]]:
     fake = FakeAichats()
     app_runner, url = await _start(fake.app())
     yield fake, url
+    await app_runner.cleanup()
+
+
+@pytest.fixture
+async def openai_upstream() -> AsyncIterator[tuple[FakeOpenAI, str]]:
+    """A fake OpenAI-compatible upstream and its base URL (ending in ``/v1``)."""
+    fake = FakeOpenAI()
+    app_runner, url = await _start(fake.app())
+    yield fake, f"{url}/v1"
     await app_runner.cleanup()
 
 

@@ -90,3 +90,141 @@ def sse_events(raw: bytes) -> list[str]:
 def json_events(raw: bytes) -> list[Any]:
     """The decoded JSON of every event except a final ``[DONE]``."""
     return [json.loads(e) for e in sse_events(raw) if e != "[DONE]"]
+
+
+TOOL_CALL_CHUNKS: list[dict[str, Any]] = [
+    {
+        "index": 0,
+        "delta": {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_abc",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ],
+        },
+        "finish_reason": None,
+    },
+    {
+        "index": 0,
+        "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]},
+        "finish_reason": None,
+    },
+    {
+        "index": 0,
+        "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ' "Paris"}'}}]},
+        "finish_reason": None,
+    },
+    {"index": 0, "delta": {}, "finish_reason": "tool_calls"},
+]
+
+
+@dataclass
+class FakeOpenAI:
+    """An OpenAI-compatible upstream: text or tool-call streams, failures on demand."""
+
+    text_pieces: list[str] = field(default_factory=lambda: ["Hi", " from", " upstream"])
+    tool_calls: bool = False  # answer with TOOL_CALL_CHUNKS instead of text
+    status: int = 200
+    error_body: dict[str, Any] = field(
+        default_factory=lambda: {
+            "error": {
+                "message": "Rate limit reached",
+                "type": "requests",
+                "code": "rate_limit",
+                "param": None,
+            }
+        }
+    )
+    error_headers: dict[str, str] = field(default_factory=dict)
+    fail_times: int = 0  # fail (with ``status``) this many requests, then answer normally
+    drop_after: int | None = None  # cut the connection after this many chunks
+    stall_after: int | None = None
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    sent: list[bytes] = field(default_factory=list)  # every data payload streamed
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def chunks(self, model: str, include_usage: bool) -> list[dict[str, Any]]:
+        base = {
+            "id": "chatcmpl-up",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": model,
+            "system_fingerprint": "fp_fake",
+        }
+        if self.tool_calls:
+            choices = TOOL_CALL_CHUNKS
+        else:
+            choices = [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            ]
+            choices += [
+                {"index": 0, "delta": {"content": p}, "logprobs": None, "finish_reason": None}
+                for p in self.text_pieces
+            ]
+            choices.append({"index": 0, "delta": {}, "finish_reason": "stop"})
+        out = [{**base, "choices": [choice]} for choice in choices]
+        if include_usage:
+            out.append(
+                {
+                    **base,
+                    "choices": [],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+                }
+            )
+        return out
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        if self.status != 200 and (self.fail_times <= 0 or len(self.requests) <= self.fail_times):
+            return web.json_response(
+                self.error_body, status=self.status, headers=self.error_headers
+            )
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        chunks = self.chunks(body["model"], include_usage)
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": "".join(self.text_pieces), "refusal": None}
+            return web.json_response(
+                {
+                    "id": "chatcmpl-up",
+                    "object": "chat.completion",
+                    "created": 1_700_000_000,
+                    "model": body["model"],
+                    "system_fingerprint": "fp_fake",
+                    "choices": [
+                        {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+                }
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for n, chunk in enumerate(chunks):
+            if n == self.stall_after:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    self.cancelled.set()
+                    raise
+            if n == self.drop_after:
+                assert request.transport is not None
+                request.transport.abort()
+                return response
+            payload = json.dumps(chunk).encode()
+            self.sent.append(payload)
+            await response.write(b"data: " + payload + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.handle)
+        return app

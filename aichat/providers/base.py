@@ -2,7 +2,9 @@
 
 A provider turns a validated request into an async stream of events. It knows its upstream's
 wire format and quirks and nothing about how the answer is sent to the client: translation
-into OpenAI chunks or a whole completion happens once, in ``aichat.translate``.
+into OpenAI chunks or a whole completion happens once, in ``aichat.translate``. Upstreams
+that already speak OpenAI's format hand over their chunks as ``RawChunk``/``RawCompletion``
+rather than being taken apart and rebuilt.
 
 Failures before the first event are raised as ``APIError`` (``InvalidRequest`` for requests
 the provider cannot serve, ``UpstreamError`` / ``UpstreamTimeout`` for upstream trouble), so
@@ -33,6 +35,24 @@ class Finish:
 
 
 @dataclass(frozen=True, slots=True)
+class RawChunk:
+    """A ``chat.completion.chunk`` from an OpenAI-compatible upstream, as JSON text.
+
+    Forwarded as it came, with only the model name rewritten: fields the gateway does not
+    model (tool-call deltas, logprobs, several choices, refusals) reach the client intact.
+    """
+
+    json: str
+
+
+@dataclass(frozen=True, slots=True)
+class RawCompletion:
+    """A whole ``chat.completion`` from an OpenAI-compatible upstream, as JSON text."""
+
+    json: str
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     """Token counts reported by the upstream."""
 
@@ -40,7 +60,7 @@ class Usage:
     completion_tokens: int
 
 
-Event = TextDelta | Finish | Usage
+Event = TextDelta | Finish | Usage | RawChunk | RawCompletion
 
 
 class Provider(Protocol):

@@ -42,12 +42,11 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-async def _error_detail(resp: aiohttp.ClientResponse) -> str:
+async def _error_body(resp: aiohttp.ClientResponse) -> str:
     try:
-        text = (await resp.content.read(2048)).decode("utf-8", "replace")
+        return (await resp.content.read(4096)).decode("utf-8", "replace")
     except (TimeoutError, aiohttp.ClientError, OSError):
         return ""
-    return " ".join(text.split())[:300]
 
 
 @asynccontextmanager
@@ -74,12 +73,14 @@ async def post(
         raise UpstreamError(f"{name} upstream unreachable: {type(exc).__name__}.") from None
     try:
         if resp.status >= 400:
-            detail = await _error_detail(resp)
+            body = await _error_body(resp)
+            detail = " ".join(body.split())[:300]
             raise UpstreamError(
                 f"{name} upstream answered HTTP {resp.status}" + (f": {detail}" if detail else "."),
-                retryable=resp.status == 429 or resp.status >= 500,
+                retryable=resp.status in (408, 429) or resp.status >= 500,
                 retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
                 upstream_status=resp.status,
+                upstream_body=body,
             )
         yield resp
     finally:

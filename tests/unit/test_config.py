@@ -103,3 +103,78 @@ def test_cli_config_show_redacts_keys(
     out = capsys.readouterr().out
     assert "sk-super-secret-value" not in out
     assert json.loads(out)["port"] == 8001
+
+
+def _routes_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "aichat.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[[models]\nname = 1", "not valid TOML"),
+        ('[[models]]\nname = "a"\nprovider = "nope"', '[[models]] #1 (name = "a") provider'),
+        ('[[models]]\nname = "a"\nprovider = "mock"\ncolour = "red"', "colour"),
+        ('[[models]]\nname = "a"\nprovider = "openai"', "base_url: required"),
+        ('[[models]]\nname = "a"\nprovider = "mock"\nfallbacks = ["b"]', "no model named 'b'"),
+        (
+            '[[models]]\nname = "a"\nprovider = "mock"\n[[models]]\nname = "a"\nprovider = "mock"',
+            "twice",
+        ),
+        (
+            '[[models]]\nname = "a"\nprovider = "openai"\nbase_url = "http://x"\napi_key_env = "NOPE_KEY"',
+            "NOPE_KEY is not set",
+        ),
+        ('[[models]]\nname = "a"\nprovider = "mock"\napi_key = "sk-in-file"', "api_key_env"),
+        ("title = 'no models'", "models"),
+    ],
+)
+def test_routes_file_errors_name_file_table_and_key(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = _routes_file(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings({"AICHAT_CONFIG": str(path)}, dotenv_path=None)
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_missing_routes_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings({"AICHAT_CONFIG": str(tmp_path / "absent.toml")}, dotenv_path=None)
+
+
+def test_routes_file_replaces_default_models(tmp_path: Path) -> None:
+    path = _routes_file(
+        tmp_path,
+        '[[models]]\nname = "m"\nprovider = "openai"\nbase_url = "http://127.0.0.1:1/v1/"\n'
+        'upstream_model = "up"\napi_key_env = "UP_KEY"',
+    )
+    settings = load_settings({"AICHAT_CONFIG": str(path), "UP_KEY": "sk-up"}, dotenv_path=None)
+    (route,) = settings.model_routes
+    assert route.base_url == "http://127.0.0.1:1/v1"
+    assert route.target_model == "up"
+    assert route.api_key is not None
+    assert route.api_key.get_secret_value() == "sk-up"
+    defaults = load_settings({}, dotenv_path=None).model_routes
+    assert [(r.name, r.provider) for r in defaults] == [
+        ("gpt-4o", "aichats"),
+        ("gpt-4o-2024-05-13", "aichats"),
+    ]
+
+
+def test_config_show_redacts_upstream_keys(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _routes_file(
+        tmp_path,
+        '[[models]]\nname = "m"\nprovider = "openai"\nbase_url = "http://x"\napi_key_env = "UP_KEY"',
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("UP_KEY", "sk-upstream-very-secret")
+    assert main(["config", "show", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "sk-upstream-very-secret" not in out
+    assert json.loads(out)["routes"][0]["api_key_env"] == "UP_KEY"

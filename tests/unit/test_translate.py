@@ -100,9 +100,10 @@ async def test_stream_without_finish_raises_instead_of_done() -> None:
 
 
 async def test_complete_builds_a_chat_completion() -> None:
-    result = await complete(
+    body = await complete(
         TextDelta("Hel"), _events(TextDelta("lo"), Finish()), _request(), COMPLETION
     )
+    result = json.loads(body)
     assert result["object"] == "chat.completion"
     assert result["choices"][0]["message"]["content"] == "Hello"
     assert result["choices"][0]["finish_reason"] == "stop"

@@ -1,0 +1,124 @@
+"""Any OpenAI-compatible upstream: OpenAI itself, vLLM, llama.cpp, Ollama, another gateway.
+
+The client's request goes upstream as it was sent — every standard parameter and unknown
+field — with only ``model`` rewritten. The answer comes back as upstream chunks, forwarded
+with only the model name changed, so tool-call deltas and everything else arrive exactly as
+the upstream streamed them. Upstream errors keep their status and message, except that an
+upstream refusing the gateway's own credentials is a 502: the client's key was fine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import aiohttp
+
+from aichat.errors import UpstreamError
+from aichat.providers.base import Event, Finish, RawChunk, RawCompletion
+from aichat.providers.http import Timeouts, post, read_chunks
+from aichat.schemas import ChatCompletionRequest
+from aichat.streaming import iter_lines, sse_data
+
+
+def _error_object(body: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return {}
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def upstream_error(err: UpstreamError, name: str) -> UpstreamError:
+    """An upstream's HTTP error re-shaped for the client, keeping its status and message."""
+    status = err.upstream_status
+    if status is None:
+        return err
+    details = _error_object(err.upstream_body)
+    if status in (401, 403):
+        message = f"{name} upstream rejected the gateway's credentials (HTTP {status})."
+        status = 502
+    else:
+        message = str(details.get("message") or err.message)
+    shaped = UpstreamError(
+        message,
+        retryable=err.retryable,
+        retry_after=err.retry_after,
+        upstream_status=err.upstream_status,
+        status=status,
+        code=str(details["code"]) if details.get("code") else err.code,
+    )
+    shaped.type = str(details.get("type") or err.type)
+    shaped.param = details.get("param") if isinstance(details.get("param"), str) else None
+    return shaped
+
+
+def _stream_error(payload: str, name: str) -> UpstreamError | None:
+    """The error an upstream reported inside its stream, if this event is one."""
+    if not payload.startswith('{"error"'):
+        return None
+    details = _error_object(payload)
+    return UpstreamError(f"{name} upstream failed: {details.get('message', 'unknown error')}")
+
+
+class OpenAIProvider:
+    """Forwards chat completions to an OpenAI-compatible ``base_url``."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        api_key: str | None,
+        timeouts: Timeouts,
+    ) -> None:
+        self._session = session
+        self._url = f"{base_url}/chat/completions"
+        self._timeouts = timeouts
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    async def stream(
+        self, request: ChatCompletionRequest, upstream_model: str
+    ) -> AsyncGenerator[Event, None]:
+        """Yield the upstream's chunks (or its whole completion), then ``Finish``."""
+        body = {**request.body, "model": upstream_model}
+        headers = {
+            **self._headers,
+            "Accept": "text/event-stream" if request.stream else "application/json",
+        }
+        try:
+            async with post(
+                self._session,
+                self._url,
+                json=body,
+                headers=headers,
+                timeouts=self._timeouts,
+                name=self.name,
+            ) as resp:
+                if not request.stream:
+                    yield RawCompletion(await self._read_all(resp))
+                    yield Finish()
+                    return
+                async for line in iter_lines(read_chunks(resp, self._timeouts, self.name)):
+                    payload = sse_data(line)
+                    if payload is None or not payload:
+                        continue
+                    if payload == "[DONE]":
+                        yield Finish()
+                        return
+                    failure = _stream_error(payload, self.name)
+                    if failure is not None:
+                        raise failure
+                    yield RawChunk(payload)
+        except UpstreamError as err:
+            raise upstream_error(err, self.name) from None
+
+    async def _read_all(self, resp: aiohttp.ClientResponse) -> str:
+        parts = [chunk async for chunk in read_chunks(resp, self._timeouts, self.name)]
+        text = b"".join(parts).decode("utf-8", "replace")
+        if not text.lstrip().startswith("{"):
+            raise UpstreamError(f"{self.name} upstream answered with something other than JSON.")
+        return text
