@@ -8,6 +8,7 @@ import signal
 
 from aiohttp import web
 
+from aichat import sdnotify
 from aichat.app import create_app
 from aichat.config import Settings
 
@@ -38,8 +39,11 @@ async def serve_until_stopped(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # Ready only once a stop request is handled gracefully, not by the default action.
+        sdnotify.notify("READY=1")
         await stop.wait()
         log.info("shutting down")
+        sdnotify.notify("STOPPING=1")
     finally:
         await app_runner.cleanup()
 
