@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast lint format clean
+.PHONY: run test test-fast lint format clean exe
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[tokens,dev]'
+	$(BIN)/pip install -q -e '.[tokens,dev,build]'
 	touch $@ $(VENV)/.installed
 
 # First run: a fresh random client key, kept in .env (git-ignored), so the gateway never
@@ -32,12 +32,19 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check aichat tests
 	$(BIN)/mypy aichat
 
+# Tests talk to a real Redis; scripts/ensure-redis starts one when none answers.
 test: lint
+	scripts/ensure-redis
 	$(BIN)/pytest
 
 # The inner loop: no lint, no slow build tests, stop at the first failure.
 test-fast: $(VENV)/.installed-dev
+	scripts/ensure-redis
 	$(BIN)/pytest -x -q -m "not slow"
+
+# One-file executable of the `aichat` command (PyInstaller, the `build` extra): dist/aichat.
+exe: $(VENV)/.installed-dev
+	$(BIN)/python build.py
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format aichat tests
