@@ -459,9 +459,12 @@ export function estimateUsage(request, answer) {
 
 /** Identity shared by every chunk of one answer: one id, `created` in Unix seconds. */
 export function newCompletion(model, now = Date.now()) {
-  const random = crypto.getRandomValues(new Uint8Array(12));
-  const hex = Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("");
-  return { id: `chatcmpl-${hex}`, created: Math.floor(now / 1000), model };
+  return { id: `chatcmpl-${randomHex(12)}`, created: Math.floor(now / 1000), model };
+}
+
+function randomHex(bytes) {
+  const random = crypto.getRandomValues(new Uint8Array(bytes));
+  return Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function chunk(completion, choices, extra = {}) {
@@ -799,7 +802,7 @@ async function handle(request, env) {
 
 async function fetchHandler(request, env) {
   const given = request.headers.get(REQUEST_ID_HEADER) ?? "";
-  const requestId = SAFE_REQUEST_ID.test(given) ? given : newCompletion("").id.slice(9, 25);
+  const requestId = SAFE_REQUEST_ID.test(given) ? given : randomHex(8);
   let response;
   let cors = {};
   try {
