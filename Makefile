@@ -52,3 +52,27 @@ format: $(VENV)/.installed-dev
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .pytest_cache .ruff_cache
+
+# Benchmark harness (bench/README.md): direct upstream vs through aichat, on 127.0.0.1 only,
+# bounded in requests and time. Never part of `make test`.
+.PHONY: bench bench-quick bench-peers
+BENCH_PEER_VENV := bench/.venv-litellm
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[tokens,bench]'
+	touch $@ $(VENV)/.installed
+
+# Full run (under 5 minutes): writes bench/results/<date>-full.json and the bench/README.md table.
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.run --suite full --update-readme
+
+# Smoke run (about 30 s): same scenarios, fewer requests; results only.
+bench-quick: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.run --suite quick --no-peers
+
+# LiteLLM's proxy in a venv of its own (it pins many packages), then the full run with it.
+$(BENCH_PEER_VENV)/bin/litellm:
+	$(PYTHON) -m venv $(BENCH_PEER_VENV)
+	$(BENCH_PEER_VENV)/bin/pip install -q 'litellm[proxy]'
+
+bench-peers: $(BENCH_PEER_VENV)/bin/litellm bench

@@ -33,6 +33,8 @@ def pyinstaller_args(dist_dir: Path, work_dir: Path) -> list[str]:
         # The `tokens` extra's package imports its native module by name at run time and reads
         # the o200k_base tables from data files: static analysis finds neither.
         "--collect-all=bpe_openai",
+        # The playground page (aichat/static) is read from package data at start.
+        "--collect-data=aichat",
     ]
 
 

@@ -10,16 +10,35 @@ import aiohttp
 import aiohttp_cors
 from aiohttp import web
 
-from aichat.auth import KeyChecker, auth_middleware
+from aichat.anthropic_api import MESSAGES_PATH, create_message
+from aichat.anthropic_api import error_response as anthropic_error
+from aichat.auth import KeyRing, auth_middleware
+from aichat.breaker import CircuitBreaker
+from aichat.capabilities import DROPPED_HEADER, capabilities_for
 from aichat.chat import UPSTREAM_HEADER, chat_completions
 from aichat.config import Settings
-from aichat.errors import error_middleware
+from aichat.errors import ERROR_RENDERERS, ErrorRenderer, error_middleware
 from aichat.failover import RetryPolicy
+from aichat.lifecycle import LIFECYCLE, Lifecycle, drain_middleware
+from aichat.limits import (
+    LIMITER,
+    CounterStore,
+    Limiter,
+    MemoryStore,
+    RedisStore,
+    add_rate_headers,
+    limits_middleware,
+)
 from aichat.logs import REQUEST_ID_HEADER, access_log_middleware, add_request_id_header
 from aichat.meta import get_model, health, list_models, ready
+from aichat.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
+from aichat.openapi import OPENAPI, openapi_document, openapi_endpoint
+from aichat.playground import add_playground
 from aichat.providers import build_provider
+from aichat.responses_api import create_response
 from aichat.routing import Router, Target
-from aichat.state import LIFECYCLE, RETRY_POLICY, ROUTER, SESSION, SETTINGS, Lifecycle
+from aichat.state import RETRY_POLICY, ROUTER, SESSION, SETTINGS
+from aichat.timing import SERVER_TIMING_HEADER, add_server_timing, timing_middleware
 
 log = logging.getLogger("aichat")
 
@@ -32,6 +51,8 @@ def build_router(settings: Settings, session: aiohttp.ClientSession) -> Router:
             build_provider(route, settings, session),
             route.target_model,
             route.fallbacks,
+            CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown),
+            capabilities_for(route),
         )
         for route in settings.model_routes
     )
@@ -48,10 +69,26 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         connector=connector, timeout=timeout, auto_decompress=True
     ) as session:
         app[SESSION] = session
-        app[ROUTER] = build_router(settings, session)
+        router = app[ROUTER] = build_router(settings, session)
+        app[METRICS].watch(app[LIMITER].rejection_counts, router.circuits)
         app[LIFECYCLE].ready = True
         yield
         app[LIFECYCLE].ready = False
+
+
+async def _counter_store(app: web.Application) -> AsyncIterator[None]:
+    """Rate-limit counters: in Redis when ``REDIS_URL`` is set, else in this process."""
+    settings = app[SETTINGS]
+    store: CounterStore = (
+        RedisStore(settings.redis_url, settings.redis_prefix)
+        if settings.redis_url
+        else MemoryStore()
+    )
+    app[LIMITER] = Limiter(
+        store, settings.max_concurrent, settings.queue_timeout, settings.redis_failure == "open"
+    )
+    yield
+    await store.close()
 
 
 async def _stop_taking_requests(app: web.Application) -> None:
@@ -61,8 +98,17 @@ async def _stop_taking_requests(app: web.Application) -> None:
 def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
     options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=False,
-        expose_headers=(REQUEST_ID_HEADER, UPSTREAM_HEADER),
-        allow_headers=("Content-Type", "Authorization", REQUEST_ID_HEADER),
+        expose_headers=(REQUEST_ID_HEADER, UPSTREAM_HEADER, DROPPED_HEADER, SERVER_TIMING_HEADER),
+        # x-api-key and anthropic-*: what Anthropic's SDKs send from a browser.
+        allow_headers=(
+            "Content-Type",
+            "Authorization",
+            REQUEST_ID_HEADER,
+            "x-api-key",
+            "anthropic-version",
+            "anthropic-beta",
+            "anthropic-dangerous-direct-browser-access",
+        ),
         allow_methods=("GET", "POST", "OPTIONS"),
         max_age=600,
     )
@@ -74,25 +120,47 @@ def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
 def create_app(settings: Settings) -> web.Application:
     """The gateway application for ``settings``; serve it with ``aichat.server``."""
     settings.require_auth_decision()
-    checker = KeyChecker(key.get_secret_value() for key in settings.api_keys)
-    if not checker.enabled:
+    keys = KeyRing.from_settings(settings)
+    if not keys.enabled:
         log.warning("running WITHOUT authentication: anyone who can reach this port can use it")
+    # Outermost first: the access line sees the final status; errors are rendered for
+    # everything inside; drained requests never reach auth; limits apply per known key.
     app = web.Application(
-        middlewares=[access_log_middleware, error_middleware, auth_middleware(checker)],
+        middlewares=[
+            access_log_middleware,
+            timing_middleware,
+            error_middleware,
+            drain_middleware,
+            auth_middleware(keys),
+            limits_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
+    metrics = Metrics()
     app[SETTINGS] = settings
+    app[METRICS] = metrics
+    if settings.metrics_key is not None:
+        app[METRICS_KEY] = settings.metrics_key.get_secret_value()
     app[RETRY_POLICY] = RetryPolicy(
-        settings.retries, settings.retry_backoff, settings.retry_max_wait
+        settings.retries, settings.retry_backoff, settings.retry_max_wait, metrics
     )
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
-    app.cleanup_ctx.append(_upstream_session)
+    app.cleanup_ctx.extend([_counter_store, _upstream_session])
     app.on_shutdown.append(_stop_taking_requests)
-    app.on_response_prepare.append(add_request_id_header)
+    app.on_response_prepare.extend([add_request_id_header, add_rate_headers, add_server_timing])
+    app[OPENAPI] = openapi_document()
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/openapi.json", openapi_endpoint)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/responses", create_response)
+    app.router.add_post(MESSAGES_PATH, create_message)
+    renderers: dict[str, ErrorRenderer] = {MESSAGES_PATH: anthropic_error}
+    app[ERROR_RENDERERS] = renderers
+    if settings.playground:
+        add_playground(app.router)
     _setup_cors(app, settings.cors_origins)
     return app

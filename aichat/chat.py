@@ -6,27 +6,19 @@ from contextlib import aclosing
 
 from aiohttp import web
 
-from aichat.context import log_field
+from aichat.answering import UPSTREAM_HEADER, start_answer
 from aichat.errors import error_event
-from aichat.failover import open_answer
 from aichat.schemas import parse_chat_request, read_json
 from aichat.sse import write_sse
-from aichat.state import RETRY_POLICY, ROUTER
 from aichat.translate import Completion, complete, stream_chunks
 
-UPSTREAM_HEADER = "x-aichat-upstream"
+__all__ = ["UPSTREAM_HEADER", "chat_completions"]
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """Answer one chat completion, streamed or whole."""
     chat = parse_chat_request(await read_json(request))
-    log_field(request, model=chat.model, stream=chat.stream)
-    chain = request.app[ROUTER].chain(chat.model)
-    # Until the first event arrives nothing has been sent: failures are still HTTP errors,
-    # and retries and fallbacks are still possible.
-    answer = await open_answer(chain, chat, request.app[RETRY_POLICY])
-    log_field(request, upstream=answer.target.label, attempts=answer.attempts)
-    headers = {UPSTREAM_HEADER: answer.target.label}
+    answer, headers = await start_answer(request, chat)
     completion = Completion.start(chat.model)
     async with aclosing(answer.events) as events:
         if chat.stream:

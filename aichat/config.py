@@ -44,6 +44,9 @@ class ModelConfig(BaseModel):
     text: str | None = None
     tokens_per_second: float = Field(0.0, ge=0)  # 0: as fast as possible
     first_token_delay: float = Field(0.0, ge=0)
+    fail_after: int | None = Field(None, ge=0)  # mock: an upstream error after this many pieces
+    # aichats and mock: describe tools in the prompt and parse calls out of the answer.
+    emulate_tools: bool = False
 
     @field_validator("base_url")
     @classmethod
@@ -62,6 +65,24 @@ def _http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+class KeyConfig(BaseModel):
+    """One ``[[keys]]`` table: a client key, stored hashed or named by variable, and its limits.
+
+    Limits left unset take the ``AICHAT_RATE_LIMIT_RPM`` / ``AICHAT_MAX_CONCURRENT_PER_KEY``
+    defaults; 0 means unlimited. ``models`` restricts the key to those model names.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    key_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    key_env: str | None = None
+    key: SecretStr | None = None  # resolved from ``key_env`` at load time
+    requests_per_minute: int | None = Field(None, ge=0)
+    max_concurrent: int | None = Field(None, ge=0)
+    models: tuple[str, ...] | None = None
+
+
 class Settings(BaseModel):
     """Everything the gateway can be configured with."""
 
@@ -74,6 +95,18 @@ class Settings(BaseModel):
     models: tuple[str, ...] = ("gpt-4o", "gpt-4o-2024-05-13")
     config_file: Path | None = None
     routes: tuple[ModelConfig, ...] = ()  # from config_file; empty: ``models`` via aichats
+    keys: tuple[KeyConfig, ...] = ()  # from config_file's [[keys]] tables
+    rate_limit_rpm: int = Field(0, ge=0)
+    max_concurrent_per_key: int = Field(0, ge=0)
+    max_concurrent: int = Field(512, ge=1)
+    queue_timeout: float = Field(2.0, ge=0)
+    redis_url: str | None = None
+    redis_prefix: str = "aichat:"
+    redis_failure: Literal["open", "closed"] = "open"
+    breaker_failures: int = Field(5, ge=0)
+    breaker_cooldown: float = Field(30.0, gt=0)
+    drain_timeout: float = Field(30.0, ge=0)
+    metrics_key: SecretStr | None = None
     retries: int = Field(2, ge=0, le=10)
     retry_backoff: float = Field(0.25, ge=0)
     retry_max_wait: float = Field(5.0, ge=0)
@@ -84,6 +117,7 @@ class Settings(BaseModel):
     first_byte_timeout: float = Field(60.0, gt=0)
     idle_timeout: float = Field(60.0, gt=0)
     max_body_bytes: int = Field(1024 * 1024, gt=0)
+    playground: bool = True  # the built-in page at /
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -106,7 +140,7 @@ class Settings(BaseModel):
 
     def require_auth_decision(self) -> None:
         """Refuse to run an open gateway unless the operator asked for one explicitly."""
-        if not self.api_keys and not self.allow_no_auth:
+        if not self.api_keys and not self.keys and not self.allow_no_auth:
             raise ConfigError(
                 "No API key configured: set APP_SECRET or AICHAT_API_KEYS "
                 "(or pass --insecure-no-auth / AICHAT_ALLOW_NO_AUTH=1 to run without auth)."
@@ -140,12 +174,43 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "retry_max_wait",
         "Longest wait before a retry; a longer Retry-After skips to fallbacks.",
     ),
+    "AICHAT_RATE_LIMIT_RPM": (
+        "rate_limit_rpm",
+        "Requests per minute per key (0: unlimited); `[[keys]]` may set their own.",
+    ),
+    "AICHAT_MAX_CONCURRENT_PER_KEY": (
+        "max_concurrent_per_key",
+        "Open streams and in-flight requests per key (0: unlimited).",
+    ),
+    "AICHAT_MAX_CONCURRENT": ("max_concurrent", "In-flight upstream requests, all keys together."),
+    "AICHAT_QUEUE_TIMEOUT": (
+        "queue_timeout",
+        "Seconds a request may wait for a free slot before 503 `server_overloaded`.",
+    ),
+    "REDIS_URL": ("redis_url", "Keep rate-limit counters in Redis, shared by replicas."),
+    "AICHAT_REDIS_PREFIX": ("redis_prefix", "Prefix of every Redis key aichat writes."),
+    "AICHAT_REDIS_FAILURE": (
+        "redis_failure",
+        "When Redis is down: `open` (allow, log a warning) or `closed` (503).",
+    ),
+    "AICHAT_BREAKER_FAILURES": (
+        "breaker_failures",
+        "Consecutive failures that open an upstream's circuit (0: never).",
+    ),
+    "AICHAT_BREAKER_COOLDOWN": ("breaker_cooldown", "Seconds an open circuit waits for a trial."),
+    "AICHAT_DRAIN_TIMEOUT": (
+        "drain_timeout",
+        "Seconds in-flight requests get to finish on SIGTERM before they end with an error.",
+    ),
+    "AICHAT_METRICS_KEY": ("metrics_key", "If set, `GET /metrics` needs this bearer key."),
     "AICHAT_MAX_BODY_BYTES": ("max_body_bytes", "Largest accepted request body (413 beyond)."),
+    "AICHAT_PLAYGROUND": ("playground", "`0` turns off the playground page at `/`."),
     "AICHAT_LOG_FORMAT": ("log_format", "`text` or `json`."),
     "AICHAT_LOG_LEVEL": ("log_level", "`DEBUG`, `INFO`, `WARNING` or `ERROR`."),
 }
 
 _LIST_FIELDS = {"models", "api_keys", "cors_origins"}
+_BOOL_FIELDS = {"allow_no_auth", "playground"}
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -162,7 +227,7 @@ def _raw_values(env: Mapping[str, str | None]) -> dict[str, Any]:
             continue
         if field in _LIST_FIELDS:
             raw.setdefault(field, []).extend(_split(value))
-        elif field == "allow_no_auth":
+        elif field in _BOOL_FIELDS:
             raw[field] = value.strip().lower() in _TRUE
         else:
             raw[field] = value.strip()
@@ -174,24 +239,28 @@ def _variable_for(field: str) -> str:
     return " / ".join(names) if names else field
 
 
-def _toml_location(loc: tuple[int | str, ...], models: list[Any]) -> str:
-    """``[[models]] #2 (name = "x") key`` for a pydantic error location under ``models``."""
-    if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
-        index = loc[1]
-        name = models[index].get("name") if isinstance(models[index], dict) else None
-        where = f"[[models]] #{index + 1}" + (f' (name = "{name}")' if name else "")
+def _toml_location(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
+    """``[[models]] #2 (name = "x") key`` for a pydantic error location in the file."""
+    if len(loc) >= 2 and isinstance(loc[0], str) and isinstance(loc[1], int):
+        tables = data.get(loc[0])
+        table = tables[loc[1]] if isinstance(tables, list) and loc[1] < len(tables) else None
+        name = table.get("name") if isinstance(table, dict) else None
+        where = f"[[{loc[0]}]] #{loc[1] + 1}" + (f' (name = "{name}")' if name else "")
         rest = ".".join(str(part) for part in loc[2:])
         return f"{where} {rest}".strip()
     return ".".join(str(part) for part in loc)
 
 
-class _RoutesFile(BaseModel):
+class _ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     models: list[ModelConfig] = Field(min_length=1)
+    keys: list[KeyConfig] = []
 
 
-def load_routes(path: Path, env: Mapping[str, str | None]) -> tuple[ModelConfig, ...]:
-    """Read and check a routes file; errors name the file, the table and the key."""
+def load_config_file(
+    path: Path, env: Mapping[str, str | None]
+) -> tuple[tuple[ModelConfig, ...], tuple[KeyConfig, ...]]:
+    """Read and check a config file's routes and keys; errors name file, table and key."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -199,23 +268,42 @@ def load_routes(path: Path, env: Mapping[str, str | None]) -> tuple[ModelConfig,
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        routes = _RoutesFile.model_validate(data).models
+        parsed = _ConfigFile.model_validate(data)
     except ValidationError as exc:
-        given = data.get("models")
-        models: list[Any] = given if isinstance(given, list) else []
-        problems = [
-            f"{_toml_location(tuple(err['loc']), models)}: {err['msg']}"
+        invalid = [
+            f"{_toml_location(tuple(err['loc']), data)}: {err['msg']}"
             for err in exc.errors(include_url=False)
         ]
-        raise ConfigError(f"{path}: " + "; ".join(problems)) from None
-    return _checked_routes(path, routes, env)
+        raise ConfigError(f"{path}: " + "; ".join(invalid)) from None
+    problems: list[str] = []
+    routes = _checked_routes(parsed.models, env, problems)
+    keys = _checked_keys(parsed.keys, {route.name for route in routes}, env, problems)
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
+    return routes, keys
+
+
+def _duplicates(table: str, names: list[str]) -> list[str]:
+    return [f'[[{table}]] "{n}" is defined twice' for n in sorted(set(names)) if names.count(n) > 1]
+
+
+def _secret_from_env(
+    where: str, field: str, var: str | None, env: Mapping[str, str | None], problems: list[str]
+) -> SecretStr | None:
+    if not var:
+        return None
+    value = env.get(var)
+    if not value:
+        problems.append(f"{where} {field}: {var} is not set")
+        return None
+    return SecretStr(value)
 
 
 def _checked_routes(
-    path: Path, routes: list[ModelConfig], env: Mapping[str, str | None]
+    routes: list[ModelConfig], env: Mapping[str, str | None], problems: list[str]
 ) -> tuple[ModelConfig, ...]:
     names = [route.name for route in routes]
-    problems = [f'model "{n}" is defined twice' for n in sorted(set(names)) if names.count(n) > 1]
+    problems += _duplicates("models", names)
     resolved = []
     for route in routes:
         where = f'[[models]] name = "{route.name}"'
@@ -226,18 +314,35 @@ def _checked_routes(
         ]
         if route.provider == "openai" and route.base_url is None:
             problems.append(f"{where} base_url: required for provider 'openai'")
+        if route.emulate_tools and route.provider == "openai":
+            problems.append(f"{where} emulate_tools: openai upstreams call tools themselves")
         if route.api_key is not None:
             problems.append(
                 f"{where} api_key: put the key in the environment, name it in api_key_env"
             )
-        key = None
-        if route.api_key_env:
-            key = env.get(route.api_key_env)
-            if not key:
-                problems.append(f"{where} api_key_env: {route.api_key_env} is not set")
-        resolved.append(route.model_copy(update={"api_key": SecretStr(key) if key else None}))
-    if problems:
-        raise ConfigError(f"{path}: " + "; ".join(problems))
+        key = _secret_from_env(where, "api_key_env", route.api_key_env, env, problems)
+        resolved.append(route.model_copy(update={"api_key": key}))
+    return tuple(resolved)
+
+
+def _checked_keys(
+    keys: list[KeyConfig], models: set[str], env: Mapping[str, str | None], problems: list[str]
+) -> tuple[KeyConfig, ...]:
+    problems += _duplicates("keys", [key.name for key in keys])
+    resolved = []
+    for key in keys:
+        where = f'[[keys]] name = "{key.name}"'
+        if key.key is not None:
+            problems.append(f"{where} key: store key_sha256, or name a variable in key_env")
+        if (key.key_sha256 is None) == (key.key_env is None):
+            problems.append(f"{where}: give exactly one of key_sha256 and key_env")
+        problems += [
+            f"{where} models: no model named {model!r}"
+            for model in key.models or ()
+            if model not in models
+        ]
+        secret = _secret_from_env(where, "key_env", key.key_env, env, problems)
+        resolved.append(key.model_copy(update={"key": secret}))
     return tuple(resolved)
 
 
@@ -255,7 +360,7 @@ def load_settings(
     raw = _raw_values(merged)
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     if raw.get("config_file"):
-        raw["routes"] = load_routes(Path(raw["config_file"]), merged)
+        raw["routes"], raw["keys"] = load_config_file(Path(raw["config_file"]), merged)
     try:
         return Settings(**raw)
     except ValidationError as exc:

@@ -1,13 +1,15 @@
 """OpenAI-shaped errors and the middleware that renders every failure as one.
 
 Every error a client sees is ``{"error": {"message", "type", "param", "code"}}`` with the
-matching HTTP status, whether it came from validation, auth, routing, an upstream or a bug.
+matching HTTP status, whether it came from validation, auth, routing, an upstream or a bug;
+paths registered in ``ERROR_RENDERERS`` (the Anthropic API) render the same errors their way.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -142,6 +144,16 @@ def from_http_exception(exc: web.HTTPException) -> APIError:
     return err
 
 
+ErrorRenderer = Callable[[APIError], web.Response]
+# Paths whose clients expect another error shape than OpenAI's, and how to render it.
+ERROR_RENDERERS: web.AppKey[dict[str, ErrorRenderer]] = web.AppKey("error_renderers")
+
+
+def _respond(request: web.Request, err: APIError) -> web.Response:
+    renderers = request.app.get(ERROR_RENDERERS, {})
+    return renderers.get(request.path, APIError.response)(err)
+
+
 def error_event(err: APIError) -> bytes:
     """The SSE event that ends a stream that failed after it started."""
     return b"data: " + json.dumps(err.body()).encode() + b"\n\n"
@@ -154,13 +166,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except APIError as err:
         log_field(request, error=err.code)
-        return err.response()
+        return _respond(request, err)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         shaped = from_http_exception(exc)
         log_field(request, error=shaped.code)
-        return shaped.response()
+        return _respond(request, shaped)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return APIError("Internal server error.", code="internal_error").response()
+        return _respond(request, APIError("Internal server error.", code="internal_error"))

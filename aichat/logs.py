@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from aichat.context import LOG_FIELDS, REQUEST_ID, Handler
+from aichat.metrics import METRICS
 
 access_log = logging.getLogger("aichat.access")
 
@@ -96,6 +97,10 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         status, size = response.status, _size(response)
         return response
     finally:
+        seconds = time.perf_counter() - started
+        extra: dict[str, Any] = request[LOG_FIELDS]
+        if request.path.startswith("/v1/"):
+            request.app[METRICS].observe_request(status, extra, seconds)
         if access_log.isEnabledFor(logging.INFO):
             fields: dict[str, Any] = {
                 "method": request.method,
@@ -103,9 +108,8 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
                 "status": status,
                 "model": None,
                 "stream": None,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "duration_ms": round(seconds * 1000, 2),
                 "bytes_out": size,
             }
-            extra: dict[str, Any] = request[LOG_FIELDS]
             fields.update(extra, request_id=request[REQUEST_ID])
             access_log.info("request", extra={"fields": fields})

@@ -7,8 +7,10 @@ from typing import Any
 from aiohttp import web
 
 from aichat import __version__
+from aichat.context import KEY_POLICY
+from aichat.lifecycle import LIFECYCLE
 from aichat.routing import Target
-from aichat.state import LIFECYCLE, ROUTER
+from aichat.state import ROUTER
 
 
 async def health(request: web.Request) -> web.Response:
@@ -35,11 +37,17 @@ def _model_object(target: Target, created: int) -> dict[str, Any]:
 async def list_models(request: web.Request) -> web.Response:
     """``GET /v1/models``: every routed model, in OpenAI's list shape."""
     created = request.app[LIFECYCLE].started_at
-    data = [_model_object(target, created) for target in request.app[ROUTER].targets]
+    policy = request[KEY_POLICY]
+    data = [
+        _model_object(target, created)
+        for target in request.app[ROUTER].targets
+        if policy.allows(target.name)
+    ]
     return web.json_response({"object": "list", "data": data})
 
 
 async def get_model(request: web.Request) -> web.Response:
     """``GET /v1/models/{id}``: one model, or 404 ``model_not_found``."""
-    target = request.app[ROUTER].resolve(request.match_info["model"])
+    model = request.match_info["model"]
+    (target, *_) = request.app[ROUTER].chain(model, request[KEY_POLICY].models)
     return web.json_response(_model_object(target, request.app[LIFECYCLE].started_at))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from aichat.breaker import CircuitBreaker
+from aichat.capabilities import CAPABILITIES, Capabilities
 from aichat.errors import NotFound
 from aichat.providers.base import Provider
 
@@ -17,11 +19,21 @@ class Target:
     provider: Provider
     upstream_model: str
     fallbacks: tuple[str, ...] = ()
+    breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(0, 1.0))
+    capabilities: Capabilities = CAPABILITIES["openai"]
 
     @property
     def label(self) -> str:
         """How logs and the ``x-aichat-upstream`` header name this target."""
         return f"{self.name} ({self.provider.name})"
+
+
+def _unknown(model: str) -> NotFound:
+    return NotFound(
+        f"The model '{model}' does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
 
 
 class Router:
@@ -39,17 +51,20 @@ class Router:
         """The target for ``model``; 404 ``model_not_found`` as OpenAI answers."""
         target = self._targets.get(model)
         if target is None:
-            raise NotFound(
-                f"The model '{model}' does not exist or you do not have access to it.",
-                param="model",
-                code="model_not_found",
-            )
+            raise _unknown(model)
         return target
 
-    def chain(self, model: str) -> list[Target]:
+    def chain(self, model: str, allowed: frozenset[str] | None = None) -> list[Target]:
         """``model``'s target followed by its fallbacks, in the order to try them.
 
-        Fallbacks are not followed transitively: each model lists its whole chain.
+        Fallbacks are not followed transitively: each model lists its whole chain. With
+        ``allowed`` (a key's models), other models do not exist for this caller.
         """
+        if allowed is not None and model not in allowed:
+            raise _unknown(model)  # as OpenAI answers: no hint that the model exists
         primary = self.resolve(model)
         return [primary, *(self._targets[name] for name in primary.fallbacks)]
+
+    def circuits(self) -> dict[str, str]:
+        """Each target's circuit state, for metrics."""
+        return {target.label: target.breaker.state for target in self._targets.values()}

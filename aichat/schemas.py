@@ -8,7 +8,7 @@ they are written from pre-serialised templates in ``translate`` (no object per c
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
@@ -20,6 +20,9 @@ Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class ContentPart(_Open):
@@ -97,18 +100,23 @@ async def read_json(request: web.Request) -> Any:
         raise InvalidRequest("Request body is not valid JSON.", code="invalid_json") from None
 
 
-def parse_chat_request(body: Any) -> ChatCompletionRequest:
-    """Validate a decoded JSON body; raise a 400 naming the first offending field."""
+def validate_body(model: type[_Model], body: Any) -> _Model:
+    """``body`` validated as ``model``; a 400 naming the first offending field otherwise."""
     if not isinstance(body, dict):
         raise InvalidRequest("Request body must be a JSON object.", code="invalid_body")
     try:
-        request = ChatCompletionRequest.model_validate(body)
+        return model.model_validate(body)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         param = _param_path(tuple(first["loc"]))
         raise InvalidRequest(
             f"Invalid value for '{param}': {first['msg']}.", param=param, code="invalid_value"
         ) from None
+
+
+def parse_chat_request(body: Any) -> ChatCompletionRequest:
+    """Validate a decoded JSON body; raise a 400 naming the first offending field."""
+    request = validate_body(ChatCompletionRequest, body)
     request._body = body
     return request
 

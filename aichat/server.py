@@ -11,6 +11,7 @@ from aiohttp import web
 from aichat import sdnotify
 from aichat.app import create_app
 from aichat.config import Settings
+from aichat.lifecycle import LIFECYCLE
 
 log = logging.getLogger("aichat")
 
@@ -28,8 +29,9 @@ def runner(app: web.Application, shutdown_timeout: float = 30.0) -> web.AppRunne
 
 
 async def serve_until_stopped(settings: Settings) -> None:
-    """Listen until SIGINT/SIGTERM, then let open requests finish and close everything."""
-    app_runner = runner(create_app(settings))
+    """Listen until SIGINT/SIGTERM, then drain in-flight requests and close everything."""
+    app = create_app(settings)
+    app_runner = runner(app)
     await app_runner.setup()
     try:
         site = web.TCPSite(app_runner, settings.host, settings.port, reuse_address=True)
@@ -44,6 +46,7 @@ async def serve_until_stopped(settings: Settings) -> None:
         await stop.wait()
         log.info("shutting down")
         sdnotify.notify("STOPPING=1")
+        await app[LIFECYCLE].drain(settings.drain_timeout)
     finally:
         await app_runner.cleanup()
 

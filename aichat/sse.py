@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import web
 
 from aichat.errors import APIError
+from aichat.lifecycle import ShuttingDown, is_drain
+from aichat.metrics import METRICS
 
 log = logging.getLogger("aichat.sse")
 
@@ -17,6 +22,12 @@ SSE_HEADERS = {
     # Tells nginx-style proxies not to buffer: each event must reach the client at once.
     "X-Accel-Buffering": "no",
 }
+
+
+def named_event(name: str, data: dict[str, Any]) -> bytes:
+    """One event with an ``event:`` line, as the Responses and Anthropic Messages APIs send."""
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return b"event: " + name.encode() + b"\ndata: " + payload.encode() + b"\n\n"
 
 
 async def write_sse(
@@ -32,6 +43,8 @@ async def write_sse(
     """
     response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
     await response.prepare(request)
+    open_streams = request.app[METRICS].open_streams
+    open_streams.inc()
     try:
         tail = b""
         try:
@@ -40,6 +53,11 @@ async def write_sse(
         except APIError as err:
             log.warning("stream failed after start: %s", err.message)
             tail = error_event(err)
+        except asyncio.CancelledError as exc:
+            if not is_drain(exc):
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            tail = error_event(ShuttingDown())
         except ConnectionResetError:
             raise
         except Exception:
@@ -51,4 +69,6 @@ async def write_sse(
     except ConnectionResetError:
         # The client is gone; the caller's cleanup cancels the upstream request.
         pass
+    finally:
+        open_streams.dec()
     return response

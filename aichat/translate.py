@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from aichat.errors import UpstreamError
-from aichat.providers.base import Event, Finish, RawChunk, RawCompletion, TextDelta, Usage
+from aichat.providers.base import (
+    Event,
+    Finish,
+    RawChunk,
+    RawCompletion,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from aichat.schemas import ChatCompletionRequest, prompt_text
 from aichat.tokens import count_tokens, prompt_tokens
 
@@ -73,6 +81,15 @@ class ChunkEncoder:
         """A content delta."""
         return self._text_prefix + _dumps(text) + self._TEXT_SUFFIX
 
+    def tool_call(self, call: ToolCallDelta) -> bytes:
+        """A tool-call delta: id, type and name on a call's first piece, then arguments."""
+        return (
+            self._delta_prefix
+            + b'"tool_calls":'
+            + _dumps([tool_call_delta(call)])
+            + self._TEXT_SUFFIX
+        )
+
     def finish(self, reason: str) -> bytes:
         """Last choice chunk: empty delta and the finish reason."""
         return (
@@ -85,6 +102,26 @@ class ChunkEncoder:
     def usage(self, usage: Usage) -> bytes:
         """The ``stream_options.include_usage`` chunk: no choices, only usage."""
         return self._head + b'],"usage":' + _dumps(usage_dict(usage)) + b"}\n\n"
+
+
+def tool_call_delta(call: ToolCallDelta) -> dict[str, Any]:
+    """OpenAI's streamed ``tool_calls`` entry for one piece of a call."""
+    function: dict[str, str] = {"arguments": call.arguments}
+    if call.name is not None:
+        function = {"name": call.name, **function}
+    head: dict[str, Any] = {"index": call.index}
+    if call.id is not None:
+        head.update(id=call.id, type="function")
+    return {**head, "function": function}
+
+
+def _merge_tool_call(calls: dict[int, dict[str, Any]], call: ToolCallDelta) -> None:
+    merged = calls.setdefault(
+        call.index, {"id": call.id, "type": "function", "function": {"name": "", "arguments": ""}}
+    )
+    merged["id"] = merged["id"] or call.id
+    merged["function"]["name"] += call.name or ""
+    merged["function"]["arguments"] += call.arguments
 
 
 def usage_dict(usage: Usage) -> dict[str, int]:
@@ -101,7 +138,9 @@ def counted_usage(request: ChatCompletionRequest, answer: str) -> Usage:
     return Usage(prompt_tokens(prompt_text(request)), count_tokens(answer))
 
 
-class _Incomplete(UpstreamError):
+class Incomplete(UpstreamError):
+    """The upstream's events ended without ``Finish``: the answer must not look complete."""
+
     def __init__(self) -> None:
         super().__init__("Upstream ended the answer without finishing it.", retryable=False)
 
@@ -116,7 +155,8 @@ def rename_model(json_text: str, model: str) -> str:
     return _MODEL_KEY.sub(lambda _: '"model":' + json.dumps(model), json_text, count=1)
 
 
-async def _all(first: Event, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+async def chained(first: Event, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    """``first`` followed by ``events``: an answer's events as one stream."""
     yield first
     async for event in events:
         yield event
@@ -126,13 +166,13 @@ async def _forwarded_chunks(
     first: Event, events: AsyncIterator[Event], completion: Completion
 ) -> AsyncIterator[bytes]:
     finished = False
-    async for event in _all(first, events):
+    async for event in chained(first, events):
         if isinstance(event, RawChunk):
             yield b"data: " + rename_model(event.json, completion.model).encode() + b"\n\n"
         elif isinstance(event, Finish):
             finished = True
     if not finished:
-        raise _Incomplete()
+        raise Incomplete()
     yield DONE
 
 
@@ -148,17 +188,21 @@ async def _translated_chunks(
     finish: Finish | None = None
     usage: Usage | None = None
     yield encoder.role()
-    async for event in _all(first, events):
+    async for event in chained(first, events):
         if isinstance(event, TextDelta):
             if want_usage:
                 answer.append(event.text)
             yield encoder.text(event.text)
+        elif isinstance(event, ToolCallDelta):
+            if want_usage:
+                answer.append(event.arguments)
+            yield encoder.tool_call(event)
         elif isinstance(event, Finish):
             finish = event
         elif isinstance(event, Usage):
             usage = event
     if finish is None:
-        raise _Incomplete()
+        raise Incomplete()
     yield encoder.finish(finish.reason)
     if want_usage:
         yield encoder.usage(usage or counted_usage(request, "".join(answer)))
@@ -191,12 +235,15 @@ async def complete(
 ) -> bytes:
     """The whole ``chat.completion`` as JSON, once all events have arrived."""
     parts: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
     finish: Finish | None = None
     usage: Usage | None = None
     forwarded: str | None = None
-    async for event in _all(first, events):
+    async for event in chained(first, events):
         if isinstance(event, TextDelta):
             parts.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            _merge_tool_call(calls, event)
         elif isinstance(event, Finish):
             finish = event
         elif isinstance(event, Usage):
@@ -204,10 +251,15 @@ async def complete(
         elif isinstance(event, RawCompletion):
             forwarded = event.json
     if finish is None:
-        raise _Incomplete()
+        raise Incomplete()
     if forwarded is not None:
         return rename_model(forwarded, completion.model).encode()
     text = "".join(parts)
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if calls:
+        # As OpenAI answers: no text next to tool calls is null, not "".
+        message.update(content=text or None, tool_calls=list(calls.values()))
+    arguments = "".join(call["function"]["arguments"] for call in calls.values())
     return _dumps(
         {
             "id": completion.id,
@@ -217,11 +269,11 @@ async def complete(
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": finish.reason,
                 }
             ],
-            "usage": usage_dict(usage or counted_usage(request, text)),
+            "usage": usage_dict(usage or counted_usage(request, text + arguments)),
         }
     )

@@ -190,20 +190,47 @@ class FakeOpenAI:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         chunks = self.chunks(body["model"], include_usage)
         if not body.get("stream"):
-            message = {"role": "assistant", "content": "".join(self.text_pieces), "refusal": None}
-            return web.json_response(
-                {
-                    "id": "chatcmpl-up",
-                    "object": "chat.completion",
-                    "created": 1_700_000_000,
-                    "model": body["model"],
-                    "system_fingerprint": "fp_fake",
-                    "choices": [
-                        {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
-                    ],
-                    "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
-                }
-            )
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": "".join(self.text_pieces),
+                "refusal": None,
+            }
+            finish_reason = "stop"
+            if self.tool_calls:
+                call = TOOL_CALL_CHUNKS[0]["delta"]["tool_calls"][0]
+                arguments = "".join(
+                    c["delta"]["tool_calls"][0]["function"]["arguments"]
+                    for c in TOOL_CALL_CHUNKS[:-1]
+                )
+                function = {"name": call["function"]["name"], "arguments": arguments}
+                tool_call = {"id": call["id"], "type": "function", "function": function}
+                message.update(content=None, tool_calls=[tool_call])
+                finish_reason = "tool_calls"
+            completion = {
+                "id": "chatcmpl-up",
+                "object": "chat.completion",
+                "created": 1_700_000_000,
+                "model": body["model"],
+                "system_fingerprint": "fp_fake",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": finish_reason,
+                    }
+                ],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+            }
+            if self.drop_after is not None:
+                # Headers and the start of the body, then a broken connection.
+                partial = web.StreamResponse(headers={"Content-Type": "application/json"})
+                await partial.prepare(request)
+                await partial.write(json.dumps(completion).encode()[:20])
+                assert request.transport is not None
+                request.transport.abort()
+                return partial
+            return web.json_response(completion)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for n, chunk in enumerate(chunks):

@@ -28,6 +28,20 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call, as OpenAI streams them.
+
+    The first piece of call ``index`` carries its ``id`` and ``name``; later pieces carry
+    only more ``arguments`` text (JSON, split anywhere).
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     """The answer is complete; ``reason`` is OpenAI's ``finish_reason``."""
 
@@ -60,7 +74,7 @@ class Usage:
     completion_tokens: int
 
 
-Event = TextDelta | Finish | Usage | RawChunk | RawCompletion
+Event = TextDelta | ToolCallDelta | Finish | Usage | RawChunk | RawCompletion
 
 
 class Provider(Protocol):

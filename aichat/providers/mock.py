@@ -2,7 +2,9 @@
 
 For client developers' tests, demos and benchmarks. It answers with a configured text, or
 echoes the last user message, in word-sized pieces: ``first_token_delay`` seconds before the
-first, then ``tokens_per_second`` pieces a second (0: as fast as the client reads).
+first, then ``tokens_per_second`` pieces a second (0: as fast as the client reads). With
+``fail_after`` it fails like a broken upstream after that many pieces (0: before the first),
+so clients can test their error handling.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import re
 from collections.abc import AsyncGenerator
 
+from aichat.errors import UpstreamError
 from aichat.providers.base import Event, Finish, TextDelta, Usage
 from aichat.schemas import ChatCompletionRequest, last_user_text, prompt_text
 from aichat.tokens import count_tokens, prompt_tokens
@@ -31,9 +34,14 @@ class MockProvider:
     name = "mock"
 
     def __init__(
-        self, text: str | None, tokens_per_second: float, first_token_delay: float
+        self,
+        text: str | None,
+        tokens_per_second: float,
+        first_token_delay: float,
+        fail_after: int | None = None,
     ) -> None:
         self._text = text
+        self._fail_after = fail_after
         self._gap = 1 / tokens_per_second if tokens_per_second else 0.0
         self._first_delay = first_token_delay
 
@@ -45,6 +53,8 @@ class MockProvider:
         if self._first_delay:
             await asyncio.sleep(self._first_delay)
         for i, piece in enumerate(pieces(answer)):
+            if i == self._fail_after:
+                raise UpstreamError(f"{self.name} upstream failed on purpose after {i} pieces.")
             if i and self._gap:
                 await asyncio.sleep(self._gap)
             yield TextDelta(piece)

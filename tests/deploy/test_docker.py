@@ -213,7 +213,7 @@ async def test_the_image_commands_serve_probe_and_stop(
     installed_wheel: Path, tmp_path: Path
 ) -> None:
     env = _image_env(installed_wheel, free_port())
-    assert await asyncio.to_thread(_probe, env, tmp_path) != 0, "unhealthy before it listens"
+    assert await asyncio.to_thread(_probe, env, tmp_path) == 1, "unhealthy before it listens"
     async with started(run_command(), env, tmp_path) as server:
         assert await asyncio.to_thread(_probe, env, tmp_path) == 0, server.output()
         loop = asyncio.get_running_loop()

@@ -5,21 +5,26 @@ from __future__ import annotations
 import json
 import logging
 
-from aichat.auth import KeyChecker
+from aichat.auth import KeyPolicy, KeyRing, _digest
 from aichat.logs import JsonFormatter, TextFormatter
 
 
-def test_key_checker() -> None:
-    checker = KeyChecker(["sk-a", "sk-b"])
-    assert checker.enabled
-    assert checker.accepts("sk-a")
-    assert checker.accepts("sk-b")
-    assert not checker.accepts("sk-c")
-    assert not checker.accepts("")
-    assert not checker.accepts(None)
-    assert not checker.accepts("sk-a ")
-    assert not checker.accepts("\udcff")  # lone surrogates from odd headers do not crash
-    assert not KeyChecker([]).enabled
+def test_key_ring_finds_each_key_and_nothing_else() -> None:
+    a, b = KeyPolicy("a"), KeyPolicy("b", requests_per_minute=5)
+    ring = KeyRing([(_digest("sk-a"), a), (_digest("sk-b"), b)])
+    assert ring.enabled
+    assert ring.lookup("sk-a") is a
+    assert ring.lookup("sk-b") is b
+    for wrong in ("sk-c", "", None, "sk-a ", "\udcff"):  # odd headers must not crash
+        assert ring.lookup(wrong) is None
+    assert not KeyRing([]).enabled
+
+
+def test_key_policy_models() -> None:
+    assert KeyPolicy("x").allows("anything")
+    limited = KeyPolicy("x", models=frozenset({"gpt-4o"}))
+    assert limited.allows("gpt-4o")
+    assert not limited.allows("other")
 
 
 def _record() -> logging.LogRecord:

@@ -1,0 +1,51 @@
+"""The part every inbound API shares: route a request, start an answer, name its headers.
+
+Each inbound API (Chat Completions, Responses, Anthropic Messages) turns its request into a
+``ChatCompletionRequest``, calls ``start_answer`` and spells the events in its own format.
+Until the first event arrives nothing has been sent: failures are still HTTP errors, and
+retries and fallbacks are still possible.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from aiohttp import web
+
+from aichat.capabilities import DROPPED_HEADER, dropped_params
+from aichat.context import KEY_POLICY, log_field
+from aichat.failover import Answer, open_answer
+from aichat.schemas import ChatCompletionRequest
+from aichat.state import RETRY_POLICY, ROUTER
+from aichat.timing import timed, upstream_called
+
+log = logging.getLogger("aichat.answering")
+
+UPSTREAM_HEADER = "x-aichat-upstream"
+
+
+async def start_answer(
+    request: web.Request, chat: ChatCompletionRequest, dropped: Iterable[str] = ()
+) -> tuple[Answer, dict[str, str]]:
+    """The started answer to ``chat`` and the response headers that describe it.
+
+    ``dropped`` names request parameters the inbound API could not carry over; parameters
+    the answering upstream will not honour are added, logged and reported in a header.
+    """
+    log_field(request, model=chat.model, stream=chat.stream)
+    chain = request.app[ROUTER].chain(chat.model, request[KEY_POLICY].models)
+    log_field(request, route=chain[0].name)
+    upstream_called(request)
+    answer = await open_answer(chain, chat, request.app[RETRY_POLICY])
+    answer.events = timed(answer.events, request)
+    log_field(request, upstream=answer.target.label, attempts=answer.attempts)
+    headers = {UPSTREAM_HEADER: answer.target.label}
+    ignored = dropped_params(chat.body, answer.target.capabilities, dropped)
+    if ignored:
+        headers[DROPPED_HEADER] = ",".join(ignored)
+        log.warning(
+            "request parameters dropped",
+            extra={"fields": {"upstream": answer.target.label, "dropped": headers[DROPPED_HEADER]}},
+        )
+    return answer, headers

@@ -1,0 +1,308 @@
+"""Per-key request rates and concurrency, and a global cap on in-flight upstream requests.
+
+Counters live in memory (one process) or in Redis (``REDIS_URL``), where every replica
+behind one port shares them. Rates use fixed one-minute windows; concurrency uses leases
+that expire, so a replica that dies holding some cannot block a key for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import web
+from redis.asyncio import from_url
+from redis.exceptions import RedisError
+
+from aichat.auth import KeyPolicy
+from aichat.context import KEY_POLICY, Handler
+from aichat.errors import APIError
+
+log = logging.getLogger("aichat.limits")
+
+WINDOW = 60.0  # seconds: limits are per minute
+LEASE = 3600.0  # seconds a concurrency slot is held at most if its holder never returns it
+RATE_HEADERS = web.RequestKey("rate_headers", dict[str, str])
+
+
+class StoreUnavailable(Exception):
+    """The shared counter store cannot be reached."""
+
+
+class RateLimited(APIError):
+    """A key is over one of its limits (429, as OpenAI answers)."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class Overloaded(APIError):
+    """The gateway as a whole is at capacity, or cannot count (503)."""
+
+    status = 503
+    type = "server_error"
+    code = "server_overloaded"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCount:
+    """Requests counted in the current window, and seconds until it resets."""
+
+    count: int
+    reset: float
+
+
+class CounterStore(Protocol):
+    """Where rate and concurrency counters live."""
+
+    async def count_request(self, key: str) -> WindowCount:
+        """Count one request for ``key`` in the current window."""
+        ...
+
+    async def acquire(self, key: str, limit: int, lease: str) -> bool:
+        """Take one of ``limit`` concurrency slots of ``key``; False when all are taken."""
+        ...
+
+    async def release(self, key: str, lease: str) -> None:
+        """Give a slot back."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def _window(now: float) -> tuple[int, float]:
+    index = int(now // WINDOW)
+    return index, (index + 1) * WINDOW - now
+
+
+class MemoryStore:
+    """Counters of this process only."""
+
+    def __init__(self) -> None:
+        self._windows: dict[str, tuple[int, int]] = {}
+        self._slots: dict[str, set[str]] = {}
+
+    async def count_request(self, key: str) -> WindowCount:
+        """Count one request for ``key`` in the current window."""
+        index, reset = _window(time.time())
+        current, count = self._windows.get(key, (index, 0))
+        count = count + 1 if current == index else 1
+        self._windows[key] = (index, count)
+        return WindowCount(count, reset)
+
+    async def acquire(self, key: str, limit: int, lease: str) -> bool:
+        """Take a slot if fewer than ``limit`` are held."""
+        held = self._slots.setdefault(key, set())
+        if len(held) >= limit:
+            return False
+        held.add(lease)
+        return True
+
+    async def release(self, key: str, lease: str) -> None:
+        """Give a slot back."""
+        self._slots.get(key, set()).discard(lease)
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+
+# Drop expired leases, then take a slot if one is free; one round trip, atomic in Redis.
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  return 1
+end
+return 0
+"""
+
+
+class RedisStore:
+    """Counters in Redis, shared by every replica using the same prefix."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        # Short timeouts: a dead Redis must cost a request milliseconds, not seconds.
+        self._redis: Any = from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._prefix = prefix
+        self._acquire = self._redis.register_script(_ACQUIRE)
+
+    async def _call(self, operation: Any) -> Any:
+        try:
+            return await operation
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(type(exc).__name__) from None
+
+    async def count_request(self, key: str) -> WindowCount:
+        """INCR the window's counter and set its expiry in one transaction."""
+        index, reset = _window(time.time())
+        name = f"{self._prefix}rpm:{key}:{index}"
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.incr(name)
+        pipe.expire(name, int(WINDOW) + 5)
+        count, _ = await self._call(pipe.execute())
+        return WindowCount(int(count), reset)
+
+    async def acquire(self, key: str, limit: int, lease: str) -> bool:
+        """Take a slot with the Lua script above."""
+        now = time.time()
+        args: list[str | float] = [now, now + LEASE, limit, lease, int(LEASE * 2)]
+        taken = await self._call(self._acquire(keys=[f"{self._prefix}conc:{key}"], args=args))
+        return bool(taken)
+
+    async def release(self, key: str, lease: str) -> None:
+        """Remove the lease."""
+        await self._call(self._redis.zrem(f"{self._prefix}conc:{key}", lease))
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._redis.aclose()
+
+
+def _reset_text(seconds: float) -> str:
+    # OpenAI writes durations like "1s", "6m0s".
+    whole = max(1, math.ceil(seconds))
+    return f"{whole // 60}m{whole % 60}s" if whole >= 60 else f"{whole}s"
+
+
+class Limiter:
+    """Applies key policies and the global cap, counting in ``store``."""
+
+    def __init__(
+        self, store: CounterStore, max_concurrent: int, queue_timeout: float, fail_open: bool
+    ) -> None:
+        self.store = store
+        self._global = asyncio.Semaphore(max_concurrent)
+        self._queue_timeout = queue_timeout
+        self._fail_open = fail_open
+        self._warned_at = 0.0
+        self._rejections: dict[str, int] = {}
+
+    def rejection_counts(self) -> dict[str, int]:
+        """Requests refused so far, by limit (for metrics)."""
+        return dict(self._rejections)
+
+    def _store_down(self, why: str) -> None:
+        """Fail open (with a warning, at most every 10 s) or closed, as configured."""
+        if not self._fail_open:
+            raise Overloaded(
+                "Rate-limit store unavailable; try again shortly.",
+                code="rate_limit_store_unavailable",
+                headers={"Retry-After": "1"},
+            )
+        now = time.monotonic()
+        if now - self._warned_at > 10:
+            self._warned_at = now
+            log.warning("rate-limit store unavailable (%s): allowing requests", why)
+
+    def _reject(self, reason: str, error: APIError) -> APIError:
+        self._rejections[reason] = self._rejections.get(reason, 0) + 1
+        return error
+
+    async def check_rate(self, policy: KeyPolicy) -> dict[str, str]:
+        """Count this request; raise 429 past the key's limit; return the rate headers."""
+        limit = policy.requests_per_minute
+        if not limit:
+            return {}
+        try:
+            window = await self.store.count_request(policy.name)
+        except StoreUnavailable as exc:
+            self._store_down(str(exc))
+            return {}
+        headers = {
+            "x-ratelimit-limit-requests": str(limit),
+            "x-ratelimit-remaining-requests": str(max(0, limit - window.count)),
+            "x-ratelimit-reset-requests": _reset_text(window.reset),
+        }
+        if window.count > limit:
+            retry = {"Retry-After": str(max(1, math.ceil(window.reset)))}
+            raise self._reject(
+                "requests_per_minute",
+                RateLimited(
+                    f"Rate limit reached: {limit} requests per minute for this key.",
+                    headers={**headers, **retry},
+                ),
+            )
+        return headers
+
+    @asynccontextmanager
+    async def slot(self, policy: KeyPolicy) -> AsyncIterator[None]:
+        """Hold one of the key's concurrency slots and one of the global ones."""
+        lease = secrets.token_hex(8)
+        held = await self._take_key_slot(policy, lease)
+        try:
+            try:
+                async with asyncio.timeout(self._queue_timeout):
+                    await self._global.acquire()
+            except TimeoutError:
+                raise self._reject(
+                    "global",
+                    Overloaded(
+                        "The gateway is at capacity; try again shortly.",
+                        headers={"Retry-After": "1"},
+                    ),
+                ) from None
+            try:
+                yield
+            finally:
+                self._global.release()
+        finally:
+            if held:
+                await self._give_back(policy, lease)
+
+    async def _take_key_slot(self, policy: KeyPolicy, lease: str) -> bool:
+        if not policy.max_concurrent:
+            return False
+        try:
+            taken = await self.store.acquire(policy.name, policy.max_concurrent, lease)
+        except StoreUnavailable as exc:
+            self._store_down(str(exc))
+            return False
+        if not taken:
+            raise self._reject(
+                "concurrency",
+                RateLimited(
+                    f"Too many concurrent requests: {policy.max_concurrent} at a time "
+                    "for this key.",
+                    headers={"Retry-After": "1"},
+                ),
+            )
+        return True
+
+    async def _give_back(self, policy: KeyPolicy, lease: str) -> None:
+        with contextlib.suppress(StoreUnavailable):  # if so, the lease expires by itself
+            await asyncio.shield(self.store.release(policy.name, lease))
+
+
+LIMITER = web.AppKey("limiter", Limiter)
+
+
+async def add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` hook: the key's rate headers on every answer."""
+    if RATE_HEADERS in request:
+        response.headers.update(request[RATE_HEADERS])
+
+
+@web.middleware
+async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every authenticated API request; hold slots while upstream work is in flight."""
+    policy = request.get(KEY_POLICY)
+    if policy is None:
+        return await handler(request)
+    limiter = request.app[LIMITER]
+    request[RATE_HEADERS] = await limiter.check_rate(policy)
+    if request.method != "POST":
+        return await handler(request)
+    async with limiter.slot(policy):
+        return await handler(request)

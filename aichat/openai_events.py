@@ -1,0 +1,106 @@
+"""OpenAI chat-completions JSON -> neutral provider events.
+
+Chat Completions forwards an OpenAI-compatible upstream's chunks untouched (``RawChunk``,
+``RawCompletion``); the other inbound APIs need what is inside them: text, tool-call pieces,
+the finish reason and usage. Only the first choice is read: those APIs have one answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aichat.errors import UpstreamError
+from aichat.providers.base import (
+    Event,
+    Finish,
+    RawChunk,
+    RawCompletion,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from aichat.translate import chained
+
+
+def _object(json_text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(json_text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise UpstreamError("Upstream sent an answer that is not a JSON object.", retryable=False)
+    return data
+
+
+def _first_choice(data: dict[str, Any]) -> dict[str, Any]:
+    for choice in data.get("choices") or ():
+        if isinstance(choice, dict) and choice.get("index", 0) == 0:
+            return choice
+    return {}
+
+
+def _usage(data: dict[str, Any]) -> list[Event]:
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        return []
+    return [Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))]
+
+
+def _tool_calls(calls: Any) -> list[Event]:
+    events: list[Event] = []
+    for position, call in enumerate(calls or ()):
+        function = call.get("function") or {}
+        events.append(
+            ToolCallDelta(
+                index=int(call.get("index", position)),
+                id=call.get("id"),
+                name=function.get("name"),
+                arguments=function.get("arguments") or "",
+            )
+        )
+    return events
+
+
+def _content(message: dict[str, Any]) -> list[Event]:
+    text = message.get("content")
+    texts: list[Event] = [TextDelta(text)] if isinstance(text, str) and text else []
+    return texts + _tool_calls(message.get("tool_calls"))
+
+
+def chunk_events(json_text: str) -> tuple[list[Event], str | None]:
+    """The events inside one ``chat.completion.chunk``, and its ``finish_reason`` if any."""
+    data = _object(json_text)
+    choice = _first_choice(data)
+    events = _content(choice.get("delta") or {}) + _usage(data)
+    return events, choice.get("finish_reason")
+
+
+def completion_events(json_text: str) -> tuple[list[Event], str | None]:
+    """The events of a whole ``chat.completion``, and its ``finish_reason``."""
+    data = _object(json_text)
+    choice = _first_choice(data)
+    events = _content(choice.get("message") or {}) + _usage(data)
+    return events, choice.get("finish_reason")
+
+
+async def neutral_events(first: Event, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    """``first`` and ``events`` with OpenAI JSON taken apart into neutral events.
+
+    The upstream's ``finish_reason`` (``tool_calls``, ``length``, ...) is carried on the
+    provider's own ``Finish``, which alone says the answer is complete: a chunk with a
+    finish reason followed by a broken connection is still an unfinished answer.
+    """
+    reason: str | None = None
+    async for event in chained(first, events):
+        if isinstance(event, RawChunk | RawCompletion):
+            parse = chunk_events if isinstance(event, RawChunk) else completion_events
+            parsed, event_reason = parse(event.json)
+            reason = event_reason or reason
+            for inner in parsed:
+                yield inner
+        elif isinstance(event, Finish):
+            yield Finish(reason or event.reason)
+        else:
+            yield event

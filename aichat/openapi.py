@@ -1,0 +1,199 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 document of aichat's own endpoints.
+
+Request schemas come from the pydantic models the gateway validates with; the response
+models below exist to describe answers (the gateway writes those from templates).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from aichat import __version__
+from aichat.schemas import ChatCompletionRequest
+
+
+class ErrorDetail(BaseModel):
+    """The inside of every error answer."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+class ModelObject(BaseModel):
+    """One model."""
+
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``."""
+
+    object: Literal["list"]
+    data: list[ModelObject]
+
+
+class AssistantMessage(BaseModel):
+    """The answer of a whole completion."""
+
+    role: Literal["assistant"]
+    content: str | None
+    refusal: str | None = None
+
+
+class Choice(BaseModel):
+    """One choice of a whole completion."""
+
+    index: int
+    message: AssistantMessage
+    logprobs: dict[str, Any] | None = None
+    finish_reason: str
+
+
+class Usage(BaseModel):
+    """Token counts."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    """A whole (non-streamed) answer."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+_ERRORS = {
+    "400": "Invalid request",
+    "401": "Missing or wrong API key",
+    "404": "Unknown model",
+    "413": "Body too large",
+    "429": "Rate limit exceeded",
+    "502": "Upstream failed",
+    "503": "Overloaded, shutting down, or every upstream's circuit open",
+    "504": "Upstream timed out",
+}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(description: str, model: type[BaseModel]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _errors(*statuses: str) -> dict[str, Any]:
+    return {status: _json(_ERRORS[status], ErrorBody) for status in statuses}
+
+
+def _status(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The whole document; built once per application."""
+    models: list[type[BaseModel]] = [ChatCompletionRequest, ChatCompletion, ModelList, ErrorBody]
+    _, schemas = models_json_schema(
+        [
+            (model, "validation" if model is ChatCompletionRequest else "serialization")
+            for model in models
+        ],
+        ref_template="#/components/schemas/{model}",
+    )
+    secured: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+    chat_answer = {
+        "description": "A chat completion, or with `stream: true` a stream of "
+        "`chat.completion.chunk` events ending in `data: [DONE]`",
+        "content": {
+            "application/json": {"schema": _ref(ChatCompletion)},
+            "text/event-stream": {"schema": {"type": "string"}},
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "aichat", "version": __version__},
+        "components": {
+            "schemas": schemas["$defs"],
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": {
+            "/v1/chat/completions": {
+                "post": {
+                    "operationId": "createChatCompletion",
+                    "security": secured,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref(ChatCompletionRequest)}},
+                    },
+                    "responses": {
+                        "200": chat_answer,
+                        **_errors("400", "401", "404", "413", "429", "502", "503", "504"),
+                    },
+                }
+            },
+            "/v1/models": {
+                "get": {
+                    "operationId": "listModels",
+                    "security": secured,
+                    "responses": {"200": _json("Models", ModelList), **_errors("401", "429")},
+                }
+            },
+            "/v1/models/{model}": {
+                "get": {
+                    "operationId": "retrieveModel",
+                    "security": secured,
+                    "parameters": [
+                        {
+                            "name": "model",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json("A model", ModelObject),
+                        **_errors("401", "404", "429"),
+                    },
+                }
+            },
+            "/health": {"get": {"operationId": "health", "responses": {"200": _status("Alive")}}},
+            "/ready": {
+                "get": {
+                    "operationId": "ready",
+                    "responses": {"200": _status("Ready"), "503": _status("Not ready")},
+                }
+            },
+        },
+    }
+
+
+OPENAPI = web.AppKey("openapi", dict[str, Any])
+
+
+async def openapi_endpoint(request: web.Request) -> web.Response:
+    """``GET /openapi.json``."""
+    return web.json_response(request.app[OPENAPI])

@@ -1,0 +1,92 @@
+"""``Server-Timing``: what the gateway itself costs each request.
+
+Three figures, in milliseconds: ``gw-pre`` from the request's arrival until the upstream is
+called (parsing, auth, routing), ``upstream`` from that call until the upstream's last event
+(retries and fallbacks included), and ``gw-post`` from that last event until the answer is
+sent. A whole answer's header carries all three. A stream's headers leave before the upstream
+has finished, so they carry ``gw-pre`` only; the access-log line gets ``gw_pre_ms`` and
+``gw_post_ms`` once the stream has ended. Requests that call no upstream get ``gw``: all of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from aichat.context import Handler, log_field
+from aichat.providers.base import Event, Finish
+
+SERVER_TIMING_HEADER = "Server-Timing"
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+@dataclass(slots=True)
+class Timing:
+    """When a request arrived, called its upstream, and saw the upstream's last event."""
+
+    arrived: float
+    upstream_called: float | None = None
+    upstream_done: float | None = None
+
+    def header(self, now: float) -> str:
+        """The ``Server-Timing`` value as known at ``now``."""
+        if self.upstream_called is None:
+            return f"gw;dur={_ms(now - self.arrived)}"
+        value = f"gw-pre;dur={_ms(self.upstream_called - self.arrived)}"
+        if self.upstream_done is not None:
+            value += (
+                f", upstream;dur={_ms(self.upstream_done - self.upstream_called)}"
+                f", gw-post;dur={_ms(now - self.upstream_done)}"
+            )
+        return value
+
+
+TIMING = web.RequestKey("timing", Timing)
+
+
+@web.middleware
+async def timing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Start the request's clock; after a stream, log the overhead its headers could not hold."""
+    timing = request[TIMING] = Timing(time.perf_counter())
+    response = await handler(request)
+    if timing.upstream_called is not None and timing.upstream_done is not None:
+        log_field(
+            request,
+            gw_pre_ms=_ms(timing.upstream_called - timing.arrived),
+            gw_post_ms=_ms(time.perf_counter() - timing.upstream_done),
+        )
+    return response
+
+
+async def add_server_timing(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` hook: the header on every response, streamed or whole."""
+    if TIMING in request:
+        response.headers[SERVER_TIMING_HEADER] = request[TIMING].header(time.perf_counter())
+
+
+def upstream_called(request: web.Request) -> None:
+    """Mark the moment the gateway hands the request to its upstream."""
+    if TIMING in request:
+        request[TIMING].upstream_called = time.perf_counter()
+
+
+async def timed(
+    events: AsyncGenerator[Event, None], request: web.Request
+) -> AsyncGenerator[Event, None]:
+    """``events``, marking the upstream done at ``Finish`` or wherever they stop."""
+    timing = request.get(TIMING)
+    try:
+        async for event in events:
+            if isinstance(event, Finish) and timing is not None:
+                timing.upstream_done = time.perf_counter()
+            yield event
+    finally:
+        if timing is not None and timing.upstream_done is None:
+            timing.upstream_done = time.perf_counter()
+        await events.aclose()
