@@ -40,7 +40,7 @@ test: lint
 # The inner loop: no lint, no slow build tests, stop at the first failure.
 test-fast: $(VENV)/.installed-dev
 	scripts/ensure-redis
-	$(BIN)/pytest -x -q -m "not slow"
+	$(BIN)/pytest -x -q -m "not slow and not soak"
 
 # One-file executable of the `aichat` command (PyInstaller, the `build` extra): dist/aichat.
 exe: $(VENV)/.installed-dev

@@ -95,6 +95,16 @@ _ERRORS = {
 }
 
 
+_SSE_EVENT = {
+    "description": "One server-sent event. `data` is a `chat.completion.chunk` as JSON, "
+    "`[DONE]` after the last chunk of a complete answer, or an `ErrorBody` as JSON that "
+    "ends a stream which failed after it started (no `[DONE]` follows).",
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+}
+
+
 def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
@@ -130,7 +140,9 @@ def openapi_document() -> dict[str, Any]:
         "`chat.completion.chunk` events ending in `data: [DONE]`",
         "content": {
             "application/json": {"schema": _ref(ChatCompletion)},
-            "text/event-stream": {"schema": {"type": "string"}},
+            # Before OpenAPI 3.2's ``itemSchema``, tools (schemathesis among them) read an
+            # event stream's ``schema`` as the schema of one event, not of the whole body.
+            "text/event-stream": {"schema": _SSE_EVENT},
         },
     }
     return {
@@ -171,7 +183,7 @@ def openapi_document() -> dict[str, Any]:
                             "name": "model",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "minLength": 1},
                         }
                     ],
                     "responses": {

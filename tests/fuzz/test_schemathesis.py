@@ -1,0 +1,94 @@
+"""Schemathesis against ``/openapi.json`` of a real gateway process whose models are mocks.
+
+With no upstream behind it, any 5xx is the gateway's own fault. Every answer must match the
+document (status, content type, headers, body schema), invalid requests must be refused and
+valid ones accepted, and every error must be in OpenAI's shape (``schemathesis_hooks``).
+
+The schemathesis command runs it, not its pytest plugin: the command is its stable
+interface, and it runs every phase (examples, coverage, fuzzing, stateful).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aichat.healthcheck import check
+from tests.deploy.procs import API_KEY, free_port, run, server_env
+
+HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
+CONFIG = """
+[[models]]
+name = "gpt-4o"
+provider = "mock"
+
+[[models]]
+name = "demo"
+provider = "mock"
+text = "Hello from the mock provider."
+"""
+
+
+@pytest.fixture(scope="module")
+def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A gateway process on a free loopback port, serving only mock models."""
+    workdir = tmp_path_factory.mktemp("schemathesis")
+    (workdir / "aichat.toml").write_text(CONFIG)
+    port = free_port()
+    env = server_env(port, AICHAT_CONFIG="aichat.toml", AICHAT_LOG_LEVEL="WARNING")
+    log = workdir / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aichat", "serve"], env=env, cwd=workdir, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not check(f"{url}/health", 1.0):
+            assert process.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+    # aiohttp itself logs the requests it cannot parse (schemathesis probes with a NUL byte
+    # in a header); the gateway's own code must log no error at all.
+    output = log.read_text(errors="replace")
+    assert "ERROR aichat" not in output, output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_schemathesis_finds_nothing(gateway_url: str, tmp_path: Path) -> None:
+    env = server_env(0, path=str(Path(sys.executable).parent), SCHEMATHESIS_HOOKS=str(HOOKS))
+    result = run(
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{gateway_url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {API_KEY}",
+        "--checks",
+        "all",
+        "--max-examples",
+        "60",
+        "--seed",
+        "20240501",
+        "--generation-deterministic",
+        "--workers",
+        "1",
+        "--request-timeout",
+        "10",
+        "--no-color",
+        timeout=90,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
