@@ -10,6 +10,7 @@ upstream refusing the gateway's own credentials is a 502: the client's key was f
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -52,6 +53,9 @@ def upstream_error(err: UpstreamError, name: str) -> UpstreamError:
     )
     shaped.type = str(details.get("type") or err.type)
     shaped.param = details.get("param") if isinstance(details.get("param"), str) else None
+    if err.retry_after is not None:
+        # Clients back off by it: a 429 passed on must keep its Retry-After.
+        shaped.headers["Retry-After"] = str(math.ceil(err.retry_after))
     return shaped
 
 

@@ -166,6 +166,7 @@ async def test_upstream_errors_keep_status_and_message(
     routed: Gateway, up: FakeOpenAI, status: int, client_status: int, sdk_error: type[Exception]
 ) -> None:
     up.status = status
+    up.error_headers = {"Retry-After": "0"} if status == 429 else {}
     up.error_body = {
         "error": {"message": f"upstream says {status}", "type": "t", "code": "c", "param": None}
     }
@@ -174,6 +175,7 @@ async def test_upstream_errors_keep_status_and_message(
             await client.chat.completions.create(model="local-llama", messages=HELLO)
     assert isinstance(info.value, openai.APIStatusError)
     assert info.value.status_code == client_status
+    assert ("Retry-After" in info.value.response.headers) == (status == 429)
     if status != 401:
         assert f"upstream says {status}" in info.value.message
     else:
