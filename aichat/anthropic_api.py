@@ -78,7 +78,8 @@ _ERROR_TYPES = {
 
 def error_object(err: APIError) -> dict[str, Any]:
     """``{"type": "error", "error": {...}}``, the body and stream event of a failure."""
-    kind = _ERROR_TYPES.get(err.status, "api_error")
+    fallback = "invalid_request_error" if err.status < 500 else "api_error"
+    kind = _ERROR_TYPES.get(err.status, fallback)
     return {"type": "error", "error": {"type": kind, "message": err.message}}
 
 
