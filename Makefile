@@ -64,7 +64,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 
 # Full run (under 5 minutes): writes bench/results/<date>-full.json and the bench/README.md table.
 bench: $(VENV)/.installed-bench
-	$(BIN)/python -m bench.run --suite full --update-readme
+	$(BIN)/python -m bench.run --suite full --wait-quiet 30 --update-readme
 
 # Smoke run (about 30 s): same scenarios, fewer requests; results only.
 bench-quick: $(VENV)/.installed-bench
