@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aichat.answering import start_answer
 from aichat.blocks import BlockDelta, BlockEvent, BlockStart, BlockStop, End, collect, segment
+from aichat.context import KEY_POLICY
 from aichat.errors import APIError, InvalidRequest, UpstreamError
 from aichat.schemas import (
     ChatCompletionRequest,
@@ -31,9 +32,11 @@ from aichat.schemas import (
     validate_body,
 )
 from aichat.sse import named_event, write_sse
-from aichat.tokens import prompt_tokens
+from aichat.state import ROUTER
+from aichat.tokens import count_tokens, prompt_tokens
 
 MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 
 
 class AnthropicMessage(BaseModel):
@@ -93,12 +96,19 @@ def error_event(err: APIError) -> bytes:
     return named_event("error", error_object(err))
 
 
-def _text_of(blocks: list[dict[str, Any]]) -> str:
-    return "\n".join(b["text"] for b in blocks if b.get("type") == "text" and "text" in b)
+def _text_of(blocks: Any) -> str:
+    if isinstance(blocks, str):
+        return blocks
+    if not isinstance(blocks, list):
+        return ""
+    texts = [b.get("text") for b in blocks if isinstance(b, dict) and b.get("type") == "text"]
+    return "\n".join(text for text in texts if isinstance(text, str))
 
 
 def _image(block: dict[str, Any]) -> dict[str, Any]:
-    source = block.get("source") or {}
+    source = block.get("source")
+    if not isinstance(source, dict):
+        raise InvalidRequest("An image block needs a 'source' object.", code="unsupported_content")
     if source.get("type") == "url":
         url = source.get("url")
     else:
@@ -107,8 +117,7 @@ def _image(block: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tool_result(block: dict[str, Any]) -> dict[str, Any]:
-    content = block.get("content", "")
-    text = content if isinstance(content, str) else _text_of(content)
+    text = _text_of(block.get("content"))
     if block.get("is_error"):
         text = f"Error: {text}"  # chat has no error flag on tool results
     return {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
@@ -340,3 +349,18 @@ async def create_message(request: web.Request) -> web.StreamResponse:
         if req.stream:
             return await write_sse(request, stream_events(req, chat, blocks), error_event, headers)
         return web.json_response(await whole_message(req, blocks), headers=headers)
+
+
+async def count_message_tokens(request: web.Request) -> web.Response:
+    """``POST /v1/messages/count_tokens``: the request's input tokens, counted locally.
+
+    No upstream is asked (none of them counts for us); the model must exist for the key.
+    """
+    body = await read_json(request)
+    if isinstance(body, dict):
+        body = {"max_tokens": 1, **body}  # not part of a count request
+    req = validate_body(MessagesRequest, body)
+    request.app[ROUTER].chain(req.model, request[KEY_POLICY].models)
+    chat, _ = to_chat_request(req)
+    tools = count_tokens(json.dumps(chat.tools)) if chat.tools else 0
+    return web.json_response({"input_tokens": prompt_tokens(prompt_text(chat)) + tools})

@@ -10,7 +10,12 @@ import aiohttp
 import aiohttp_cors
 from aiohttp import web
 
-from aichat.anthropic_api import MESSAGES_PATH, create_message
+from aichat.anthropic_api import (
+    COUNT_TOKENS_PATH,
+    MESSAGES_PATH,
+    count_message_tokens,
+    create_message,
+)
 from aichat.anthropic_api import error_response as anthropic_error
 from aichat.auth import KeyRing, auth_middleware
 from aichat.breaker import CircuitBreaker
@@ -158,7 +163,10 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/responses", create_response)
     app.router.add_post(MESSAGES_PATH, create_message)
-    renderers: dict[str, ErrorRenderer] = {MESSAGES_PATH: anthropic_error}
+    app.router.add_post(COUNT_TOKENS_PATH, count_message_tokens)
+    renderers: dict[str, ErrorRenderer] = dict.fromkeys(
+        (MESSAGES_PATH, COUNT_TOKENS_PATH), anthropic_error
+    )
     app[ERROR_RENDERERS] = renderers
     if settings.playground:
         add_playground(app.router)

@@ -81,8 +81,8 @@ def _refuse_state(req: ResponsesRequest) -> None:
             )
 
 
-def _part(part: dict[str, Any], where: str) -> dict[str, Any]:
-    kind = part.get("type")
+def _part(part: Any, where: str) -> dict[str, Any]:
+    kind = part.get("type") if isinstance(part, dict) else None
     if kind in ("input_text", "output_text") and isinstance(part.get("text"), str):
         return {"type": "text", "text": part["text"]}
     if kind == "refusal" and isinstance(part.get("refusal"), str):
@@ -184,6 +184,8 @@ def _tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
 
 def _response_format(text: dict[str, Any]) -> dict[str, Any] | None:
     fmt = text.get("format") or {}
+    if not isinstance(fmt, dict):
+        raise InvalidRequest("'text.format' must be an object.", param="text.format")
     if fmt.get("type") == "json_schema":
         keys = ("name", "schema", "strict", "description")
         return {"type": "json_schema", "json_schema": {k: fmt[k] for k in keys if k in fmt}}

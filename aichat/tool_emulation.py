@@ -12,6 +12,7 @@ never as a broken call. Text after a valid block is dropped: the model was told 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -37,7 +38,7 @@ _TOOL_FIELDS = ("tools", "tool_choice", "functions", "function_call", "parallel_
 def _tool_specs(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     specs = []
     for tool in tools:
-        function = tool.get("function") or {}
+        function = _function(tool)
         keys = ("name", "description", "parameters")
         specs.append({k: function[k] for k in keys if function.get(k) is not None})
     return specs
@@ -58,15 +59,19 @@ def tool_prompt(request: ChatCompletionRequest) -> str:
     return f"You can call these tools:\n{specs}\n{_choice_rule(request.tool_choice)}\n{_FORMAT}"
 
 
+def _function(call: Any) -> dict[str, Any]:
+    function = call.get("function") if isinstance(call, dict) else None
+    return function if isinstance(function, dict) else {}
+
+
 def calls_block(calls: list[dict[str, Any]]) -> str:
     """Earlier tool calls written back in the format the model was asked to use."""
     entries = []
     for call in calls:
-        function = call.get("function") or {}
-        try:
-            arguments = json.loads(function.get("arguments") or "{}")
-        except ValueError:
-            arguments = function.get("arguments")
+        function = _function(call)
+        arguments = function.get("arguments") or "{}"
+        with contextlib.suppress(TypeError, ValueError):  # else written back as it came
+            arguments = json.loads(arguments)
         entries.append({"name": function.get("name"), "arguments": arguments})
     return f"{OPEN}\n{json.dumps(entries, ensure_ascii=False)}\n{CLOSE}"
 
@@ -86,7 +91,7 @@ def text_messages(request: ChatCompletionRequest) -> list[dict[str, Any]]:
     for message in request.messages:
         if message.role == "assistant" and message.tool_calls:
             for call in message.tool_calls:
-                names[call.get("id") or ""] = str((call.get("function") or {}).get("name"))
+                names[str(call.get("id") or "")] = str(_function(call).get("name"))
             text = "\n".join(
                 filter(None, [_message_text(message), calls_block(message.tool_calls)])
             )

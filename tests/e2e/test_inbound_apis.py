@@ -64,6 +64,15 @@ async def test_messages_auth_and_errors_are_anthropic_shaped(gw: Gateway) -> Non
     assert set((await resp.json())["error"]) == {"message", "type", "param", "code"}
 
 
+async def test_count_tokens_is_answered_locally(gw: Gateway, fake: FakeAichats) -> None:
+    async with _claude(gw) as client:
+        counted = await client.messages.count_tokens(model="gpt-4o", messages=HELLO)
+        with pytest.raises(anthropic.NotFoundError):
+            await client.messages.count_tokens(model="nope", messages=HELLO)
+    assert counted.input_tokens > 0
+    assert fake.requests == []
+
+
 async def test_stateless_responses_refuse_previous_response_id(gw: Gateway) -> None:
     body = {"model": "gpt-4o", "input": "x", "previous_response_id": "resp_1"}
     resp = await _post(gw, "/v1/responses", body, Authorization=f"Bearer {API_KEY}")

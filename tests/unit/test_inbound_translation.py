@@ -62,6 +62,8 @@ def test_responses_items_become_chat_messages() -> None:
         ({"input": "hi", "conversation": "conv_1"}, "conversation"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0]"),
         ({"input": "hi", "tools": [{"type": "web_search"}]}, "tools[0]"),
+        ({"input": "hi", "text": {"format": True}}, "text.format"),
+        ({"input": [{"role": "user", "content": [1]}]}, "input[0].content[0]"),
     ],
 )
 def test_responses_refuses_what_needs_state_or_hosted_tools(
@@ -111,6 +113,26 @@ def test_anthropic_blocks_become_chat_messages() -> None:
     assert chat.body["tool_choice"] == "required"
     assert chat.body["parallel_tool_calls"] is False
     assert dropped == ["top_k"]
+
+
+def test_odd_tool_results_are_read_as_text_not_a_crash() -> None:
+    req = anthropic_api.MessagesRequest.model_validate(
+        {
+            "model": "m",
+            "max_tokens": 1,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": "t", "content": [1, {"x": 2}]},
+                        {"type": "tool_result", "tool_use_id": "u", "content": 5, "is_error": True},
+                    ],
+                }
+            ],
+        }
+    )
+    chat, _ = anthropic_api.to_chat_request(req)
+    assert [m["content"] for m in chat.body["messages"]] == ["", "Error: "]
 
 
 def test_anthropic_errors_keep_status_and_name_their_type() -> None:
