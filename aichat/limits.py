@@ -304,5 +304,8 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
     request[RATE_HEADERS] = await limiter.check_rate(policy)
     if request.method != "POST":
         return await handler(request)
+    # The whole body first (aiohttp keeps it for the handler): a client that sends it
+    # slowly must not hold a slot that upstream work could use meanwhile.
+    await request.read()
     async with limiter.slot(policy):
         return await handler(request)

@@ -90,14 +90,45 @@ def _param_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
+def _not_json(constant: str) -> Any:
+    # Python reads NaN and Infinity, which JSON has not: an upstream would get them verbatim.
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _has_unpaired_surrogate(value: Any) -> bool:
+    """Whether any string in ``value`` holds half of a UTF-16 pair (it cannot be UTF-8)."""
+    pending = [value]
+    while pending:  # a loop, not recursion: the body may nest as deep as the parser allows
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending += item.keys()
+            pending += item.values()
+        elif isinstance(item, list):
+            pending += item
+    return False
+
+
 async def read_json(request: web.Request) -> Any:
     """The request body as JSON; 413 above the size limit, 400 when it is not JSON."""
     raw = await request.read()  # raises 413 past the app's client_max_size
     try:
-        return json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, RecursionError):
         # ValueError covers bad JSON and bad UTF-8; RecursionError absurdly deep nesting.
         raise InvalidRequest("Request body is not valid JSON.", code="invalid_json") from None
+    # Only a \uD800-\uDFFF escape can make one, so most bodies skip the search.
+    if (b"\\ud" in raw or b"\\uD" in raw) and _has_unpaired_surrogate(body):
+        raise InvalidRequest(
+            "Request body is not valid JSON: a string holds an unpaired surrogate "
+            "(a \\uD800-\\uDFFF escape without its other half).",
+            code="invalid_json",
+        )
+    return body
 
 
 def validate_body(model: type[_Model], body: Any) -> _Model:

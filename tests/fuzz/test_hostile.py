@@ -1,0 +1,382 @@
+"""Hand-written hostile requests against a running gateway, sent as raw bytes.
+
+Each gets its documented status with an OpenAI-shaped error (or, when the bytes are not
+even HTTP, aiohttp's own 400 and a closed connection), the gateway's own code logs no
+error, and the gateway goes on serving afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from aichat.config import ModelConfig
+from tests.conftest import API_KEY, Gateway, GatewayFactory
+from tests.fuzz.wire import exchange, http_request, openai_error, parse_answer, port_of
+
+AUTH = (b"Authorization", f"Bearer {API_KEY}".encode())
+JSON = (b"Content-Type", b"application/json")
+HELLO = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'
+MIB = 1024 * 1024
+# ``gpt-4o`` echoes the last user message; ``relay`` goes to an aichats upstream.
+ROUTES = (
+    ModelConfig(name="gpt-4o", provider="mock"),
+    ModelConfig(name="relay", provider="aichats"),
+)
+
+
+def chat(body: bytes, *headers: tuple[bytes, bytes], length: bool = True) -> bytes:
+    """A chat-completions request with the test key."""
+    return http_request("POST", "/v1/chat/completions", body, [AUTH, *headers], length=length)
+
+
+def chat_json(**fields: object) -> bytes:
+    """A chat body: one user message ``hi`` to ``gpt-4o``, with ``fields`` set or replaced."""
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], **fields}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory) -> Gateway:
+    """A gateway with a mock model and an aichats model."""
+    return await make_gateway(routes=ROUTES)
+
+
+@pytest.fixture(autouse=True)
+def _no_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The gateway's own code logs no error for any of these requests."""
+    with caplog.at_level(logging.WARNING):
+        yield
+    errors = [
+        r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("aichat")
+    ]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+async def still_serving(gateway: Gateway) -> None:
+    """A plain request still gets its answer."""
+    answer = await exchange(gateway.url, chat(HELLO, JSON))
+    assert answer.status == 200, answer.head
+    assert answer.json()["choices"][0]["message"]["content"] == "hi"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "code"),
+    [
+        (b"", b"application/json", "invalid_json"),
+        (b'{"model": "gpt-4o", "messages": [', b"application/json", "invalid_json"),
+        (b"{'model': 'gpt-4o'}", b"application/json", "invalid_json"),
+        (
+            b'{"model":"gpt-4o","messages":[{"role":"user","content":"\xff\xfe"}]}',
+            b"application/json",
+            "invalid_json",
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, b"application/json", "invalid_json"),
+        (
+            b'{"model":"gpt-4o","temperature":NaN,"messages":[]}',
+            b"application/json",
+            "invalid_json",
+        ),
+        (
+            b'{"model":"gpt-4o","max_tokens":Infinity,"messages":[]}',
+            b"application/json",
+            "invalid_json",
+        ),
+        (HELLO[:-1] + b',"x":-Infinity}', b"application/json", "invalid_json"),  # passed through
+        (b"model=gpt-4o&messages=hi", b"application/x-www-form-urlencoded", "invalid_json"),
+        (
+            b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-4o\r\n--b--\r\n',
+            b"multipart/form-data; boundary=b",
+            "invalid_json",
+        ),
+        (b"[]", b"application/json", "invalid_body"),
+        (b"null", b"application/json", "invalid_body"),
+        (b'"gpt-4o"', b"application/json", "invalid_body"),
+    ],
+    ids=[
+        "empty",
+        "truncated",
+        "single-quotes",
+        "invalid-utf8",
+        "nested-100k",
+        "nan",
+        "infinity",
+        "infinity-unknown-field",
+        "form",
+        "multipart",
+        "array",
+        "null",
+        "string",
+    ],
+)
+async def test_bodies_that_are_not_a_json_object_get_400(
+    gateway: Gateway, body: bytes, content_type: bytes, code: str
+) -> None:
+    answer = await exchange(gateway.url, chat(body, (b"Content-Type", content_type)))
+    assert openai_error(answer, 400)["code"] == code
+    await still_serving(gateway)
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, b"text/plain", b"application/x-www-form-urlencoded"]
+)
+async def test_a_json_body_is_read_as_json_whatever_its_content_type(
+    gateway: Gateway, content_type: bytes | None
+) -> None:
+    # `curl -d '{...}'` labels its body as a form: the body, not the label, decides.
+    headers = [] if content_type is None else [(b"Content-Type", content_type)]
+    answer = await exchange(gateway.url, chat(HELLO, *headers))
+    assert answer.status == 200, answer.head
+
+
+async def test_oversized_bodies_get_413_however_they_are_sent(gateway: Gateway) -> None:
+    big = chat_json(padding="x" * MIB)
+    answer = await exchange(gateway.url, chat(big, JSON))
+    assert openai_error(answer, 413)["code"] == "request_too_large"
+    # Chunked, with no length announced: counted as it arrives.
+    chunked = b"%x\r\n" % len(big) + big + b"\r\n0\r\n\r\n"
+    answer = await exchange(
+        gateway.url, chat(chunked, JSON, (b"Transfer-Encoding", b"chunked"), length=False)
+    )
+    assert openai_error(answer, 413)["code"] == "request_too_large"
+    # 48 KiB of gzip that would inflate to 50 MB: the limit applies to what it inflates to.
+    bomb = gzip.compress(chat_json(padding="a" * 50_000_000))
+    assert len(bomb) < 100_000
+    answer = await exchange(gateway.url, chat(bomb, JSON, (b"Content-Encoding", b"gzip")))
+    assert openai_error(answer, 413)["code"] == "request_too_large"
+    await still_serving(gateway)
+
+
+async def test_deep_nesting_the_json_parser_accepts_is_served(gateway: Gateway) -> None:
+    nested: object = 1
+    for _ in range(200):  # 400 levels: deep, yet within what Python's JSON parser reads
+        nested = {"a": [nested]}
+    for body in (chat_json(tool_choice=nested), chat_json(metadata=nested)):
+        answer = await exchange(gateway.url, chat(body, JSON))
+        assert answer.status == 200, answer.body[:300]
+
+
+async def test_unpaired_surrogates_are_refused_and_pairs_are_kept(gateway: Gateway) -> None:
+    for body in (
+        b'{"model":"gpt-4o","messages":[{"role":"user","content":"a\\ud800b"}]}',
+        b'{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"\\uDFFF"}]}',
+        b'{"model":"gpt-4o\\udc00","messages":[{"role":"user","content":"hi"}]}',
+        b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"user":"\\ude00\\ud83d"}',
+    ):
+        answer = await exchange(gateway.url, chat(body, JSON))
+        assert openai_error(answer, 400)["code"] == "invalid_json"
+    pair = b'{"model":"gpt-4o","messages":[{"role":"user","content":"\\ud83d\\ude00 ok"}]}'
+    answer = await exchange(gateway.url, chat(pair, JSON))
+    assert answer.status == 200, answer.body
+    assert answer.json()["choices"][0]["message"]["content"] == "\U0001f600 ok"
+
+
+async def test_null_bytes_and_control_characters_pass_through_intact(gateway: Gateway) -> None:
+    text = "a\x00b\x1b[31m\u2028c\r\n"
+    for stream in (False, True):
+        body = chat_json(stream=stream, messages=[{"role": "user", "content": text}])
+        answer = await exchange(gateway.url, chat(body, JSON))
+        assert answer.status == 200, answer.head
+        if stream:
+            events = [line[6:] for line in answer.body.decode().split("\n\n") if line]
+            assert events[-1] == "data: [DONE]"[6:]
+            deltas = [
+                json.loads(e)["choices"][0]["delta"] for e in events[:-1] if e.startswith("{")
+            ]
+            assert "".join(d.get("content") or "" for d in deltas if d) == text
+        else:
+            assert answer.json()["choices"][0]["message"]["content"] == text
+    answer = await exchange(gateway.url, chat(chat_json(model="gpt-4o\x00"), JSON))
+    assert openai_error(answer, 404)["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["gpt-4o\r\nX-Evil: 1", "gpt-4o\nX-Evil: 1", "gpt-4o\rX-Evil: 1", "\u0130\u212a\r\nX-Evil: 1"],
+)
+async def test_model_names_never_become_headers(gateway: Gateway, model: str) -> None:
+    for stream in (False, True):
+        answer = await exchange(gateway.url, chat(chat_json(model=model, stream=stream), JSON))
+        error = openai_error(answer, 404)
+        assert error["code"] == "model_not_found"
+        assert model in error["message"]  # echoed inside JSON, where it is only text
+        assert b"x-evil" not in answer.head.lower()
+    path = "/v1/models/gpt-4o%0D%0AX-Evil:%201"
+    answer = await exchange(gateway.url, http_request("GET", path, headers=[AUTH]))
+    openai_error(answer, 404)
+    assert b"x-evil" not in answer.head.lower()
+
+
+async def test_unsafe_request_ids_are_replaced_not_echoed(gateway: Gateway) -> None:
+    for request_id in (b"a b", b"x" * 200, b"\xc3\xa9t\xc3\xa9", b"id;X-Evil=1"):
+        answer = await exchange(gateway.url, chat(HELLO, JSON, (b"X-Request-ID", request_id)))
+        assert answer.status == 200
+        assert answer.headers["x-request-id"] != request_id.decode("latin-1")
+        assert answer.headers["x-request-id"].isalnum()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        (b"Authorization", b"Bearer cl\xc3\xa9"),  # UTF-8
+        (b"Authorization", b"Bearer \xff\xfe\xfd"),  # not UTF-8 at all
+        (b"Authorization", b"Bearer " + API_KEY.encode() + b"x"),  # the key, then more
+        (b"Authorization", b"Bearer " + b"k" * 6000),
+        (b"Authorization", b"Bearer\t" + API_KEY.encode()[:-1]),
+        (b"x-api-key", b"\xe2\x80\xae" + API_KEY.encode()),  # right-to-left override
+        (b"Authorization", b"Bearer a\r\nX-Evil: 1"),  # CRLF ends the header: a wrong key
+    ],
+    ids=["utf8", "latin1", "longer", "6k", "tab-short", "rtl", "crlf"],
+)
+async def test_hostile_keys_get_401(gateway: Gateway, header: tuple[bytes, bytes]) -> None:
+    request = http_request("POST", "/v1/chat/completions", HELLO, [JSON, header])
+    error = openai_error(await exchange(gateway.url, request), 401)
+    assert error["code"] == "invalid_api_key"
+    await still_serving(gateway)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        chat(HELLO, JSON, (b"X-Evil", b"a\rb")),  # bare CR inside a header value
+        chat(HELLO, JSON, (b"Authorization", b"Bearer a\x00b")),  # NUL in a header
+        chat(HELLO, JSON, (b"X-Long", b"a" * 20_000)),  # longer than any header may be
+        chat(b"0\r\n\r\n", (b"Transfer-Encoding", b"chunked")),  # both lengths: smuggling
+        chat(HELLO, (b"Content-Length", b"-1"), length=False),
+        b"POST /v1/chat/completions HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64) + b"\r\n\r\n",  # TLS hello
+    ],
+    ids=["bare-cr", "nul", "long-header", "cl-and-te", "negative-length", "http-9", "tls"],
+)
+async def test_bytes_that_are_not_http_get_400_and_a_closed_connection(
+    gateway: Gateway, request_bytes: bytes
+) -> None:
+    # aiohttp refuses these before any handler runs, with its own plain-text 400.
+    answer = await exchange(gateway.url, request_bytes)
+    assert answer.status == 400, answer.head
+    await still_serving(gateway)
+
+
+async def test_tens_of_thousands_of_messages(gateway: Gateway) -> None:
+    messages = [{"role": "user" if i % 2 else "assistant", "content": "a"} for i in range(30_001)]
+    loop = asyncio.get_running_loop()
+    for model in ("gpt-4o", "relay"):
+        body = chat_json(model=model, messages=messages)
+        assert len(body) < MIB
+        started = loop.time()
+        answer = await exchange(gateway.url, chat(body, JSON))
+        assert answer.status == 200, answer.body[:300]
+        assert loop.time() - started < 10
+
+
+@dataclass
+class Firehose:
+    """An aichats upstream that streams up to ``limit`` bytes as fast as it may write them."""
+
+    limit: int = 256 * MIB
+    written: int = 0
+    ended: asyncio.Event | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.ended = asyncio.Event()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        piece = b"data: " + b"x" * (64 * 1024) + b"\n\n"
+        try:
+            while self.written < self.limit:
+                await response.write(piece)  # waits while the gateway is not reading
+                self.written += len(piece)
+        finally:
+            self.ended.set()
+        return response
+
+
+async def _settled(read: Firehose, within: float) -> int:
+    """``read.written`` once it has not grown for half a second."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last = -1
+    while read.written != last:
+        assert loop.time() < deadline, f"upstream still writing: {read.written} bytes"
+        last = read.written
+        await asyncio.sleep(0.5)
+    return last
+
+
+@pytest.fixture
+async def firehose() -> AsyncIterator[tuple[Firehose, str]]:
+    """A :class:`Firehose` on loopback and its base URL."""
+    fake = Firehose()
+    app = web.Application()
+    app.router.add_post("/chat/send2/", fake.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield fake, str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+async def test_a_reader_that_stops_stops_the_upstream_too(
+    make_gateway: GatewayFactory, firehose: tuple[Firehose, str]
+) -> None:
+    fake, url = firehose
+    gateway = await make_gateway(routes=ROUTES, aichats_base_url=url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.setblocking(False)
+    port = port_of(gateway.url)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=16 * 1024)
+    writer.write(chat(chat_json(model="relay", stream=True), JSON))
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    # The client reads nothing more: the gateway may fill socket buffers, nothing else.
+    held = await _settled(fake, within=10)
+    assert held < 48 * MIB, f"{held} bytes read ahead for a client that reads nothing"
+    # Reading on lets the upstream go on.
+    for _ in range(200):
+        await reader.read(64 * 1024)
+    assert fake.written > held
+    writer.close()
+    assert fake.ended is not None
+    await asyncio.wait_for(fake.ended.wait(), 5)  # the client left: the upstream is cut
+    assert fake.written < fake.limit
+
+
+async def test_a_body_sent_slowly_holds_no_upstream_slot(make_gateway: GatewayFactory) -> None:
+    gateway = await make_gateway(routes=ROUTES, max_concurrent=1, queue_timeout=0.2)
+    port = port_of(gateway.url)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = chat(HELLO, JSON)
+    writer.write(request[:-20])
+    await writer.drain()
+    # While the slow body trickles in, the one slot stays free for others.
+    for piece in request[-20:]:
+        answer = await exchange(gateway.url, chat(HELLO, JSON))
+        assert answer.status == 200, answer.body
+        writer.write(bytes([piece]))
+        await writer.drain()
+        await asyncio.sleep(0.02)
+    slow = parse_answer(await asyncio.wait_for(reader.read(), 5))
+    writer.close()
+    assert slow.status == 200, slow.body
+    assert slow.json()["choices"][0]["message"]["content"] == "hi"
+
+
+async def test_a_client_that_leaves_mid_body_leaves_nothing_behind(gateway: Gateway) -> None:
+    port = port_of(gateway.url)
+    for cut in (10, len(HELLO) // 2, len(HELLO) - 1):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(chat(HELLO, JSON)[: -len(HELLO) + cut])
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    await still_serving(gateway)
