@@ -39,7 +39,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
 # Exec form, no shell and no tini: the Python process is PID 1 and receives `docker stop`'s
 # SIGTERM itself. That is enough here because aichat installs its own SIGTERM/SIGINT handlers
 # (PID 1 gets no default signal actions) and starts no child processes (nothing to reap).
-# It then stops accepting, lets open requests finish (up to 30 s) and exits 0.
+# It then stops accepting, lets open requests finish (AICHAT_DRAIN_TIMEOUT, 30 s by default)
+# and exits 0.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["aichat"]
 CMD ["serve"]

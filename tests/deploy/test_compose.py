@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from compose_spec import PyCompose
 
-from aichat.config import ENV_VARS
+from aichat.config import ENV_VARS, Settings
 from tests.deploy.files import ROOT, healthcheck_command
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -72,7 +72,8 @@ def test_gateway_is_configured_from_env_and_waits_for_redis(stack: dict[str, Any
 
 def test_gateway_gets_time_to_drain_open_streams(stack: dict[str, Any]) -> None:
     grace = stack["services"]["aichat"]["stop_grace_period"]
-    assert grace.endswith("s") and int(grace[:-1]) > 30, grace
+    drain = Settings.model_fields["drain_timeout"].default
+    assert grace.endswith("s") and int(grace[:-1]) > drain, grace
 
 
 @pytest.mark.parametrize("name", ["aichat", "redis", "lb"])

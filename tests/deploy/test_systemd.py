@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from aichat.config import Settings
 from tests.deploy.files import ROOT
 from tests.deploy.procs import run
 
@@ -80,8 +81,8 @@ def test_is_hardened() -> None:
 
 
 def test_waits_longer_than_aichat_drains() -> None:
-    # aichat.server gives open requests 30 s after SIGTERM; systemd must not SIGKILL sooner.
-    assert float(_one("TimeoutStopSec").removesuffix("s")) > 30
+    drain = Settings.model_fields["drain_timeout"].default
+    assert float(_one("TimeoutStopSec").removesuffix("s")) > drain
 
 
 @pytest.fixture
