@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+_NOT_NEEDED = ("mypy", "hypothesis", "rich", "pygments", "requests", "opentelemetry", "uvloop")
 
 
 def pyinstaller_args(dist_dir: Path, work_dir: Path) -> list[str]:
@@ -33,6 +34,10 @@ def pyinstaller_args(dist_dir: Path, work_dir: Path) -> list[str]:
         # The `tokens` extra's package imports its native module by name at run time and reads
         # the o200k_base tables from data files: static analysis finds neither.
         "--collect-all=bpe_openai",
+        # Optional integrations that aichat never uses, found through pydantic (mypy and
+        # hypothesis plugins, rich), redis (OCSP via requests, OpenTelemetry) and aiohttp (the
+        # gunicorn worker's uvloop). In a development venv they would double the executable.
+        *(f"--exclude-module={name}" for name in _NOT_NEEDED),
         # The playground page (aichat/static) is read from package data at start.
         "--collect-data=aichat",
     ]
