@@ -143,6 +143,14 @@ def test_env_example_lists_every_variable_with_a_comment() -> None:
         assert above.startswith("# ") and not re.match(r"# [A-Z_]+=", above), f"{var}: comment"
 
 
+def test_env_example_names_only_real_variables() -> None:
+    compose = COMPOSE_FILE.read_text()
+    for line in _example_lines():
+        if found := re.fullmatch(r"(?:# )?([A-Z][A-Z0-9_]*)=.*", line):
+            name = found[1]
+            assert name in ENV_VARS or "${" + name in compose, f"{name} is read by nothing"
+
+
 def test_env_example_holds_no_secret() -> None:
     assert "APP_SECRET=" in _example_lines()
     assert not any(line.startswith("AICHAT_API_KEYS=") for line in _example_lines())
