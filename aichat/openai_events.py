@@ -48,6 +48,12 @@ def _usage(data: dict[str, Any]) -> list[Event]:
     return [Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))]
 
 
+def _string(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"a string was expected, not {type(value).__name__}")
+
+
 def _tool_calls(calls: Any) -> list[Event]:
     events: list[Event] = []
     for position, call in enumerate(calls or ()):
@@ -55,9 +61,9 @@ def _tool_calls(calls: Any) -> list[Event]:
         events.append(
             ToolCallDelta(
                 index=int(call.get("index", position)),
-                id=call.get("id"),
-                name=function.get("name"),
-                arguments=function.get("arguments") or "",
+                id=_string(call.get("id")),
+                name=_string(function.get("name")),
+                arguments=_string(function.get("arguments")) or "",
             )
         )
     return events
@@ -69,20 +75,28 @@ def _content(message: dict[str, Any]) -> list[Event]:
     return texts + _tool_calls(message.get("tool_calls"))
 
 
+def _events(json_text: str, part: str) -> tuple[list[Event], str | None]:
+    data = _object(json_text)
+    try:
+        choice = _first_choice(data)
+        events = _content(choice.get(part) or {}) + _usage(data)
+        return events, _string(choice.get("finish_reason"))
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        # A field of the wrong JSON type: the upstream broke OpenAI's format, which is an
+        # upstream failure (502, or an error event), not a fault of the gateway (500).
+        raise UpstreamError(
+            "Upstream sent an answer that is not in OpenAI's format.", retryable=False
+        ) from None
+
+
 def chunk_events(json_text: str) -> tuple[list[Event], str | None]:
     """The events inside one ``chat.completion.chunk``, and its ``finish_reason`` if any."""
-    data = _object(json_text)
-    choice = _first_choice(data)
-    events = _content(choice.get("delta") or {}) + _usage(data)
-    return events, choice.get("finish_reason")
+    return _events(json_text, "delta")
 
 
 def completion_events(json_text: str) -> tuple[list[Event], str | None]:
     """The events of a whole ``chat.completion``, and its ``finish_reason``."""
-    data = _object(json_text)
-    choice = _first_choice(data)
-    events = _content(choice.get("message") or {}) + _usage(data)
-    return events, choice.get("finish_reason")
+    return _events(json_text, "message")
 
 
 async def neutral_events(first: Event, events: AsyncIterator[Event]) -> AsyncIterator[Event]:

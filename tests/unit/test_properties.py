@@ -1,0 +1,442 @@
+"""Properties of every parser and translator, over inputs hypothesis makes up.
+
+Upstream bytes cut anywhere, any JSON an upstream or a client may send, any event sequence
+a provider may yield, any environment: each either gives exactly what went in or fails
+with the error the gateway documents, never anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from unittest import mock
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from aichat.auth import KeyRing, _digest, presented_key
+from aichat.blocks import BlockDelta, BlockStart, BlockStop, End, segment
+from aichat.config import ConfigError, load_settings
+from aichat.errors import InvalidRequest, UpstreamError
+from aichat.openai_events import chunk_events, completion_events
+from aichat.providers.aichats import piece_text
+from aichat.providers.base import Event, Finish, RawChunk, TextDelta, ToolCallDelta, Usage
+from aichat.providers.http import Timeouts, retry_after_seconds
+from aichat.providers.openai import OpenAIProvider
+from aichat.schemas import ChatCompletionRequest, parse_chat_request, read_json
+from aichat.streaming import iter_lines, sse_data
+from aichat.translate import DONE, Completion, complete, rename_model, stream_chunks
+from tests.fakes import aichats_body
+
+# Modest example counts keep the whole file within a few seconds; no deadline, as CI
+# machines may be busy.
+PROPERTIES = settings(max_examples=60, deadline=None)
+
+texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | texts
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
+    max_leaves=15,
+)
+# Cuts of a byte string into successive network reads: sizes, the last read takes the rest.
+read_sizes = st.lists(st.integers(1, 12), max_size=40)
+
+
+def cut(data: bytes, sizes: list[int]) -> list[bytes]:
+    """``data`` as successive reads of ``sizes`` bytes, and a last read with the rest."""
+    reads, start = [], 0
+    for size in sizes:
+        reads.append(data[start : start + size])
+        start += size
+    return [*reads, data[start:]]
+
+
+async def _reads(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+def run(coroutine: Any) -> Any:
+    """Run one example's coroutine on a fresh loop (hypothesis drives sync tests)."""
+    return asyncio.run(coroutine)
+
+
+def chat_request(**extra: Any) -> ChatCompletionRequest:
+    return parse_chat_request(
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], **extra}
+    )
+
+
+# The aichats service escapes a newline as the two characters \ and n, and cannot send a
+# carriage return, a literal backslash-n or its "trylimit" marker as answer text.
+aichats_pieces = st.lists(
+    st.text(
+        st.characters(exclude_categories=["Cs"], exclude_characters="\r\\"), max_size=12
+    ).filter(lambda piece: "trylimit" not in piece),
+    max_size=12,
+)
+
+
+@PROPERTIES
+@given(pieces=aichats_pieces, sizes=read_sizes)
+def test_aichats_answers_survive_any_cut_of_the_stream(pieces: list[str], sizes: list[int]) -> None:
+    async def answer() -> str:
+        reads = cut(aichats_body(pieces), sizes)
+        out = []
+        async for line in iter_lines(_reads(reads)):
+            payload = sse_data(line)
+            if payload is not None:
+                out.append(piece_text(payload))
+        return "".join(out)
+
+    assert run(answer()) == "".join(pieces)
+
+
+# OpenAI-compatible servers differ in how they frame the same chunks.
+framings = st.fixed_dictionaries(
+    {
+        "prefix": st.sampled_from(["data: ", "data:"]),
+        "newline": st.sampled_from(["\n", "\r\n"]),
+        "comment": st.booleans(),  # ": keep-alive" lines between events
+        "event_line": st.booleans(),  # "event: message" before each data line
+    }
+)
+
+
+class _Reads:
+    """The ``content`` of a response whose body arrives as the given reads."""
+
+    def __init__(self, reads: list[bytes]) -> None:
+        self._reads = iter(reads)
+
+    async def readany(self) -> bytes:
+        return next(self._reads, b"")
+
+
+def _upstream_answering(reads: list[bytes]) -> Any:
+    @asynccontextmanager
+    async def post(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        yield mock.Mock(content=_Reads(reads))
+
+    return post
+
+
+@PROPERTIES
+@given(chunks=st.lists(json_values, max_size=6), framing=framings, sizes=read_sizes)
+def test_openai_stream_parsing_gives_back_every_chunk_under_any_framing_and_cut(
+    chunks: list[Any], framing: dict[str, Any], sizes: list[int]
+) -> None:
+    payloads = [json.dumps({"choices": [], "n": chunk}) for chunk in chunks]
+    nl = framing["newline"]
+    body = ""
+    for payload in [*payloads, "[DONE]"]:
+        body += f": keep-alive{nl}{nl}" if framing["comment"] else ""
+        body += f"event: message{nl}" if framing["event_line"] else ""
+        body += f"{framing['prefix']}{payload}{nl}{nl}"
+    provider = OpenAIProvider(mock.Mock(), "http://upstream.test", None, Timeouts(5, 5))
+
+    async def events() -> list[Event]:
+        return [event async for event in provider.stream(chat_request(stream=True), "m")]
+
+    with mock.patch("aichat.providers.openai.post", _upstream_answering(cut(body.encode(), sizes))):
+        got = run(events())
+    assert got == [*(RawChunk(payload) for payload in payloads), Finish()]
+
+
+# Nested "model" keys are left out: OpenAI's chunks have none, and the renaming relies on it.
+no_model_keys = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(texts.filter(lambda key: key != "model"), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@PROPERTIES
+@given(
+    fields=st.dictionaries(texts.filter(lambda key: key != "model"), no_model_keys, max_size=5),
+    at=st.integers(0, 5),
+    old=texts,
+    new=texts,
+    style=st.sampled_from([{"separators": (",", ":")}, {}, {"indent": 1}, {"ensure_ascii": False}]),
+)
+def test_rename_model_changes_the_model_and_nothing_else(
+    fields: dict[str, Any], at: int, old: str, new: str, style: dict[str, Any]
+) -> None:
+    items = list(fields.items())
+    items.insert(min(at, len(items)), ("model", old))
+    chunk = dict(items)
+    assert json.loads(rename_model(json.dumps(chunk, **style), new)) == {**chunk, "model": new}
+
+
+provider_answers = st.tuples(
+    st.lists(texts, min_size=1, max_size=8),
+    st.none() | st.builds(Usage, st.integers(0, 10**6), st.integers(0, 10**6)),
+    st.sampled_from(["stop", "length", "content_filter"]),
+)
+
+
+async def _events(events: list[Event]) -> AsyncIterator[Event]:
+    for event in events:
+        yield event
+
+
+@PROPERTIES
+@given(answer=provider_answers, include_usage=st.booleans())
+def test_streamed_and_whole_answers_agree(
+    answer: tuple[list[str], Usage | None, str], include_usage: bool
+) -> None:
+    pieces, usage, reason = answer
+    events: list[Event] = [TextDelta(p) for p in pieces]
+    events += [usage] if usage else []
+    events.append(Finish(reason))
+    request = chat_request(stream=True, stream_options={"include_usage": include_usage})
+    completion = Completion("chatcmpl-x", 1, "gpt-4o")
+
+    async def both() -> tuple[list[bytes], bytes]:
+        streamed = [
+            c async for c in stream_chunks(events[0], _events(events[1:]), request, completion)
+        ]
+        whole = await complete(events[0], _events(events[1:]), request, completion)
+        return streamed, whole
+
+    streamed, whole_bytes = run(both())
+    assert streamed[-1] == DONE
+    chunks = [json.loads(raw.removeprefix(b"data: ")) for raw in streamed[:-1]]
+    whole = json.loads(whole_bytes)
+    with_choices = [c["choices"][0] for c in chunks if c["choices"]]
+    text = "".join(choice["delta"].get("content") or "" for choice in with_choices)
+    assert text == whole["choices"][0]["message"]["content"] == "".join(pieces)
+    assert with_choices[-1]["finish_reason"] == whole["choices"][0]["finish_reason"] == reason
+    assert {c["id"] for c in chunks} == {whole["id"]}
+    usage_chunks = [c["usage"] for c in chunks if not c["choices"]]
+    assert usage_chunks == ([whole["usage"]] if include_usage else [])
+    if usage is not None:
+        assert whole["usage"]["prompt_tokens"] == usage.prompt_tokens
+
+
+provider_events = st.lists(
+    st.one_of(
+        st.builds(TextDelta, texts),
+        st.builds(
+            ToolCallDelta,
+            index=st.integers(0, 2),
+            id=st.none() | st.just("call_1"),
+            name=st.none() | st.sampled_from(["f", "g"]),
+            arguments=texts,
+        ),
+    ),
+    max_size=10,
+)
+
+
+@PROPERTIES
+@given(events=provider_events, reason=st.sampled_from(["stop", "tool_calls", "length"]))
+def test_blocks_open_fill_and_close_in_order(events: list[Event], reason: str) -> None:
+    answer: list[Event] = [*events, Finish(reason)]
+
+    async def blocks() -> list[Any]:
+        return [b async for b in segment(answer[0], _events(answer[1:]), chat_request())]
+
+    out = run(blocks())
+    assert isinstance(out[-1], End)
+    assert out[-1].reason == reason
+    open_index, filled, expected_index = None, "", 0
+    for block in out[:-1]:
+        if isinstance(block, BlockStart):
+            assert open_index is None
+            assert block.index == expected_index
+            open_index, filled, expected_index = block.index, "", expected_index + 1
+        elif isinstance(block, BlockDelta):
+            assert block.index == open_index
+            filled += block.text
+        else:
+            assert isinstance(block, BlockStop)
+            assert (block.index, block.text) == (open_index, filled)
+            open_index = None
+    assert open_index is None
+    text_blocks = [b.text for b in out if isinstance(b, BlockStop) and b.tool is None]
+    assert "".join(text_blocks) == "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+# Chunk-like JSON whose every field may hold any JSON value: what a broken upstream sends.
+def _maybe(**fields: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return json_values | st.fixed_dictionaries({}, optional=fields)
+
+
+chunk_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "choices": json_values
+        | st.lists(
+            _maybe(
+                index=json_values,
+                finish_reason=json_values,
+                delta=_maybe(
+                    content=json_values,
+                    tool_calls=json_values
+                    | st.lists(
+                        _maybe(
+                            index=json_values,
+                            id=json_values,
+                            function=_maybe(name=json_values, arguments=json_values),
+                        ),
+                        max_size=2,
+                    ),
+                ),
+            ),
+            max_size=2,
+        ),
+        "usage": _maybe(prompt_tokens=json_values, completion_tokens=json_values),
+    },
+)
+
+
+@PROPERTIES
+@given(data=chunk_like | json_values)
+def test_any_upstream_json_parses_into_typed_events_or_an_upstream_error(data: Any) -> None:
+    for parse, part in ((chunk_events, "delta"), (completion_events, "message")):
+        text = json.dumps(data).replace('"delta"', f'"{part}"')  # a whole answer's field
+        try:
+            events, reason = parse(text)
+        except UpstreamError:
+            continue
+        assert reason is None or isinstance(reason, str)
+        for event in events:
+            if isinstance(event, TextDelta):
+                assert isinstance(event.text, str)
+            elif isinstance(event, ToolCallDelta):
+                assert isinstance(event.index, int)
+                assert all(v is None or isinstance(v, str) for v in (event.id, event.name))
+                assert isinstance(event.arguments, str)
+            else:
+                assert isinstance(event, Usage)
+                assert isinstance(event.prompt_tokens, int)
+                assert isinstance(event.completion_tokens, int)
+
+
+class _Body:
+    """Stands in for a request: ``read_json`` only reads the body."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+
+    async def read(self) -> bytes:
+        return self._raw
+
+
+def _is_json(value: Any) -> bool:
+    """Whether ``value`` is standard JSON: no NaN or infinity, every string (keys too) UTF-8."""
+    if isinstance(value, str):
+        return not any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    if isinstance(value, list):
+        return all(map(_is_json, value))
+    if isinstance(value, dict):
+        return all(_is_json(k) and _is_json(v) for k, v in value.items())
+    return not (isinstance(value, float) and not math.isfinite(value))
+
+
+any_text = st.text(max_size=10)  # surrogates included
+client_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | any_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(any_text, inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@PROPERTIES
+@given(body=client_json, ensure_ascii=st.booleans())
+def test_read_json_takes_exactly_the_bodies_that_are_json(body: Any, ensure_ascii: bool) -> None:
+    # Python spells NaN and Infinity, which JSON has not; surrogatepass writes the
+    # unpaired surrogates that ensure_ascii=False leaves raw: bytes a client could send.
+    raw = json.dumps(body, ensure_ascii=ensure_ascii).encode("utf-8", "surrogatepass")
+    if _is_json(body):
+        assert run(read_json(_Body(raw))) == body  # type: ignore[arg-type]
+    else:
+        with pytest.raises(InvalidRequest) as refused:
+            run(read_json(_Body(raw)))  # type: ignore[arg-type]
+        assert refused.value.code == "invalid_json"
+
+
+names = st.text(st.characters(exclude_categories=["Cs", "Cc", "Z"], exclude_characters=","))
+
+
+@PROPERTIES
+@given(
+    models=st.lists(names.filter(str.strip), min_size=1, max_size=5),
+    spaces=st.sampled_from(["", " ", "  ", "\t"]),
+    keys=st.lists(names.filter(str.strip), max_size=3),
+    secret=names.filter(str.strip),
+)
+def test_list_variables_split_on_commas_and_trim(
+    models: list[str], spaces: str, keys: list[str], secret: str
+) -> None:
+    env = {
+        "AICHAT_MODELS": f",{spaces}".join(f"{spaces}{m}" for m in models) + ",",
+        "APP_SECRET": secret,
+        "AICHAT_API_KEYS": ",".join(keys),
+    }
+    loaded = load_settings(env, dotenv_path=None)
+    assert loaded.models == tuple(m.strip() for m in models)
+    assert [k.get_secret_value() for k in loaded.api_keys] == [k.strip() for k in [secret, *keys]]
+
+
+@PROPERTIES
+@given(value=st.text(max_size=8), number=st.integers(-(10**6), 10**6))
+def test_flags_and_numbers_from_the_environment(value: str, number: int) -> None:
+    env = {"APP_SECRET": "k", "AICHAT_PLAYGROUND": value, "AICHAT_PORT": str(number)}
+    if not 0 <= number <= 65535:
+        with pytest.raises(ConfigError, match="AICHAT_PORT"):
+            load_settings(env, dotenv_path=None)
+        return
+    loaded = load_settings(env, dotenv_path=None)
+    assert loaded.port == number
+    # An empty variable counts as unset: the default, on.
+    assert loaded.playground is (not value or value.strip().lower() in {"1", "true", "yes", "on"})
+
+
+@PROPERTIES
+@given(value=st.none() | st.text(max_size=40))
+def test_retry_after_never_fails_and_is_never_negative(value: str | None) -> None:
+    seconds = retry_after_seconds(value)
+    assert seconds is None or seconds >= 0
+
+
+@PROPERTIES
+@given(delay=st.floats(0, 10**6, allow_nan=False), ahead=st.integers(0, 10**6))
+def test_retry_after_in_seconds_or_as_a_date(delay: float, ahead: int) -> None:
+    assert retry_after_seconds(repr(delay)) == delay
+    when = email.utils.formatdate(time.time() + ahead, usegmt=True)
+    seconds = retry_after_seconds(when)
+    assert seconds is not None
+    assert ahead - 2 <= seconds <= ahead + 1
+
+
+@PROPERTIES
+@given(key=st.text(min_size=1, max_size=20), presented=any_text)
+def test_a_key_ring_matches_only_its_own_keys(key: str, presented: str) -> None:
+    assume(key.strip() == key)
+    ring = KeyRing([(_digest(key), mock.sentinel.policy)])
+    assert ring.lookup(key) is mock.sentinel.policy
+    assert ring.lookup(presented) is (mock.sentinel.policy if presented == key else None)
+
+
+@PROPERTIES
+@given(scheme=st.sampled_from(["Bearer", "bearer", "BEARER", "Basic", "", "Token"]), token=any_text)
+def test_presented_key_reads_bearer_tokens_only(scheme: str, token: str) -> None:
+    request = mock.Mock(headers={"Authorization": f"{scheme} {token}"})
+    got = presented_key(request)
+    if scheme.lower() == "bearer" and token.strip():
+        assert got == token.strip()
+    else:
+        assert got is None
