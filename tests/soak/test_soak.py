@@ -1,0 +1,227 @@
+"""A bounded soak: a few hundred concurrent streams through a gateway to a chaotic upstream.
+
+Loopback only, a fixed number of requests and a time limit. Every stream must end either
+with exactly the expected text and ``[DONE]`` or with an error event, never cut short
+looking complete and never garbled; every other answer must carry a documented status
+and an OpenAI error. Afterwards, open file descriptors and asyncio tasks must be back at
+their starting level. The figures go to ``tests/artifacts/soak.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import resource
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from aichat.config import ModelConfig
+from aichat.lifecycle import LIFECYCLE
+from tests.conftest import API_KEY, GatewayFactory
+from tests.soak.chaos import ChaosUpstream, answer_pieces, prompt
+
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(180)]
+
+REQUESTS = 5000  # at most, of which one in ten asks for a whole answer
+CONCURRENCY = 300
+START_FOR = 40.0  # seconds during which new requests start
+DOCUMENTED = {429, 502, 503, 504}  # error statuses the README names for upstream trouble
+# ...and the openai provider keeps an upstream's own error status ("openai pass-through").
+PASSED_THROUGH = {"soak-openai": {500}}
+STREAM_ERRORS = {"upstream_error", "upstream_timeout", "upstream_unavailable"}
+ARTIFACT = Path(__file__).parents[1] / "artifacts" / "soak.json"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@dataclass
+class Tally:
+    """What the requests ended with; ``broken`` lists every breach of the contract."""
+
+    completed: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    error_events: Counter[str] = field(default_factory=Counter)
+    error_statuses: Counter[int] = field(default_factory=Counter)
+    broken: list[str] = field(default_factory=list)
+
+
+def _error_code(body: Any) -> str | None:
+    """The code of an OpenAI error object, or None if ``body`` is not one."""
+    if not isinstance(body, dict) or set(body) != {"error"}:
+        return None
+    error = body["error"]
+    if not isinstance(error, dict) or set(error) != {"message", "type", "param", "code"}:
+        return None
+    return str(error["code"])
+
+
+def _judge_stream(raw: bytes, expected: str, tally: Tally) -> str | None:
+    """Count a 200 stream; a breach is returned as text."""
+    if not raw.endswith(b"\n\n"):
+        return f"stream cut without an ending: {raw[-80:]!r}"
+    payloads = []
+    for block in raw.decode().split("\n\n")[:-1]:
+        if not block.startswith("data: "):
+            return f"not an SSE data event: {block[:80]!r}"
+        payloads.append(block[len("data: ") :])
+    last = payloads[-1]
+    chunks = [json.loads(p) for p in payloads[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    if last == "[DONE]":
+        if text != expected:
+            return f"complete-looking stream with wrong text: {text!r} != {expected!r}"
+        tally.completed += 1
+        return None
+    code = _error_code(json.loads(last))
+    if code not in STREAM_ERRORS:
+        return f"stream ended with neither [DONE] nor an upstream error: {last[:200]}"
+    if not expected.startswith(text):
+        return f"text before the error event is garbled: {text!r} vs {expected!r}"
+    tally.error_events[code] += 1
+    return None
+
+
+def _judge(
+    status: int, raw: bytes, expected: str, model: str, stream: bool, tally: Tally
+) -> str | None:
+    """Count one answer; a breach of the contract is returned as text."""
+    if status == 200 and stream:
+        return _judge_stream(raw, expected, tally)
+    if status == 200:
+        content = json.loads(raw)["choices"][0]["message"]["content"]
+        if content != expected:
+            return f"whole answer with wrong text: {content!r} != {expected!r}"
+        tally.completed += 1
+        return None
+    allowed = DOCUMENTED | PASSED_THROUGH.get(model, set())
+    if status not in allowed or _error_code(json.loads(raw)) in (None, "internal_error"):
+        return f"HTTP {status}: {raw[:200]!r}"
+    tally.error_statuses[status] += 1
+    return None
+
+
+async def _request(http: aiohttp.ClientSession, url: str, n: int, tally: Tally) -> None:
+    model = ("soak-aichats", "soak-openai")[n % 2]
+    stream = n % 10 != 9
+    body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": prompt(n)}]}
+    tally.in_flight += 1
+    tally.peak_in_flight = max(tally.peak_in_flight, tally.in_flight)
+    try:
+        async with asyncio.timeout(20):
+            async with http.post(url, json=body, headers=AUTH) as resp:
+                status, raw = resp.status, await resp.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        tally.broken.append(f"#{n} {model}: {type(exc).__name__}: {exc}")
+        return
+    finally:
+        tally.in_flight -= 1
+    breach = _judge(status, raw, "".join(answer_pieces(n)), model, stream, tally)
+    if breach is not None:
+        tally.broken.append(f"#{n} {model}: {breach}")
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def _settled(fds: int, tasks: int, within: float) -> tuple[int, int]:
+    """Open fds and tasks once both are back at (or under) the given levels, or at the end."""
+    deadline = time.monotonic() + within
+    while True:
+        now_fds, now_tasks = _open_fds(), len(asyncio.all_tasks())
+        if (now_fds <= fds and now_tasks <= tasks) or time.monotonic() > deadline:
+            return now_fds, now_tasks
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def chaos() -> Any:
+    """The chaotic upstream on loopback: the fake and its base URL."""
+    fake = ChaosUpstream()
+    server = TestServer(fake.app(), host="127.0.0.1")
+    await server.start_server()
+    yield fake, str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+async def test_soak(make_gateway: GatewayFactory, chaos: tuple[ChaosUpstream, str]) -> None:
+    # Each stream holds four sockets here: client, gateway (twice) and upstream.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 8 * CONCURRENCY:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8 * CONCURRENCY), hard))
+    fake, base = chaos
+    routes = (
+        ModelConfig(name="soak-aichats", provider="aichats", base_url=base),
+        ModelConfig(name="soak-openai", provider="openai", base_url=f"{base}/v1"),
+    )
+    gateway = await make_gateway(
+        routes=routes,
+        first_byte_timeout=1.0,
+        idle_timeout=0.5,
+        retries=1,
+        retry_backoff=0.05,
+        breaker_cooldown=0.5,
+    )
+    url = f"{gateway.url}/v1/chat/completions"
+    fds_before, tasks_before = _open_fds(), len(asyncio.all_tasks())
+    tally = Tally()
+    numbers = itertools.count()
+    started = time.monotonic()
+
+    async def client(http: aiohttp.ClientSession) -> int:
+        done = 0
+        while time.monotonic() - started < START_FOR and (n := next(numbers)) < REQUESTS:
+            await _request(http, url, n, tally)
+            done += 1
+        return done
+
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        ran = sum(await asyncio.gather(*(client(http) for _ in range(CONCURRENCY))))
+    seconds = time.monotonic() - started
+    fds_after, tasks_after = await _settled(fds_before, tasks_before, within=10)
+    errored = sum(tally.error_events.values()) + sum(tally.error_statuses.values())
+    leaked_fds, leaked_tasks = fds_after - fds_before, tasks_after - tasks_before
+    summary = {
+        "requests": ran,
+        "streams": ran - ran // 10,
+        "clients": CONCURRENCY,
+        "peak_in_flight": tally.peak_in_flight,
+        "seconds": round(seconds, 1),
+        "completed": tally.completed,
+        "errored": errored,
+        "error_events": dict(tally.error_events),
+        "error_statuses": {str(k): v for k, v in sorted(tally.error_statuses.items())},
+        "broken": len(tally.broken),
+        "leaked_fds": leaked_fds,
+        "leaked_tasks": leaked_tasks,
+        "fds_before_after": [fds_before, fds_after],
+        "tasks_before_after": [tasks_before, tasks_after],
+        "upstream_attempts": dict(fake.kinds),
+    }
+    ARTIFACT.parent.mkdir(exist_ok=True)
+    ARTIFACT.write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        f"\nsoak: {ran} requests ({summary['streams']} streams), at most "
+        f"{tally.peak_in_flight} at once, in {summary['seconds']} s: {tally.completed} "
+        f"completed, {errored} errored, {len(tally.broken)} broken; leaked {leaked_fds} fds, "
+        f"{leaked_tasks} tasks"
+    )
+    assert not tally.broken, tally.broken[:20]
+    assert tally.completed + errored == ran
+    assert ran >= 1000, summary  # enough traffic to mean something, even on a slow machine
+    assert tally.completed >= ran // 3, summary  # retries recover many failed attempts
+    assert leaked_fds <= 0, summary
+    assert leaked_tasks <= 0, summary
+    assert not gateway.app[LIFECYCLE].inflight
+    metrics = await (await gateway.http.get(f"{gateway.url}/metrics")).text()
+    assert "aichat_open_streams 0.0" in metrics
