@@ -1,10 +1,12 @@
-"""An upstream that misbehaves on purpose: drops, stalls, 5xx and half-written lines.
+"""An upstream that misbehaves on purpose (drops, stalls, 5xx, half-written lines), and
+what a client must find in the gateway's answers.
 
 It speaks both upstream protocols the gateway relays: aichats (``POST /chat/send2/``) and
 OpenAI-compatible (``POST /v1/chat/completions``). Every request asks for answer number
 ``n`` (its last message is ``soak <n>``); the answer's text and what goes wrong with it
 follow from a seeded generator of ``n`` and the attempt number, so a run is the same
-whatever order the requests arrive in, and a retry may fare differently.
+whatever order the requests arrive in, and a retry may fare differently. ``fates``
+forces what happens to chosen answers.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import asyncio
 import json
 import random
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from tests.fakes import aichats_body
 
@@ -89,6 +95,7 @@ class ChaosUpstream:
     """The misbehaving upstream; ``kinds`` counts what it did."""
 
     seed: int = 5
+    fates: dict[int, str] = field(default_factory=dict)  # answer number -> kind, always
     attempts: Counter[int] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
 
@@ -112,6 +119,7 @@ class ChaosUpstream:
     async def _answer(self, request: web.Request, n: int, body: bytes) -> web.StreamResponse:
         self.attempts[n] += 1
         fate = plan(self.seed, n, self.attempts[n], body)
+        fate.kind = self.fates.get(n, fate.kind)
         self.kinds[fate.kind] += 1
         if fate.kind == "status_5xx":
             return web.Response(status=fate.status, text="chaos says no")
@@ -142,3 +150,42 @@ def _cut(request: web.Request, response: web.StreamResponse) -> web.StreamRespon
     assert request.transport is not None
     request.transport.abort()
     return response
+
+
+@asynccontextmanager
+async def serving(upstream: ChaosUpstream) -> AsyncIterator[str]:
+    """``upstream`` on a free loopback port; yields its base URL."""
+    server = TestServer(upstream.app(), host="127.0.0.1")
+    await server.start_server()  # cancels a handler when its client hangs up
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+class Broken(Exception):
+    """An answer that breaks the gateway's contract."""
+
+
+def error_code(body: Any) -> str | None:
+    """The code of an OpenAI error object, or None if ``body`` is not one."""
+    if not isinstance(body, dict) or set(body) != {"error"}:
+        return None
+    error = body["error"]
+    if not isinstance(error, dict) or set(error) != {"message", "type", "param", "code"}:
+        return None
+    return str(error["code"])
+
+
+def read_stream(raw: bytes) -> tuple[str, str]:
+    """The text a streamed answer carries and its last event; ``Broken`` if badly framed."""
+    if not raw.endswith(b"\n\n"):
+        raise Broken(f"stream cut without an ending: {raw[-80:]!r}")
+    payloads = []
+    for block in raw.decode().split("\n\n")[:-1]:
+        if not block.startswith("data: "):
+            raise Broken(f"not an SSE data event: {block[:80]!r}")
+        payloads.append(block[len("data: ") :])
+    chunks = [json.loads(payload) for payload in payloads[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    return text, payloads[-1]

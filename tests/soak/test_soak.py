@@ -16,18 +16,25 @@ import os
 import resource
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from aichat.config import ModelConfig
 from aichat.lifecycle import LIFECYCLE
 from tests.conftest import API_KEY, GatewayFactory
-from tests.soak.chaos import ChaosUpstream, answer_pieces, prompt
+from tests.soak.chaos import (
+    Broken,
+    ChaosUpstream,
+    answer_pieces,
+    error_code,
+    prompt,
+    read_stream,
+    serving,
+)
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(180)]
 
@@ -54,59 +61,37 @@ class Tally:
     broken: list[str] = field(default_factory=list)
 
 
-def _error_code(body: Any) -> str | None:
-    """The code of an OpenAI error object, or None if ``body`` is not one."""
-    if not isinstance(body, dict) or set(body) != {"error"}:
-        return None
-    error = body["error"]
-    if not isinstance(error, dict) or set(error) != {"message", "type", "param", "code"}:
-        return None
-    return str(error["code"])
-
-
-def _judge_stream(raw: bytes, expected: str, tally: Tally) -> str | None:
-    """Count a 200 stream; a breach is returned as text."""
-    if not raw.endswith(b"\n\n"):
-        return f"stream cut without an ending: {raw[-80:]!r}"
-    payloads = []
-    for block in raw.decode().split("\n\n")[:-1]:
-        if not block.startswith("data: "):
-            return f"not an SSE data event: {block[:80]!r}"
-        payloads.append(block[len("data: ") :])
-    last = payloads[-1]
-    chunks = [json.loads(p) for p in payloads[:-1]]
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+def _judge_stream(raw: bytes, expected: str, tally: Tally) -> None:
+    """Count a 200 stream, or raise ``Broken``."""
+    text, last = read_stream(raw)
     if last == "[DONE]":
         if text != expected:
-            return f"complete-looking stream with wrong text: {text!r} != {expected!r}"
+            raise Broken(f"complete-looking stream with wrong text: {text!r} != {expected!r}")
         tally.completed += 1
-        return None
-    code = _error_code(json.loads(last))
+        return
+    code = error_code(json.loads(last))
     if code not in STREAM_ERRORS:
-        return f"stream ended with neither [DONE] nor an upstream error: {last[:200]}"
+        raise Broken(f"stream ended with neither [DONE] nor an upstream error: {last[:200]}")
     if not expected.startswith(text):
-        return f"text before the error event is garbled: {text!r} vs {expected!r}"
+        raise Broken(f"text before the error event is garbled: {text!r} vs {expected!r}")
     tally.error_events[code] += 1
-    return None
 
 
-def _judge(
-    status: int, raw: bytes, expected: str, model: str, stream: bool, tally: Tally
-) -> str | None:
-    """Count one answer; a breach of the contract is returned as text."""
+def _judge(status: int, raw: bytes, expected: str, model: str, stream: bool, tally: Tally) -> None:
+    """Count one answer, or raise ``Broken``."""
     if status == 200 and stream:
-        return _judge_stream(raw, expected, tally)
+        _judge_stream(raw, expected, tally)
+        return
     if status == 200:
         content = json.loads(raw)["choices"][0]["message"]["content"]
         if content != expected:
-            return f"whole answer with wrong text: {content!r} != {expected!r}"
+            raise Broken(f"whole answer with wrong text: {content!r} != {expected!r}")
         tally.completed += 1
-        return None
+        return
     allowed = DOCUMENTED | PASSED_THROUGH.get(model, set())
-    if status not in allowed or _error_code(json.loads(raw)) in (None, "internal_error"):
-        return f"HTTP {status}: {raw[:200]!r}"
+    if status not in allowed or error_code(json.loads(raw)) in (None, "internal_error"):
+        raise Broken(f"HTTP {status}: {raw[:200]!r}")
     tally.error_statuses[status] += 1
-    return None
 
 
 async def _request(http: aiohttp.ClientSession, url: str, n: int, tally: Tally) -> None:
@@ -124,8 +109,9 @@ async def _request(http: aiohttp.ClientSession, url: str, n: int, tally: Tally) 
         return
     finally:
         tally.in_flight -= 1
-    breach = _judge(status, raw, "".join(answer_pieces(n)), model, stream, tally)
-    if breach is not None:
+    try:
+        _judge(status, raw, "".join(answer_pieces(n)), model, stream, tally)
+    except Broken as breach:
         tally.broken.append(f"#{n} {model}: {breach}")
 
 
@@ -144,13 +130,11 @@ async def _settled(fds: int, tasks: int, within: float) -> tuple[int, int]:
 
 
 @pytest.fixture
-async def chaos() -> Any:
+async def chaos() -> AsyncIterator[tuple[ChaosUpstream, str]]:
     """The chaotic upstream on loopback: the fake and its base URL."""
     fake = ChaosUpstream()
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    yield fake, str(server.make_url("")).rstrip("/")
-    await server.close()
+    async with serving(fake) as url:
+        yield fake, url
 
 
 async def test_soak(make_gateway: GatewayFactory, chaos: tuple[ChaosUpstream, str]) -> None:
