@@ -11,7 +11,14 @@ import json
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 from aichat.errors import InvalidRequest
 
@@ -19,7 +26,9 @@ Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Strict: a value of the wrong JSON type is a 400, as OpenAI answers, never coerced
+    # ("stream": "yes" is not true, "temperature": "0" is not 0).
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -65,6 +74,12 @@ class ChatCompletionRequest(_Open):
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     _body: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("n", "max_tokens", "max_completion_tokens", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        # JSON has one kind of number: 2.0 is an integer as much as 2 is (JSON Schema agrees).
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
     @property
     def body(self) -> dict[str, Any]:

@@ -127,6 +127,31 @@ async def test_bodies_that_are_not_a_json_object_get_400(
 
 
 @pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"stream": "yes"}, "stream"),
+        ({"stream": 1}, "stream"),
+        ({"temperature": "0"}, "temperature"),
+        ({"max_tokens": "5"}, "max_tokens"),
+        ({"max_tokens": True}, "max_tokens"),
+        ({"n": 1.5}, "n"),
+        ({"stream_options": {"include_usage": "on"}}, "stream_options.include_usage"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ],
+)
+async def test_values_of_the_wrong_json_type_are_refused_not_coerced(
+    gateway: Gateway, fields: dict[str, object], param: str
+) -> None:
+    error = openai_error(await exchange(gateway.url, chat(chat_json(**fields), JSON)), 400)
+    assert (error["code"], error["param"]) == ("invalid_value", param)
+
+
+async def test_a_whole_number_written_with_a_fraction_is_an_integer(gateway: Gateway) -> None:
+    answer = await exchange(gateway.url, chat(chat_json(max_tokens=16.0, n=1.0), JSON))
+    assert answer.status == 200, answer.body
+
+
+@pytest.mark.parametrize(
     "content_type", [None, b"text/plain", b"application/x-www-form-urlencoded"]
 )
 async def test_a_json_body_is_read_as_json_whatever_its_content_type(
