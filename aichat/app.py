@@ -10,6 +10,7 @@ import aiohttp
 import aiohttp_cors
 from aiohttp import web
 
+from aichat.answering import UPSTREAM_HEADER
 from aichat.anthropic_api import (
     COUNT_TOKENS_PATH,
     MESSAGES_PATH,
@@ -20,7 +21,7 @@ from aichat.anthropic_api import error_response as anthropic_error
 from aichat.auth import KeyRing, auth_middleware
 from aichat.breaker import CircuitBreaker
 from aichat.capabilities import DROPPED_HEADER, capabilities_for
-from aichat.chat import UPSTREAM_HEADER, chat_completions
+from aichat.chat import chat_completions
 from aichat.config import Settings
 from aichat.errors import ERROR_RENDERERS, ErrorRenderer, error_middleware
 from aichat.failover import RetryPolicy

@@ -6,13 +6,11 @@ from contextlib import aclosing
 
 from aiohttp import web
 
-from aichat.answering import UPSTREAM_HEADER, start_answer
+from aichat.answering import start_answer
 from aichat.errors import error_event
 from aichat.schemas import parse_chat_request, read_json
 from aichat.sse import write_sse
 from aichat.translate import Completion, complete, stream_chunks
-
-__all__ = ["UPSTREAM_HEADER", "chat_completions"]
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
