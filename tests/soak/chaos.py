@@ -50,7 +50,7 @@ def prompt(n: int) -> str:
     return f"soak {n}"
 
 
-def _openai_body(pieces: list[str], model: str) -> bytes:
+def _openai_stream(pieces: list[str], model: str) -> bytes:
     head = {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1, "model": model}
     deltas = [{"role": "assistant", "content": ""}, *({"content": p} for p in pieces), {}]
     events = [
@@ -62,6 +62,19 @@ def _openai_body(pieces: list[str], model: str) -> bytes:
     ]
     lines = [f"data: {json.dumps(event, ensure_ascii=False)}\n\n" for event in events]
     return ("".join(lines) + "data: [DONE]\n\n").encode()
+
+
+def _openai_completion(pieces: list[str], model: str) -> bytes:
+    message = {"role": "assistant", "content": "".join(pieces)}
+    completion = {
+        "id": "chatcmpl-up",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": len(pieces), "total_tokens": 9},
+    }
+    return json.dumps(completion, ensure_ascii=False).encode()
 
 
 @dataclass
@@ -114,7 +127,8 @@ class ChaosUpstream:
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         n = int(body["messages"][-1]["content"].split()[-1])
-        return await self._answer(request, n, _openai_body(answer_pieces(n), body["model"]))
+        make = _openai_stream if body.get("stream") else _openai_completion
+        return await self._answer(request, n, make(answer_pieces(n), body["model"]))
 
     async def _answer(self, request: web.Request, n: int, body: bytes) -> web.StreamResponse:
         self.attempts[n] += 1

@@ -38,7 +38,7 @@ from tests.soak.chaos import (
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(180)]
 
-REQUESTS = 5000  # at most, of which one in ten asks for a whole answer
+REQUESTS = 8000  # at most, of which one in ten asks for a whole answer
 CONCURRENCY = 300
 START_FOR = 40.0  # seconds during which new requests start
 DOCUMENTED = {429, 502, 503, 504}  # error statuses the README names for upstream trouble
@@ -53,7 +53,7 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 class Tally:
     """What the requests ended with; ``broken`` lists every breach of the contract."""
 
-    completed: int = 0
+    ended: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, how)
     in_flight: int = 0
     peak_in_flight: int = 0
     error_events: Counter[str] = field(default_factory=Counter)
@@ -61,42 +61,41 @@ class Tally:
     broken: list[str] = field(default_factory=list)
 
 
-def _judge_stream(raw: bytes, expected: str, tally: Tally) -> None:
-    """Count a 200 stream, or raise ``Broken``."""
+def _judge_stream(raw: bytes, expected: str, tally: Tally) -> str:
+    """How a 200 stream ended: completed or errored; ``Broken`` if neither."""
     text, last = read_stream(raw)
     if last == "[DONE]":
         if text != expected:
             raise Broken(f"complete-looking stream with wrong text: {text!r} != {expected!r}")
-        tally.completed += 1
-        return
+        return "completed"
     code = error_code(json.loads(last))
     if code not in STREAM_ERRORS:
         raise Broken(f"stream ended with neither [DONE] nor an upstream error: {last[:200]}")
     if not expected.startswith(text):
         raise Broken(f"text before the error event is garbled: {text!r} vs {expected!r}")
     tally.error_events[code] += 1
+    return "errored"
 
 
-def _judge(status: int, raw: bytes, expected: str, model: str, stream: bool, tally: Tally) -> None:
-    """Count one answer, or raise ``Broken``."""
+def _judge(status: int, raw: bytes, expected: str, model: str, stream: bool, tally: Tally) -> str:
+    """How one answer ended: completed or errored; ``Broken`` if neither."""
     if status == 200 and stream:
-        _judge_stream(raw, expected, tally)
-        return
+        return _judge_stream(raw, expected, tally)
     if status == 200:
         content = json.loads(raw)["choices"][0]["message"]["content"]
         if content != expected:
             raise Broken(f"whole answer with wrong text: {content!r} != {expected!r}")
-        tally.completed += 1
-        return
+        return "completed"
     allowed = DOCUMENTED | PASSED_THROUGH.get(model, set())
     if status not in allowed or error_code(json.loads(raw)) in (None, "internal_error"):
         raise Broken(f"HTTP {status}: {raw[:200]!r}")
     tally.error_statuses[status] += 1
+    return "errored"
 
 
 async def _request(http: aiohttp.ClientSession, url: str, n: int, tally: Tally) -> None:
     model = ("soak-aichats", "soak-openai")[n % 2]
-    stream = n % 10 != 9
+    stream = n // 2 % 10 != 9  # one in ten of each model's requests wants a whole answer
     body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": prompt(n)}]}
     tally.in_flight += 1
     tally.peak_in_flight = max(tally.peak_in_flight, tally.in_flight)
@@ -110,9 +109,11 @@ async def _request(http: aiohttp.ClientSession, url: str, n: int, tally: Tally) 
     finally:
         tally.in_flight -= 1
     try:
-        _judge(status, raw, "".join(answer_pieces(n)), model, stream, tally)
+        how = _judge(status, raw, "".join(answer_pieces(n)), model, stream, tally)
     except Broken as breach:
         tally.broken.append(f"#{n} {model}: {breach}")
+        return
+    tally.ended["stream" if stream else "whole", how] += 1
 
 
 def _open_fds() -> int:
@@ -173,17 +174,20 @@ async def test_soak(make_gateway: GatewayFactory, chaos: tuple[ChaosUpstream, st
         ran = sum(await asyncio.gather(*(client(http) for _ in range(CONCURRENCY))))
     seconds = time.monotonic() - started
     fds_after, tasks_after = await _settled(fds_before, tasks_before, within=10)
-    errored = sum(tally.error_events.values()) + sum(tally.error_statuses.values())
     leaked_fds, leaked_tasks = fds_after - fds_before, tasks_after - tasks_before
+    ended = {
+        kind: {how: tally.ended[kind, how] for how in ("completed", "errored")}
+        for kind in ("stream", "whole")
+    }
+    streams = sum(ended["stream"].values())
     summary = {
         "requests": ran,
-        "streams": ran - ran // 10,
+        "streams": streams,
         "clients": CONCURRENCY,
         "peak_in_flight": tally.peak_in_flight,
         "seconds": round(seconds, 1),
-        "completed": tally.completed,
-        "errored": errored,
-        "error_events": dict(tally.error_events),
+        "ended": ended,
+        "stream_error_events": dict(tally.error_events),
         "error_statuses": {str(k): v for k, v in sorted(tally.error_statuses.items())},
         "broken": len(tally.broken),
         "leaked_fds": leaked_fds,
@@ -195,15 +199,16 @@ async def test_soak(make_gateway: GatewayFactory, chaos: tuple[ChaosUpstream, st
     ARTIFACT.parent.mkdir(exist_ok=True)
     ARTIFACT.write_text(json.dumps(summary, indent=2) + "\n")
     print(
-        f"\nsoak: {ran} requests ({summary['streams']} streams), at most "
-        f"{tally.peak_in_flight} at once, in {summary['seconds']} s: {tally.completed} "
-        f"completed, {errored} errored, {len(tally.broken)} broken; leaked {leaked_fds} fds, "
-        f"{leaked_tasks} tasks"
+        f"\nsoak: {streams} streams (and {ran - streams} whole answers), at most "
+        f"{tally.peak_in_flight} requests at once, in {summary['seconds']} s: "
+        f"{ended['stream']['completed']} streams completed, {ended['stream']['errored']} "
+        f"errored, {len(tally.broken)} broken; leaked {leaked_fds} fds, {leaked_tasks} tasks"
     )
     assert not tally.broken, tally.broken[:20]
-    assert tally.completed + errored == ran
+    assert tally.ended.total() == ran
     assert ran >= 1000, summary  # enough traffic to mean something, even on a slow machine
-    assert tally.completed >= ran // 3, summary  # retries recover many failed attempts
+    completed = ended["stream"]["completed"] + ended["whole"]["completed"]
+    assert completed >= ran // 3, summary  # retries recover many failed attempts
     assert leaked_fds <= 0, summary
     assert leaked_tasks <= 0, summary
     assert not gateway.app[LIFECYCLE].inflight
