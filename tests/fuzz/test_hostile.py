@@ -20,7 +20,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from aichat.config import ModelConfig
+from aichat.lifecycle import LIFECYCLE
 from tests.conftest import API_KEY, Gateway, GatewayFactory
+from tests.fakes import json_events, sse_events
 from tests.fuzz.wire import exchange, http_request, openai_error, parse_answer, port_of
 
 AUTH = (b"Authorization", f"Bearer {API_KEY}".encode())
@@ -212,12 +214,9 @@ async def test_null_bytes_and_control_characters_pass_through_intact(gateway: Ga
         answer = await exchange(gateway.url, chat(body, JSON))
         assert answer.status == 200, answer.head
         if stream:
-            events = [line[6:] for line in answer.body.decode().split("\n\n") if line]
-            assert events[-1] == "data: [DONE]"[6:]
-            deltas = [
-                json.loads(e)["choices"][0]["delta"] for e in events[:-1] if e.startswith("{")
-            ]
-            assert "".join(d.get("content") or "" for d in deltas if d) == text
+            assert sse_events(answer.body)[-1] == "[DONE]"
+            deltas = [chunk["choices"][0]["delta"] for chunk in json_events(answer.body)]
+            assert "".join(delta.get("content") or "" for delta in deltas) == text
         else:
             assert answer.json()["choices"][0]["message"]["content"] == text
     answer = await exchange(gateway.url, chat(chat_json(model="gpt-4o\x00"), JSON))
@@ -325,14 +324,14 @@ class Firehose:
         return response
 
 
-async def _settled(read: Firehose, within: float) -> int:
-    """``read.written`` once it has not grown for half a second."""
+async def _settled(upstream: Firehose, within: float) -> int:
+    """``upstream.written`` once it has not grown for half a second."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     last = -1
-    while read.written != last:
-        assert loop.time() < deadline, f"upstream still writing: {read.written} bytes"
-        last = read.written
+    while upstream.written != last:
+        assert loop.time() < deadline, f"upstream still writing: {upstream.written} bytes"
+        last = upstream.written
         await asyncio.sleep(0.5)
     return last
 
@@ -405,3 +404,7 @@ async def test_a_client_that_leaves_mid_body_leaves_nothing_behind(gateway: Gate
         writer.close()
         await writer.wait_closed()
     await still_serving(gateway)
+    inflight = gateway.app[LIFECYCLE].inflight
+    if inflight:  # the abandoned requests end by themselves
+        await asyncio.wait(set(inflight), timeout=2)
+    assert not inflight
