@@ -84,6 +84,9 @@ def start_aichat(upstream_url: str, work: Path, pythonpath: str | None = None) -
         "AICHAT_LOG_LEVEL": "WARNING",
         "AICHAT_HOST": "127.0.0.1",
         "AICHAT_PORT": str(port),
+        # Room for the 1,000 held streams (the default cap of in-flight upstream calls is
+        # lower); shedding load is not what is measured here.
+        "AICHAT_MAX_CONCURRENT": "4096",
     }
     providers: tuple[str, ...] = ("aichats",)
     if has_openai_provider(pythonpath):
@@ -105,6 +108,12 @@ def start_aichat(upstream_url: str, work: Path, pythonpath: str | None = None) -
 def litellm_available() -> bool:
     """Whether ``make bench-peers`` installed LiteLLM's proxy."""
     return (LITELLM_VENV / "bin" / "litellm").is_file()
+
+
+def litellm_version() -> str | None:
+    """The installed LiteLLM's version, from its package metadata in the peer venv."""
+    found = sorted(LITELLM_VENV.glob("lib/python*/site-packages/litellm-*.dist-info"))
+    return found[-1].name.removeprefix("litellm-").removesuffix(".dist-info") if found else None
 
 
 def start_litellm(upstream_url: str, work: Path) -> Gateway:

@@ -174,11 +174,34 @@ async def _hold_one(target: Target, raw: bytes) -> Connection | None:
     answer.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "unretrieved"
     first = conn.on_first_marker
     waiting: list[asyncio.Future[Any]] = [first, answer]
-    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        conn.close()  # the phase ran out of time before this stream started
+        raise
     if first.done() and not answer.done():
         return conn
     conn.close()
     return None
+
+
+async def _open_streams(target: Target, raw: bytes, count: int, seconds: float) -> list[Connection]:
+    """Up to ``count`` streams held open, opened in batches until ``seconds`` run out."""
+    held: list[Connection] = []
+    deadline = time.perf_counter() + seconds
+    for start in range(0, count, _HOLD_BATCH):
+        tasks = [
+            asyncio.create_task(_hold_one(target, raw))
+            for _ in range(min(_HOLD_BATCH, count - start))
+        ]
+        done, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.perf_counter()))
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        held += [conn for task in done if (conn := task.result()) is not None]
+        if late:
+            break  # a slow gateway is measured on the streams it managed to open in time
+    return held
 
 
 async def hold_phase(
@@ -191,12 +214,7 @@ async def hold_phase(
     await asyncio.sleep(0.5)
     idle = {name: procstats.rss_bytes(pid) for name, pid in watch.items()}
     raw = target.request(phase["body"].encode())
-    held: list[Connection] = []
-    async with asyncio.timeout(phase["max_seconds"]):
-        for start in range(0, phase["streams"], _HOLD_BATCH):
-            count = min(_HOLD_BATCH, phase["streams"] - start)
-            batch = await asyncio.gather(*(_hold_one(target, raw) for _ in range(count)))
-            held += [conn for conn in batch if conn is not None]
+    held = await _open_streams(target, raw, phase["streams"], phase["max_seconds"])
     await asyncio.sleep(1.0)  # let allocations settle before reading memory
     rss = {name: procstats.rss_bytes(pid) for name, pid in watch.items()}
     for conn in held:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +61,10 @@ def _added(ours: float | None, base: float | None) -> str:
     return "" if ours is None or base is None else f" ({ours - base:+.2f})"
 
 
+def _nothing(ours: float | None, base: float | None) -> str:
+    return ""
+
+
 def _row_cells(run: Run, direct: Run | None) -> list[str]:
     """One table row: each figure, and beside it how it compares with the direct run."""
     compare = direct is not None and run is not direct
@@ -71,7 +77,8 @@ def _row_cells(run: Run, direct: Run | None) -> list[str]:
         ("gap_c1", ("gap_ms", "p99"), 3, _added),
         ("rps_c16", ("cpu_s_per_1k", "server"), 3, _ratio),
         ("rps_c64", ("peak_rss_mb", "server"), 1, _ratio),
-        ("hold", ("rss_kb_per_stream", "server"), 1, _ratio),
+        # The upstream's memory per held stream is near zero: no ratio worth printing.
+        ("hold", ("rss_kb_per_stream", "server"), 1, _nothing),
     ):
         ours = value(run, name, *path)
         text = _fmt(ours, digits)
@@ -189,7 +196,8 @@ def render(result: dict[str, Any]) -> str:
     head = (
         f"Run `{result['suite']}` on {result['date']}: {machine['cpu']}, {machine['cores']} "
         f"cores, Linux {machine['kernel']}, Python {machine['python']}, {setup['pinning']}; "
-        f"tools on {setup['tools_loop']}; aichat {setup['aichat_commit']}."
+        f"nice {setup.get('niceness', 0)}; tools on {setup['tools_loop']}; "
+        f"aichat {setup['aichat']}."
     )
     notes = [
         f"Answers of {setup['chunks']} chunks; gaps measured with the upstream pacing chunks "
@@ -197,12 +205,24 @@ def render(result: dict[str, Any]) -> str:
         "or ± ms added). CPU and memory are the gateway's; on `direct` rows the fake upstream's.",
         "The aichats protocol only streams: its `whole` direct row is the upstream stream.",
     ]
+    litellm = (result.get("peers") or {}).get("litellm")
+    if litellm and any(run["target"] == "litellm" for run in result["runs"]):
+        notes.append(
+            f"LiteLLM {litellm}: its proxy (`litellm --config`) with default settings, one "
+            "model routed to the same fake upstream; one round, each phase cut at 5 s."
+        )
     noise = result.get("background_load")
     if noise is not None:
         notes.append(
             f"Other processes on the machine used on average {noise['cpu0']:.0%} of core 0 and "
             f"{noise['cpu1']:.0%} of core 1 during the load phases (0% on a quiet machine)."
         )
+    notes += [
+        f"{run['provider']} via {run['target']}: only {held['streams_open']} of "
+        f"{held['streams_open'] + held['errors']} streams opened in time (memory is per stream)."
+        for run in result["runs"]
+        if (held := phase(run, "hold")) is not None and held["errors"]
+    ]
     notes += [
         f"{s['provider']} {s['mode']} via {s['target']}: {s['reason']}" for s in result["skipped"]
     ]
@@ -220,3 +240,19 @@ def update_readme(readme: Path, text: str) -> None:
     else:
         content = content.rstrip("\n") + "\n\n" + section + "\n"
     readme.write_text(content)
+
+
+def main() -> None:
+    """``python -m bench.report RESULTS.json [--update-readme]``: print (and save) the table."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--update-readme", action="store_true")
+    args = parser.parse_args()
+    text = render(json.loads(args.results.read_text()))
+    print(text)
+    if args.update_readme:
+        update_readme(Path(__file__).parent / "README.md", text)
+
+
+if __name__ == "__main__":
+    main()

@@ -72,8 +72,8 @@ class Suite:
         }
 
 
-FULL = Suite("full", ttft_requests=1000, gap_requests=60, load_requests=4000,
-             hold_streams=1000, max_seconds=12, rounds=2)  # fmt: skip
+FULL = Suite("full", ttft_requests=600, gap_requests=50, load_requests=3000,
+             hold_streams=1000, max_seconds=8, rounds=2)  # fmt: skip
 QUICK = Suite("quick", ttft_requests=200, gap_requests=12, load_requests=600,
               hold_streams=200, max_seconds=4, rounds=1)  # fmt: skip
 SUITES = {suite.name: suite for suite in (FULL, QUICK)}
