@@ -40,7 +40,7 @@ from aichat.meta import get_model, health, list_models, ready
 from aichat.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
 from aichat.openapi import OPENAPI, openapi_document, openapi_endpoint
 from aichat.playground import add_playground
-from aichat.providers import build_provider
+from aichat.providers.registry import build_provider
 from aichat.responses_api import create_response
 from aichat.routing import Router, Target
 from aichat.state import RETRY_POLICY, ROUTER, SESSION, SETTINGS

@@ -1,35 +1,4 @@
-"""Upstream providers behind one interface (``base.Provider``), built from model config."""
+"""Upstream providers behind one interface (``base.Provider``); ``registry`` builds them.
 
-from __future__ import annotations
-
-import aiohttp
-
-from aichat.config import ModelConfig, Settings
-from aichat.providers.aichats import AichatsProvider
-from aichat.providers.base import Provider
-from aichat.providers.http import Timeouts
-from aichat.providers.mock import MockProvider
-from aichat.providers.openai import OpenAIProvider
-from aichat.tool_emulation import EmulatedTools
-
-
-def build_provider(
-    model: ModelConfig, settings: Settings, session: aiohttp.ClientSession
-) -> Provider:
-    """The provider instance serving ``model``, on the application's shared session."""
-    provider = _upstream(model, settings, session)
-    return EmulatedTools(provider) if model.emulate_tools else provider
-
-
-def _upstream(model: ModelConfig, settings: Settings, session: aiohttp.ClientSession) -> Provider:
-    timeouts = Timeouts(first_byte=settings.first_byte_timeout, idle=settings.idle_timeout)
-    if model.provider == "aichats":
-        base_url = model.base_url or settings.aichats_base_url
-        return AichatsProvider(session, base_url, settings.aichats_history, timeouts)
-    if model.provider == "openai":
-        assert model.base_url is not None  # checked when the config was loaded
-        key = model.api_key.get_secret_value() if model.api_key else None
-        return OpenAIProvider(session, model.base_url, key, timeouts)
-    return MockProvider(
-        model.text, model.tokens_per_second, model.first_token_delay, model.fail_after
-    )
+Kept empty on purpose: importing ``aichat.providers.base`` must not import every provider.
+"""

@@ -1,4 +1,4 @@
-"""Upstream providers behind one interface (``base.Provider``), built from model config."""
+"""Build the provider instance that serves a configured model."""
 
 from __future__ import annotations
 
