@@ -42,7 +42,7 @@ COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 class AnthropicMessage(BaseModel):
     """One turn: a string, or a list of content blocks."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["user", "assistant"]
     content: str | list[dict[str, Any]]
@@ -51,7 +51,7 @@ class AnthropicMessage(BaseModel):
 class MessagesRequest(BaseModel):
     """``POST /v1/messages`` body: what the gateway reads; other fields are kept."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1)
     max_tokens: int = Field(ge=1)
@@ -64,6 +64,12 @@ class MessagesRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     tool_choice: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+
+
+class CountTokensRequest(MessagesRequest):
+    """``POST /v1/messages/count_tokens`` body: a message request without ``max_tokens``."""
+
+    max_tokens: int = Field(1, ge=1)
 
 
 # HTTP status -> Anthropic's error type.
@@ -356,10 +362,7 @@ async def count_message_tokens(request: web.Request) -> web.Response:
 
     No upstream is asked (none of them counts for us); the model must exist for the key.
     """
-    body = await read_json(request)
-    if isinstance(body, dict):
-        body = {"max_tokens": 1, **body}  # not part of a count request
-    req = validate_body(MessagesRequest, body)
+    req = validate_body(CountTokensRequest, await read_json(request))
     request.app[ROUTER].chain(req.model, request[KEY_POLICY].models)
     chat, _ = to_chat_request(req)
     tools = count_tokens(json.dumps(chat.tools)) if chat.tools else 0

@@ -13,6 +13,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from aichat import __version__
+from aichat.anthropic_api import CountTokensRequest, MessagesRequest
+from aichat.responses_api import ResponsesRequest
 from aichat.schemas import ChatCompletionRequest
 
 
@@ -105,6 +107,50 @@ _SSE_EVENT = {
 }
 
 
+class AnthropicErrorDetail(BaseModel):
+    """The inside of an Anthropic error."""
+
+    type: str
+    message: str
+
+
+class AnthropicErrorBody(BaseModel):
+    """Every error answer of ``/v1/messages``: Anthropic's shape."""
+
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+
+
+class ResponseObject(BaseModel):
+    """A whole (non-streamed) Responses API answer; fields beyond these are documented by
+    OpenAI's API reference."""
+
+    id: str
+    object: Literal["response"]
+    created_at: int
+    status: str
+    model: str
+    output: list[dict[str, Any]]
+
+
+class MessageObject(BaseModel):
+    """A whole (non-streamed) Anthropic Messages answer."""
+
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    model: str
+    content: list[dict[str, Any]]
+    stop_reason: str | None
+    usage: dict[str, Any]
+
+
+class TokenCount(BaseModel):
+    """``POST /v1/messages/count_tokens``."""
+
+    input_tokens: int
+
+
 def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
@@ -113,8 +159,44 @@ def _json(description: str, model: type[BaseModel]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
 
 
-def _errors(*statuses: str) -> dict[str, Any]:
-    return {status: _json(_ERRORS[status], ErrorBody) for status in statuses}
+def _errors(*statuses: str, body: type[BaseModel] = ErrorBody) -> dict[str, Any]:
+    return {status: _json(_ERRORS[status], body) for status in statuses}
+
+
+_ANSWER_ERRORS = ("400", "401", "404", "413", "429", "502", "503", "504")
+
+
+def _answer_operation(
+    operation_id: str,
+    request: type[BaseModel],
+    answer: type[BaseModel],
+    description: str,
+    security: list[dict[str, list[str]]],
+    error_body: type[BaseModel] = ErrorBody,
+) -> dict[str, Any]:
+    """A POST that answers whole (JSON) or streamed (SSE), per its ``stream`` field."""
+    return {
+        "post": {
+            "operationId": operation_id,
+            "security": security,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(request)}},
+            },
+            "responses": {
+                "200": {
+                    "description": description,
+                    "content": {
+                        "application/json": {"schema": _ref(answer)},
+                        # Before OpenAPI 3.2's ``itemSchema``, tools (schemathesis among
+                        # them) read an event stream's ``schema`` as that of one event.
+                        "text/event-stream": {"schema": _SSE_EVENT},
+                    },
+                },
+                **_errors(*_ANSWER_ERRORS, body=error_body),
+            },
+        }
+    }
 
 
 def _status(description: str) -> dict[str, Any]:
@@ -126,44 +208,76 @@ def _status(description: str) -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     """The whole document; built once per application."""
-    models: list[type[BaseModel]] = [ChatCompletionRequest, ChatCompletion, ModelList, ErrorBody]
+    requests: list[type[BaseModel]] = [
+        ChatCompletionRequest,
+        ResponsesRequest,
+        MessagesRequest,
+        CountTokensRequest,
+    ]
+    answers: list[type[BaseModel]] = [
+        ChatCompletion,
+        ResponseObject,
+        MessageObject,
+        TokenCount,
+        ModelList,
+        ErrorBody,
+        AnthropicErrorBody,
+    ]
     _, schemas = models_json_schema(
-        [
-            (model, "validation" if model is ChatCompletionRequest else "serialization")
-            for model in models
-        ],
+        [(model, "validation") for model in requests]
+        + [(model, "serialization") for model in answers],
         ref_template="#/components/schemas/{model}",
     )
     secured: list[dict[str, list[str]]] = [{"bearerAuth": []}]
-    chat_answer = {
-        "description": "A chat completion, or with `stream: true` a stream of "
-        "`chat.completion.chunk` events ending in `data: [DONE]`",
-        "content": {
-            "application/json": {"schema": _ref(ChatCompletion)},
-            # Before OpenAPI 3.2's ``itemSchema``, tools (schemathesis among them) read an
-            # event stream's ``schema`` as the schema of one event, not of the whole body.
-            "text/event-stream": {"schema": _SSE_EVENT},
-        },
-    }
+    # Anthropic's SDKs send the key as x-api-key.
+    anthropic_secured: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKeyHeader": []}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "aichat", "version": __version__},
         "components": {
             "schemas": schemas["$defs"],
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
         },
         "paths": {
-            "/v1/chat/completions": {
+            "/v1/chat/completions": _answer_operation(
+                "createChatCompletion",
+                ChatCompletionRequest,
+                ChatCompletion,
+                "A chat completion, or with `stream: true` a stream of "
+                "`chat.completion.chunk` events ending in `data: [DONE]`",
+                secured,
+            ),
+            "/v1/responses": _answer_operation(
+                "createResponse",
+                ResponsesRequest,
+                ResponseObject,
+                "A response, or with `stream: true` typed `response.*` events ending in "
+                "`response.completed` (or `error` and `response.failed`)",
+                secured,
+            ),
+            "/v1/messages": _answer_operation(
+                "createMessage",
+                MessagesRequest,
+                MessageObject,
+                "A message, or with `stream: true` Anthropic's events ending in "
+                "`message_stop` (or `error`)",
+                anthropic_secured,
+                AnthropicErrorBody,
+            ),
+            "/v1/messages/count_tokens": {
                 "post": {
-                    "operationId": "createChatCompletion",
-                    "security": secured,
+                    "operationId": "countMessageTokens",
+                    "security": anthropic_secured,
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": _ref(ChatCompletionRequest)}},
+                        "content": {"application/json": {"schema": _ref(CountTokensRequest)}},
                     },
                     "responses": {
-                        "200": chat_answer,
-                        **_errors("400", "401", "404", "413", "429", "502", "503", "504"),
+                        "200": _json("Input tokens, counted locally", TokenCount),
+                        **_errors("400", "401", "404", "413", "429", body=AnthropicErrorBody),
                     },
                 }
             },

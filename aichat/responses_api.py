@@ -18,10 +18,10 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from aichat.answering import start_answer
 from aichat.blocks import BlockDelta, BlockEvent, BlockStart, BlockStop, End, collect, segment
@@ -34,7 +34,7 @@ from aichat.sse import named_event, write_sse
 class ResponsesRequest(BaseModel):
     """``POST /v1/responses`` body: what the gateway reads; other fields are kept."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(min_length=1)
     input: str | list[dict[str, Any]]
@@ -46,8 +46,10 @@ class ResponsesRequest(BaseModel):
     top_p: float | None = Field(None, ge=0, le=1)
     parallel_tool_calls: bool | None = None
     stream: bool = False
-    store: bool | None = None
-    previous_response_id: str | None = None
+    # Accepted by the model so the handler can refuse them with a clear message; the
+    # schema (/openapi.json) documents only what this stateless gateway serves.
+    store: Annotated[bool | None, WithJsonSchema({"enum": [False, None]})] = None
+    previous_response_id: Annotated[str | None, WithJsonSchema({"type": "null"})] = None
     text: dict[str, Any] | None = None
     reasoning: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None

@@ -30,10 +30,17 @@ def map_body(context: HookContext, body: Any) -> Any:
 
 @schemathesis.check
 def openai_error_shape(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:
-    """Every API error is ``{"error": {"message", "type", "param", "code"}}``, as OpenAI's."""
+    """Every API error is ``{"error": {"message", "type", "param", "code"}}``, as OpenAI's,
+    except on the Anthropic Messages paths, whose errors are in Anthropic's shape."""
     if response.status_code < 400 or not case.path.startswith("/v1/"):
         return None
     body = response.json()
+    if case.path.startswith("/v1/messages"):
+        assert isinstance(body, dict), "error body is not a JSON object"
+        assert body.get("type") == "error", f"error body: {body}"
+        assert set(body["error"]) == {"type", "message"}, f"error keys: {sorted(body['error'])}"
+        assert body["error"]["message"], "message is empty"
+        return True
     assert isinstance(body, dict), "error body is not a JSON object"
     assert set(body) == {"error"}, f"error body keys: {sorted(body)}"
     error = body["error"]
