@@ -11,11 +11,11 @@ $(BIN)/python:
 
 # Re-install whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[tokens]'
+	$(BIN)/pip install -q -e '.[tokens,speed]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[tokens,dev,build]'
+	$(BIN)/pip install -q -e '.[tokens,speed,dev,build]'
 	touch $@ $(VENV)/.installed
 
 # First run: a fresh random client key, kept in .env (git-ignored), so the gateway never

@@ -1,6 +1,6 @@
 """OpenAI chat-completions JSON -> neutral provider events.
 
-Chat Completions forwards an OpenAI-compatible upstream's chunks untouched (``RawChunk``,
+Chat Completions forwards an OpenAI-compatible upstream's chunks untouched (``RawChunks``,
 ``RawCompletion``); the other inbound APIs need what is inside them: text, tool-call pieces,
 the finish reason and usage. Only the first choice is read: those APIs have one answer.
 """
@@ -15,7 +15,7 @@ from aichat.errors import UpstreamError
 from aichat.providers.base import (
     Event,
     Finish,
-    RawChunk,
+    RawChunks,
     RawCompletion,
     TextDelta,
     ToolCallDelta,
@@ -108,12 +108,16 @@ async def neutral_events(first: Event, events: AsyncIterator[Event]) -> AsyncIte
     """
     reason: str | None = None
     async for event in chained(first, events):
-        if isinstance(event, RawChunk | RawCompletion):
-            parse = chunk_events if isinstance(event, RawChunk) else completion_events
-            parsed, event_reason = parse(event.json)
-            reason = event_reason or reason
-            for inner in parsed:
-                yield inner
+        if isinstance(event, RawChunks | RawCompletion):
+            parsed_all = (
+                [chunk_events(text) for text in event.jsons]
+                if isinstance(event, RawChunks)
+                else [completion_events(event.json)]
+            )
+            for parsed, event_reason in parsed_all:
+                reason = event_reason or reason
+                for inner in parsed:
+                    yield inner
         elif isinstance(event, Finish):
             yield Finish(reason or event.reason)
         else:

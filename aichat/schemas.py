@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, TypeVar
 
+import orjson
 from aiohttp import web
 from pydantic import (
     BaseModel,
@@ -131,6 +132,12 @@ def _has_unpaired_surrogate(value: Any) -> bool:
 async def read_json(request: web.Request) -> Any:
     """The request body as JSON; 413 above the size limit, 400 when it is not JSON."""
     raw = await request.read()  # raises 413 past the app's client_max_size
+    try:
+        # orjson is several times faster and strict (no NaN, no lone surrogates); anything it
+        # refuses goes through json, whose error messages the client is shown.
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
     try:
         body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, RecursionError):

@@ -16,6 +16,7 @@ from aichat.metrics import METRICS
 
 log = logging.getLogger("aichat.sse")
 
+_DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache",
@@ -49,6 +50,10 @@ async def write_sse(
         tail = b""
         try:
             async for event in events:
+                if event.endswith(_DONE):
+                    # The last event goes out with the end of the body: one write fewer.
+                    tail = event
+                    break
                 await response.write(event)
         except APIError as err:
             log.warning("stream failed after start: %s", err.message)
@@ -63,9 +68,7 @@ async def write_sse(
         except Exception:
             log.exception("stream failed after start")
             tail = error_event(APIError("Internal server error.", code="internal_error"))
-        if tail:
-            await response.write(tail)
-        await response.write_eof()
+        await response.write_eof(tail)
     except ConnectionResetError:
         # The client is gone; the caller's cleanup cancels the upstream request.
         pass

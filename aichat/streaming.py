@@ -54,6 +54,18 @@ async def iter_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[str]:
         yield line
 
 
+async def iter_line_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[str]]:
+    """The lines completed by each read, together: what arrived together is sent together."""
+    decoder = LineDecoder()
+    async for chunk in chunks:
+        lines = decoder.feed(chunk)
+        if lines:
+            yield lines
+    rest = decoder.flush()
+    if rest:
+        yield rest
+
+
 def sse_data(line: str) -> str | None:
     """The payload of an SSE ``data:`` line, or None for any other line.
 

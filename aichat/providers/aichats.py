@@ -23,7 +23,7 @@ from aichat.errors import InvalidRequest, UpstreamError
 from aichat.providers.base import Event, Finish, TextDelta
 from aichat.providers.http import Timeouts, post, read_chunks
 from aichat.schemas import ChatCompletionRequest, text_of
-from aichat.streaming import iter_lines, sse_data
+from aichat.streaming import iter_line_batches, sse_data
 
 USER, ASSISTANT = "you", "chatGPT"
 _TRYLIMIT = " trylimit"
@@ -127,11 +127,11 @@ class AichatsProvider:
             name=self.name,
         ) as resp:
             answered = False
-            async for line in iter_lines(read_chunks(resp, self._timeouts, self.name)):
-                data = sse_data(line)
-                if data is None:
-                    continue
-                text = piece_text(data)
+            async for lines in iter_line_batches(read_chunks(resp, self._timeouts, self.name)):
+                # Pieces that arrived in one read become one delta: one write, one chunk.
+                text = "".join(
+                    piece_text(data) for line in lines if (data := sse_data(line)) is not None
+                )
                 if text:
                     answered = True
                     yield TextDelta(text)

@@ -3,7 +3,7 @@
 A provider turns a validated request into an async stream of events. It knows its upstream's
 wire format and quirks and nothing about how the answer is sent to the client: translation
 into OpenAI chunks or a whole completion happens once, in ``aichat.translate``. Upstreams
-that already speak OpenAI's format hand over their chunks as ``RawChunk``/``RawCompletion``
+that already speak OpenAI's format hand over their chunks as ``RawChunks``/``RawCompletion``
 rather than being taken apart and rebuilt.
 
 Failures before the first event are raised as ``APIError`` (``InvalidRequest`` for requests
@@ -49,14 +49,16 @@ class Finish:
 
 
 @dataclass(frozen=True, slots=True)
-class RawChunk:
-    """A ``chat.completion.chunk`` from an OpenAI-compatible upstream, as JSON text.
+class RawChunks:
+    """The ``chat.completion.chunk``s from an OpenAI-compatible upstream that arrived in one
+    read, as JSON texts.
 
-    Forwarded as it came, with only the model name rewritten: fields the gateway does not
-    model (tool-call deltas, logprobs, several choices, refusals) reach the client intact.
+    Forwarded as they came, in one write, with only the model name rewritten: fields the
+    gateway does not model (tool-call deltas, logprobs, several choices, refusals) reach the
+    client intact.
     """
 
-    json: str
+    jsons: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,7 @@ class Usage:
     completion_tokens: int
 
 
-Event = TextDelta | ToolCallDelta | Finish | Usage | RawChunk | RawCompletion
+Event = TextDelta | ToolCallDelta | Finish | Usage | RawChunks | RawCompletion
 
 
 class Provider(Protocol):

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 from aichat.errors import UpstreamError, UpstreamTimeout
+
+_JSON = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,7 @@ async def post(
     """
     try:
         async with asyncio.timeout(timeouts.first_byte):
-            resp = await session.post(url, json=json, headers=headers)
+            resp = await session.post(url, data=orjson.dumps(json), headers={**headers, **_JSON})
     except TimeoutError:
         raise UpstreamTimeout(f"{name} upstream did not answer in time.") from None
     except (aiohttp.ClientError, OSError) as exc:

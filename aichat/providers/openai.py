@@ -17,10 +17,10 @@ from typing import Any
 import aiohttp
 
 from aichat.errors import UpstreamError
-from aichat.providers.base import Event, Finish, RawChunk, RawCompletion
+from aichat.providers.base import Event, Finish, RawChunks, RawCompletion
 from aichat.providers.http import Timeouts, post, read_chunks
 from aichat.schemas import ChatCompletionRequest
-from aichat.streaming import iter_lines, sse_data
+from aichat.streaming import iter_line_batches, sse_data
 
 
 def _error_object(body: str) -> dict[str, Any]:
@@ -106,17 +106,28 @@ class OpenAIProvider:
                     yield RawCompletion(await self._read_all(resp))
                     yield Finish()
                     return
-                async for line in iter_lines(read_chunks(resp, self._timeouts, self.name)):
-                    payload = sse_data(line)
-                    if payload is None or not payload:
-                        continue
-                    if payload == "[DONE]":
+                reads = iter_line_batches(read_chunks(resp, self._timeouts, self.name))
+                async for lines in reads:
+                    batch: list[str] = []
+                    done = False
+                    for line in lines:
+                        payload = sse_data(line)
+                        if not payload:
+                            continue
+                        if payload == "[DONE]":
+                            done = True
+                            break
+                        failure = _stream_error(payload, self.name)
+                        if failure is not None:
+                            if batch:  # what came before the error still reaches the client
+                                yield RawChunks(tuple(batch))
+                            raise failure
+                        batch.append(payload)
+                    if batch:
+                        yield RawChunks(tuple(batch))
+                    if done:
                         yield Finish()
                         return
-                    failure = _stream_error(payload, self.name)
-                    if failure is not None:
-                        raise failure
-                    yield RawChunk(payload)
         except UpstreamError as err:
             raise upstream_error(err, self.name) from None
 

@@ -76,7 +76,8 @@ async def test_stream_wire_format(gateway: Gateway, fake: FakeAichats) -> None:
 async def test_first_piece_reaches_client_before_upstream_finishes(
     gateway: Gateway, fake: FakeAichats
 ) -> None:
-    fake.gate = asyncio.Event()
+    fake.gate = asyncio.Event()  # the upstream holds everything after its first write back
+    fake.chunk_size = len(b"data: Hello\n\n")  # ... which is the first piece alone
     async with gateway.sdk() as client:
         stream = await client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True)
         chunks = aiter(stream)

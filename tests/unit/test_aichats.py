@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aiohttp
@@ -100,11 +101,13 @@ async def test_provider_posts_payload_and_yields_pieces(
     mocked.post(f"{BASE}/chat/send2/", status=200, body=body)
     events = await _collect(_provider(session))
     (call,) = next(iter(mocked.requests.values()))
-    assert events == [TextDelta("Hel"), TextDelta("lo\nthere"), Finish("stop")]
-    assert call.kwargs["json"] == {
+    # The whole body arrives in one read: its pieces become one delta (one write).
+    assert events == [TextDelta("Hello\nthere"), Finish("stop")]
+    assert json.loads(call.kwargs["data"]) == {
         "type": "chat",
         "messagesHistory": [{"from": "you", "content": "Hi"}],
     }
+    assert call.kwargs["headers"]["Content-Type"] == "application/json"
     assert call.kwargs["headers"]["origin"] == BASE
     assert call.kwargs["headers"]["referer"] == f"{BASE}/chat/"
 

@@ -12,7 +12,7 @@ from aichat.blocks import BlockDelta, BlockStart, BlockStop, End, segment
 from aichat.capabilities import CAPABILITIES, dropped_params
 from aichat.errors import InvalidRequest
 from aichat.openai_events import chunk_events
-from aichat.providers.base import Event, Finish, RawChunk, TextDelta, ToolCallDelta, Usage
+from aichat.providers.base import Event, Finish, RawChunks, TextDelta, ToolCallDelta, Usage
 from aichat.schemas import parse_chat_request
 from aichat.timing import Timing
 from aichat.translate import Incomplete
@@ -173,7 +173,7 @@ async def test_segment_opens_and_closes_blocks() -> None:
     request = parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}]})
     raw = '{"choices":[{"index":0,"delta":{"content":"b"},"finish_reason":"length"}]}'
     stream = _events(
-        RawChunk(raw),
+        RawChunks((raw,)),
         ToolCallDelta(0, "c", "w", '{"a"'),
         ToolCallDelta(0, None, None, ":1}"),
         Usage(1, 2),

@@ -14,6 +14,7 @@ from aichat.errors import UpstreamError
 from aichat.providers.base import Event, Finish, TextDelta, Usage
 from aichat.schemas import parse_chat_request
 from aichat.translate import DONE, ChunkEncoder, Completion, complete, stream_chunks
+from tests.fakes import sse_events
 
 COMPLETION = Completion("chatcmpl-abc", 1_700_000_000, "gpt-4o")
 
@@ -62,12 +63,21 @@ def test_role_finish_and_usage_chunks() -> None:
     assert usage["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
 
 
+def _split(writes: list[bytes]) -> list[Any]:
+    """The events of a stream's writes (one write may carry several), [DONE] as None."""
+    payloads = sse_events(b"".join(writes))
+    return [None if p == "[DONE]" else json.loads(p) for p in payloads]
+
+
 async def test_stream_order_with_usage() -> None:
     request = _request(stream=True, stream_options={"include_usage": True})
     first, *rest = [TextDelta("a"), TextDelta("b"), Finish("stop")]
     out = [c async for c in stream_chunks(first, _events(*rest), request, COMPLETION)]
-    assert out[-1] == DONE
-    chunks = [_decode(c) for c in out[:-1]]
+    # Role with the first delta, and finish, usage and [DONE] together: one write each.
+    assert len(out) == 3
+    assert out[-1].endswith(DONE)
+    *chunks, done = _split(out)
+    assert done is None
     assert [c["choices"][0]["delta"] if c["choices"] else None for c in chunks] == [
         {"role": "assistant", "content": ""},
         {"content": "a"},
@@ -82,8 +92,10 @@ async def test_upstream_usage_wins_over_counting() -> None:
     request = _request(stream=True, stream_options={"include_usage": True})
     events = _events(Finish("length"), Usage(11, 22))
     out = [c async for c in stream_chunks(TextDelta("x"), events, request, COMPLETION)]
-    assert _decode(out[-3])["choices"][0]["finish_reason"] == "length"
-    assert _decode(out[-2])["usage"]["prompt_tokens"] == 11
+    *_, finish, usage, done = _split(out)
+    assert finish["choices"][0]["finish_reason"] == "length"
+    assert usage["usage"]["prompt_tokens"] == 11
+    assert done is None
 
 
 async def test_stream_without_finish_raises_instead_of_done() -> None:
@@ -95,8 +107,12 @@ async def test_stream_without_finish_raises_instead_of_done() -> None:
 
     with pytest.raises(UpstreamError):
         await consume()
-    assert len(out) == 2  # role and the text: what was produced before the failure
-    assert DONE not in out
+    # The role and the text, produced before the failure; no ending.
+    assert [c["choices"][0]["delta"] for c in _split(out)] == [
+        {"role": "assistant", "content": ""},
+        {"content": "a"},
+    ]
+    assert DONE not in b"".join(out)
 
 
 async def test_complete_builds_a_chat_completion() -> None:
