@@ -44,16 +44,6 @@ def _decode(line: bytes) -> str:
     return line.decode("utf-8", "replace")
 
 
-async def iter_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[str]:
-    """Yield text lines from an async iterable of arbitrary byte chunks."""
-    decoder = LineDecoder()
-    async for chunk in chunks:
-        for line in decoder.feed(chunk):
-            yield line
-    for line in decoder.flush():
-        yield line
-
-
 async def iter_line_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[str]]:
     """The lines completed by each read, together: what arrived together is sent together."""
     decoder = LineDecoder()

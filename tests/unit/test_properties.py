@@ -31,7 +31,7 @@ from aichat.providers.base import Event, Finish, RawChunks, TextDelta, ToolCallD
 from aichat.providers.http import Timeouts, retry_after_seconds
 from aichat.providers.openai import OpenAIProvider
 from aichat.schemas import ChatCompletionRequest, parse_chat_request, read_json
-from aichat.streaming import iter_lines, sse_data
+from aichat.streaming import iter_line_batches, sse_data
 from aichat.translate import Completion, complete, rename_model, stream_chunks
 from tests.fakes import aichats_body, sse_events
 
@@ -91,10 +91,11 @@ def test_aichats_answers_survive_any_cut_of_the_stream(pieces: list[str], sizes:
     async def answer() -> str:
         reads = cut(aichats_body(pieces), sizes)
         out = []
-        async for line in iter_lines(_reads(reads)):
-            payload = sse_data(line)
-            if payload is not None:
-                out.append(piece_text(payload))
+        async for lines in iter_line_batches(_reads(reads)):
+            for line in lines:
+                payload = sse_data(line)
+                if payload is not None:
+                    out.append(piece_text(payload))
         return "".join(out)
 
     assert run(answer()) == "".join(pieces)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aichat.streaming import LineDecoder, iter_lines, sse_data
+from aichat.streaming import LineDecoder, iter_line_batches, sse_data
 
 # Text without line breaks of any kind: those are the separators under test.
 line_text = st.text(
@@ -60,12 +60,13 @@ def test_pending_bytes_are_only_the_unfinished_line() -> None:
     assert decoder.pending == 2
 
 
-async def test_iter_lines_over_an_async_source() -> None:
+async def test_line_batches_over_an_async_source() -> None:
     async def source() -> AsyncIterator[bytes]:
-        for chunk in (b"da", b"ta: \xc3", b"\xa9\n", b"tail"):
+        for chunk in (b"da", b"ta: \xc3", b"\xa9\n", b"one\ntwo\n", b"tail"):
             yield chunk
 
-    assert [line async for line in iter_lines(source())] == ["data: é", "tail"]
+    batches = [lines async for lines in iter_line_batches(source())]
+    assert batches == [["data: é"], ["one", "two"], ["tail"]]
 
 
 def test_sse_data() -> None:

@@ -17,7 +17,7 @@ from aichat import tokens
 from aichat.errors import InvalidRequest
 from aichat.providers.aichats import build_history, piece_text
 from aichat.schemas import parse_chat_request
-from aichat.streaming import iter_lines, sse_data
+from aichat.streaming import iter_line_batches, sse_data
 from aichat.translate import prompt_text
 
 VECTORS = json.loads(
@@ -43,10 +43,11 @@ async def _reads(chunks: list[bytes]) -> AsyncIterator[bytes]:
 async def _pieces(chunks: list[bytes]) -> list[str]:
     """What the aichats provider makes of these reads: the non-empty answer pieces."""
     pieces = []
-    async for line in iter_lines(_reads(chunks)):
-        data = sse_data(line)
-        if data is not None and (text := piece_text(data)):
-            pieces.append(text)
+    async for lines in iter_line_batches(_reads(chunks)):
+        for line in lines:
+            data = sse_data(line)
+            if data is not None and (text := piece_text(data)):
+                pieces.append(text)
     return pieces
 
 
