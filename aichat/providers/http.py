@@ -94,19 +94,23 @@ async def read_chunks(
     resp: aiohttp.ClientResponse, timeouts: Timeouts, name: str
 ) -> AsyncIterator[bytes]:
     """Yield body bytes as they arrive, enforcing the first-byte and idle timeouts."""
-    timeout = timeouts.first_byte
+    loop = asyncio.get_running_loop()
+    limit = timeouts.first_byte
     content = resp.content
-    while True:
-        try:
-            async with asyncio.timeout(timeout):
+    try:
+        # One timer for the whole body, armed for each read and disarmed while the caller
+        # holds a chunk (a slow client is not an idle upstream). A fresh timeout context
+        # per read cost twice as much, on every chunk of every stream.
+        async with asyncio.timeout(None) as timer:
+            while True:
+                timer.reschedule(loop.time() + limit)
                 chunk = await content.readany()
-        except TimeoutError:
-            raise UpstreamTimeout(f"{name} upstream stopped sending.") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError(
-                f"{name} upstream connection broke: {type(exc).__name__}."
-            ) from None
-        if not chunk:
-            return
-        yield chunk
-        timeout = timeouts.idle
+                timer.reschedule(None)
+                if not chunk:
+                    return
+                yield chunk
+                limit = timeouts.idle
+    except TimeoutError:
+        raise UpstreamTimeout(f"{name} upstream stopped sending.") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamError(f"{name} upstream connection broke: {type(exc).__name__}.") from None
