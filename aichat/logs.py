@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from aichat.context import LOG_FIELDS, REQUEST_ID, Handler
 from aichat.metrics import METRICS
@@ -58,10 +59,25 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+def quiet_malformed_requests(record: logging.LogRecord) -> bool:
+    """Log filter: a request aiohttp cannot even parse is the client's fault, not an error.
+
+    aiohttp logs each one at ERROR with a traceback, so anyone could fill the logs with
+    garbage bytes. Such records become one INFO line without the traceback.
+    """
+    exc = record.exc_info[1] if record.exc_info else None
+    if record.name == "aiohttp.server" and isinstance(exc, HttpProcessingError):
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.msg, record.args = "malformed HTTP request: %s", (type(exc).__name__,)
+        record.exc_info = record.exc_text = None
+    return True
+
+
 def configure_logging(fmt: str, level: str) -> None:
     """Send all ``aichat`` logs to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(quiet_malformed_requests)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+
+from aiohttp.http_exceptions import BadHttpMessage
 
 from aichat.auth import KeyPolicy, KeyRing, _digest
-from aichat.logs import JsonFormatter, TextFormatter
+from aichat.logs import JsonFormatter, TextFormatter, quiet_malformed_requests
 
 
 def test_key_ring_finds_each_key_and_nothing_else() -> None:
@@ -42,3 +45,41 @@ def test_json_log_lines() -> None:
 
 def test_text_log_lines() -> None:
     assert TextFormatter().format(_record()).endswith("request status=200 path=/v1/models")
+
+
+def test_malformed_requests_are_one_info_line_not_an_error() -> None:
+    try:
+        raise BadHttpMessage("Invalid header value char")
+    except BadHttpMessage:
+        record = logging.LogRecord(
+            "aiohttp.server",
+            logging.ERROR,
+            __file__,
+            1,
+            "Error handling request from %s",
+            ("127.0.0.1",),
+            sys.exc_info(),
+        )
+    assert quiet_malformed_requests(record)
+    assert record.levelno == logging.INFO
+    assert record.exc_info is None
+    assert record.getMessage() == "malformed HTTP request: BadHttpMessage"
+    assert "Traceback" not in TextFormatter().format(record)
+
+
+def test_other_errors_keep_their_level_and_traceback() -> None:
+    try:
+        raise RuntimeError("a real bug")
+    except RuntimeError:
+        record = logging.LogRecord(
+            "aiohttp.server",
+            logging.ERROR,
+            __file__,
+            1,
+            "Unhandled exception",
+            None,
+            sys.exc_info(),
+        )
+    assert quiet_malformed_requests(record)
+    assert record.levelno == logging.ERROR
+    assert "Traceback" in TextFormatter().format(record)
