@@ -91,7 +91,11 @@ async def _counter_store(app: web.Application) -> AsyncIterator[None]:
         else MemoryStore()
     )
     app[LIMITER] = Limiter(
-        store, settings.max_concurrent, settings.queue_timeout, settings.redis_failure == "open"
+        store,
+        settings.max_concurrent,
+        settings.queue_timeout,
+        settings.redis_failure == "open",
+        settings.body_timeout,
     )
     yield
     await store.close()

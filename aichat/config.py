@@ -117,6 +117,7 @@ class Settings(BaseModel):
     first_byte_timeout: float = Field(60.0, gt=0)
     idle_timeout: float = Field(60.0, gt=0)
     max_body_bytes: int = Field(1024 * 1024, gt=0)
+    body_timeout: float = Field(30.0, gt=0)
     playground: bool = True  # the built-in page at /
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -204,6 +205,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     ),
     "AICHAT_METRICS_KEY": ("metrics_key", "If set, `GET /metrics` needs this bearer key."),
     "AICHAT_MAX_BODY_BYTES": ("max_body_bytes", "Largest accepted request body (413 beyond)."),
+    "AICHAT_BODY_TIMEOUT": ("body_timeout", "Seconds a client may take to send its body (408)."),
     "AICHAT_PLAYGROUND": ("playground", "`0` turns off the playground page at `/`."),
     "AICHAT_LOG_FORMAT": ("log_format", "`text` or `json`."),
     "AICHAT_LOG_LEVEL": ("log_level", "`DEBUG`, `INFO`, `WARNING` or `ERROR`."),

@@ -180,9 +180,15 @@ class Limiter:
     """Applies key policies and the global cap, counting in ``store``."""
 
     def __init__(
-        self, store: CounterStore, max_concurrent: int, queue_timeout: float, fail_open: bool
+        self,
+        store: CounterStore,
+        max_concurrent: int,
+        queue_timeout: float,
+        fail_open: bool,
+        body_timeout: float = 30.0,
     ) -> None:
         self.store = store
+        self.body_timeout = body_timeout
         self._global = asyncio.Semaphore(max_concurrent)
         self._queue_timeout = queue_timeout
         self._fail_open = fail_open
@@ -305,7 +311,17 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
     if request.method != "POST":
         return await handler(request)
     # The whole body first (aiohttp keeps it for the handler): a client that sends it
-    # slowly must not hold a slot that upstream work could use meanwhile.
-    await request.read()
+    # slowly must not hold a slot that upstream work could use meanwhile, nor hold its
+    # connection open for ever.
+    try:
+        async with asyncio.timeout(limiter.body_timeout):
+            await request.read()
+    except TimeoutError:
+        raise APIError(
+            "The request body did not arrive in time (AICHAT_BODY_TIMEOUT).",
+            status=408,
+            code="request_timeout",
+            headers={"Connection": "close"},
+        ) from None
     async with limiter.slot(policy):
         return await handler(request)

@@ -89,6 +89,7 @@ _ERRORS = {
     "400": "Invalid request",
     "401": "Missing or wrong API key",
     "404": "Unknown model",
+    "408": "Request body not received in time",
     "413": "Body too large",
     "429": "Rate limit exceeded",
     "502": "Upstream failed",
@@ -163,7 +164,7 @@ def _errors(*statuses: str, body: type[BaseModel] = ErrorBody) -> dict[str, Any]
     return {status: _json(_ERRORS[status], body) for status in statuses}
 
 
-_ANSWER_ERRORS = ("400", "401", "404", "413", "429", "502", "503", "504")
+_ANSWER_ERRORS = ("400", "401", "404", "408", "413", "429", "502", "503", "504")
 
 
 def _answer_operation(

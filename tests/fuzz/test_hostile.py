@@ -408,3 +408,15 @@ async def test_a_client_that_leaves_mid_body_leaves_nothing_behind(gateway: Gate
     if inflight:  # the abandoned requests end by themselves
         await asyncio.wait(set(inflight), timeout=2)
     assert not inflight
+
+
+async def test_a_body_that_never_finishes_gets_408(make_gateway: GatewayFactory) -> None:
+    gateway = await make_gateway(routes=ROUTES, body_timeout=0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gateway.url))
+    writer.write(chat(HELLO, JSON)[:-5])  # the last bytes never come
+    await writer.drain()
+    stalled = parse_answer(await asyncio.wait_for(reader.read(64 * 1024), 5))
+    writer.close()
+    assert stalled.status == 408, stalled.body
+    assert stalled.json()["error"]["code"] == "request_timeout"
+    await still_serving(gateway)
