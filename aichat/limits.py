@@ -245,8 +245,7 @@ class Limiter:
     @asynccontextmanager
     async def slot(self, policy: KeyPolicy) -> AsyncIterator[None]:
         """Hold one of the key's concurrency slots and one of the global ones."""
-        lease = secrets.token_hex(8)
-        held = await self._take_key_slot(policy, lease)
+        lease = await self._take_key_slot(policy)
         try:
             try:
                 async with asyncio.timeout(self._queue_timeout):
@@ -264,17 +263,19 @@ class Limiter:
             finally:
                 self._global.release()
         finally:
-            if held:
+            if lease is not None:
                 await self._give_back(policy, lease)
 
-    async def _take_key_slot(self, policy: KeyPolicy, lease: str) -> bool:
+    async def _take_key_slot(self, policy: KeyPolicy) -> str | None:
+        """The lease of the slot taken, or None when none is held (unlimited, store down)."""
         if not policy.max_concurrent:
-            return False
+            return None  # no lease id drawn: most keys never need one
+        lease = secrets.token_hex(8)
         try:
             taken = await self.store.acquire(policy.name, policy.max_concurrent, lease)
         except StoreUnavailable as exc:
             self._store_down(str(exc))
-            return False
+            return None
         if not taken:
             raise self._reject(
                 "concurrency",
@@ -284,7 +285,7 @@ class Limiter:
                     headers={"Retry-After": "1"},
                 ),
             )
-        return True
+        return lease
 
     async def _give_back(self, policy: KeyPolicy, lease: str) -> None:
         with contextlib.suppress(StoreUnavailable):  # if so, the lease expires by itself
