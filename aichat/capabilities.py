@@ -60,12 +60,6 @@ class Capabilities:
     stream_options: bool  # takes ``stream_options`` (otherwise the gateway answers it)
     params: frozenset[str] | None
 
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready view, for the model list."""
-        view = dataclasses.asdict(self)
-        view["params"] = "all" if self.params is None else sorted(self.params)
-        return view
-
 
 CAPABILITIES: dict[ProviderKind, Capabilities] = {
     # A web chat: text in, text out, nothing else.
