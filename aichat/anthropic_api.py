@@ -12,7 +12,6 @@ Anthropic's shape: ``{"type": "error", "error": {"type", "message"}}``.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any, Literal
@@ -24,6 +23,7 @@ from aichat.answering import start_answer
 from aichat.blocks import BlockDelta, BlockEvent, BlockStart, BlockStop, End, collect, segment
 from aichat.context import KEY_POLICY
 from aichat.errors import APIError, InvalidRequest, UpstreamError
+from aichat.ids import new_id
 from aichat.schemas import (
     ChatCompletionRequest,
     parse_chat_request,
@@ -276,7 +276,7 @@ def content_block(block: BlockStart | BlockStop) -> dict[str, Any]:
 
 def new_message_id() -> str:
     """A fresh ``msg_`` id."""
-    return "msg_" + secrets.token_hex(12)
+    return new_id("msg_")
 
 
 def message_object(req: MessagesRequest, message_id: str, **fields: Any) -> dict[str, Any]:

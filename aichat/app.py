@@ -44,7 +44,7 @@ from aichat.providers.registry import build_provider
 from aichat.responses_api import create_response
 from aichat.routing import Router, Target
 from aichat.state import RETRY_POLICY, ROUTER, SESSION, SETTINGS
-from aichat.timing import SERVER_TIMING_HEADER, add_server_timing, timing_middleware
+from aichat.timing import SERVER_TIMING_HEADER, add_server_timing
 
 log = logging.getLogger("aichat")
 
@@ -138,7 +138,6 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[
             access_log_middleware,
-            timing_middleware,
             error_middleware,
             drain_middleware,
             auth_middleware(keys),

@@ -8,10 +8,10 @@ only has to spell the block events in its own wire format.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from aichat.ids import new_id
 from aichat.openai_events import neutral_events
 from aichat.providers.base import Event, Finish, TextDelta, ToolCallDelta, Usage
 from aichat.schemas import ChatCompletionRequest
@@ -65,7 +65,7 @@ BlockEvent = BlockStart | BlockDelta | BlockStop | End
 
 def new_call_id() -> str:
     """An id for a tool call whose upstream did not name it."""
-    return "call_" + secrets.token_hex(12)
+    return new_id("call_")
 
 
 class _Open:

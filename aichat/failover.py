@@ -131,6 +131,6 @@ async def open_answer(
             answer.attempts = attempts
             if policy.metrics is not None:
                 elapsed = time.perf_counter() - started
-                policy.metrics.first_token.labels(chain[0].name).observe(elapsed)
+                policy.metrics.observe_first_token(chain[0].name, elapsed)
             return answer
     raise last_error or CircuitOpen(chain)

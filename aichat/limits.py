@@ -11,10 +11,7 @@ import asyncio
 import contextlib
 import logging
 import math
-import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +22,7 @@ from redis.exceptions import RedisError
 from aichat.auth import KeyPolicy
 from aichat.context import KEY_POLICY, Handler
 from aichat.errors import APIError
+from aichat.ids import new_id
 
 log = logging.getLogger("aichat.limits")
 
@@ -242,35 +240,48 @@ class Limiter:
             )
         return headers
 
-    @asynccontextmanager
-    async def slot(self, policy: KeyPolicy) -> AsyncIterator[None]:
-        """Hold one of the key's concurrency slots and one of the global ones."""
+    def slot(self, policy: KeyPolicy) -> Slot:
+        """``async with``: hold one of the key's concurrency slots and one of the global ones."""
+        return Slot(self, policy)
+
+    async def acquire(self, policy: KeyPolicy) -> str | None:
+        """Take the slots ``slot`` holds; the key slot's lease, if one was taken."""
         lease = await self._take_key_slot(policy)
         try:
-            try:
-                async with asyncio.timeout(self._queue_timeout):
-                    await self._global.acquire()
-            except TimeoutError:
-                raise self._reject(
-                    "global",
-                    Overloaded(
-                        "The gateway is at capacity; try again shortly.",
-                        headers={"Retry-After": "1"},
-                    ),
-                ) from None
-            try:
-                yield
-            finally:
-                self._global.release()
-        finally:
+            await self._take_global_slot()
+        except BaseException:
             if lease is not None:
                 await self._give_back(policy, lease)
+            raise
+        return lease
+
+    async def release(self, policy: KeyPolicy, lease: str | None) -> None:
+        """Give back what ``acquire`` took."""
+        self._global.release()
+        if lease is not None:
+            await self._give_back(policy, lease)
+
+    async def _take_global_slot(self) -> None:
+        if not self._global.locked():
+            await self._global.acquire()  # free: returns at once, no timer needed
+            return
+        try:
+            async with asyncio.timeout(self._queue_timeout):
+                await self._global.acquire()
+        except TimeoutError:
+            raise self._reject(
+                "global",
+                Overloaded(
+                    "The gateway is at capacity; try again shortly.",
+                    headers={"Retry-After": "1"},
+                ),
+            ) from None
 
     async def _take_key_slot(self, policy: KeyPolicy) -> str | None:
         """The lease of the slot taken, or None when none is held (unlimited, store down)."""
         if not policy.max_concurrent:
             return None  # no lease id drawn: most keys never need one
-        lease = secrets.token_hex(8)
+        lease = new_id(hex_digits=16)
         try:
             taken = await self.store.acquire(policy.name, policy.max_concurrent, lease)
         except StoreUnavailable as exc:
@@ -290,6 +301,23 @@ class Limiter:
     async def _give_back(self, policy: KeyPolicy, lease: str) -> None:
         with contextlib.suppress(StoreUnavailable):  # if so, the lease expires by itself
             await asyncio.shield(self.store.release(policy.name, lease))
+
+
+class Slot:
+    """The slots one request holds while its upstream work is in flight."""
+
+    __slots__ = ("_lease", "_limiter", "_policy")
+
+    def __init__(self, limiter: Limiter, policy: KeyPolicy) -> None:
+        self._limiter = limiter
+        self._policy = policy
+        self._lease: str | None = None
+
+    async def __aenter__(self) -> None:
+        self._lease = await self._limiter.acquire(self._policy)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._limiter.release(self._policy, self._lease)
 
 
 LIMITER = web.AppKey("limiter", Limiter)
@@ -315,8 +343,11 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
     # slowly must not hold a slot that upstream work could use meanwhile, nor hold its
     # connection open for ever.
     try:
-        async with asyncio.timeout(limiter.body_timeout):
-            await request.read()
+        if request.content.is_eof():
+            await request.read()  # all here already: no timer needed
+        else:
+            async with asyncio.timeout(limiter.body_timeout):
+                await request.read()
     except TimeoutError:
         raise APIError(
             "The request body did not arrive in time (AICHAT_BODY_TIMEOUT).",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 import sys
 import time
 from typing import Any
@@ -18,7 +17,9 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from aichat.context import LOG_FIELDS, REQUEST_ID, Handler
+from aichat.ids import new_id
 from aichat.metrics import METRICS
+from aichat.timing import TIMING, Timing, overhead_fields
 
 access_log = logging.getLogger("aichat.access")
 
@@ -85,7 +86,7 @@ def configure_logging(fmt: str, level: str) -> None:
 
 def _request_id(request: web.Request) -> str:
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _SAFE_ID.fullmatch(given) else secrets.token_hex(8)
+    return given if _SAFE_ID.fullmatch(given) else new_id(hex_digits=16)
 
 
 async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
@@ -103,18 +104,19 @@ def _size(response: web.StreamResponse) -> int:
 
 @web.middleware
 async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Assign the request id and write one access line when the request ends."""
+    """Start the request's clock, assign its id, and write one access line when it ends."""
+    timing = request[TIMING] = Timing(time.perf_counter())
     request[REQUEST_ID] = _request_id(request)
-    request[LOG_FIELDS] = {}
-    started = time.perf_counter()
+    extra: dict[str, Any] = {}
+    request[LOG_FIELDS] = extra
     status, size = 499, 0  # 499: the client went away before an answer was complete
     try:
         response = await handler(request)
         status, size = response.status, _size(response)
         return response
     finally:
-        seconds = time.perf_counter() - started
-        extra: dict[str, Any] = request[LOG_FIELDS]
+        now = time.perf_counter()
+        seconds = now - timing.arrived
         if request.path.startswith("/v1/"):
             request.app[METRICS].observe_request(status, extra, seconds)
         if access_log.isEnabledFor(logging.INFO):
@@ -128,4 +130,5 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
                 "bytes_out": size,
             }
             fields.update(extra, request_id=request[REQUEST_ID])
+            fields.update(overhead_fields(timing, now))
             access_log.info("request", extra={"fields": fields})

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -77,9 +77,9 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
-        self.open_streams = Gauge(
-            "aichat_open_streams", "Streams being written now.", registry=self.registry
-        )
+        # A plain number, read at scrape time: streams open and close on the hot path.
+        self.open_streams = 0
+        self.registry.register(_OpenStreams(self))
         self.upstream_errors = Counter(
             "aichat_upstream_errors",
             "Failed upstream attempts, by upstream and error code.",
@@ -92,6 +92,9 @@ class Metrics:
             ["upstream"],
             registry=self.registry,
         )
+        # Labelled children by label values: ``labels()`` validates and locks on every call.
+        self._answered: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._first_token: dict[str, Any] = {}
 
     def watch(
         self, rejections: Callable[[], dict[str, int]], circuits: Callable[[], dict[str, str]]
@@ -106,8 +109,32 @@ class Metrics:
         make the label set grow without bound.
         """
         model = fields.get("route") or "-"
-        self.requests.labels(model, str(status), fields.get("upstream") or "-").inc()
-        self.duration.labels(model).observe(seconds)
+        key = (model, str(status), fields.get("upstream") or "-")
+        children = self._answered.get(key)
+        if children is None:
+            children = self._answered[key] = (
+                self.requests.labels(*key),
+                self.duration.labels(model),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_first_token(self, model: str, seconds: float) -> None:
+        """Record the time from the first upstream attempt to the first answer event."""
+        child = self._first_token.get(model)
+        if child is None:
+            child = self._first_token[model] = self.first_token.labels(model)
+        child.observe(seconds)
+
+
+class _OpenStreams(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "aichat_open_streams", "Streams being written now.", value=self._metrics.open_streams
+        )
 
 
 METRICS = web.AppKey("metrics", Metrics)

@@ -13,7 +13,6 @@ The gateway stores nothing: ``previous_response_id``, ``store: true``, ``convers
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from aichat.answering import start_answer
 from aichat.blocks import BlockDelta, BlockEvent, BlockStart, BlockStop, End, collect, segment
 from aichat.errors import APIError, InvalidRequest
+from aichat.ids import new_id
 from aichat.providers.base import Usage
 from aichat.schemas import ChatCompletionRequest, parse_chat_request, read_json, validate_body
 from aichat.sse import named_event, write_sse
@@ -222,11 +222,6 @@ def to_chat_request(req: ResponsesRequest) -> tuple[ChatCompletionRequest, list[
     return parse_chat_request(body), dropped
 
 
-def new_id(prefix: str) -> str:
-    """A fresh object id: ``resp_``, ``msg_`` or ``fc_`` followed by random hex."""
-    return prefix + secrets.token_hex(24)
-
-
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """What every Response object of one answer repeats: its id and the request's settings."""
@@ -238,7 +233,7 @@ class Envelope:
     @classmethod
     def start(cls, request: ResponsesRequest) -> Envelope:
         """A new response to ``request``, created now."""
-        return cls(new_id("resp_"), int(time.time()), request)
+        return cls(new_id("resp_", 48), int(time.time()), request)
 
     def response(self, status: str, output: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
         """The ``response`` object in state ``status``; ``fields`` override the defaults."""
@@ -323,7 +318,7 @@ def ending(end: End) -> tuple[str, dict[str, Any]]:
 async def whole_response(envelope: Envelope, blocks: AsyncIterator[BlockEvent]) -> dict[str, Any]:
     """The complete Response object, once the answer has ended."""
     stops, end = await collect(blocks)
-    output = [output_item(new_id("fc_" if s.tool else "msg_"), s, "completed") for s in stops]
+    output = [output_item(new_id("fc_" if s.tool else "msg_", 48), s, "completed") for s in stops]
     status, fields = ending(end)
     return envelope.response(status, output, **fields)
 
@@ -346,7 +341,7 @@ class ResponseStream:
         return {"item_id": self._item_id, "output_index": index}
 
     def _start(self, block: BlockStart) -> list[bytes]:
-        self._item_id = new_id("fc_" if block.tool else "msg_")
+        self._item_id = new_id("fc_" if block.tool else "msg_", 48)
         item = output_item(self._item_id, block, "in_progress")
         events = [self._event("response.output_item.added", output_index=block.index, item=item)]
         if block.tool is None:

@@ -85,7 +85,9 @@ class ChatCompletionRequest(_Open):
     @property
     def body(self) -> dict[str, Any]:
         """The request exactly as the client sent it, for pass-through providers."""
-        return self._body
+        # Pydantic's private store read directly: ``self._body`` takes its slow __getattr__.
+        body: dict[str, Any] = self.__pydantic_private__["_body"]  # type: ignore[index]
+        return body
 
     @property
     def include_usage(self) -> bool:

@@ -44,8 +44,8 @@ async def write_sse(
     """
     response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
     await response.prepare(request)
-    open_streams = request.app[METRICS].open_streams
-    open_streams.inc()
+    metrics = request.app[METRICS]
+    metrics.open_streams += 1
     try:
         tail = b""
         try:
@@ -73,5 +73,5 @@ async def write_sse(
         # The client is gone; the caller's cleanup cancels the upstream request.
         pass
     finally:
-        open_streams.dec()
+        metrics.open_streams -= 1
     return response

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from aichat.context import Handler, log_field
 from aichat.providers.base import Event, Finish
 
 SERVER_TIMING_HEADER = "Server-Timing"
@@ -50,18 +49,14 @@ class Timing:
 TIMING = web.RequestKey("timing", Timing)
 
 
-@web.middleware
-async def timing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Start the request's clock; after a stream, log the overhead its headers could not hold."""
-    timing = request[TIMING] = Timing(time.perf_counter())
-    response = await handler(request)
-    if timing.upstream_called is not None and timing.upstream_done is not None:
-        log_field(
-            request,
-            gw_pre_ms=_ms(timing.upstream_called - timing.arrived),
-            gw_post_ms=_ms(time.perf_counter() - timing.upstream_done),
-        )
-    return response
+def overhead_fields(timing: Timing, now: float) -> dict[str, float]:
+    """The gateway's own time around a stream's upstream, for its access-log line."""
+    if timing.upstream_called is None or timing.upstream_done is None:
+        return {}
+    return {
+        "gw_pre_ms": _ms(timing.upstream_called - timing.arrived),
+        "gw_post_ms": _ms(now - timing.upstream_done),
+    }
 
 
 async def add_server_timing(request: web.Request, response: web.StreamResponse) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 import orjson
 
 from aichat.errors import UpstreamError
+from aichat.ids import new_id
 from aichat.providers.base import (
     Event,
     Finish,
@@ -38,7 +38,7 @@ _dumps = orjson.dumps
 
 def new_completion_id() -> str:
     """A fresh ``chatcmpl-`` id, one per completion (shared by all its chunks)."""
-    return "chatcmpl-" + secrets.token_hex(12)
+    return new_id("chatcmpl-")
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,13 +15,15 @@ Wire format: ``shared/docs/upstream-aichats.md``. What this module decides:
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 import aiohttp
+import orjson
 
 from aichat.config import HistoryMode
 from aichat.errors import InvalidRequest, UpstreamError
 from aichat.providers.base import Event, Finish, TextDelta
-from aichat.providers.http import Timeouts, post, read_chunks
+from aichat.providers.http import JSON_HEADERS, Timeouts, upstream_body
 from aichat.schemas import ChatCompletionRequest, text_of
 from aichat.streaming import iter_line_batches, sse_data
 
@@ -111,6 +113,7 @@ class AichatsProvider:
             "origin": base_url,
             "referer": f"{base_url}/chat/",
             "user-agent": _BROWSER_UA,
+            **JSON_HEADERS,
         }
 
     async def stream(
@@ -118,16 +121,17 @@ class AichatsProvider:
     ) -> AsyncGenerator[Event, None]:
         """Yield the answer's text pieces as they arrive, then ``Finish``."""
         payload = {"type": "chat", "messagesHistory": build_history(request, self._history)}
-        async with post(
+        body = upstream_body(
             self._session,
             self._url,
-            json=payload,
+            body=orjson.dumps(payload),
             headers=self._headers,
             timeouts=self._timeouts,
             name=self.name,
-        ) as resp:
-            answered = False
-            async for lines in iter_line_batches(read_chunks(resp, self._timeouts, self.name)):
+        )
+        answered = False
+        async with aclosing(body):
+            async for lines in iter_line_batches(body):
                 # Pieces that arrived in one read become one delta: one write, one chunk.
                 text = "".join(
                     piece_text(data) for line in lines if (data := sse_data(line)) is not None

@@ -9,17 +9,14 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
-import orjson
 
 from aichat.errors import UpstreamError, UpstreamTimeout
 
-_JSON = {"Content-Type": "application/json"}
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,65 +49,59 @@ async def _error_body(resp: aiohttp.ClientResponse) -> str:
         return ""
 
 
-@asynccontextmanager
-async def post(
+async def upstream_body(
     session: aiohttp.ClientSession,
     url: str,
     *,
-    json: Any,
+    body: bytes,
     headers: dict[str, str],
     timeouts: Timeouts,
     name: str,
-) -> AsyncIterator[aiohttp.ClientResponse]:
-    """POST to an upstream; yield the 2xx response, raise ``UpstreamError`` for anything else.
+) -> AsyncGenerator[bytes, None]:
+    """POST ``body`` to an upstream and yield its 2xx answer's bytes as they arrive.
 
-    Leaving the block releases the connection; an unread body closes it, so a cancelled
-    client request never leaves an upstream download running.
+    Anything else raises ``UpstreamError``. One timer covers the whole exchange: armed for
+    the first byte, re-armed for each later read, disarmed while the caller holds a chunk
+    (a slow client is not an idle upstream). Close the generator (``aclosing``) to release
+    the connection; an unread body closes it, so an abandoned stream stops the upstream.
     """
+    loop = asyncio.get_running_loop()
+    answered = False  # response headers arrived: a timeout now means the upstream stalled
     try:
-        async with asyncio.timeout(timeouts.first_byte):
-            resp = await session.post(url, data=orjson.dumps(json), headers={**headers, **_JSON})
+        async with asyncio.timeout(timeouts.first_byte) as timer:
+            resp = await session.post(url, data=body, headers=headers)
+            answered = True
+            try:
+                if resp.status >= 400:
+                    raise await _status_error(resp, name)
+                limit = timeouts.first_byte
+                content = resp.content
+                while True:
+                    timer.reschedule(loop.time() + limit)
+                    chunk = await content.readany()
+                    timer.reschedule(None)
+                    if not chunk:
+                        return
+                    yield chunk
+                    limit = timeouts.idle
+            finally:
+                resp.release()
     except TimeoutError:
+        if answered:
+            raise UpstreamTimeout(f"{name} upstream stopped sending.") from None
         raise UpstreamTimeout(f"{name} upstream did not answer in time.") from None
     except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamError(f"{name} upstream unreachable: {type(exc).__name__}.") from None
-    try:
-        if resp.status >= 400:
-            body = await _error_body(resp)
-            detail = " ".join(body.split())[:300]
-            raise UpstreamError(
-                f"{name} upstream answered HTTP {resp.status}" + (f": {detail}" if detail else "."),
-                retryable=resp.status in (408, 429) or resp.status >= 500,
-                retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
-                upstream_status=resp.status,
-                upstream_body=body,
-            )
-        yield resp
-    finally:
-        resp.release()
+        what = "connection broke" if answered else "unreachable"
+        raise UpstreamError(f"{name} upstream {what}: {type(exc).__name__}.") from None
 
 
-async def read_chunks(
-    resp: aiohttp.ClientResponse, timeouts: Timeouts, name: str
-) -> AsyncIterator[bytes]:
-    """Yield body bytes as they arrive, enforcing the first-byte and idle timeouts."""
-    loop = asyncio.get_running_loop()
-    limit = timeouts.first_byte
-    content = resp.content
-    try:
-        # One timer for the whole body, armed for each read and disarmed while the caller
-        # holds a chunk (a slow client is not an idle upstream). A fresh timeout context
-        # per read cost twice as much, on every chunk of every stream.
-        async with asyncio.timeout(None) as timer:
-            while True:
-                timer.reschedule(loop.time() + limit)
-                chunk = await content.readany()
-                timer.reschedule(None)
-                if not chunk:
-                    return
-                yield chunk
-                limit = timeouts.idle
-    except TimeoutError:
-        raise UpstreamTimeout(f"{name} upstream stopped sending.") from None
-    except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamError(f"{name} upstream connection broke: {type(exc).__name__}.") from None
+async def _status_error(resp: aiohttp.ClientResponse, name: str) -> UpstreamError:
+    body = await _error_body(resp)
+    detail = " ".join(body.split())[:300]
+    return UpstreamError(
+        f"{name} upstream answered HTTP {resp.status}" + (f": {detail}" if detail else "."),
+        retryable=resp.status in (408, 429) or resp.status >= 500,
+        retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
+        upstream_status=resp.status,
+        upstream_body=body,
+    )

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import aiohttp
+import orjson
 
 from aichat.errors import UpstreamError
 from aichat.providers.base import Event, Finish, RawChunks, RawCompletion
-from aichat.providers.http import Timeouts, post, read_chunks
+from aichat.providers.http import JSON_HEADERS, Timeouts, upstream_body
 from aichat.schemas import ChatCompletionRequest
 from aichat.streaming import iter_line_batches, sse_data
 
@@ -82,32 +84,31 @@ class OpenAIProvider:
         self._session = session
         self._url = f"{base_url}/chat/completions"
         self._timeouts = timeouts
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._headers = {
+            stream: {**auth, **JSON_HEADERS, "Accept": accept}
+            for stream, accept in ((True, "text/event-stream"), (False, "application/json"))
+        }
 
     async def stream(
         self, request: ChatCompletionRequest, upstream_model: str
     ) -> AsyncGenerator[Event, None]:
         """Yield the upstream's chunks (or its whole completion), then ``Finish``."""
-        body = {**request.body, "model": upstream_model}
-        headers = {
-            **self._headers,
-            "Accept": "text/event-stream" if request.stream else "application/json",
-        }
+        body = upstream_body(
+            self._session,
+            self._url,
+            body=orjson.dumps({**request.body, "model": upstream_model}),
+            headers=self._headers[request.stream],
+            timeouts=self._timeouts,
+            name=self.name,
+        )
         try:
-            async with post(
-                self._session,
-                self._url,
-                json=body,
-                headers=headers,
-                timeouts=self._timeouts,
-                name=self.name,
-            ) as resp:
+            async with aclosing(body):
                 if not request.stream:
-                    yield RawCompletion(await self._read_all(resp))
+                    yield RawCompletion(await self._read_all(body))
                     yield Finish()
                     return
-                reads = iter_line_batches(read_chunks(resp, self._timeouts, self.name))
-                async for lines in reads:
+                async for lines in iter_line_batches(body):
                     batch: list[str] = []
                     done = False
                     for line in lines:
@@ -131,9 +132,8 @@ class OpenAIProvider:
         except UpstreamError as err:
             raise upstream_error(err, self.name) from None
 
-    async def _read_all(self, resp: aiohttp.ClientResponse) -> str:
-        parts = [chunk async for chunk in read_chunks(resp, self._timeouts, self.name)]
-        text = b"".join(parts).decode("utf-8", "replace")
+    async def _read_all(self, body: AsyncIterator[bytes]) -> str:
+        text = b"".join([chunk async for chunk in body]).decode("utf-8", "replace")
         if not text.lstrip().startswith("{"):
             raise UpstreamError(f"{self.name} upstream answered with something other than JSON.")
         return text

@@ -13,7 +13,6 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 from unittest import mock
 
@@ -112,22 +111,12 @@ framings = st.fixed_dictionaries(
 )
 
 
-class _Reads:
-    """The ``content`` of a response whose body arrives as the given reads."""
-
-    def __init__(self, reads: list[bytes]) -> None:
-        self._reads = iter(reads)
-
-    async def readany(self) -> bytes:
-        return next(self._reads, b"")
-
-
 def _upstream_answering(reads: list[bytes]) -> Any:
-    @asynccontextmanager
-    async def post(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        yield mock.Mock(content=_Reads(reads))
+    async def upstream_body(*args: Any, **kwargs: Any) -> AsyncIterator[bytes]:
+        for read in reads:
+            yield read
 
-    return post
+    return upstream_body
 
 
 @PROPERTIES
@@ -147,7 +136,9 @@ def test_openai_stream_parsing_gives_back_every_chunk_under_any_framing_and_cut(
     async def events() -> list[Event]:
         return [event async for event in provider.stream(chat_request(stream=True), "m")]
 
-    with mock.patch("aichat.providers.openai.post", _upstream_answering(cut(body.encode(), sizes))):
+    with mock.patch(
+        "aichat.providers.openai.upstream_body", _upstream_answering(cut(body.encode(), sizes))
+    ):
         got = run(events())
     # However the reads fall, every chunk arrives once, in order, and nothing after [DONE].
     assert got[-1] == Finish()
