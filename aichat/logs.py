@@ -97,9 +97,9 @@ async def add_request_id_header(request: web.Request, response: web.StreamRespon
 
 def _size(response: web.StreamResponse) -> int:
     # A plain Response is sent after the middlewares return; a stream has been sent already.
-    if isinstance(response, web.Response) and isinstance(response.body, bytes):
-        return len(response.body)
-    return response.body_length
+    # (getattr: isinstance against aiohttp's response classes goes through ABCMeta.)
+    body = getattr(response, "body", None)
+    return len(body) if isinstance(body, bytes) else response.body_length
 
 
 @web.middleware

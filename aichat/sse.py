@@ -25,6 +25,13 @@ SSE_HEADERS = {
 }
 
 
+class _SSEResponse(web.StreamResponse):
+    # aiohttp's opt-in to hold the headers until the first body write, as a whole Response
+    # does. ``write_sse`` prepares the response with its first event in hand, so both go
+    # out in one send: one system call and one packet per stream fewer, on both ends.
+    _send_headers_immediately = False
+
+
 def named_event(name: str, data: dict[str, Any]) -> bytes:
     """One event with an ``event:`` line, as the Responses and Anthropic Messages APIs send."""
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
@@ -42,7 +49,7 @@ async def write_sse(
     ``write`` waits while the client's socket buffer is full, so a slow reader slows the
     upstream reads instead of growing memory.
     """
-    response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
+    response = _SSEResponse(headers={**SSE_HEADERS, **(headers or {})})
     await response.prepare(request)
     metrics = request.app[METRICS]
     metrics.open_streams += 1
