@@ -13,5 +13,6 @@ _bits = random.Random().getrandbits
 
 
 def new_id(prefix: str = "", hex_digits: int = 24) -> str:
-    """``prefix`` followed by ``hex_digits`` random lowercase hex digits."""
-    return f"{prefix}{_bits(hex_digits * 4):0{hex_digits}x}"
+    """``prefix`` followed by ``hex_digits`` (an even number) random lowercase hex digits."""
+    size = hex_digits // 2
+    return prefix + _bits(size * 8).to_bytes(size, "big").hex()

@@ -23,8 +23,15 @@ class LineDecoder:
         if b"\n" not in chunk:
             self._buffer += chunk
             return []
-        *complete, self._buffer = (self._buffer + chunk).split(b"\n")
-        return [_decode(line) for line in complete]
+        block, _, self._buffer = (self._buffer + chunk).rpartition(b"\n")
+        # One decode for all the lines: a UTF-8 sequence never spans a 0x0A byte, so this is
+        # the same text as decoding line by line, and much cheaper for many short lines.
+        text = block.decode("utf-8", "replace")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+            if text.endswith("\r"):  # the last line's, whose "\n" was cut off above
+                text = text[:-1]
+        return text.split("\n")
 
     def flush(self) -> list[str]:
         """Return the last line if the stream ended without a newline."""
@@ -54,6 +61,15 @@ async def iter_line_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[
     rest = decoder.flush()
     if rest:
         yield rest
+
+
+def sse_payloads(lines: list[str]) -> list[str]:
+    """The payloads of the ``data:`` lines among ``lines``, as ``sse_data`` reads each."""
+    return [
+        line[6:] if line.startswith("data: ") else line[5:]
+        for line in lines
+        if line.startswith("data:")
+    ]
 
 
 def sse_data(line: str) -> str | None:

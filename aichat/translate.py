@@ -197,7 +197,7 @@ async def _forwarded_chunks(
     rename = ModelRenamer(completion.model)
     async for event in chained(first, events):
         if isinstance(event, RawChunks):
-            yield b"".join(b"data: " + rename(j).encode() + b"\n\n" for j in event.jsons)
+            yield "".join([f"data: {rename(j)}\n\n" for j in event.jsons]).encode()
         elif isinstance(event, Finish):
             finished = True
     if not finished:

@@ -25,7 +25,7 @@ from aichat.errors import InvalidRequest, UpstreamError
 from aichat.providers.base import Event, Finish, TextDelta
 from aichat.providers.http import JSON_HEADERS, Timeouts, upstream_body
 from aichat.schemas import ChatCompletionRequest, text_of
-from aichat.streaming import iter_line_batches, sse_data
+from aichat.streaming import iter_line_batches, sse_payloads
 
 USER, ASSISTANT = "you", "chatGPT"
 _TRYLIMIT = " trylimit"
@@ -92,6 +92,14 @@ def piece_text(payload: str) -> str:
     return payload.replace("\\n", "\n")
 
 
+def answer_text(payloads: list[str]) -> str:
+    """The answer text of several pieces: ``piece_text`` of each, joined."""
+    joined = "".join(payloads)
+    if "trylimit" not in joined and "\\" not in joined:
+        return joined  # nothing to decode or remove: the usual case, at the cost of one join
+    return "".join(piece_text(payload) for payload in payloads)
+
+
 class AichatsProvider:
     """Streams answers from the aichats web chat."""
 
@@ -133,9 +141,7 @@ class AichatsProvider:
         async with aclosing(body):
             async for lines in iter_line_batches(body):
                 # Pieces that arrived in one read become one delta: one write, one chunk.
-                text = "".join(
-                    piece_text(data) for line in lines if (data := sse_data(line)) is not None
-                )
+                text = answer_text(sse_payloads(lines))
                 if text:
                     answered = True
                     yield TextDelta(text)

@@ -22,7 +22,7 @@ from aichat.errors import UpstreamError
 from aichat.providers.base import Event, Finish, RawChunks, RawCompletion
 from aichat.providers.http import JSON_HEADERS, Timeouts, upstream_body
 from aichat.schemas import ChatCompletionRequest
-from aichat.streaming import iter_line_batches, sse_data
+from aichat.streaming import iter_line_batches, sse_payloads
 
 
 def _error_object(body: str) -> dict[str, Any]:
@@ -111,8 +111,7 @@ class OpenAIProvider:
                 async for lines in iter_line_batches(body):
                     batch: list[str] = []
                     done = False
-                    for line in lines:
-                        payload = sse_data(line)
+                    for payload in sse_payloads(lines):
                         if not payload:
                             continue
                         if payload == "[DONE]":

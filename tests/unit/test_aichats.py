@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aichat.errors import InvalidRequest, UpstreamError, UpstreamTimeout
-from aichat.providers.aichats import AichatsProvider, build_history, piece_text
+from aichat.providers.aichats import AichatsProvider, answer_text, build_history, piece_text
 from aichat.providers.base import Finish, TextDelta
 from aichat.providers.http import Timeouts
 from aichat.schemas import parse_chat_request
@@ -68,6 +68,14 @@ def test_tool_use_is_refused() -> None:
         build_history(_request(USER1, call), "turns")
     with pytest.raises(InvalidRequest):
         build_history(_request(USER1, tools=[{"type": "function"}]), "turns")
+
+
+def test_answer_text_is_each_piece_text_joined() -> None:
+    assert answer_text(["a", "b"]) == "ab"
+    assert answer_text(["line\\n", "next"]) == "line\nnext"
+    assert answer_text(["done", " trylimit"]) == "done"
+    assert answer_text(["try", "limit"]) == "trylimit"  # a marker only within one piece
+    assert answer_text(["ends with \\", "n"]) == "ends with \\n"  # an escape too
 
 
 def test_piece_text() -> None:
@@ -135,3 +143,12 @@ async def test_provider_maps_connection_errors_and_timeouts(
     mocked.post(f"{BASE}/chat/send2/", exception=TimeoutError())
     with pytest.raises(UpstreamTimeout):
         await _collect(_provider(session))
+
+
+@given(
+    st.lists(
+        st.sampled_from(["a", " ", "\\", "n", "\\n", "trylimit", " trylimit", "é"]), max_size=8
+    )
+)
+def test_answer_text_fast_path_agrees_with_piece_by_piece(pieces: list[str]) -> None:
+    assert answer_text(pieces) == "".join(piece_text(piece) for piece in pieces)

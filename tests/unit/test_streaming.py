@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aichat.streaming import LineDecoder, iter_line_batches, sse_data
+from aichat.streaming import LineDecoder, iter_line_batches, sse_data, sse_payloads
 
 # Text without line breaks of any kind: those are the separators under test.
 line_text = st.text(
@@ -77,3 +77,27 @@ def test_sse_data() -> None:
     assert sse_data("event: x") is None
     assert sse_data(": comment") is None
     assert sse_data("") is None
+
+
+def _line_by_line(data: bytes) -> list[str]:
+    """The reference: split on 0x0A, drop one trailing CR, decode each line alone."""
+    *complete, rest = data.split(b"\n")
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in complete]
+    if rest:
+        lines.append(rest[:-1] if rest.endswith(b"\r") else rest)
+    return [line.decode("utf-8", "replace") for line in lines]
+
+
+@given(
+    data=st.binary(max_size=200).map(lambda b: b.replace(b"\x00", b"\n")),
+    sizes=st.lists(st.integers(1, 9), max_size=60),
+)
+def test_any_bytes_cut_anywhere_decode_as_if_line_by_line(data: bytes, sizes: list[int]) -> None:
+    # Invalid UTF-8 and stray CRs included: decoding whole reads must change nothing.
+    assert _decode_all(_cut(data, sizes)) == _line_by_line(data)
+
+
+def test_sse_payloads_reads_each_line_as_sse_data_does() -> None:
+    lines = ["data: a", "data:b", "data:  c", "data:", "event: x", ": comment", "", "data: [DONE]"]
+    expected = [p for p in (sse_data(line) for line in lines) if p is not None]
+    assert sse_payloads(lines) == expected == ["a", "b", " c", "", "[DONE]"]
