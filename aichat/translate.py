@@ -177,6 +177,18 @@ class ModelRenamer:
         self._new = '"model":' + json.dumps(model)
         self._old: str | None = None
 
+    def events(self, jsons: tuple[str, ...]) -> str:
+        """SSE ``data:`` events of ``jsons``, each renamed.
+
+        Once the upstream's spelling is known, one replace over all of them does it when it
+        occurs once per chunk: quotes inside JSON strings are escaped, so it cannot match
+        answer text or tool-call arguments.
+        """
+        text = "".join([f"data: {json_text}\n\n" for json_text in jsons])
+        if self._old is not None and text.count(self._old) == len(jsons):
+            return text.replace(self._old, self._new)
+        return "".join([f"data: {self(json_text)}\n\n" for json_text in jsons])
+
     def __call__(self, text: str) -> str:
         at = text.find('"model"')
         if at < 0:
@@ -197,7 +209,7 @@ async def _forwarded_chunks(
     rename = ModelRenamer(completion.model)
     async for event in chained(first, events):
         if isinstance(event, RawChunks):
-            yield "".join([f"data: {rename(j)}\n\n" for j in event.jsons]).encode()
+            yield rename.events(event.jsons).encode()
         elif isinstance(event, Finish):
             finished = True
     if not finished:

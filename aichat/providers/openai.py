@@ -61,10 +61,8 @@ def upstream_error(err: UpstreamError, name: str) -> UpstreamError:
     return shaped
 
 
-def _stream_error(payload: str, name: str) -> UpstreamError | None:
-    """The error an upstream reported inside its stream, if this event is one."""
-    if not payload.startswith('{"error"'):
-        return None
+def _stream_error(payload: str, name: str) -> UpstreamError:
+    """The error an upstream reported inside its stream (a ``{"error": ...}`` event)."""
     details = _error_object(payload)
     return UpstreamError(f"{name} upstream failed: {details.get('message', 'unknown error')}")
 
@@ -109,22 +107,17 @@ class OpenAIProvider:
                     yield Finish()
                     return
                 async for lines in iter_line_batches(body):
-                    batch: list[str] = []
-                    done = False
-                    for payload in sse_payloads(lines):
-                        if not payload:
-                            continue
-                        if payload == "[DONE]":
-                            done = True
-                            break
-                        failure = _stream_error(payload, self.name)
-                        if failure is not None:
-                            if batch:  # what came before the error still reaches the client
-                                yield RawChunks(tuple(batch))
-                            raise failure
-                        batch.append(payload)
-                    if batch:
-                        yield RawChunks(tuple(batch))
+                    payloads = [payload for payload in sse_payloads(lines) if payload]
+                    done = "[DONE]" in payloads
+                    if done:  # nothing after it counts
+                        del payloads[payloads.index("[DONE]") :]
+                    failed = [i for i, payload in enumerate(payloads) if payload[:8] == '{"error"']
+                    if failed:
+                        if failed[0]:  # what came before the error still reaches the client
+                            yield RawChunks(tuple(payloads[: failed[0]]))
+                        raise _stream_error(payloads[failed[0]], self.name)
+                    if payloads:
+                        yield RawChunks(tuple(payloads))
                     if done:
                         yield Finish()
                         return

@@ -31,7 +31,7 @@ from aichat.providers.http import Timeouts, retry_after_seconds
 from aichat.providers.openai import OpenAIProvider
 from aichat.schemas import ChatCompletionRequest, parse_chat_request, read_json
 from aichat.streaming import iter_line_batches, sse_data
-from aichat.translate import Completion, complete, rename_model, stream_chunks
+from aichat.translate import Completion, ModelRenamer, complete, rename_model, stream_chunks
 from tests.fakes import aichats_body, sse_events
 
 # Modest example counts keep the whole file within a few seconds; no deadline, as CI
@@ -173,6 +173,34 @@ def test_rename_model_changes_the_model_and_nothing_else(
     items.insert(min(at, len(items)), ("model", old))
     chunk = dict(items)
     assert json.loads(rename_model(json.dumps(chunk, **style), new)) == {**chunk, "model": new}
+
+
+@PROPERTIES
+@given(
+    chunks=st.lists(
+        st.dictionaries(texts.filter(lambda key: key != "model"), no_model_keys, max_size=4),
+        min_size=1,
+        max_size=6,
+    ),
+    models=st.lists(st.sampled_from(["up", "up-2", 'odd "name"']), min_size=1, max_size=6),
+    new=texts,
+    batches=st.lists(st.integers(1, 4), max_size=6),
+)
+def test_renaming_whole_batches_renames_every_chunk_and_nothing_else(
+    chunks: list[dict[str, Any]], models: list[str], new: str, batches: list[int]
+) -> None:
+    # The upstream's model may change between chunks; the batch fast path must notice.
+    jsons = [
+        json.dumps({"id": "c", "model": models[i % len(models)], **chunk})
+        for i, chunk in enumerate(chunks)
+    ]
+    renamer = ModelRenamer(new)
+    out, start = "", 0
+    for size in [*batches, len(jsons)]:
+        out += renamer.events(tuple(jsons[start : start + size])) if jsons[start:] else ""
+        start += size
+    events = [line[6:] for line in out.split("\n\n") if line]
+    assert [json.loads(e) for e in events] == [{**json.loads(j), "model": new} for j in jsons]
 
 
 provider_answers = st.tuples(
