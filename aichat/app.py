@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import aiohttp_cors
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from aichat.answering import UPSTREAM_HEADER
 from aichat.anthropic_api import (
@@ -105,6 +105,13 @@ async def _stop_taking_requests(app: web.Application) -> None:
     app[LIFECYCLE].ready = False
 
 
+async def _add_gateway_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: what every response carries (one hook: they run per response)."""
+    add_request_id_header(request, response)
+    add_rate_headers(request, response)
+    add_server_timing(request, response)
+
+
 def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
     options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=False,
@@ -122,9 +129,22 @@ def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
         allow_methods=("GET", "POST", "OPTIONS"),
         max_age=600,
     )
+    hooks = len(app.on_response_prepare)
     cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(origins, options))
     for route in list(app.router.routes()):
         cors.add(route)
+    # aiohttp-cors looks up the route's CORS settings for every response, though it only
+    # acts on requests with an Origin header, which API clients other than browsers never
+    # send: its hook now runs for those requests only.
+    if len(app.on_response_prepare) != hooks + 1:
+        raise RuntimeError("aiohttp-cors was expected to add exactly one response hook")
+    cors_headers = app.on_response_prepare.pop()
+
+    async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+        if hdrs.ORIGIN in request.headers:
+            await cors_headers(request, response)
+
+    app.on_response_prepare.append(add_cors_headers)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -156,7 +176,7 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
     app.cleanup_ctx.extend([_counter_store, _upstream_session])
     app.on_shutdown.append(_stop_taking_requests)
-    app.on_response_prepare.extend([add_request_id_header, add_rate_headers, add_server_timing])
+    app.on_response_prepare.append(_add_gateway_headers)
     app[OPENAPI] = openapi_document()
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/openapi.json", openapi_endpoint)

@@ -323,8 +323,8 @@ class Slot:
 LIMITER = web.AppKey("limiter", Limiter)
 
 
-async def add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare`` hook: the key's rate headers on every answer."""
+def add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The key's rate headers, on every answer."""
     if RATE_HEADERS in request:
         response.headers.update(request[RATE_HEADERS])
 

@@ -89,8 +89,8 @@ def _request_id(request: web.Request) -> str:
     return given if _SAFE_ID.fullmatch(given) else new_id(hex_digits=16)
 
 
-async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare`` hook: every response, streamed or not, carries the id."""
+def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """The request id, on every response, streamed or not."""
     if REQUEST_ID in request:
         response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
 

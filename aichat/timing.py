@@ -59,8 +59,8 @@ def overhead_fields(timing: Timing, now: float) -> dict[str, float]:
     }
 
 
-async def add_server_timing(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare`` hook: the header on every response, streamed or whole."""
+def add_server_timing(request: web.Request, response: web.StreamResponse) -> None:
+    """The ``Server-Timing`` header, on every response, streamed or whole."""
     if TIMING in request:
         response.headers[SERVER_TIMING_HEADER] = request[TIMING].header(time.perf_counter())
 
