@@ -185,6 +185,8 @@ class ModelRenamer:
         answer text or tool-call arguments.
         """
         text = "".join([f"data: {json_text}\n\n" for json_text in jsons])
+        if self._old is None and (match := _MODEL_KEY.search(text)) is not None:
+            self._old = match.group(0)  # the first chunk's spelling: most streams are one read
         if self._old is not None and text.count(self._old) == len(jsons):
             return text.replace(self._old, self._new)
         return "".join([f"data: {self(json_text)}\n\n" for json_text in jsons])

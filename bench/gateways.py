@@ -105,6 +105,17 @@ def start_aichat(upstream_url: str, work: Path, pythonpath: str | None = None) -
     return Gateway("aichat", proc, providers)
 
 
+def start_floor(upstream_url: str, work: Path) -> Gateway:
+    """``bench.floor`` on the gateway core: aiohttp alone, for scale (stream scenarios)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "bench.floor", "--port", str(port), "--upstream", upstream_url]
+    url = f"http://127.0.0.1:{port}"
+    root = Path(__file__).parent.parent
+    proc = start("floor", cmd, core=GATEWAY_CORE, url=url, log_dir=work, cwd=root)
+    wait_http(proc, "/ready", 30)
+    return Gateway("floor", proc, ("aichats", "openai"))
+
+
 def litellm_available() -> bool:
     """Whether ``make bench-peers`` installed LiteLLM's proxy."""
     return (LITELLM_VENV / "bin" / "litellm").is_file()

@@ -12,7 +12,7 @@ from typing import Any
 Run = dict[str, Any]
 README_START = "<!-- bench-results:start -->"
 README_END = "<!-- bench-results:end -->"
-GATEWAYS = ("aichat", "litellm")
+GATEWAYS = ("aichat", "floor", "litellm")
 _HEADER = (
     "| scenario | via | req/s c16 | req/s c64 | TTFT p50 ms | TTFT p99 ms | gap p99 ms "
     "| CPU s/1k req | peak RSS MB | idle stream KB |"
@@ -205,6 +205,13 @@ def render(result: dict[str, Any]) -> str:
         "or ± ms added). CPU and memory are the gateway's; on `direct` rows the fake upstream's.",
         "The aichats protocol only streams: its `whole` direct row is the upstream stream.",
     ]
+    if any(run["target"] == "floor" for run in result["runs"]):
+        notes.append(
+            "`floor` (`bench/floor.py`): aiohttp server and one ClientSession on uvloop, "
+            "forwarding the upstream's bytes untranslated, with no validation, auth, limits or "
+            "logs: not a usable gateway, the least this design can cost. Between `floor` and "
+            "`aichat` is aichat's own work."
+        )
     litellm = (result.get("peers") or {}).get("litellm")
     if litellm and any(run["target"] == "litellm" for run in result["runs"]):
         notes.append(

@@ -35,6 +35,7 @@ from bench.gateways import (
     litellm_available,
     litellm_version,
     start_aichat,
+    start_floor,
     start_litellm,
 )
 from bench.loops import loop_name
@@ -172,14 +173,18 @@ class Bench:
             )
         print(f"  {provider:8} {'':6} {target:8}  skipped: {reason}", flush=True)
 
-    def gateway_scenarios(self, gateway: Gateway, provider: str) -> None:
-        """Hold test first (fresh gateway), then every mode, each direct then via gateway."""
+    def gateway_scenarios(self, gateway: Gateway, provider: str, full: bool = True) -> None:
+        """Hold test first (fresh gateway), then every mode, each direct then via gateway.
+
+        Not ``full``: the stream mode's load phases only (the floor, for scale).
+        """
         up = {"upstream": self.upstream.pid}
         via = {"gateway": gateway.proc.pid, **up}
-        if not self._measured(provider, "stream", "direct", "hold"):
-            self.measure_hold(provider, "direct", self.upstream.url, up)
-        self.measure_hold(provider, gateway.name, gateway.proc.url, via)
-        for mode in self.modes:
+        if full:
+            if not self._measured(provider, "stream", "direct", "hold"):
+                self.measure_hold(provider, "direct", self.upstream.url, up)
+            self.measure_hold(provider, gateway.name, gateway.proc.url, via)
+        for mode in self.modes if full else ("stream",):
             direct_done = self._measured(provider, mode, "direct", "rps_c16")
             # Rounds alternate direct and gateway, so slow spells hit both alike.
             for _ in range(self.suite.rounds):
@@ -247,7 +252,7 @@ def profiled(gateway: Gateway, out: Path | None) -> Iterator[None]:
 
 
 def run_all(bench: Bench, args: argparse.Namespace) -> None:
-    """aichat per provider (fresh gateway each), then LiteLLM if installed."""
+    """aichat per provider (fresh gateway each) and the floor, then LiteLLM if installed."""
     for provider in args.providers:
         with _failures_skipped(bench, provider, "aichat"):
             gateway = start_aichat(bench.upstream.url, bench.work, args.gateway_pythonpath)
@@ -256,6 +261,11 @@ def run_all(bench: Bench, args: argparse.Namespace) -> None:
                     bench.skip(provider, "aichat", "provider not available in this aichat")
                     continue
                 bench.gateway_scenarios(gateway, provider)
+        if "stream" in args.modes:
+            with _failures_skipped(bench, provider, "floor"):
+                floor = start_floor(bench.upstream.url, bench.work)
+                with running(floor):
+                    bench.gateway_scenarios(floor, provider, full=False)
     if args.no_peers or "openai" not in args.providers:
         return
     if not litellm_available():
