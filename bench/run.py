@@ -264,8 +264,12 @@ def run_all(bench: Bench, args: argparse.Namespace) -> None:
         if "stream" in args.modes:
             with _failures_skipped(bench, provider, "floor"):
                 floor = start_floor(bench.upstream.url, bench.work)
-                with running(floor):
-                    bench.gateway_scenarios(floor, provider, full=False)
+                suite, bench.suite = bench.suite, replace(bench.suite, rounds=1)  # for scale
+                try:
+                    with running(floor):
+                        bench.gateway_scenarios(floor, provider, full=False)
+                finally:
+                    bench.suite = suite
     if args.no_peers or "openai" not in args.providers:
         return
     if not litellm_available():

@@ -72,7 +72,7 @@ class Suite:
         }
 
 
-FULL = Suite("full", ttft_requests=600, gap_requests=50, load_requests=3000,
+FULL = Suite("full", ttft_requests=600, gap_requests=30, load_requests=3000,
              hold_streams=1000, max_seconds=8, rounds=2)  # fmt: skip
 QUICK = Suite("quick", ttft_requests=200, gap_requests=12, load_requests=600,
               hold_streams=200, max_seconds=4, rounds=1)  # fmt: skip
