@@ -64,19 +64,12 @@ async def iter_line_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[
 
 
 def sse_payloads(lines: list[str]) -> list[str]:
-    """The payloads of the ``data:`` lines among ``lines``, as ``sse_data`` reads each."""
+    """The payloads of the ``data:`` lines among ``lines``; other lines are not data.
+
+    As the SSE spec says, one space after the colon belongs to the syntax, not the payload.
+    """
     return [
         line[6:] if line.startswith("data: ") else line[5:]
         for line in lines
         if line.startswith("data:")
     ]
-
-
-def sse_data(line: str) -> str | None:
-    """The payload of an SSE ``data:`` line, or None for any other line.
-
-    As the SSE spec says, one space after the colon belongs to the syntax, not the payload.
-    """
-    if not line.startswith("data:"):
-        return None
-    return line[6:] if line.startswith("data: ") else line[5:]

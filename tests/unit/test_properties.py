@@ -30,7 +30,7 @@ from aichat.providers.base import Event, Finish, RawChunks, TextDelta, ToolCallD
 from aichat.providers.http import Timeouts, retry_after_seconds
 from aichat.providers.openai import OpenAIProvider
 from aichat.schemas import ChatCompletionRequest, parse_chat_request, read_json
-from aichat.streaming import iter_line_batches, sse_data
+from aichat.streaming import iter_line_batches, sse_payloads
 from aichat.translate import Completion, ModelRenamer, complete, rename_model, stream_chunks
 from tests.fakes import aichats_body, sse_events
 
@@ -91,10 +91,7 @@ def test_aichats_answers_survive_any_cut_of_the_stream(pieces: list[str], sizes:
         reads = cut(aichats_body(pieces), sizes)
         out = []
         async for lines in iter_line_batches(_reads(reads)):
-            for line in lines:
-                payload = sse_data(line)
-                if payload is not None:
-                    out.append(piece_text(payload))
+            out.extend(piece_text(payload) for payload in sse_payloads(lines))
         return "".join(out)
 
     assert run(answer()) == "".join(pieces)

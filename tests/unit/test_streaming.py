@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aichat.streaming import LineDecoder, iter_line_batches, sse_data, sse_payloads
+from aichat.streaming import LineDecoder, iter_line_batches, sse_payloads
 
 # Text without line breaks of any kind: those are the separators under test.
 line_text = st.text(
@@ -69,14 +69,14 @@ async def test_line_batches_over_an_async_source() -> None:
     assert batches == [["data: é"], ["one", "two"], ["tail"]]
 
 
-def test_sse_data() -> None:
-    assert sse_data("data: hello") == "hello"
-    assert sse_data("data:hello") == "hello"
-    assert sse_data("data:  two spaces") == " two spaces"
-    assert sse_data("data:") == ""
-    assert sse_data("event: x") is None
-    assert sse_data(": comment") is None
-    assert sse_data("") is None
+def test_sse_payloads_of_single_lines() -> None:
+    assert sse_payloads(["data: hello"]) == ["hello"]
+    assert sse_payloads(["data:hello"]) == ["hello"]
+    assert sse_payloads(["data:  two spaces"]) == [" two spaces"]
+    assert sse_payloads(["data:"]) == [""]
+    assert sse_payloads(["event: x"]) == []
+    assert sse_payloads([": comment"]) == []
+    assert sse_payloads([""]) == []
 
 
 def _line_by_line(data: bytes) -> list[str]:
@@ -97,7 +97,6 @@ def test_any_bytes_cut_anywhere_decode_as_if_line_by_line(data: bytes, sizes: li
     assert _decode_all(_cut(data, sizes)) == _line_by_line(data)
 
 
-def test_sse_payloads_reads_each_line_as_sse_data_does() -> None:
+def test_sse_payloads_of_a_batch_keep_their_order() -> None:
     lines = ["data: a", "data:b", "data:  c", "data:", "event: x", ": comment", "", "data: [DONE]"]
-    expected = [p for p in (sse_data(line) for line in lines) if p is not None]
-    assert sse_payloads(lines) == expected == ["a", "b", " c", "", "[DONE]"]
+    assert sse_payloads(lines) == ["a", "b", " c", "", "[DONE]"]

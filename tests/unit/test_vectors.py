@@ -17,7 +17,7 @@ from aichat import tokens
 from aichat.errors import InvalidRequest
 from aichat.providers.aichats import build_history, piece_text
 from aichat.schemas import parse_chat_request
-from aichat.streaming import iter_line_batches, sse_data
+from aichat.streaming import iter_line_batches, sse_payloads
 from aichat.translate import prompt_text
 
 VECTORS = json.loads(
@@ -44,10 +44,7 @@ async def _pieces(chunks: list[bytes]) -> list[str]:
     """What the aichats provider makes of these reads: the non-empty answer pieces."""
     pieces = []
     async for lines in iter_line_batches(_reads(chunks)):
-        for line in lines:
-            data = sse_data(line)
-            if data is not None and (text := piece_text(data)):
-                pieces.append(text)
+        pieces.extend(text for data in sse_payloads(lines) if (text := piece_text(data)))
     return pieces
 
 
