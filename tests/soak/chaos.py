@@ -136,7 +136,9 @@ class ChaosUpstream:
         fate.kind = self.fates.get(n, fate.kind)
         self.kinds[fate.kind] += 1
         if fate.kind == "status_5xx":
-            return web.Response(status=fate.status, text="chaos says no")
+            refusal = web.Response(status=fate.status, text="chaos says no")
+            refusal.force_close()  # like every answer here: the connection ends with it
+            return refusal
         if fate.kind == "stall_early":
             await asyncio.sleep(3600)  # until the gateway gives up and hangs up
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
