@@ -12,7 +12,7 @@ Anthropic's shape: ``{"type": "error", "error": {"type", "message"}}``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any, Literal
 
@@ -311,7 +311,7 @@ async def whole_message(req: MessagesRequest, blocks: AsyncIterator[BlockEvent])
 
 async def stream_events(
     req: MessagesRequest, chat: ChatCompletionRequest, blocks: AsyncIterator[BlockEvent]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Every event of a streamed message, ending ``message_stop`` only if it finished."""
     # The upstream's own count, when it has one, comes with message_delta at the end.
     usage = {"input_tokens": prompt_tokens(prompt_text(chat)), "output_tokens": 0}

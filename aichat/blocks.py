@@ -9,6 +9,7 @@ only has to spell the block events in its own wire format.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from aichat.ids import new_id
@@ -97,39 +98,46 @@ async def segment(
     count = 0
     produced: list[str] = []
     usage: Usage | None = None
-    async for event in neutral_events(first, events):
-        if isinstance(event, TextDelta | ToolCallDelta):
-            text = event.text if isinstance(event, TextDelta) else event.arguments
-            call = event.index if isinstance(event, ToolCallDelta) else None
-            if block is None or block.call_index != call:
+    # Closed here when the answer ends at ``Finish``, not left to the garbage collector.
+    async with aclosing(neutral_events(first, events)) as neutral:
+        async for event in neutral:
+            if isinstance(event, TextDelta | ToolCallDelta):
+                text = event.text if isinstance(event, TextDelta) else event.arguments
+                call = event.index if isinstance(event, ToolCallDelta) else None
+                if block is None or block.call_index != call:
+                    if block is not None:
+                        yield block.stop()
+                    tool = None
+                    if isinstance(event, ToolCallDelta):
+                        tool = ToolCall(event.id or new_call_id(), event.name or "")
+                    block = _Open(count, tool, call)
+                    count += 1
+                    yield BlockStart(block.index, tool)
+                if text:
+                    block.parts.append(text)
+                    produced.append(text)
+                    yield BlockDelta(block.index, text)
+            elif isinstance(event, Usage):
+                usage = event
+            elif isinstance(event, Finish):
                 if block is not None:
                     yield block.stop()
-                tool = None
-                if isinstance(event, ToolCallDelta):
-                    tool = ToolCall(event.id or new_call_id(), event.name or "")
-                block = _Open(count, tool, call)
-                count += 1
-                yield BlockStart(block.index, tool)
-            if text:
-                block.parts.append(text)
-                produced.append(text)
-                yield BlockDelta(block.index, text)
-        elif isinstance(event, Usage):
-            usage = event
-        elif isinstance(event, Finish):
-            if block is not None:
-                yield block.stop()
-            yield End(event.reason, usage or counted_usage(request, "".join(produced)))
-            return
+                yield End(event.reason, usage or counted_usage(request, "".join(produced)))
+                return
     raise Incomplete()
 
 
 async def collect(blocks: AsyncIterator[BlockEvent]) -> tuple[list[BlockStop], End]:
     """Every completed block of an answer and its end, for APIs that answer whole."""
     stops: list[BlockStop] = []
+    end: End | None = None
+    # To the last block: ``segment`` ends right after ``End``, and one left suspended would
+    # be closed by the garbage collector instead of here.
     async for block in blocks:
         if isinstance(block, BlockStop):
             stops.append(block)
         elif isinstance(block, End):
-            return stops, block
-    raise Incomplete()  # ``segment`` raises first; this keeps the contract local
+            end = block
+    if end is None:
+        raise Incomplete()  # ``segment`` raises first; this keeps the contract local
+    return stops, end

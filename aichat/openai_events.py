@@ -8,7 +8,7 @@ the finish reason and usage. Only the first choice is read: those APIs have one 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from aichat.errors import UpstreamError
@@ -99,7 +99,7 @@ def completion_events(json_text: str) -> tuple[list[Event], str | None]:
     return _events(json_text, "message")
 
 
-async def neutral_events(first: Event, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+async def neutral_events(first: Event, events: AsyncIterator[Event]) -> AsyncGenerator[Event, None]:
     """``first`` and ``events`` with OpenAI JSON taken apart into neutral events.
 
     The upstream's ``finish_reason`` (``tool_calls``, ``length``, ...) is carried on the

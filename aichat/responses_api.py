@@ -14,7 +14,7 @@ The gateway stores nothing: ``previous_response_id``, ``store: true``, ``convers
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -392,7 +392,7 @@ class ResponseStream:
         events.append(self._event("response.output_item.done", output_index=stop.index, item=item))
         return events
 
-    async def events(self, blocks: AsyncIterator[BlockEvent]) -> AsyncIterator[bytes]:
+    async def events(self, blocks: AsyncIterator[BlockEvent]) -> AsyncGenerator[bytes, None]:
         """Every event of the response, ending ``response.completed`` only if it completed."""
         started = self._envelope.response("in_progress", [])
         yield self._event("response.created", response=started)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from typing import Any
 
 from aiohttp import web
@@ -40,14 +41,16 @@ def named_event(name: str, data: dict[str, Any]) -> bytes:
 
 async def write_sse(
     request: web.Request,
-    events: AsyncIterator[bytes],
+    events: AsyncGenerator[bytes, None],
     error_event: Callable[[APIError], bytes],
     headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
     """Stream ``events`` to the client; a failure mid-way ends with ``error_event``.
 
     ``write`` waits while the client's socket buffer is full, so a slow reader slows the
-    upstream reads instead of growing memory.
+    upstream reads instead of growing memory. ``events`` is closed here, in this task, also
+    when the loop leaves it early: a generator left suspended would be closed by the garbage
+    collector through a task of its own and a thread-safe wake-up of the loop.
     """
     response = _SSEResponse(headers={**SSE_HEADERS, **(headers or {})})
     await response.prepare(request)
@@ -56,12 +59,13 @@ async def write_sse(
     try:
         tail = b""
         try:
-            async for event in events:
-                if event.endswith(_DONE):
-                    # The last event goes out with the end of the body: one write fewer.
-                    tail = event
-                    break
-                await response.write(event)
+            async with aclosing(events):
+                async for event in events:
+                    if event.endswith(_DONE):
+                        # The last event goes out with the end of the body: one write fewer.
+                        tail = event
+                        break
+                    await response.write(event)
         except APIError as err:
             log.warning("stream failed after start: %s", err.message)
             tail = error_event(err)

@@ -7,7 +7,7 @@ UTF-8 sequence, so a complete line always holds complete characters, whatever th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 
 
 class LineDecoder:
@@ -51,7 +51,7 @@ def _decode(line: bytes) -> str:
     return line.decode("utf-8", "replace")
 
 
-async def iter_line_batches(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[str]]:
+async def iter_line_batches(chunks: AsyncIterable[bytes]) -> AsyncGenerator[list[str], None]:
     """The lines completed by each read, together: what arrived together is sent together."""
     decoder = LineDecoder()
     async for chunk in chunks:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,11 +157,30 @@ def rename_model(json_text: str, model: str) -> str:
     return _MODEL_KEY.sub(lambda _: '"model":' + json.dumps(model), json_text, count=1)
 
 
-async def chained(first: Event, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
-    """``first`` followed by ``events``: an answer's events as one stream."""
-    yield first
-    async for event in events:
-        yield event
+class chained:  # noqa: N801 (used like the generator function it replaces)
+    """``first`` followed by ``events``: an answer's events as one stream.
+
+    An iterator rather than a generator: a consumer may stop at ``Finish`` and drop it,
+    and a dropped generator is closed by the garbage collector through a task of its own;
+    this leaves nothing to close (``events`` belongs to the request handler, which closes
+    it).
+    """
+
+    __slots__ = ("_events", "_first")
+
+    def __init__(self, first: Event, events: AsyncIterator[Event]) -> None:
+        self._first: Event | None = first
+        self._events = events
+
+    def __aiter__(self) -> chained:
+        return self
+
+    async def __anext__(self) -> Event:
+        first = self._first
+        if first is None:
+            return await self._events.__anext__()
+        self._first = None
+        return first
 
 
 class ModelRenamer:
@@ -206,17 +225,16 @@ class ModelRenamer:
 
 async def _forwarded_chunks(
     first: Event, events: AsyncIterator[Event], completion: Completion
-) -> AsyncIterator[bytes]:
-    finished = False
+) -> AsyncGenerator[bytes, None]:
     rename = ModelRenamer(completion.model)
     async for event in chained(first, events):
         if isinstance(event, RawChunks):
             yield rename.events(event.jsons).encode()
         elif isinstance(event, Finish):
-            finished = True
-    if not finished:
-        raise Incomplete()
-    yield DONE
+            # Now, not once the upstream's body has ended: the client's answer is complete.
+            yield DONE
+            return
+    raise Incomplete()
 
 
 async def _translated_chunks(
@@ -224,7 +242,7 @@ async def _translated_chunks(
     events: AsyncIterator[Event],
     request: ChatCompletionRequest,
     completion: Completion,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     encoder = ChunkEncoder(completion)
     want_usage = request.include_usage
     answer: list[str] = []
@@ -261,7 +279,7 @@ def stream_chunks(
     events: AsyncIterator[Event],
     request: ChatCompletionRequest,
     completion: Completion,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """SSE bytes of a streamed completion, ending with ``[DONE]`` only when it is complete.
 
     Provider events become role, content deltas, finish and (if asked) usage chunks;

@@ -148,6 +148,8 @@ class FakeOpenAI:
     headers: list[dict[str, str]] = field(default_factory=list)
     sent: list[bytes] = field(default_factory=list)  # every data payload streamed
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    end_delay: float = 0.0  # seconds between ``[DONE]`` and the end of the body
+    connections: set[object] = field(default_factory=set)  # client address of each request
 
     def chunks(self, model: str, include_usage: bool) -> list[dict[str, Any]]:
         base = {
@@ -183,6 +185,8 @@ class FakeOpenAI:
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+        assert request.transport is not None
+        self.connections.add(request.transport.get_extra_info("peername"))
         if self.status != 200 and (self.fail_times <= 0 or len(self.requests) <= self.fail_times):
             return web.json_response(
                 self.error_body, status=self.status, headers=self.error_headers
@@ -248,6 +252,7 @@ class FakeOpenAI:
             self.sent.append(payload)
             await response.write(b"data: " + payload + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
+        await asyncio.sleep(self.end_delay)
         await response.write_eof()
         return response
 

@@ -9,10 +9,11 @@ upstream refusing the gateway's own credentials is a 502: the client's key was f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,8 @@ from aichat.providers.base import Event, Finish, RawChunks, RawCompletion
 from aichat.providers.http import JSON_HEADERS, Timeouts, upstream_body
 from aichat.schemas import ChatCompletionRequest
 from aichat.streaming import iter_line_batches, sse_payloads
+
+END_GRACE = 1.0  # seconds an upstream has to end its body after ``[DONE]``
 
 
 def _error_object(body: str) -> dict[str, Any]:
@@ -67,6 +70,21 @@ def _stream_error(payload: str, name: str) -> UpstreamError:
     return UpstreamError(f"{name} upstream failed: {details.get('message', 'unknown error')}")
 
 
+async def _read_end(batches: AsyncIterator[list[str]]) -> None:
+    """Read what follows ``[DONE]``: the end of the body, so the connection can be reused.
+
+    aiohttp closes a connection released with its body unread, and an upstream may send the
+    end of its body apart from ``[DONE]``: without this read, every such stream would cost a
+    new connection (a TLS handshake, for most upstreams). The answer is complete already,
+    so an upstream that does not end its body within ``END_GRACE`` seconds, or breaks,
+    only loses its connection.
+    """
+    with suppress(UpstreamError, TimeoutError):
+        async with asyncio.timeout(END_GRACE):
+            async for _ in batches:
+                pass
+
+
 class OpenAIProvider:
     """Forwards chat completions to an OpenAI-compatible ``base_url``."""
 
@@ -106,21 +124,27 @@ class OpenAIProvider:
                     yield RawCompletion(await self._read_all(body))
                     yield Finish()
                     return
-                async for lines in iter_line_batches(body):
-                    payloads = [payload for payload in sse_payloads(lines) if payload]
-                    done = "[DONE]" in payloads
-                    if done:  # nothing after it counts
-                        del payloads[payloads.index("[DONE]") :]
-                    failed = [i for i, payload in enumerate(payloads) if payload[:8] == '{"error"']
-                    if failed:
-                        if failed[0]:  # what came before the error still reaches the client
-                            yield RawChunks(tuple(payloads[: failed[0]]))
-                        raise _stream_error(payloads[failed[0]], self.name)
-                    if payloads:
-                        yield RawChunks(tuple(payloads))
-                    if done:
-                        yield Finish()
-                        return
+                async with aclosing(iter_line_batches(body)) as batches:
+                    async for lines in batches:
+                        payloads = [payload for payload in sse_payloads(lines) if payload]
+                        done = "[DONE]" in payloads
+                        if done:  # nothing after it counts
+                            del payloads[payloads.index("[DONE]") :]
+                        failed = [
+                            i for i, payload in enumerate(payloads) if payload[:8] == '{"error"'
+                        ]
+                        if failed:
+                            if failed[0]:  # what came before the error still reaches the client
+                                yield RawChunks(tuple(payloads[: failed[0]]))
+                            raise _stream_error(payloads[failed[0]], self.name)
+                        if payloads:
+                            yield RawChunks(tuple(payloads))
+                        if done:
+                            try:
+                                yield Finish()
+                            finally:  # also when the consumer stops here, as most do
+                                await _read_end(batches)
+                            return
         except UpstreamError as err:
             raise upstream_error(err, self.name) from None
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
 
+import aichat
 from aichat.config import ModelConfig
 from tests.conformance.checks import parse_sse
 from tests.conftest import API_KEY, Gateway, GatewayFactory
@@ -194,3 +201,49 @@ async def test_finish_without_done_is_not_a_success(
     assert events[-1][0] == "error"
     assert "message_stop" not in [name for name, _ in events]
     assert json.dumps(events[-1][1]).startswith('{"type": "error"')
+
+
+@contextmanager
+def generators_left_to_gc() -> Iterator[list[str]]:
+    """Names of aichat's async generators that the garbage collector had to close.
+
+    Entered inside a test: the running loop installs its own hooks when it starts.
+    """
+    package = str(Path(aichat.__file__).parent)
+    hooks = sys.get_asyncgen_hooks()
+    names: list[str] = []
+
+    def finalizer(agen: Any) -> None:
+        if agen.ag_code.co_filename.startswith(package):
+            names.append(agen.ag_code.co_qualname)
+        if hooks.finalizer is not None:
+            hooks.finalizer(agen)
+
+    sys.set_asyncgen_hooks(hooks.firstiter, finalizer)
+    try:
+        yield names
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+
+
+async def test_complete_answers_close_their_generators_in_the_request(gw: Gateway) -> None:
+    # A generator left suspended is closed by the loop in a task of its own, woken through
+    # a thread-safe call: work per request that belongs in the request.
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    with generators_left_to_gc() as left:
+        for model in ("gpt-4o", "up"):
+            for stream in (True, False):
+                chat = {"model": model, "messages": HELLO, "stream": stream}
+                responses = {"model": model, "input": "x", "stream": stream}
+                messages = {**chat, "max_tokens": 9}
+                for path, body, headers in (
+                    ("/v1/chat/completions", chat, auth),
+                    ("/v1/responses", responses, auth),
+                    ("/v1/messages", messages, {"x-api-key": API_KEY}),
+                ):
+                    resp = await _post(gw, path, body, **headers)
+                    assert resp.status == 200, await resp.text()
+                    await resp.read()
+        await asyncio.sleep(0.05)
+        gc.collect()
+    assert left == []

@@ -13,7 +13,8 @@ import openai
 import pytest
 
 from aichat.config import ModelConfig, load_settings
-from tests.conftest import Gateway, GatewayFactory
+from aichat.providers import openai as openai_provider
+from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import TOOL_CALL_CHUNKS, FakeAichats, FakeOpenAI, json_events, sse_events
 
 HELLO = [{"role": "user", "content": "Say hello"}]
@@ -295,6 +296,45 @@ async def test_disconnect_cancels_openai_upstream_too(routed: Gateway, up: FakeO
     resp.close()
     await asyncio.wait_for(up.cancelled.wait(), 3)
     assert len(up.requests) == 1
+
+
+async def test_upstream_connection_is_reused_when_its_body_ends_after_done(
+    routed: Gateway, up: FakeOpenAI
+) -> None:
+    # [DONE], then the end of the body a moment later, as an upstream may send them. An
+    # unread end makes aiohttp close the connection: each stream would cost a new one
+    # (a TLS handshake, for most upstreams).
+    up.end_delay = 0.05
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    requests = [
+        ("/v1/chat/completions", {"model": "local-llama", "messages": HELLO, "stream": True}),
+        ("/v1/chat/completions", {"model": "local-llama", "messages": HELLO, "stream": True}),
+        ("/v1/responses", {"model": "local-llama", "input": "x", "stream": True}),
+        ("/v1/responses", {"model": "local-llama", "input": "x"}),
+        ("/v1/messages", {"model": "local-llama", "messages": HELLO, "max_tokens": 9}),
+    ]
+    for path, body in requests:
+        resp = await routed.http.post(f"{routed.url}{path}", json=body, headers=headers)
+        assert resp.status == 200, await resp.text()
+        assert b"upstream" in await resp.read()
+    assert len(up.requests) == len(requests)
+    assert len(up.connections) == 1
+
+
+async def test_a_late_end_of_body_does_not_hold_the_client(
+    routed: Gateway, up: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(openai_provider, "END_GRACE", 0.1)
+    up.end_delay = 3.0
+    body = {"model": "local-llama", "messages": HELLO, "stream": True}
+    started = time.perf_counter()
+    resp = await routed.post_chat(body)
+    assert (await resp.read()).endswith(b"data: [DONE]\n\n")
+    assert time.perf_counter() - started < up.end_delay / 2
+    # The connection that did not end in time was closed, not pooled: the next is new.
+    resp = await routed.post_chat(body)
+    assert resp.status == 200
+    assert len(up.connections) == 2
 
 
 async def test_toml_file_with_three_providers(
