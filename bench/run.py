@@ -141,7 +141,7 @@ class Bench:
         self._add(provider, mode, target, phases)
 
     def measure_hold(self, provider: str, target: str, url: str, watch: dict[str, int]) -> None:
-        """Memory per idle open stream, measured first on a fresh gateway."""
+        """Memory per idle open stream, above the same process idle after its load phases."""
         fields, body_for = request_target(provider, True, url, direct=target == "direct")
         spec = {**fields, "chunks": CHUNKS, "watch": watch}
         spec["phases"] = [self.suite.hold_phase(body_for)]
@@ -174,16 +174,14 @@ class Bench:
         print(f"  {provider:8} {'':6} {target:8}  skipped: {reason}", flush=True)
 
     def gateway_scenarios(self, gateway: Gateway, provider: str, full: bool = True) -> None:
-        """Hold test first (fresh gateway), then every mode, each direct then via gateway.
+        """Every mode, each direct then via the gateway; then the hold test.
 
-        Not ``full``: the stream mode's load phases only (the floor, for scale).
+        The hold comes last: 1,000 streams closing at once leave the processes and the
+        kernel (thousands of sockets in TIME_WAIT) slower for some seconds, which would fall
+        on the load phases. Not ``full``: the stream mode's load phases only (the floor).
         """
         up = {"upstream": self.upstream.pid}
         via = {"gateway": gateway.proc.pid, **up}
-        if full:
-            if not self._measured(provider, "stream", "direct", "hold"):
-                self.measure_hold(provider, "direct", self.upstream.url, up)
-            self.measure_hold(provider, gateway.name, gateway.proc.url, via)
         for mode in self.modes if full else ("stream",):
             direct_done = self._measured(provider, mode, "direct", "rps_c16")
             # Rounds alternate direct and gateway, so slow spells hit both alike.
@@ -191,6 +189,10 @@ class Bench:
                 if not direct_done:
                     self.measure(provider, mode, "direct", self.upstream.url, up)
                 self.measure(provider, mode, gateway.name, gateway.proc.url, via)
+        if full:
+            if not self._measured(provider, "stream", "direct", "hold"):
+                self.measure_hold(provider, "direct", self.upstream.url, up)
+            self.measure_hold(provider, gateway.name, gateway.proc.url, via)
 
 
 def _keep_best(phases: list[dict[str, Any]], new: dict[str, Any]) -> None:
@@ -252,15 +254,11 @@ def profiled(gateway: Gateway, out: Path | None) -> Iterator[None]:
 
 
 def run_all(bench: Bench, args: argparse.Namespace) -> None:
-    """aichat per provider (fresh gateway each) and the floor, then LiteLLM if installed."""
+    """Per provider the floor, then aichat (fresh gateway each); then LiteLLM if installed.
+
+    The floor goes first: after aichat come its hold tests, which slow what follows.
+    """
     for provider in args.providers:
-        with _failures_skipped(bench, provider, "aichat"):
-            gateway = start_aichat(bench.upstream.url, bench.work, args.gateway_pythonpath)
-            with running(gateway), profiled(gateway, args.profile):
-                if provider not in gateway.providers:
-                    bench.skip(provider, "aichat", "provider not available in this aichat")
-                    continue
-                bench.gateway_scenarios(gateway, provider)
         if "stream" in args.modes:
             with _failures_skipped(bench, provider, "floor"):
                 floor = start_floor(bench.upstream.url, bench.work)
@@ -270,6 +268,13 @@ def run_all(bench: Bench, args: argparse.Namespace) -> None:
                         bench.gateway_scenarios(floor, provider, full=False)
                 finally:
                     bench.suite = suite
+        with _failures_skipped(bench, provider, "aichat"):
+            gateway = start_aichat(bench.upstream.url, bench.work, args.gateway_pythonpath)
+            with running(gateway), profiled(gateway, args.profile):
+                if provider not in gateway.providers:
+                    bench.skip(provider, "aichat", "provider not available in this aichat")
+                    continue
+                bench.gateway_scenarios(gateway, provider)
     if args.no_peers or "openai" not in args.providers:
         return
     if not litellm_available():
