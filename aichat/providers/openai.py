@@ -77,7 +77,8 @@ async def _read_end(batches: AsyncIterator[list[str]]) -> None:
     end of its body apart from ``[DONE]``: without this read, every such stream would cost a
     new connection (a TLS handshake, for most upstreams). The answer is complete already,
     so an upstream that does not end its body within ``END_GRACE`` seconds, or breaks,
-    only loses its connection.
+    only loses its connection; until then the request's handler, and with it the client's
+    connection for its next request, waits.
     """
     with suppress(UpstreamError, TimeoutError):
         async with asyncio.timeout(END_GRACE):
