@@ -105,15 +105,20 @@ def start_aichat(upstream_url: str, work: Path, pythonpath: str | None = None) -
     return Gateway("aichat", proc, providers)
 
 
-def start_floor(upstream_url: str, work: Path) -> Gateway:
-    """``bench.floor`` on the gateway core: aiohttp alone, for scale (stream scenarios)."""
+# The bare proxies run for scale, stream scenarios only: ``bench.floor`` (aiohttp alone)
+# and ``bench.hop`` (the network hop alone, OpenAI pass-through only), with what they serve.
+BARE_PROXIES: dict[str, tuple[str, ...]] = {"floor": ("aichats", "openai"), "hop": ("openai",)}
+
+
+def start_bare_proxy(name: str, upstream_url: str, work: Path) -> Gateway:
+    """``bench.<name>`` (one of ``BARE_PROXIES``) on the gateway core."""
     port = free_port()
-    cmd = [sys.executable, "-m", "bench.floor", "--port", str(port), "--upstream", upstream_url]
+    cmd = [sys.executable, "-m", f"bench.{name}", "--port", str(port), "--upstream", upstream_url]
     url = f"http://127.0.0.1:{port}"
     root = Path(__file__).parent.parent
-    proc = start("floor", cmd, core=GATEWAY_CORE, url=url, log_dir=work, cwd=root)
+    proc = start(name, cmd, core=GATEWAY_CORE, url=url, log_dir=work, cwd=root)
     wait_http(proc, "/ready", 30)
-    return Gateway("floor", proc, ("aichats", "openai"))
+    return Gateway(name, proc, BARE_PROXIES[name])
 
 
 def litellm_available() -> bool:

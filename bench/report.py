@@ -12,7 +12,7 @@ from typing import Any
 Run = dict[str, Any]
 README_START = "<!-- bench-results:start -->"
 README_END = "<!-- bench-results:end -->"
-GATEWAYS = ("aichat", "floor", "litellm")
+GATEWAYS = ("aichat", "floor", "hop", "litellm")
 _HEADER = (
     "| scenario | via | req/s c16 | req/s c64 | TTFT p50 ms | TTFT p99 ms | gap p99 ms "
     "| CPU s/1k req | peak RSS MB | idle stream KB |"
@@ -211,6 +211,13 @@ def render(result: dict[str, Any]) -> str:
             "forwarding the upstream's bytes untranslated, with no validation, auth, limits or "
             "logs: not a usable gateway, the least this design can cost. Between `floor` and "
             "`aichat` is aichat's own work."
+        )
+    if any(run["target"] == "hop" for run in result["runs"]):
+        notes.append(
+            "`hop` (`bench/hop.py`): a proxy on bare asyncio protocols, no HTTP library, passing "
+            "request and answer bytes through unchanged: what the extra hop alone adds. It "
+            "forwards each read as it comes, so its client gets more, smaller reads: its TTFT is "
+            "the point, not its requests/s."
         )
     litellm = (result.get("peers") or {}).get("litellm")
     if litellm and any(run["target"] == "litellm" for run in result["runs"]):

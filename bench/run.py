@@ -31,11 +31,12 @@ import aiohttp
 
 from bench import procstats, report
 from bench.gateways import (
+    BARE_PROXIES,
     Gateway,
     litellm_available,
     litellm_version,
     start_aichat,
-    start_floor,
+    start_bare_proxy,
     start_litellm,
 )
 from bench.loops import loop_name
@@ -254,20 +255,14 @@ def profiled(gateway: Gateway, out: Path | None) -> Iterator[None]:
 
 
 def run_all(bench: Bench, args: argparse.Namespace) -> None:
-    """Per provider the floor, then aichat (fresh gateway each); then LiteLLM if installed.
+    """Per provider the floor and the hop, then aichat (fresh gateway each); then LiteLLM.
 
-    The floor goes first: after aichat come its hold tests, which slow what follows.
+    The bare proxies go first: after aichat come its hold tests, which slow what follows.
     """
     for provider in args.providers:
-        if "stream" in args.modes:
-            with _failures_skipped(bench, provider, "floor"):
-                floor = start_floor(bench.upstream.url, bench.work)
-                suite, bench.suite = bench.suite, replace(bench.suite, rounds=1)  # for scale
-                try:
-                    with running(floor):
-                        bench.gateway_scenarios(floor, provider, full=False)
-                finally:
-                    bench.suite = suite
+        for name, serves in BARE_PROXIES.items():
+            if "stream" in args.modes and provider in serves:
+                _scale_rows(bench, provider, name)
         with _failures_skipped(bench, provider, "aichat"):
             gateway = start_aichat(bench.upstream.url, bench.work, args.gateway_pythonpath)
             with running(gateway), profiled(gateway, args.profile):
@@ -289,6 +284,18 @@ def run_all(bench: Bench, args: argparse.Namespace) -> None:
         )
         with running(peer):
             bench.gateway_scenarios(peer, "openai")
+
+
+def _scale_rows(bench: Bench, provider: str, name: str) -> None:
+    """One round of stream load phases through the bare proxy ``name``, for scale."""
+    with _failures_skipped(bench, provider, name):
+        proxy = start_bare_proxy(name, bench.upstream.url, bench.work)
+        suite, bench.suite = bench.suite, replace(bench.suite, rounds=1)
+        try:
+            with running(proxy):
+                bench.gateway_scenarios(proxy, provider, full=False)
+        finally:
+            bench.suite = suite
 
 
 @contextmanager
