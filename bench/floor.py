@@ -13,7 +13,6 @@ the distance between ``floor`` and ``aichat`` is aichat's own work. Run it as
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 from collections.abc import AsyncIterator
@@ -23,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from bench.gateways import AICHATS_MODEL, UPSTREAM_KEY, UPSTREAM_MODEL
-from bench.loops import run_fast
+from bench.loops import run_proxy
 
 _SSE = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 _DONE = b"data: [DONE]\n\n"
@@ -89,11 +88,7 @@ async def serve(port: int, upstream: str) -> None:
 
 def main() -> None:
     """``python -m bench.floor --port N --upstream URL``."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", required=True)
-    args = parser.parse_args()
-    run_fast(serve(args.port, args.upstream))
+    run_proxy(serve, __doc__ or "")
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ as ``python -m bench.hop --port N --upstream URL``; it answers ``GET /ready`` on
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 from typing import cast
 from urllib.parse import urlsplit
 
-from bench.loops import run_fast
+from bench.loops import run_proxy
 
 _HEAD_END = b"\r\n\r\n"
 _CHUNKED_END = b"\r\n0\r\n\r\n"  # the last chunk after the body's last data chunk
@@ -141,11 +140,7 @@ async def serve(port: int, upstream: str) -> None:
 
 def main() -> None:
     """``python -m bench.hop --port N --upstream URL``."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", required=True)
-    args = parser.parse_args()
-    run_fast(serve(args.port, args.upstream))
+    run_proxy(serve, __doc__ or "")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -29,3 +30,12 @@ def run_fast(main: Coroutine[Any, Any, T]) -> T:
 
         return uvloop.run(main)
     return asyncio.run(main)
+
+
+def run_proxy(serve: Callable[[int, str], Coroutine[Any, Any, None]], description: str) -> None:
+    """The command line of a bare proxy: ``--port N --upstream URL``, then ``serve`` them."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    args = parser.parse_args()
+    run_fast(serve(args.port, args.upstream))
