@@ -21,7 +21,7 @@ from aichat.providers.base import (
     ToolCallDelta,
     Usage,
 )
-from aichat.translate import chained
+from aichat.translate import Chained
 
 
 def _object(json_text: str) -> dict[str, Any]:
@@ -107,7 +107,7 @@ async def neutral_events(first: Event, events: AsyncIterator[Event]) -> AsyncGen
     finish reason followed by a broken connection is still an unfinished answer.
     """
     reason: str | None = None
-    async for event in chained(first, events):
+    async for event in Chained(first, events):
         if isinstance(event, RawChunks | RawCompletion):
             parsed_all = (
                 [chunk_events(text) for text in event.jsons]

@@ -157,7 +157,7 @@ def rename_model(json_text: str, model: str) -> str:
     return _MODEL_KEY.sub(lambda _: '"model":' + json.dumps(model), json_text, count=1)
 
 
-class chained:  # noqa: N801 (used like the generator function it replaces)
+class Chained:
     """``first`` followed by ``events``: an answer's events as one stream.
 
     An iterator rather than a generator: a consumer may stop at ``Finish`` and drop it,
@@ -172,7 +172,7 @@ class chained:  # noqa: N801 (used like the generator function it replaces)
         self._first: Event | None = first
         self._events = events
 
-    def __aiter__(self) -> chained:
+    def __aiter__(self) -> Chained:
         return self
 
     async def __anext__(self) -> Event:
@@ -227,7 +227,7 @@ async def _forwarded_chunks(
     first: Event, events: AsyncIterator[Event], completion: Completion
 ) -> AsyncGenerator[bytes, None]:
     rename = ModelRenamer(completion.model)
-    async for event in chained(first, events):
+    async for event in Chained(first, events):
         if isinstance(event, RawChunks):
             yield rename.events(event.jsons).encode()
         elif isinstance(event, Finish):
@@ -250,7 +250,7 @@ async def _translated_chunks(
     usage: Usage | None = None
     # The role chunk goes out with the first delta: one write, the first token no later.
     head = encoder.role()
-    async for event in chained(first, events):
+    async for event in Chained(first, events):
         if isinstance(event, TextDelta):
             if want_usage:
                 answer.append(event.text)
@@ -304,7 +304,7 @@ async def complete(
     finish: Finish | None = None
     usage: Usage | None = None
     forwarded: str | None = None
-    async for event in chained(first, events):
+    async for event in Chained(first, events):
         if isinstance(event, TextDelta):
             parts.append(event.text)
         elif isinstance(event, ToolCallDelta):
