@@ -18,7 +18,7 @@ from aichat.context import KEY_POLICY, log_field
 from aichat.failover import Answer, open_answer
 from aichat.schemas import ChatCompletionRequest
 from aichat.state import RETRY_POLICY, ROUTER
-from aichat.timing import timed, upstream_called
+from aichat.timing import Timed, upstream_called
 
 log = logging.getLogger("aichat.answering")
 
@@ -38,7 +38,7 @@ async def start_answer(
     log_field(request, route=chain[0].name)
     upstream_called(request)
     answer = await open_answer(chain, chat, request.app[RETRY_POLICY])
-    answer.events = timed(answer.events, request)
+    answer.events = Timed(answer.first, answer.events, request)
     log_field(request, upstream=answer.target.label, attempts=answer.attempts)
     headers = {UPSTREAM_HEADER: answer.target.label}
     ignored = dropped_params(chat.body, answer.target.capabilities, dropped)

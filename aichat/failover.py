@@ -10,12 +10,11 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from aichat.errors import UpstreamError
 from aichat.metrics import Metrics
-from aichat.providers.base import Event
+from aichat.providers.base import Event, EventStream
 from aichat.routing import Target
 from aichat.schemas import ChatCompletionRequest
 
@@ -53,7 +52,7 @@ class Answer:
 
     target: Target
     first: Event
-    events: AsyncGenerator[Event, None]
+    events: EventStream
     attempts: int
 
 

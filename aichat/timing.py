@@ -11,12 +11,11 @@ has finished, so they carry ``gw-pre`` only; the access-log line gets ``gw_pre_m
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from aichat.providers.base import Event, Finish
+from aichat.providers.base import Event, EventStream, ends_answer
 
 SERVER_TIMING_HEADER = "Server-Timing"
 
@@ -71,17 +70,41 @@ def upstream_called(request: web.Request) -> None:
         request[TIMING].upstream_called = time.perf_counter()
 
 
-async def timed(
-    events: AsyncGenerator[Event, None], request: web.Request
-) -> AsyncGenerator[Event, None]:
-    """``events``, marking the upstream done at ``Finish`` or wherever they stop."""
-    timing = request.get(TIMING)
-    try:
-        async for event in events:
-            if isinstance(event, Finish) and timing is not None:
-                timing.upstream_done = time.perf_counter()
-            yield event
-    finally:
+class Timed:
+    """An answer's events, marking the upstream done at its last event or wherever they stop.
+
+    An iterator class rather than a generator: closing it closes the provider's events even
+    when it was never read (an answer complete in its first event), which closing a
+    generator that never started would not.
+    """
+
+    __slots__ = ("_events", "_timing")
+
+    def __init__(self, first: Event, events: EventStream, request: web.Request) -> None:
+        self._events = events
+        self._timing = request.get(TIMING)
+        if ends_answer(first):
+            self._done()
+
+    def __aiter__(self) -> Timed:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            event = await self._events.__anext__()
+        except BaseException:
+            self._done()
+            raise
+        if ends_answer(event):
+            self._done()
+        return event
+
+    async def aclose(self) -> None:
+        """Close the provider's events (releasing its upstream connection)."""
+        self._done()
+        await self._events.aclose()
+
+    def _done(self) -> None:
+        timing = self._timing
         if timing is not None and timing.upstream_done is None:
             timing.upstream_done = time.perf_counter()
-        await events.aclose()

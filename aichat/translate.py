@@ -229,7 +229,11 @@ async def _forwarded_chunks(
     rename = ModelRenamer(completion.model)
     async for event in Chained(first, events):
         if isinstance(event, RawChunks):
-            yield rename.events(event.jsons).encode()
+            data = rename.events(event.jsons).encode()
+            if event.last:  # the end was in the same read: one write for both
+                yield data + DONE
+                return
+            yield data
         elif isinstance(event, Finish):
             # Now, not once the upstream's body has ended: the client's answer is complete.
             yield DONE

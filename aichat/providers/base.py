@@ -13,7 +13,7 @@ the gateway can still answer with an HTTP error or try a fallback.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -59,6 +59,9 @@ class RawChunks:
     """
 
     jsons: tuple[str, ...]
+    # ``[DONE]`` came in the same read: only ``Finish`` follows, with nothing to wait for,
+    # so a consumer may send its end in the same write.
+    last: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,27 @@ class Usage:
 
 
 Event = TextDelta | ToolCallDelta | Finish | Usage | RawChunks | RawCompletion
+
+
+def ends_answer(event: Event) -> bool:
+    """Whether the upstream has nothing more to send after ``event``."""
+    return isinstance(event, Finish) or (isinstance(event, RawChunks) and event.last)
+
+
+class EventStream(Protocol):
+    """An answer's events; ``aclose`` releases the upstream, read to the end or not."""
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        """The stream itself."""
+        ...
+
+    def __anext__(self) -> Awaitable[Event]:
+        """The next event."""
+        ...
+
+    def aclose(self) -> Awaitable[None]:
+        """Stop the answer and release its upstream connection."""
+        ...
 
 
 class Provider(Protocol):

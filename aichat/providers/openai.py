@@ -138,14 +138,17 @@ class OpenAIProvider:
                             if failed[0]:  # what came before the error still reaches the client
                                 yield RawChunks(tuple(payloads[: failed[0]]))
                             raise _stream_error(payloads[failed[0]], self.name)
-                        if payloads:
-                            yield RawChunks(tuple(payloads))
-                        if done:
-                            try:
-                                yield Finish()
-                            finally:  # also when the consumer stops here, as most do
-                                await _read_end(batches)
-                            return
+                        if not done:
+                            if payloads:
+                                yield RawChunks(tuple(payloads))
+                            continue
+                        try:
+                            if payloads:
+                                yield RawChunks(tuple(payloads), last=True)
+                            yield Finish()
+                        finally:  # also when the consumer stops here, as most do
+                            await _read_end(batches)
+                        return
         except UpstreamError as err:
             raise upstream_error(err, self.name) from None
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aichat.errors import UpstreamError
-from aichat.providers.base import Event, Finish, TextDelta, Usage
+from aichat.providers.base import Event, Finish, RawChunks, TextDelta, Usage
 from aichat.schemas import parse_chat_request
 from aichat.translate import DONE, ChunkEncoder, Completion, complete, stream_chunks
 from tests.fakes import sse_events
@@ -113,6 +113,36 @@ async def test_stream_without_finish_raises_instead_of_done() -> None:
         {"content": "a"},
     ]
     assert DONE not in b"".join(out)
+
+
+async def test_forwarded_end_in_the_same_read_goes_out_in_the_same_write() -> None:
+    chunk = '{"id":"x","model":"up","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'
+    closed = False
+
+    async def provider() -> AsyncIterator[Event]:
+        nonlocal closed
+        try:
+            yield Finish()
+        finally:
+            closed = True
+
+    # [DONE] came with the last chunk: one item, [DONE] included, without waiting for Finish.
+    events = provider()
+    out = [
+        c
+        async for c in stream_chunks(RawChunks((chunk,), last=True), events, _request(), COMPLETION)
+    ]
+    assert out == [
+        b'data: {"id":"x","model":"gpt-4o","choices"'
+        + chunk.split('"choices"', 1)[1].encode()
+        + b"\n\n"
+        + DONE
+    ]
+    assert not closed  # the handler closes the provider, not the translator
+    # Otherwise the end waits for Finish, in a write of its own.
+    out = [c async for c in stream_chunks(RawChunks((chunk,)), provider(), _request(), COMPLETION)]
+    assert len(out) == 2
+    assert out[1] == DONE
 
 
 async def test_complete_builds_a_chat_completion() -> None:
