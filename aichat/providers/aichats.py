@@ -138,8 +138,8 @@ class AichatsProvider:
             name=self.name,
         )
         answered = False
-        async with aclosing(body):
-            async for lines in iter_line_batches(body):
+        async with aclosing(body), aclosing(iter_line_batches(body)) as batches:
+            async for lines in batches:
                 # Pieces that arrived in one read become one delta: one write, one chunk.
                 text = answer_text(sse_payloads(lines))
                 if text:
