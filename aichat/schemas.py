@@ -8,6 +8,7 @@ they are written from pre-serialised templates in ``translate`` (no object per c
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -131,15 +132,20 @@ def _has_unpaired_surrogate(value: Any) -> bool:
     return False
 
 
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")  # 10**18 and up: past 64 bits from 2**63 on
+
+
 async def read_json(request: web.Request) -> Any:
     """The request body as JSON; 413 above the size limit, 400 when it is not JSON."""
     raw = await request.read()  # raises 413 past the app's client_max_size
-    try:
-        # orjson is several times faster and strict (no NaN, no lone surrogates); anything it
-        # refuses goes through json, whose error messages the client is shown.
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
+    # orjson is several times faster and strict (no NaN, no lone surrogates); anything it
+    # refuses goes through json, whose error messages the client is shown. So do bodies
+    # with integers that may not fit 64 bits, which orjson reads as floats, losing digits.
+    if _LONG_DIGITS.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
     try:
         body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, RecursionError):

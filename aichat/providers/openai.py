@@ -70,6 +70,14 @@ def _stream_error(payload: str, name: str) -> UpstreamError:
     return UpstreamError(f"{name} upstream failed: {details.get('message', 'unknown error')}")
 
 
+def _request_json(body: dict[str, Any]) -> bytes:
+    """The request for the upstream, every value as the client sent it."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # an integer past 64 bits, which orjson refuses and json writes exactly
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 async def _read_end(batches: AsyncIterator[list[str]]) -> None:
     """Read what follows ``[DONE]``: the end of the body, so the connection can be reused.
 
@@ -114,7 +122,7 @@ class OpenAIProvider:
         body = upstream_body(
             self._session,
             self._url,
-            body=orjson.dumps({**request.body, "model": upstream_model}),
+            body=_request_json({**request.body, "model": upstream_model}),
             headers=self._headers[request.stream],
             timeouts=self._timeouts,
             name=self.name,

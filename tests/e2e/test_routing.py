@@ -113,6 +113,16 @@ async def test_parameters_and_unknown_fields_pass_through(routed: Gateway, up: F
         assert sent[key] == value, key
 
 
+async def test_integers_past_64_bits_reach_the_upstream_exactly(
+    routed: Gateway, up: FakeOpenAI
+) -> None:
+    big = {"seed": 2**64 + 1, "x_trace": [-(2**63) - 1, 10**30]}
+    body = {"model": "local-llama", "messages": HELLO, **big}
+    resp = await routed.post_chat(body)
+    assert resp.status == 200, await resp.text()
+    assert {key: up.requests[-1][key] for key in big} == big
+
+
 async def test_streamed_tool_call_reaches_client_exactly(routed: Gateway, up: FakeOpenAI) -> None:
     up.tool_calls = True
     body = {"model": "local-llama", "messages": HELLO, "tools": TOOLS, "stream": True}
