@@ -174,26 +174,34 @@ class Bench:
             )
         print(f"  {provider:8} {'':6} {target:8}  skipped: {reason}", flush=True)
 
-    def gateway_scenarios(self, gateway: Gateway, provider: str, full: bool = True) -> None:
-        """Every mode, each direct then via the gateway; then the hold test.
+    def load_scenarios(self, gateway: Gateway, provider: str, modes: tuple[str, ...]) -> None:
+        """The load phases of each mode, direct then via the gateway, round after round.
 
-        The hold comes last: 1,000 streams closing at once leave the processes and the
-        kernel (thousands of sockets in TIME_WAIT) slower for some seconds, which would fall
-        on the load phases. Not ``full``: the stream mode's load phases only (the floor).
+        Direct is measured with the first gateway only; later ones compare with it.
         """
         up = {"upstream": self.upstream.pid}
         via = {"gateway": gateway.proc.pid, **up}
-        for mode in self.modes if full else ("stream",):
+        for mode in modes:
             direct_done = self._measured(provider, mode, "direct", "rps_c16")
             # Rounds alternate direct and gateway, so slow spells hit both alike.
             for _ in range(self.suite.rounds):
                 if not direct_done:
                     self.measure(provider, mode, "direct", self.upstream.url, up)
                 self.measure(provider, mode, gateway.name, gateway.proc.url, via)
-        if full:
-            if not self._measured(provider, "stream", "direct", "hold"):
-                self.measure_hold(provider, "direct", self.upstream.url, up)
-            self.measure_hold(provider, gateway.name, gateway.proc.url, via)
+
+    def hold_scenario(self, gateway: Gateway, provider: str) -> None:
+        """Memory per idle open stream, direct (once) and via the gateway.
+
+        After every load phase that could follow it: 1,000 streams closing at once leave
+        the processes and the kernel (thousands of sockets in TIME_WAIT) slower for ten
+        seconds or more.
+        """
+        up = {"upstream": self.upstream.pid}
+        if not self._measured(provider, "stream", "direct", "hold"):
+            self.measure_hold(provider, "direct", self.upstream.url, up)
+        self.measure_hold(
+            provider, gateway.name, gateway.proc.url, {"gateway": gateway.proc.pid, **up}
+        )
 
 
 def _keep_best(phases: list[dict[str, Any]], new: dict[str, Any]) -> None:
@@ -255,21 +263,24 @@ def profiled(gateway: Gateway, out: Path | None) -> Iterator[None]:
 
 
 def run_all(bench: Bench, args: argparse.Namespace) -> None:
-    """Per provider the floor and the hop, then aichat (fresh gateway each); then LiteLLM.
-
-    The bare proxies go first: after aichat come its hold tests, which slow what follows.
+    """Per provider: aichat (a fresh gateway each), the floor and the hop for scale, then
+    aichat's hold test; then LiteLLM's load phases and hold test, if it is installed.
     """
     for provider in args.providers:
-        for name, serves in BARE_PROXIES.items():
-            if "stream" in args.modes and provider in serves:
-                _scale_rows(bench, provider, name)
         with _failures_skipped(bench, provider, "aichat"):
             gateway = start_aichat(bench.upstream.url, bench.work, args.gateway_pythonpath)
-            with running(gateway), profiled(gateway, args.profile):
+            with running(gateway):
                 if provider not in gateway.providers:
                     bench.skip(provider, "aichat", "provider not available in this aichat")
                     continue
-                bench.gateway_scenarios(gateway, provider)
+                with profiled(gateway, args.profile):
+                    bench.load_scenarios(gateway, provider, args.modes)
+                # The bare proxies before the hold test, which slows whatever follows it.
+                for name, serves in BARE_PROXIES.items():
+                    if "stream" in args.modes and provider in serves:
+                        _scale_rows(bench, provider, name)
+                if "stream" in args.modes:
+                    bench.hold_scenario(gateway, provider)
     if args.no_peers or "openai" not in args.providers:
         return
     if not litellm_available():
@@ -283,7 +294,9 @@ def run_all(bench: Bench, args: argparse.Namespace) -> None:
             bench.suite, rounds=1, max_seconds=min(bench.suite.max_seconds, PEER_MAX_SECONDS)
         )
         with running(peer):
-            bench.gateway_scenarios(peer, "openai")
+            bench.load_scenarios(peer, "openai", args.modes)
+            if "stream" in args.modes:
+                bench.hold_scenario(peer, "openai")
 
 
 def _scale_rows(bench: Bench, provider: str, name: str) -> None:
@@ -293,7 +306,7 @@ def _scale_rows(bench: Bench, provider: str, name: str) -> None:
         suite, bench.suite = bench.suite, replace(bench.suite, rounds=1)
         try:
             with running(proxy):
-                bench.gateway_scenarios(proxy, provider, full=False)
+                bench.load_scenarios(proxy, provider, ("stream",))
         finally:
             bench.suite = suite
 
