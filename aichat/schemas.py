@@ -132,7 +132,9 @@ def _has_unpaired_surrogate(value: Any) -> bool:
     return False
 
 
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")  # 10**18 and up: past 64 bits from 2**63 on
+# 19 digits in a row: a number of 10**18 or more, as every integer past 64 bits is (or
+# digits inside a string, which only cost the slower parser).
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 async def read_json(request: web.Request) -> Any:
