@@ -226,16 +226,39 @@ def generators_left_to_gc() -> Iterator[list[str]]:
         sys.set_asyncgen_hooks(*hooks)
 
 
-async def test_complete_answers_close_their_generators_in_the_request(gw: Gateway) -> None:
+OPENAI_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+RESPONSES_TOOL = {"type": "function", "name": "get_weather", "parameters": {}}
+
+
+@pytest.mark.parametrize("tool_call", [False, True])
+async def test_complete_answers_close_their_generators_in_the_request(
+    gw: Gateway, fake: FakeAichats, tool_call: bool
+) -> None:
     # A generator left suspended is closed by the loop in a task of its own, woken through
     # a thread-safe call: work per request that belongs in the request.
     auth = {"Authorization": f"Bearer {API_KEY}"}
+    models = ("gpt-4o", "up")
+    tools: dict[str, dict[str, Any]] = {"chat": {}, "responses": {}, "messages": {}}
+    if tool_call:  # the emulated tool calls of the aichats provider
+        fake.pieces = ['<tool_calls>[{"name": "get_weather", "arguments": {}}]</tool_calls>']
+        models = ("tools",)
+        tools = {
+            "chat": {"tools": [OPENAI_TOOL]},
+            "responses": {"tools": [RESPONSES_TOOL]},
+            "messages": {"tools": [TOOL]},
+        }
     with generators_left_to_gc() as left:
-        for model in ("gpt-4o", "up"):
+        for model in models:
             for stream in (True, False):
-                chat = {"model": model, "messages": HELLO, "stream": stream}
-                responses = {"model": model, "input": "x", "stream": stream}
-                messages = {**chat, "max_tokens": 9}
+                chat = {"model": model, "messages": HELLO, "stream": stream, **tools["chat"]}
+                responses = {"model": model, "input": "x", "stream": stream, **tools["responses"]}
+                messages = {
+                    "model": model,
+                    "messages": HELLO,
+                    "stream": stream,
+                    "max_tokens": 9,
+                    **tools["messages"],
+                }
                 for path, body, headers in (
                     ("/v1/chat/completions", chat, auth),
                     ("/v1/responses", responses, auth),
@@ -243,7 +266,8 @@ async def test_complete_answers_close_their_generators_in_the_request(gw: Gatewa
                 ):
                     resp = await _post(gw, path, body, **headers)
                     assert resp.status == 200, await resp.text()
-                    await resp.read()
+                    answer = await resp.read()
+                    assert (b"get_weather" in answer) is tool_call
         await asyncio.sleep(0.05)
         gc.collect()
     assert left == []
