@@ -73,9 +73,9 @@ class _Upstream(asyncio.Protocol):
             return
         self._client.send(data)
         # The end marker may straddle two reads: keep the last few bytes to look across.
-        seen = self._tail + data
-        self._tail = seen[-len(_CHUNKED_END) :]
-        if seen.endswith(_CHUNKED_END):
+        end = self._tail + data[-len(_CHUNKED_END) :]
+        self._tail = end[-len(_CHUNKED_END) :]
+        if end.endswith(_CHUNKED_END):
             self._client = None
             self._pool.idle.append(self)
 
