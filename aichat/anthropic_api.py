@@ -1,12 +1,16 @@
 """``POST /v1/messages``: Anthropic's Messages API, translated onto the chat-completions path.
 
-The request becomes a ``ChatCompletionRequest`` (``system`` a system message, ``tool_use``
-blocks tool calls, ``tool_result`` blocks tool messages); the answer's content blocks become
-``text`` and ``tool_use`` blocks. Streams are Anthropic's named events: ``message_start``,
-``ping``, ``content_block_start``/``_delta``/``_stop``, ``message_delta`` with the stop reason
-and usage, and ``message_stop`` only when the upstream finished; a failure after the start
-ends with an ``error`` event instead. Every error on this path, 401 included, is in
-Anthropic's shape: ``{"type": "error", "error": {"type", "message"}}``.
+The request becomes a ``ChatCompletionRequest`` (``system`` a system message, ``system``
+turns inside ``messages`` system messages at their place, ``tool_use`` blocks tool calls,
+``tool_result`` blocks tool messages); the answer's content blocks become ``text``,
+``tool_use`` and — when the request enables thinking — ``thinking`` blocks, from the
+upstream's reasoning. Server tools, schema-less Anthropic tools and the records of server
+tools in earlier turns are dropped and reported; earlier thinking is never sent upstream as
+text. Streams are Anthropic's named events: ``message_start``, ``ping``,
+``content_block_start``/``_delta``/``_stop``, ``message_delta`` with the stop reason and
+usage, and ``message_stop`` only when the upstream finished; a failure after the start ends
+with an ``error`` event instead. Every error on this path, 401 included, is in Anthropic's
+shape: ``{"type": "error", "error": {"type", "message"}}``.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ class AnthropicMessage(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
-    role: Literal["user", "assistant"]
+    # ``system`` mid-conversation: instructions at that point of the conversation.
+    role: Literal["user", "assistant", "system"]
     content: str | list[dict[str, Any]]
 
 
@@ -64,6 +69,15 @@ class MessagesRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     tool_choice: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+    output_config: dict[str, Any] | None = None
+
+    @property
+    def shows_thinking(self) -> bool:
+        """Whether the client asked for thinking blocks (and not for them to be omitted)."""
+        thinking = self.thinking or {}
+        enabled = thinking.get("type") in ("enabled", "adaptive")
+        return enabled and thinking.get("display") != "omitted"
 
 
 class CountTokensRequest(MessagesRequest):
@@ -129,7 +143,50 @@ def _tool_result(block: dict[str, Any]) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text}
 
 
-def _user_turn(blocks: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+# Blocks that record a server tool's work (web search, code execution, …) in an earlier turn:
+# a chat upstream has no such tools, and their results no place to go. (A client tool's
+# result is ``tool_result``, which this suffix does not match.)
+_SERVER_BLOCK_SUFFIX = "_tool_result"
+_SERVER_BLOCKS = frozenset({"server_tool_use", "container_upload", "mcp_tool_use"})
+_THINKING_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+
+
+def _document(block: dict[str, Any], where: str) -> dict[str, Any]:
+    """A document as text, where it is text; a PDF or a file reference cannot be read here."""
+    source = block.get("source")
+    kind = source.get("type") if isinstance(source, dict) else None
+    if kind == "text" and isinstance(source, dict):
+        text = str(source.get("data", ""))
+    elif kind == "content" and isinstance(source, dict):
+        text = _text_of(source.get("content"))
+    else:
+        raise InvalidRequest(
+            f"Document source of type '{kind}' is not supported: send text documents.",
+            param=where,
+            code="unsupported_content",
+        )
+    title = block.get("title")
+    return {"type": "text", "text": f"{title}\n\n{text}" if isinstance(title, str) else text}
+
+
+def _search_result(block: dict[str, Any]) -> dict[str, Any]:
+    heading = f"{block.get('title', '')} ({block.get('source', '')})"
+    return {"type": "text", "text": f"{heading}\n{_text_of(block.get('content'))}"}
+
+
+def _skipped(kind: Any, where: str, dropped: list[str]) -> bool:
+    """Whether a block is left out: earlier thinking (silently), server tool records (said)."""
+    if kind in _THINKING_BLOCKS:
+        return True  # context for the client, never answer text upstream
+    if kind in _SERVER_BLOCKS or str(kind).endswith(_SERVER_BLOCK_SUFFIX):
+        dropped.append(f"messages.content.{kind}")
+        return True
+    return False
+
+
+def _user_turn(
+    blocks: list[dict[str, Any]], where: str, dropped: list[str]
+) -> list[dict[str, Any]]:
     # Tool results answer the previous assistant turn, so they come before the new text.
     results, parts = [], []
     for j, block in enumerate(blocks):
@@ -140,25 +197,38 @@ def _user_turn(blocks: list[dict[str, Any]], where: str) -> list[dict[str, Any]]
             parts.append({"type": "text", "text": block.get("text", "")})
         elif kind == "image":
             parts.append(_image(block))
-        else:
+        elif kind == "document":
+            parts.append(_document(block, f"{where}[{j}]"))
+        elif kind == "search_result":
+            parts.append(_search_result(block))
+        elif not _skipped(kind, where, dropped):
             raise _unsupported_block(kind, f"{where}[{j}]")
     return results + ([{"role": "user", "content": parts}] if parts else [])
 
 
-def _assistant_turn(blocks: list[dict[str, Any]], where: str) -> dict[str, Any]:
-    calls = []
+def _assistant_turn(blocks: list[dict[str, Any]], where: str, dropped: list[str]) -> dict[str, Any]:
+    calls, texts = [], []
     for j, block in enumerate(blocks):
         kind = block.get("type")
         if kind == "tool_use":
             arguments = json.dumps(block.get("input") or {}, ensure_ascii=False)
             function = {"name": block.get("name"), "arguments": arguments}
             calls.append({"id": block.get("id"), "type": "function", "function": function})
-        elif kind not in ("text", "thinking", "redacted_thinking"):
+        elif kind == "text":
+            texts.append(block)
+        elif not _skipped(kind, where, dropped):
             raise _unsupported_block(kind, f"{where}[{j}]")
-    message: dict[str, Any] = {"role": "assistant", "content": _text_of(blocks) or None}
+    message: dict[str, Any] = {"role": "assistant", "content": _text_of(texts) or None}
     if calls:
         message["tool_calls"] = calls
     return message
+
+
+def _system_turn(content: str | list[dict[str, Any]], where: str) -> dict[str, Any]:
+    for j, block in enumerate(content if isinstance(content, list) else ()):
+        if block.get("type") != "text":
+            raise _unsupported_block(block.get("type"), f"{where}[{j}]")
+    return {"role": "system", "content": _text_of(content)}
 
 
 def _unsupported_block(kind: Any, where: str) -> InvalidRequest:
@@ -169,35 +239,44 @@ def _unsupported_block(kind: Any, where: str) -> InvalidRequest:
     )
 
 
-def chat_messages(req: MessagesRequest) -> list[dict[str, Any]]:
-    """``system`` and ``messages`` as chat-completions messages."""
+def chat_messages(req: MessagesRequest, dropped: list[str]) -> list[dict[str, Any]]:
+    """``system`` and ``messages`` as chat-completions messages, in order.
+
+    A ``system`` turn inside ``messages`` stays where it is, as a system message. Blocks
+    left out are named in ``dropped``.
+    """
     messages: list[dict[str, Any]] = []
     if req.system:
         system = req.system if isinstance(req.system, str) else _text_of(req.system)
         messages.append({"role": "system", "content": system})
     for i, turn in enumerate(req.messages):
         where = f"messages[{i}].content"
-        if isinstance(turn.content, str):
+        if turn.role == "system":
+            messages.append(_system_turn(turn.content, where))
+        elif isinstance(turn.content, str):
             messages.append({"role": turn.role, "content": turn.content})
         elif turn.role == "user":
-            messages.extend(_user_turn(turn.content, where))
+            messages.extend(_user_turn(turn.content, where, dropped))
         else:
-            messages.append(_assistant_turn(turn.content, where))
+            messages.append(_assistant_turn(turn.content, where, dropped))
     return messages
 
 
-def _tool(tool: dict[str, Any], where: str) -> dict[str, Any]:
-    if tool.get("type", "custom") != "custom" or not isinstance(tool.get("name"), str):
-        raise InvalidRequest(
-            f"Tool of type '{tool.get('type')}' is not supported: only client tools with a "
-            "name and input_schema are.",
-            param=where,
-            code="unsupported_tool",
-        )
-    function = {"name": tool["name"], "parameters": tool.get("input_schema") or {}}
-    if tool.get("description"):
-        function["description"] = tool["description"]
-    return {"type": "function", "function": function}
+def _tools(tools: list[dict[str, Any]], dropped: list[str]) -> list[dict[str, Any]]:
+    """Client tools as functions. Tools with a type of their own — server tools, and the
+    schema-less client tools (bash, text editor, memory, computer) only Claude knows the
+    schema of — have no chat equivalent: dropped and reported."""
+    functions = []
+    for tool in tools:
+        kind = tool.get("type") or "custom"
+        if kind != "custom" or not isinstance(tool.get("name"), str):
+            dropped.append(f"tools.{kind}")
+            continue
+        function = {"name": tool["name"], "parameters": tool.get("input_schema") or {}}
+        if tool.get("description"):
+            function["description"] = tool["description"]
+        functions.append({"type": "function", "function": function})
+    return functions
 
 
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
@@ -212,30 +291,55 @@ def _tool_choice(choice: dict[str, Any]) -> str | dict[str, Any]:
     raise InvalidRequest(f"tool_choice of type '{kind}' is not supported.", param="tool_choice")
 
 
+# Anthropic's effort levels beyond OpenAI's highest.
+_EFFORTS = {"xhigh": "high", "max": "high"}
+
+
+def _output_config(config: dict[str, Any], dropped: list[str]) -> dict[str, Any]:
+    """``output_config`` as chat fields: effort as ``reasoning_effort``, a JSON schema
+    format as ``response_format``."""
+    fields: dict[str, Any] = {}
+    effort = config.get("effort")
+    if isinstance(effort, str):
+        fields["reasoning_effort"] = _EFFORTS.get(effort, effort)
+    fmt = config.get("format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = {"name": "output", "schema": fmt.get("schema") or {}, "strict": True}
+        fields["response_format"] = {"type": "json_schema", "json_schema": schema}
+    dropped += [f"output_config.{k}" for k, v in config.items() if k not in ("effort", "format")]
+    return fields
+
+
 def to_chat_request(req: MessagesRequest) -> tuple[ChatCompletionRequest, list[str]]:
-    """The chat-completions request for ``req``, and the fields that could not be carried."""
+    """The chat-completions request for ``req``, and the fields that could not be carried.
+
+    ``thinking`` is not sent upstream (chat has no thinking budget); it decides whether
+    the upstream's reasoning comes back as thinking blocks (``shows_thinking``).
+    """
+    dropped = [k for k, v in (req.model_extra or {}).items() if v is not None]
     body: dict[str, Any] = {
         "model": req.model,
-        "messages": chat_messages(req),
+        "messages": chat_messages(req, dropped),
         "max_tokens": req.max_tokens,
     }
     if req.stream:
         # Pass-through upstreams then report usage, which message_delta carries.
         body.update(stream=True, stream_options={"include_usage": True})
-    if req.tools:
-        body["tools"] = [_tool(tool, f"tools[{i}]") for i, tool in enumerate(req.tools)]
+    tools = _tools(req.tools or [], dropped)
     choice = req.tool_choice or {}
-    if choice:
-        body["tool_choice"] = _tool_choice(choice)
+    if tools:
+        body["tools"] = tools
+        if choice:
+            body["tool_choice"] = _tool_choice(choice)
     optional = {
         "stop": req.stop_sequences or None,
         "temperature": req.temperature,
         "top_p": req.top_p,
         "user": (req.metadata or {}).get("user_id"),
         "parallel_tool_calls": False if choice.get("disable_parallel_tool_use") else None,
+        **_output_config(req.output_config or {}, dropped),
     }
     body.update({k: v for k, v in optional.items() if v is not None})
-    dropped = [k for k, v in (req.model_extra or {}).items() if v is not None]
     return parse_chat_request(body), dropped
 
 
@@ -265,9 +369,17 @@ def tool_input(arguments: str) -> dict[str, Any]:
     return value
 
 
+# Anthropic signs thinking so that it can check it when a client sends it back; aichat
+# cannot sign for the upstream and does not check, so this only says where it came from.
+SIGNATURE = "aichat-unsigned"
+
+
 def content_block(block: BlockStart | BlockStop) -> dict[str, Any]:
     """The content block of ``block``: empty when it opens, whole when it has stopped."""
     whole = isinstance(block, BlockStop)
+    if block.reasoning:
+        thinking = block.text if isinstance(block, BlockStop) else ""
+        return {"type": "thinking", "thinking": thinking, "signature": SIGNATURE if whole else ""}
     if block.tool is None:
         return {"type": "text", "text": block.text if isinstance(block, BlockStop) else ""}
     arguments = tool_input(block.tool.arguments) if whole else {}
@@ -309,6 +421,15 @@ async def whole_message(req: MessagesRequest, blocks: AsyncIterator[BlockEvent])
     )
 
 
+def _delta_type(block: BlockStart) -> tuple[str, str]:
+    """The delta type of ``block``'s pieces and the field they go in."""
+    if block.reasoning:
+        return "thinking_delta", "thinking"
+    if block.tool is None:
+        return "text_delta", "text"
+    return "input_json_delta", "partial_json"
+
+
 async def stream_events(
     req: MessagesRequest, chat: ChatCompletionRequest, blocks: AsyncIterator[BlockEvent]
 ) -> AsyncGenerator[bytes, None]:
@@ -318,7 +439,7 @@ async def stream_events(
     start = message_object(req, new_message_id(), usage=usage)
     yield named_event("message_start", {"type": "message_start", "message": start})
     yield named_event("ping", {"type": "ping"})
-    kind = "text_delta"
+    kind, field = "text_delta", "text"
     async for block in blocks:
         if isinstance(block, BlockStart):
             data = {
@@ -327,15 +448,18 @@ async def stream_events(
                 "content_block": content_block(block),
             }
             yield named_event("content_block_start", data)
-            kind = "text_delta" if block.tool is None else "input_json_delta"
+            kind, field = _delta_type(block)
         elif isinstance(block, BlockDelta):
-            field = "text" if kind == "text_delta" else "partial_json"
             delta = {"type": kind, field: block.text}
             data = {"type": "content_block_delta", "index": block.index, "delta": delta}
             yield named_event("content_block_delta", data)
         elif isinstance(block, BlockStop):
             if block.tool is not None:
                 tool_input(block.text)  # a broken call fails the stream instead of reaching you
+            if block.reasoning:
+                signed = {"type": "signature_delta", "signature": SIGNATURE}
+                data = {"type": "content_block_delta", "index": block.index, "delta": signed}
+                yield named_event("content_block_delta", data)
             data = {"type": "content_block_stop", "index": block.index}
             yield named_event("content_block_stop", data)
         else:
@@ -351,7 +475,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     chat, dropped = to_chat_request(req)
     answer, headers = await start_answer(request, chat, dropped)
     async with aclosing(answer.events) as events:
-        blocks = segment(answer.first, events, chat)
+        blocks = segment(answer.first, events, chat, reasoning=req.shows_thinking)
         if req.stream:
             return await write_sse(request, stream_events(req, chat, blocks), error_event, headers)
         return web.json_response(await whole_message(req, blocks), headers=headers)

@@ -47,6 +47,8 @@ class ModelConfig(BaseModel):
     fail_after: int | None = Field(None, ge=0)  # mock: an upstream error after this many pieces
     # aichats and mock: describe tools in the prompt and parse calls out of the answer.
     emulate_tools: bool = False
+    # What clients see of the model's reasoning: as the upstream sent it, or nothing.
+    reasoning: Literal["passthrough", "strip"] = "passthrough"
 
     @field_validator("base_url")
     @classmethod

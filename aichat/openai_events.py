@@ -2,7 +2,8 @@
 
 Chat Completions forwards an OpenAI-compatible upstream's chunks untouched (``RawChunks``,
 ``RawCompletion``); the other inbound APIs need what is inside them: text, tool-call pieces,
-the finish reason and usage. Only the first choice is read: those APIs have one answer.
+the finish reason, usage and reasoning (``reasoning_content`` or ``reasoning``). Only the
+first choice is read: those APIs have one answer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aichat.providers.base import (
     Finish,
     RawChunks,
     RawCompletion,
+    ReasoningDelta,
     TextDelta,
     ToolCallDelta,
     Usage,
@@ -69,10 +71,19 @@ def _tool_calls(calls: Any) -> list[Event]:
     return events
 
 
+def _reasoning(message: dict[str, Any]) -> list[Event]:
+    # vLLM and DeepSeek name it ``reasoning_content``, Ollama and OpenRouter ``reasoning``.
+    for field in ("reasoning_content", "reasoning"):
+        text = message.get(field)
+        if isinstance(text, str) and text:
+            return [ReasoningDelta(text)]
+    return []
+
+
 def _content(message: dict[str, Any]) -> list[Event]:
     text = message.get("content")
     texts: list[Event] = [TextDelta(text)] if isinstance(text, str) and text else []
-    return texts + _tool_calls(message.get("tool_calls"))
+    return _reasoning(message) + texts + _tool_calls(message.get("tool_calls"))
 
 
 def _events(json_text: str, part: str) -> tuple[list[Event], str | None]:

@@ -19,6 +19,7 @@ from contextlib import aclosing
 from typing import Any
 
 from aichat.blocks import new_call_id
+from aichat.markers import held_back
 from aichat.providers.base import Event, Finish, Provider, TextDelta, ToolCallDelta
 from aichat.schemas import ChatCompletionRequest, ChatMessage, parse_chat_request
 
@@ -138,14 +139,6 @@ def parse_calls(block: str, allowed: set[str]) -> list[tuple[str, str]] | None:
     return calls
 
 
-def _held_back(text: str) -> int:
-    """How many trailing characters of ``text`` could be the start of ``OPEN``."""
-    for size in range(min(len(OPEN) - 1, len(text)), 0, -1):
-        if OPEN.startswith(text[-size:]):
-            return size
-    return 0
-
-
 class CallScanner:
     """Splits an answer streamed in pieces into plain text and one tool-call block."""
 
@@ -168,7 +161,7 @@ class CallScanner:
             self._block.append(text[start + len(OPEN) :])
             self._held = ""
             return text[:start]
-        keep = _held_back(text)
+        keep = held_back(text, OPEN)
         self._held = text[len(text) - keep :] if keep else ""
         return text[: len(text) - keep]
 

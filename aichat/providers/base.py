@@ -28,6 +28,14 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the model's reasoning (``reasoning_content``, ``<think>`` text): never
+    answer text, though clients may be shown it as thinking."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallDelta:
     """A piece of a tool call, as OpenAI streams them.
 
@@ -79,7 +87,7 @@ class Usage:
     completion_tokens: int
 
 
-Event = TextDelta | ToolCallDelta | Finish | Usage | RawChunks | RawCompletion
+Event = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage | RawChunks | RawCompletion
 
 
 def ends_answer(event: Event) -> bool:

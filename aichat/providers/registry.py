@@ -10,6 +10,7 @@ from aichat.providers.base import Provider
 from aichat.providers.http import Timeouts
 from aichat.providers.mock import MockProvider
 from aichat.providers.openai import OpenAIProvider
+from aichat.reasoning import StrippedReasoning
 from aichat.tool_emulation import EmulatedTools
 
 
@@ -18,6 +19,9 @@ def build_provider(
 ) -> Provider:
     """The provider instance serving ``model``, on the application's shared session."""
     provider = _upstream(model, settings, session)
+    if model.reasoning == "strip":
+        # Innermost: reasoning must not reach the tool-call scanner either.
+        provider = StrippedReasoning(provider)
     return EmulatedTools(provider) if model.emulate_tools else provider
 
 
