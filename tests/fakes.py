@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,6 +130,8 @@ class FakeOpenAI:
 
     text_pieces: list[str] = field(default_factory=lambda: ["Hi", " from", " upstream"])
     tool_calls: bool = False  # answer with TOOL_CALL_CHUNKS instead of text
+    tool_name: str = "get_weather"  # the name the tool call uses
+    reasoning_pieces: list[str] = field(default_factory=list)  # ``reasoning_content`` first
     status: int = 200
     error_body: dict[str, Any] = field(
         default_factory=lambda: {
@@ -160,10 +163,15 @@ class FakeOpenAI:
             "system_fingerprint": "fp_fake",
         }
         if self.tool_calls:
-            choices = TOOL_CALL_CHUNKS
+            choices = copy.deepcopy(TOOL_CALL_CHUNKS)
+            choices[0]["delta"]["tool_calls"][0]["function"]["name"] = self.tool_name
         else:
             choices = [
                 {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            ]
+            choices += [
+                {"index": 0, "delta": {"reasoning_content": p}, "finish_reason": None}
+                for p in self.reasoning_pieces
             ]
             choices += [
                 {"index": 0, "delta": {"content": p}, "logprobs": None, "finish_reason": None}
@@ -200,13 +208,15 @@ class FakeOpenAI:
                 "refusal": None,
             }
             finish_reason = "stop"
+            if self.reasoning_pieces:
+                message["reasoning_content"] = "".join(self.reasoning_pieces)
             if self.tool_calls:
                 call = TOOL_CALL_CHUNKS[0]["delta"]["tool_calls"][0]
                 arguments = "".join(
                     c["delta"]["tool_calls"][0]["function"]["arguments"]
                     for c in TOOL_CALL_CHUNKS[:-1]
                 )
-                function = {"name": call["function"]["name"], "arguments": arguments}
+                function = {"name": self.tool_name, "arguments": arguments}
                 tool_call = {"id": call["id"], "type": "function", "function": function}
                 message.update(content=None, tool_calls=[tool_call])
                 finish_reason = "tool_calls"
