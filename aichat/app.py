@@ -45,6 +45,7 @@ from aichat.responses_api import create_response
 from aichat.routing import Router, Target
 from aichat.state import RETRY_POLICY, ROUTER, SESSION, SETTINGS
 from aichat.timing import SERVER_TIMING_HEADER, add_server_timing
+from aichat.tokens import load_tokenizer
 
 log = logging.getLogger("aichat")
 
@@ -150,6 +151,10 @@ def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
 def create_app(settings: Settings) -> web.Application:
     """The gateway application for ``settings``; serve it with ``aichat.server``."""
     settings.require_auth_decision()
+    if any(route.provider != "openai" for route in settings.model_routes):
+        # aichats reports no usage and the mock counts exactly: both count here, from the
+        # first request on.
+        load_tokenizer()
     keys = KeyRing.from_settings(settings)
     if not keys.enabled:
         log.warning("running WITHOUT authentication: anyone who can reach this port can use it")

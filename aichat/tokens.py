@@ -4,6 +4,12 @@ With the ``tokens`` extra installed (``pip install 'aichat[tokens]'``), counts u
 ``o200k_base`` tokenizer of the gpt-4o family via ``bpe-openai``, which ships its data and works
 offline. Without it, the estimate is one token per four UTF-8 bytes, rounded up: close for
 English prose, rough for code and other scripts.
+
+The tokenizer costs about 140 MB and a second of CPU to load, so it is loaded only by
+``load_tokenizer``, which the application calls at start-up when a route counts locally
+(aichats, mock). A configuration of OpenAI-compatible upstreams only, whose usage the
+upstream reports, never pays for it: its few local counts (the input tokens announced at the
+start of an Anthropic stream, ``count_tokens``) are estimates.
 """
 
 from __future__ import annotations
@@ -20,21 +26,34 @@ def _estimate(text: str) -> int:
     return (len(text.encode("utf-8")) + 3) // 4
 
 
-def _load_counter() -> tuple[str, Callable[[str], int]]:
-    try:
-        import bpe_openai
-    except ImportError:
-        return "estimate", _estimate
-    encoding = bpe_openai.get_encoding("o200k_base")
+class _Counter:
+    """The process's counter: the estimate until ``load_tokenizer`` finds the real one."""
 
-    def count(text: str) -> int:
-        # User text is never special tokens: "<|endoftext|>" in a message is just text.
-        return len(encoding.encode_ordinary(text))
-
-    return "o200k_base", count
+    name = "estimate"
+    count: Callable[[str], int] = staticmethod(_estimate)
 
 
-TOKENIZER, count_tokens = _load_counter()
+def load_tokenizer() -> str:
+    """Count with the ``o200k_base`` tokenizer from now on, if it is installed (once per
+    process); the name of what counts."""
+    if _Counter.name == "estimate":
+        try:
+            import bpe_openai
+        except ImportError:
+            return _Counter.name
+        encoding = bpe_openai.get_encoding("o200k_base")
+
+        def count(text: str) -> int:
+            # User text is never special tokens: "<|endoftext|>" in a message is just text.
+            return len(encoding.encode_ordinary(text))
+
+        _Counter.count, _Counter.name = count, "o200k_base"
+    return _Counter.name
+
+
+def count_tokens(text: str) -> int:
+    """Tokens of ``text``."""
+    return _Counter.count(text)
 
 
 def prompt_tokens(texts: Iterable[str]) -> int:

@@ -90,3 +90,24 @@ async def test_two_replicas_share_one_limit_through_redis(tmp_path: Path) -> Non
         assert statuses.count(200) == 5, statuses
         assert statuses.count(429) == 5, statuses
         assert statuses[:5] == [200] * 5
+
+
+def _rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+async def test_the_tokenizer_is_loaded_at_start_only_where_a_route_counts(tmp_path: Path) -> None:
+    """~140 MB: an OpenAI-only gateway never loads it, a mock or aichats one before serving."""
+    openai_only = tmp_path / "openai.toml"
+    openai_only.write_text(
+        '[[models]]\nname = "up"\nprovider = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
+    )
+    rss = {}
+    for name, config in (("openai", str(openai_only)), ("mock", _config(tmp_path))):
+        (tmp_path / name).mkdir()
+        env = server_env(free_port(), AICHAT_CONFIG=config)
+        async with started(_command(), env, tmp_path / name) as server:
+            rss[name] = _rss_mb(server.process.pid)
+    assert rss["openai"] < 60, rss  # the README's figure for memory at rest
+    assert rss["mock"] > rss["openai"] + 100, rss  # loaded before the first request
