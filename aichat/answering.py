@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from aichat.capabilities import DROPPED_HEADER, dropped_params
+from aichat.capabilities import DROPPED_HEADER, dropped_header, dropped_params
 from aichat.context import KEY_POLICY, log_field
 from aichat.failover import Answer, open_answer
 from aichat.schemas import ChatCompletionRequest
@@ -43,7 +43,7 @@ async def start_answer(
     headers = {UPSTREAM_HEADER: answer.target.label}
     ignored = dropped_params(chat.body, answer.target.capabilities, dropped)
     if ignored:
-        headers[DROPPED_HEADER] = ",".join(ignored)
+        headers[DROPPED_HEADER] = dropped_header(ignored)
         log.warning(
             "request parameters dropped",
             extra={"fields": {"upstream": answer.target.label, "dropped": headers[DROPPED_HEADER]}},

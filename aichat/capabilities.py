@@ -10,6 +10,7 @@ parameters the upstream ignores, saying so in a response header and a warning lo
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -93,3 +94,17 @@ def dropped_params(
             if value is not None and key in GENERATION_PARAMS and key not in caps.params
         )
     return sorted(dropped)
+
+
+# Names come from the client (unknown field names, namespace names): the header says what
+# was dropped without letting a name break the response or outgrow a client's header limit.
+_NAME = re.compile(r"[^A-Za-z0-9_.\-\[\]]")
+_MAX_NAME, _MAX_NAMES = 64, 32
+
+
+def dropped_header(names: list[str]) -> str:
+    """The ``x-aichat-dropped-params`` value: names made safe, at most 32 of them."""
+    safe = [_NAME.sub("?", name[:_MAX_NAME]) for name in names[:_MAX_NAMES]]
+    if len(names) > _MAX_NAMES:
+        safe.append(f"+{len(names) - _MAX_NAMES} more")
+    return ",".join(safe)

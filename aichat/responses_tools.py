@@ -55,9 +55,10 @@ class ToolMap:
         self._flat[(tool.namespace, tool.name)] = name
         self.tools.append({"type": "function", "function": {**function, "name": name}})
 
-    def flat_name(self, name: str, namespace: str | None = None) -> str:
+    def flat_name(self, name: str, namespace: Any = None) -> str:
         """The upstream's name for the client's tool ``name`` in ``namespace``."""
-        return self._flat.get((namespace, name), name)
+        space = namespace if isinstance(namespace, str) else None  # as a client may send it
+        return self._flat.get((space, name), name)
 
     def client_tool(self, flat_name: str) -> ClientTool:
         """The client's tool behind an upstream name (a plain function if unknown)."""
@@ -136,7 +137,8 @@ def map_tools(declared: list[dict[str, Any]]) -> tuple[ToolMap, list[str]]:
         inner = space.get("tools")
         for tool in inner if isinstance(inner, list) else ():
             if not _add_client_tool(tools, tool, str(space.get("name") or "")):
-                dropped.append(f"tools.{space.get('name')}.{tool.get('type')}")
+                kind = tool.get("type") if isinstance(tool, dict) else None
+                dropped.append(f"tools.{space.get('name')}.{kind}")
     return tools, dropped
 
 

@@ -172,3 +172,12 @@ async def test_claude_codes_system_turn_reaches_the_upstream_at_its_place(
         {"role": "user", "content": "say hi"},
         {"role": "system", "content": "Answer briefly."},
     ]
+
+
+async def test_a_field_name_with_a_line_break_is_dropped_not_a_broken_response(gw: Gateway) -> None:
+    body = {"model": "up", "input": "hi", "a\r\nX-Evil: 1": 1}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    resp = await gw.http.post(f"{gw.url}/v1/responses", json=body, headers=headers)
+    assert resp.status == 200
+    assert "X-Evil" not in resp.headers
+    assert resp.headers["x-aichat-dropped-params"] == "a??X-Evil??1"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from aichat import anthropic_api, responses_api
+from aichat.capabilities import dropped_header
 from aichat.errors import InvalidRequest
 from aichat.responses_tools import custom_input, map_tool_choice, map_tools
 
@@ -334,3 +335,19 @@ def test_codex_settings_are_mapped_or_named() -> None:
     assert (chat.body["reasoning_effort"], chat.body["verbosity"]) == ("low", "low")
     assert chat.body["prompt_cache_key"] == "k"
     assert dropped == ["include", "client_metadata"]
+
+
+def test_odd_namespaces_and_tools_are_read_without_a_crash() -> None:
+    declared: Any = [{"type": "namespace", "name": "n", "description": "", "tools": [1, {}]}]
+    tools, dropped = map_tools(declared)
+    assert tools.tools == []
+    assert dropped == ["tools.n.None", "tools.n.None"]
+    assert tools.flat_name("x", {"not": "a string"}) == "x"
+
+
+def test_the_dropped_header_cannot_be_broken_or_flooded_by_client_names() -> None:
+    assert dropped_header(["tools.web_search", "a\r\nX-Evil: 1", "é" * 100]) == (
+        "tools.web_search,a??X-Evil??1," + "?" * 64
+    )
+    many = dropped_header([f"f{i}" for i in range(100)])
+    assert many.endswith(",f31,+68 more")
