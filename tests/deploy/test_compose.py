@@ -125,7 +125,8 @@ def test_load_balancer_proxies_streams_unbuffered_to_every_replica() -> None:
     (mount,) = stack["services"]["lb"]["configs"]
     nginx = stack["configs"][mount["source"]]["content"]
     assert "resolver 127.0.0.11" in nginx  # Docker's DNS: one answer per replica
-    assert "proxy_pass $gateway;" in nginx  # a variable, so nginx re-resolves it
+    assert "server aichat:8001 resolve" in nginx  # re-resolved while nginx runs
+    assert "proxy_pass http://gateways;" in nginx
     assert "proxy_buffering off;" in nginx
     assert "listen 8001;" in nginx
 
