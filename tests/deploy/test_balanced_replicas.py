@@ -92,7 +92,7 @@ class Cluster:
         """Steady traffic through the balancer, not started yet."""
         return Load(self.http, self.lb.url, EXPECTED, name)
 
-    async def routed_to(self, replica: Replica, after: set[str], within: float = 10.0) -> None:
+    async def routed_to(self, replica: Replica, after: set[str], within: float = 15.0) -> None:
         """Wait until nginx sends a request to ``replica`` that is not in ``after``."""
         deadline = time.monotonic() + within
         while True:
