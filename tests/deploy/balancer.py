@@ -28,8 +28,8 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.deploy.files import compose_lb_config
 from tests.deploy.procs import API_KEY, free_port, server_env
-from tests.deploy.test_compose import load
 from tests.soak.chaos import Broken, read_stream
 
 NGINX = shutil.which("nginx") or next(
@@ -38,13 +38,6 @@ NGINX = shutil.which("nginx") or next(
 COMPOSE_SERVER = "server aichat:8001"
 COMPOSE_LISTEN = "listen 8001;"
 _LOG_LINE = re.compile(r'(\S+) (\d+) "([^"]*)" "([^"]*)"')  # the ``tried`` log format
-
-
-def compose_lb_config() -> str:
-    """The nginx configuration compose mounts into ``lb``, after Compose's interpolation."""
-    stack = load({})
-    (mount,) = stack["services"]["lb"]["configs"]
-    return str(stack["configs"][mount["source"]]["content"])
 
 
 def render_for_loopback(conf: str, listen: int, replicas: Sequence[int]) -> str:
