@@ -269,7 +269,6 @@ class Outcome:
     load_id: str
     stream: bool
     started: float
-    ended: float = 0.0
     status: int = 0
     failure: str | None = None  # None: a complete answer with exactly the expected text
     done: bool = False  # a stream's last event was [DONE]
@@ -295,9 +294,7 @@ async def ask(
     except aiohttp.ClientError as exc:
         outcome.error = exc
         outcome.failure = f"{type(exc).__name__}: {exc}"
-        outcome.ended = time.monotonic()
         return outcome
-    outcome.ended = time.monotonic()
     if outcome.status != 200:
         outcome.failure = f"status {outcome.status}: {raw[:200]!r}"
     elif stream:

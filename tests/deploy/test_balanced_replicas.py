@@ -231,6 +231,12 @@ async def test_a_rolling_restart_under_load_loses_nothing(cluster: Cluster) -> N
 
     assert failures(outcomes) == [], cluster.lb.errors()[-3000:]
     assert all(o.done for o in outcomes if o.stream)
+    # nginx did meet each stopped replica, refusing (502) or draining (503), and went on.
+    routes = {i: r for i, r in cluster.lb.routes().items() if i.startswith("rolling-")}
+    for replica in cluster.replicas:
+        retried = [r for r in routes.values() if r.tried[0] == replica.address and r.tried[1:]]
+        assert retried, replica.address
+        assert all(r.statuses[0] in {"502", "503"} and r.status == 200 for r in retried)
     # Each replica had requests in flight when it was told to stop, and finished them.
     assert all(drained[r.address] > 0 for r in cluster.replicas), drained
     assert len(outcomes) > 30, len(outcomes)
