@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from aichat.config import ENV_VARS, Settings, load_settings
-from tests.deploy.files import ROOT
+from tests.deploy.files import ROOT, final_stage
 from tests.deploy.procs import run
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -185,7 +185,9 @@ def test_gateway_pods_run_unprivileged_and_read_only(
 ) -> None:
     pod = gateway(rendered[name])
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] >= 10000
+    (user,) = final_stage("USER")  # the image's own user, so its files stay readable
+    ids = pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]
+    assert user["value"] == f"{ids[0]}:{ids[1]}" and ids[0] >= 10000
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
     security = container(rendered[name])["securityContext"]
