@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-import os
 import re
 import shutil
 import signal
@@ -29,12 +28,10 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.files import compose_lb_config
-from tests.deploy.procs import API_KEY, free_port, server_env
+from tests.deploy.procs import API_KEY, free_port
 from tests.soak.chaos import Broken, read_stream
 
-NGINX = shutil.which("nginx") or next(
-    (path for path in ("/usr/sbin/nginx",) if os.access(path, os.X_OK)), None
-)
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
 COMPOSE_SERVER = "server aichat:8001"
 COMPOSE_LISTEN = "listen 8001;"
 _LOG_LINE = re.compile(r'(\S+) (\d+) "([^"]*)" "([^"]*)"')  # the ``tried`` log format
@@ -55,8 +52,10 @@ def render_for_loopback(conf: str, listen: int, replicas: Sequence[int]) -> str:
             replaced["resolver"] += 1  # Docker's DNS; fixed loopback ports need no resolver
         elif text.startswith(COMPOSE_SERVER):
             replaced["server"] += 1
-            params = [p for p in text.removeprefix(COMPOSE_SERVER).rstrip(";").split() if p]
-            params = [p for p in params if p != "resolve"]  # nothing to re-resolve
+            # The same parameters, but for `resolve`: fixed addresses need no re-resolving.
+            params = [
+                p for p in text.removeprefix(COMPOSE_SERVER).rstrip(";").split() if p != "resolve"
+            ]
             out += [f"{indent}server 127.0.0.1:{port} {' '.join(params)};" for port in replicas]
         elif text == COMPOSE_LISTEN:
             replaced["listen"] += 1
@@ -255,13 +254,6 @@ class Replica:
         }
 
 
-def replica_env(port: int, config: Path, **extra: str) -> dict[str, str]:
-    """A replica's environment: the test's own interpreter and packages, nothing else inherited."""
-    return server_env(
-        port, path=os.environ.get("PATH", os.defpath), AICHAT_CONFIG=str(config), **extra
-    )
-
-
 @dataclass
 class Outcome:
     """What one request through the balancer came to, as its client saw it."""
@@ -271,7 +263,7 @@ class Outcome:
     started: float
     status: int = 0
     failure: str | None = None  # None: a complete answer with exactly the expected text
-    done: bool = False  # a stream's last event was [DONE]
+    done: bool = False  # a stream's client received [DONE]
     error: BaseException | None = None  # what the client library raised, if anything
 
 
@@ -287,14 +279,18 @@ async def ask(
     outcome = Outcome(load_id, stream, time.monotonic())
     body = {"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
     headers = {"Authorization": f"Bearer {key}", "X-Load-Id": load_id}
+    received = bytearray()
     try:
         async with http.post(f"{url}/v1/chat/completions", json=body, headers=headers) as resp:
             outcome.status = resp.status
-            raw = await resp.read()
+            async for data in resp.content.iter_any():
+                received += data
     except aiohttp.ClientError as exc:
         outcome.error = exc
         outcome.failure = f"{type(exc).__name__}: {exc}"
+        outcome.done = b"data: [DONE]" in received  # must never be, before a failure
         return outcome
+    raw = bytes(received)
     if outcome.status != 200:
         outcome.failure = f"status {outcome.status}: {raw[:200]!r}"
     elif stream:
