@@ -231,6 +231,14 @@ class Replica:
         self.process.send_signal(how)
         return await asyncio.wait_for(self.process.wait(), within)
 
+    async def close(self) -> None:
+        """Stop the process if it runs: gracefully, or killed if that takes too long."""
+        if self.running:
+            try:
+                await self.stop(signal.SIGTERM)
+            except TimeoutError:
+                await self.stop(signal.SIGKILL)
+
     @property
     def running(self) -> bool:
         """Whether the process is alive."""

@@ -133,9 +133,7 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
                 await group.heal()
                 yield group
         finally:
-            for replica in replicas:
-                if replica.running:
-                    await replica.stop(signal.SIGTERM)
+            await asyncio.gather(*(replica.close() for replica in replicas))
             await server.close()
 
 
