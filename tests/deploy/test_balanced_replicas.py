@@ -91,6 +91,13 @@ class Cluster:
         """Steady traffic through the balancer, not started yet."""
         return Load(self.http, self.lb.url, EXPECTED, name)
 
+    async def streaming(self, replica: Replica, within: float = 5.0) -> None:
+        """Wait until ``replica`` has a stream open (its ``aichat_open_streams``)."""
+        deadline = time.monotonic() + within
+        while (await replica.metrics(self.http))[("aichat_open_streams", ())] < 1:
+            assert time.monotonic() < deadline, f"no stream open on {replica.address}"
+            await asyncio.sleep(0.02)
+
     async def routed_to(self, replica: Replica, after: set[str], within: float = 15.0) -> None:
         """Wait until nginx sends a request to ``replica`` that is not in ``after``."""
         deadline = time.monotonic() + within
@@ -215,6 +222,7 @@ async def test_a_rolling_restart_under_load_loses_nothing(cluster: Cluster) -> N
     await asyncio.sleep(1)
     drained = Counter[str]()
     for replica in cluster.replicas:
+        await cluster.streaming(replica)
         in_flight = set(load.in_flight)
         assert await replica.stop(signal.SIGTERM) == 0, replica.output()
         routes = cluster.lb.routes()
@@ -245,10 +253,7 @@ async def test_a_killed_replica_fails_only_the_streams_open_on_it(cluster: Clust
     load = cluster.load("kill")
     load.start()
     await asyncio.sleep(1)
-    deadline = time.monotonic() + 5
-    while (await victim.metrics(cluster.http))[("aichat_open_streams", ())] < 1:
-        assert time.monotonic() < deadline, "no stream ever open on the victim"
-        await asyncio.sleep(0.02)
+    await cluster.streaming(victim)
     killed_at = time.monotonic()
     assert await victim.stop(signal.SIGKILL) == -signal.SIGKILL
     await asyncio.sleep(2)
