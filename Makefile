@@ -32,8 +32,18 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check aichat tests
 	$(BIN)/mypy aichat
 
+# checkov scans the rendered Kubernetes manifests (tests/deploy/test_kubernetes.py). It pins
+# dozens of packages of its own (boto3, packaging<24, aiohttp<3.15, ...), so it gets a venv
+# of its own inside .venv instead of a place in the dev extra; installing it takes about a
+# minute, once. Pinned: a new checkov release may bring new checks.
+CHECKOV_VENV := $(VENV)/checkov
+$(CHECKOV_VENV)/.installed: | $(BIN)/python
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q 'checkov==3.3.30'
+	touch $@
+
 # Tests talk to a real Redis; scripts/ensure-redis starts one when none answers.
-test: lint
+test: lint $(CHECKOV_VENV)/.installed
 	scripts/ensure-redis
 	$(BIN)/pytest
 

@@ -3,48 +3,29 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from compose_spec import PyCompose
 
 from aichat.config import ENV_VARS, Settings
-from tests.deploy.files import ROOT, healthcheck_command
+from tests.deploy.balancer import render_for_loopback
+from tests.deploy.files import (
+    COMPOSE_FILE,
+    ROOT,
+    compose_lb_config,
+    healthcheck_command,
+    interpolate,
+    load_compose,
+)
 
-COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 # `AICHAT_PUBLISH` as README's scale-out section sets it.
 SCALE_OUT = {"AICHAT_PUBLISH": "127.0.0.1::8001"}
 
-_VARIABLE = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?-)(?P<default>[^}]*))?\}")
-
-
-def interpolate(text: str, env: Mapping[str, str]) -> str:
-    """Compose's variable syntax, the subset this file uses: ``${X}``, ``${X:-d}``, ``${X-d}``,
-    ``$$``. Compose interpolates before it validates, and the parser does not interpolate."""
-
-    def value(match: re.Match[str]) -> str:
-        if match[0] == "$$":
-            return "$"
-        name, op, default = match["name"], match["op"], match["default"]
-        if name in env and (env[name] or op != ":-"):
-            return env[name]
-        return default if op else ""
-
-    return _VARIABLE.sub(value, text)
-
-
-def load(env: Mapping[str, str]) -> dict[str, Any]:
-    """docker-compose.yml as Compose sees it with ``env``, validated by the parser."""
-    compose = PyCompose.from_yaml(interpolate(COMPOSE_FILE.read_text(), env))
-    compose.validate()
-    return compose.to_dict()
-
 
 @pytest.fixture(params=[{}, SCALE_OUT], ids=["default", "scale-out"])
 def stack(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return load(request.param)
+    return load_compose(request.param)
 
 
 def test_interpolation_follows_compose_rules() -> None:
@@ -106,13 +87,13 @@ def test_images_are_pinned(stack: dict[str, Any]) -> None:
 
 
 def test_default_stack_publishes_the_gateway_on_8001() -> None:
-    services = load({})["services"]
+    services = load_compose({})["services"]
     assert services["aichat"]["ports"] == ["8001:8001"]
     assert "ports" not in services["redis"]
 
 
 def test_scale_out_leaves_the_public_port_to_the_load_balancer() -> None:
-    services = load(SCALE_OUT)["services"]
+    services = load_compose(SCALE_OUT)["services"]
     # An empty host port: every replica gets its own, on loopback only, so any number fit.
     assert services["aichat"]["ports"] == ["127.0.0.1::8001"]
     assert services["lb"]["profiles"] == ["scale"]
@@ -121,13 +102,28 @@ def test_scale_out_leaves_the_public_port_to_the_load_balancer() -> None:
 
 
 def test_load_balancer_proxies_streams_unbuffered_to_every_replica() -> None:
-    stack = load({})
-    (mount,) = stack["services"]["lb"]["configs"]
-    nginx = stack["configs"][mount["source"]]["content"]
+    nginx = compose_lb_config()
     assert "resolver 127.0.0.11" in nginx  # Docker's DNS: one answer per replica
-    assert "proxy_pass $gateway;" in nginx  # a variable, so nginx re-resolves it
+    assert "server aichat:8001 resolve" in nginx  # re-resolved while nginx runs
+    assert "proxy_pass http://gateways;" in nginx
     assert "proxy_buffering off;" in nginx
     assert "listen 8001;" in nginx
+
+
+def test_load_balancer_renders_for_loopback_changing_only_where_replicas_are() -> None:
+    original = compose_lb_config().splitlines()
+    rendered = render_for_loopback(compose_lb_config(), 9000, [9001, 9002]).splitlines()
+    removed = [line.strip() for line in original if line not in rendered]
+    added = [line.strip() for line in rendered if line not in original]
+    assert [line.split()[0] for line in removed] == ["resolver", "server", "listen"]
+    assert added == [
+        "server 127.0.0.1:9001 max_fails=1 fail_timeout=2s;",
+        "server 127.0.0.1:9002 max_fails=1 fail_timeout=2s;",
+        "listen 127.0.0.1:9000;",
+    ]
+    assert [line for line in rendered if line in original] == [
+        line for line in original if line.strip() not in removed
+    ]
 
 
 def _example_lines() -> list[str]:
