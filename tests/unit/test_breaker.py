@@ -17,9 +17,9 @@ def test_opens_after_threshold_then_trial_closes_it() -> None:
     clock = Clock()
     breaker = CircuitBreaker(3, cooldown=10, clock=clock)
     for _ in range(2):
-        breaker.failure()
+        breaker.failure("boom")
         assert breaker.allow()
-    breaker.failure()
+    breaker.failure("boom")
     assert breaker.state == "open"
     assert not breaker.allow()
     clock.now = 10
@@ -34,10 +34,10 @@ def test_opens_after_threshold_then_trial_closes_it() -> None:
 def test_failed_trial_opens_again_for_a_full_cooldown() -> None:
     clock = Clock()
     breaker = CircuitBreaker(1, cooldown=5, clock=clock)
-    breaker.failure()
+    breaker.failure("boom")
     clock.now = 5
     assert breaker.allow()
-    breaker.failure()
+    breaker.failure("boom")
     assert breaker.state == "open"
     clock.now = 9
     assert not breaker.allow()
@@ -48,7 +48,7 @@ def test_failed_trial_opens_again_for_a_full_cooldown() -> None:
 def test_abandoned_trial_does_not_block_for_ever() -> None:
     clock = Clock()
     breaker = CircuitBreaker(1, cooldown=5, clock=clock)
-    breaker.failure()
+    breaker.failure("boom")
     clock.now = 5
     assert breaker.allow()  # trial starts and never reports back
     clock.now = 9
@@ -59,11 +59,11 @@ def test_abandoned_trial_does_not_block_for_ever() -> None:
 
 def test_success_resets_the_count_and_zero_disables() -> None:
     breaker = CircuitBreaker(2, cooldown=5)
-    breaker.failure()
+    breaker.failure("boom")
     breaker.success()
-    breaker.failure()
+    breaker.failure("boom")
     assert breaker.state == "closed"
     disabled = CircuitBreaker(0, cooldown=5)
     for _ in range(100):
-        disabled.failure()
+        disabled.failure("boom")
     assert disabled.allow()
