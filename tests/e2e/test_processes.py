@@ -1,9 +1,11 @@
-"""Real gateway processes: SIGTERM drains honestly; replicas share limits through Redis."""
+"""Real gateway processes: SIGTERM drains honestly; replicas share limits through Redis;
+a start-up failure is one line and a non-zero exit."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 import time
 import uuid
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.deploy.procs import API_KEY, free_port, server_env, started
+from tests.deploy.procs import API_KEY, free_port, run, server_env, started
 from tests.fakes import json_events, sse_events
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -90,3 +92,23 @@ async def test_two_replicas_share_one_limit_through_redis(tmp_path: Path) -> Non
         assert statuses.count(200) == 5, statuses
         assert statuses.count(429) == 5, statuses
         assert statuses[:5] == [200] * 5
+
+
+def _one_line_failure(result: object) -> str:
+    """The single stderr line of a start that failed, checked to be just that."""
+    assert result.returncode == 1, result  # type: ignore[attr-defined]
+    err: str = result.stderr  # type: ignore[attr-defined]
+    assert err.count("\n") == 1, err  # no traceback, no log lines
+    assert "Traceback" not in err
+    return err
+
+
+def test_busy_port_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run(*_command(), env=server_env(port), cwd=tmp_path, timeout=30)
+    err = _one_line_failure(result)
+    assert err.startswith(f"aichat: cannot listen on 127.0.0.1:{port}: the port is in use")
+    assert "--port / AICHAT_PORT" in err

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 from pathlib import Path
 
 import pytest
 
 from aichat.cli import main
 from aichat.config import ENV_VARS, ConfigError, Settings, load_settings
+from aichat.server import listen_error
 
 ROUTE_WITHOUT_KEY = """
 [[models]]
@@ -301,3 +304,32 @@ def test_config_show_lists_what_is_in_effect(
     assert "models" not in shown  # AICHAT_MODELS is replaced by the file's routes
     assert [r["name"] for r in shown["routes"]] == ["local"]
     assert "LOCAL_KEY is not set" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            OSError(errno.EACCES, "Permission denied"),
+            "cannot listen on 0.0.0.0:80: permission denied; ports below 1024 need root or "
+            "CAP_NET_BIND_SERVICE: pick a port from 1024 up with --port / AICHAT_PORT",
+        ),
+        (
+            OSError(errno.EADDRINUSE, "Address in use"),
+            "cannot listen on 0.0.0.0:80: the port is in use by another process; stop it, "
+            "or pick another port with --port / AICHAT_PORT",
+        ),
+        (
+            OSError(errno.EADDRNOTAVAIL, "Cannot assign"),
+            "cannot listen on 0.0.0.0:80: the address is not one of this machine's; use "
+            "0.0.0.0 (every interface) or 127.0.0.1 with --host / AICHAT_HOST",
+        ),
+        (
+            socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+            "cannot listen on 0.0.0.0:80: unknown host name; set --host / AICHAT_HOST to an "
+            "address of this machine",
+        ),
+    ],
+)
+def test_listen_failures_name_cause_and_fix(error: OSError, expected: str) -> None:
+    assert listen_error("0.0.0.0", 80, error) == expected
