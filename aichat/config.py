@@ -216,7 +216,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     ),
     "AICHAT_BREAKER_FAILURES": (
         "breaker_failures",
-        "Consecutive failures that open an upstream's circuit (0: never).",
+        "Consecutive failed requests (after their retries) that open a circuit (0: never).",
     ),
     "AICHAT_BREAKER_COOLDOWN": ("breaker_cooldown", "Seconds an open circuit waits for a trial."),
     "AICHAT_DRAIN_TIMEOUT": (

@@ -37,8 +37,6 @@ from tests.conftest import _start
 from tests.deploy.procs import free_port, run
 from tests.fakes import FakeAichats, json_events, sse_events
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).parents[2]
 README = ROOT / "README.md"
 DEMO_TEXT = "Hello from the mock provider."
@@ -261,6 +259,15 @@ def test_every_runnable_block_has_a_check_and_every_check_a_block() -> None:
     assert {b.lang for b in blocks} <= {"bash", "toml", "python"}
 
 
+def test_make_env_writes_a_random_key_readable_by_its_owner_only(tmp_path: Path) -> None:
+    _checkout(tmp_path)
+    result = run("make", ".env", cwd=tmp_path, env={"PATH": f"{tmp_path / 'bin'}:{os.defpath}"})
+    assert result.returncode == 0, result.stderr
+    env_file = tmp_path / ".env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert re.fullmatch(r"APP_SECRET=sk-aichat-[\w-]{32}\n", env_file.read_text())
+
+
 def _checkout(workdir: Path) -> None:
     """``workdir`` as a fresh clone looks to ``make run`` after its first install."""
     make = shutil.which("make")
@@ -275,6 +282,7 @@ def _checkout(workdir: Path) -> None:
 
 
 # Three gateway starts and a dozen client processes: about 20 s on an idle machine.
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_readme_quick_start_and_configuration_as_printed(tmp_path: Path) -> None:
     _checkout(tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -93,6 +94,15 @@ def test_every_variable_maps_to_a_field_and_is_documented() -> None:
     for var, (field, _) in ENV_VARS.items():
         assert field in Settings.model_fields
         assert f"`{var}`" in readme
+
+
+def test_every_variable_of_the_env_example_is_documented() -> None:
+    root = Path(__file__).parents[2]
+    readme = (root / "README.md").read_text()
+    example = (root / ".env.example").read_text()
+    variables = re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", example, flags=re.MULTILINE)
+    assert "AICHAT_LB_PORT" in variables
+    assert [var for var in variables if f"`{var}`" not in readme] == []
 
 
 def test_cli_refuses_to_serve_without_key(
