@@ -126,14 +126,13 @@ async def upstream_body(
     it, so an abandoned stream stops the upstream.
     """
     answered = False  # response headers arrived: a timeout now means the upstream stalled
-    where = host_port(url)
     deadline = Deadline(asyncio.get_running_loop(), timeouts.first_byte)
     try:
         resp = await session.post(url, data=body, headers=headers)
         answered = True
         try:
             if resp.status >= 400:
-                raise await _status_error(resp, name, where)
+                raise await _status_error(resp, name, _host_port(url))
             limit = timeouts.first_byte
             content = resp.content
             while True:
@@ -150,19 +149,20 @@ async def upstream_body(
         if not deadline.timed_out():
             raise
         limit = timeouts.idle if answered else timeouts.first_byte
-        raise _timeout(name, f"{where} sent nothing for {limit:g} s", answered) from None
+        raise _timeout(name, f"{_host_port(url)} sent nothing for {limit:g} s", answered) from None
     except TimeoutError:  # aiohttp's own: connecting
+        where = _host_port(url)
         cause = f"{where} stopped sending" if answered else f"no connection to {where} in time"
         raise _timeout(name, cause, answered) from None
     except (aiohttp.ClientError, OSError) as exc:
-        cause = _connection_cause(exc, where, answered)
+        cause = _connection_cause(exc, _host_port(url), answered)
         what = "connection broke" if answered else "unreachable"
         raise UpstreamError(f"{name} upstream {what}: {cause}.", cause=cause) from None
     finally:
         deadline.close()
 
 
-def host_port(url: str) -> str:
+def _host_port(url: str) -> str:
     """``host:port`` of ``url``: what errors name, never its path, query or credentials."""
     parsed = URL(url)
     return f"{parsed.host}:{parsed.port}"
