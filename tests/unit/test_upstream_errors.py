@@ -29,7 +29,7 @@ KEY = SimpleNamespace(host="ai-chats.org", port=443, ssl=True)
             "aichats upstream unreachable: TLS certificate of ai-chats.org:443 not trusted.",
         ),
         (
-            aiohttp.ClientConnectorSSLError(KEY, ssl.SSLError("wrong version")),  # type: ignore[arg-type]
+            aiohttp.ClientConnectorSSLError(KEY, ssl.SSLError("wrong version")),
             "aichats upstream unreachable: TLS handshake with ai-chats.org:443 failed.",
         ),
         (
