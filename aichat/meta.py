@@ -9,6 +9,7 @@ from aiohttp import web
 
 from aichat import __version__
 from aichat.context import KEY_POLICY
+from aichat.errors import InvalidRequest
 from aichat.lifecycle import LIFECYCLE
 from aichat.metrics import require_metrics_key
 from aichat.routing import Target
@@ -33,9 +34,12 @@ async def ready(request: web.Request) -> web.Response:
     With ``?verbose=1`` (behind the metrics key, when one is set: it tells which upstreams
     fail and why) the answer lists every model's upstream, its circuit and its last error.
     """
+    verbose = request.query.get("verbose", "0")
+    if verbose not in ("0", "1"):
+        raise InvalidRequest("verbose must be 0 or 1.", param="verbose", code="invalid_value")
     is_ready = request.app[LIFECYCLE].ready
     body: dict[str, Any] = {"status": "ready" if is_ready else "unavailable"}
-    if request.query.get("verbose", "0") not in ("", "0") and ROUTER in request.app:
+    if verbose == "1" and ROUTER in request.app:
         require_metrics_key(request)
         body["upstreams"] = _upstreams(request)
     return web.json_response(body, status=200 if is_ready else 503)

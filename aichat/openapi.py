@@ -324,7 +324,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _status("Ready"),
                         "503": _status("Not ready"),
-                        **_errors("401"),
+                        **_errors("400", "401"),
                     },
                 }
             },

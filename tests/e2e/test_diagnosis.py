@@ -163,8 +163,11 @@ async def test_ready_verbose_lists_each_upstream_circuit_and_last_error(
         "last_error_seconds_ago": None,
         "retry_in_seconds": None,
     }
-    plain = await (await gateway.http.get(f"{gateway.url}/ready")).json()
+    plain = await (await gateway.http.get(f"{gateway.url}/ready?verbose=0")).json()
     assert plain == {"status": "ready"}  # without verbose: nothing about upstreams
+    odd = await gateway.http.get(f"{gateway.url}/ready?verbose=yes")
+    assert odd.status == 400
+    assert (await _error(odd))["param"] == "verbose"
 
 
 async def test_ready_verbose_needs_the_metrics_key_when_one_is_set(
