@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aichat.breaker import CircuitBreaker
+from aichat.breaker import CircuitBreaker, CircuitReport
 
 
 class Clock:
@@ -67,3 +67,35 @@ def test_success_resets_the_count_and_zero_disables() -> None:
     for _ in range(100):
         disabled.failure("boom")
     assert disabled.allow()
+
+
+def test_report_says_why_and_until_when() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(2, cooldown=30, clock=clock)
+    assert breaker.report() == CircuitReport("closed", 0, None, None, None)
+    breaker.failure("HTTP 500 from up:443")
+    clock.now = 4
+    breaker.failure("cannot connect to up:443 (Connection refused)")
+    clock.now = 10
+    assert breaker.retry_in() == 24  # opened at 4, for 30 s
+    assert breaker.report() == CircuitReport(
+        "open", 2, "cannot connect to up:443 (Connection refused)", 6.0, 24.0
+    )
+    clock.now = 34
+    assert breaker.allow()  # the trial
+    assert breaker.report().retry_in_seconds == 30.0  # others wait for it, at most a cooldown
+    breaker.success()
+    report = breaker.report()
+    assert (report.state, report.consecutive_failures, report.retry_in_seconds) == (
+        "closed",
+        0,
+        None,
+    )
+    assert report.last_error == "cannot connect to up:443 (Connection refused)"  # kept, aging
+
+
+def test_disabled_breaker_still_remembers_the_last_error() -> None:
+    breaker = CircuitBreaker(0, cooldown=5, clock=Clock())
+    breaker.failure("DNS lookup of up:443 failed")
+    assert breaker.allow()
+    assert breaker.report().last_error == "DNS lookup of up:443 failed"
