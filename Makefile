@@ -18,13 +18,15 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[tokens,speed,dev,build]'
 	touch $@ $(VENV)/.installed
 
-# First run: a fresh random client key, kept in .env (git-ignored), so the gateway never
-# starts open to the network by accident.
+# First run: a fresh random client key, kept in .env (git-ignored, readable by its owner
+# only), so the gateway never starts open to the network by accident.
 .env:
-	@$(PYTHON) -c "import secrets; print('APP_SECRET=sk-aichat-' + secrets.token_urlsafe(24))" > $@
+	@umask 077 && $(PYTHON) -c "import secrets; print('APP_SECRET=sk-aichat-' + secrets.token_urlsafe(24))" > $@
 	@echo "Created .env with a new APP_SECRET (clients send it as 'Authorization: Bearer <key>')."
 
 run: $(VENV)/.installed .env
+	@echo "Your API key is APP_SECRET in .env. To use it from another shell in this directory:"
+	@echo "  export \$$(grep '^APP_SECRET=' .env)"
 	$(BIN)/aichat serve
 
 lint: $(VENV)/.installed-dev

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from aichat.capabilities import DROPPED_HEADER, dropped_header, dropped_params
 from aichat.context import KEY_POLICY, log_field
+from aichat.errors import UpstreamError
 from aichat.failover import Answer, open_answer
 from aichat.schemas import ChatCompletionRequest
 from aichat.state import RETRY_POLICY, ROUTER
@@ -37,7 +38,12 @@ async def start_answer(
     chain = request.app[ROUTER].chain(chat.model, request[KEY_POLICY].models)
     log_field(request, route=chain[0].name)
     upstream_called(request)
-    answer = await open_answer(chain, chat, request.app[RETRY_POLICY])
+    try:
+        answer = await open_answer(chain, chat, request.app[RETRY_POLICY])
+    except UpstreamError as err:
+        # A request that failed on every attempt says where and how often it tried, too.
+        log_field(request, upstream=err.upstream, attempts=err.attempts)
+        raise
     answer.events = Timed(answer.first, answer.events, request)
     log_field(request, upstream=answer.target.label, attempts=answer.attempts)
     headers = {UPSTREAM_HEADER: answer.target.label}

@@ -1,17 +1,36 @@
 """A circuit breaker per upstream: stop sending requests to one that keeps failing.
 
-Closed: requests flow. After ``threshold`` consecutive failures it opens: requests skip
-this upstream (to its fallbacks, or a fast 503) for ``cooldown`` seconds. Then one trial
-request is let through (half-open): success closes the circuit, failure opens it again.
+Closed: requests flow. After ``threshold`` consecutive failed requests it opens: requests
+skip this upstream (to its fallbacks, or a fast 503) for ``cooldown`` seconds. Then one
+trial request is let through (half-open): success closes the circuit, failure opens it again.
+
+A failed request counts once, however many attempts its retries made: the retries already
+said the upstream is down for that request, and counting each one would let a single
+client (whose SDK retries too) open the circuit before it ever saw the real error.
+
+The breaker is only the state machine and what explains it (the last error, the time left);
+the router logs its transitions.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 State = Literal["closed", "half_open", "open"]
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitReport:
+    """One upstream's circuit as ``GET /ready?verbose=1`` shows it."""
+
+    state: State
+    consecutive_failures: int
+    last_error: str | None
+    last_error_seconds_ago: float | None
+    retry_in_seconds: float | None  # open or on trial: until the next request may go
 
 
 class CircuitBreaker:
@@ -20,10 +39,12 @@ class CircuitBreaker:
     __slots__ = (
         "_clock",
         "_cooldown",
+        "_failed_at",
         "_failures",
         "_opened_at",
         "_threshold",
         "_trial_at",
+        "last_error",
         "state",
     )
 
@@ -36,6 +57,8 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._trial_at = 0.0
+        self._failed_at = 0.0
+        self.last_error: str | None = None
         self.state: State = "closed"
 
     def allow(self) -> bool:
@@ -58,11 +81,30 @@ class CircuitBreaker:
         self._failures = 0
         self.state = "closed"
 
-    def failure(self) -> None:
-        """The upstream failed: count it, and open the circuit past the threshold."""
+    def failure(self, cause: str) -> None:
+        """A request failed on this upstream: count it, and open the circuit past the threshold."""
+        self.last_error = cause
+        self._failed_at = self._clock()
         if not self._threshold:
             return
         self._failures += 1
         if self.state == "half_open" or self._failures >= self._threshold:
             self.state = "open"
-            self._opened_at = self._clock()
+            self._opened_at = self._failed_at
+
+    def retry_in(self) -> float:
+        """Seconds until this upstream may be tried again (0 when it may be now)."""
+        if self.state == "closed":
+            return 0.0
+        since = self._opened_at if self.state == "open" else self._trial_at
+        return max(0.0, self._cooldown - (self._clock() - since))
+
+    def report(self) -> CircuitReport:
+        """The state, the failures behind it and the last error, for people to read."""
+        return CircuitReport(
+            self.state,
+            self._failures,
+            self.last_error,
+            None if self.last_error is None else round(self._clock() - self._failed_at, 1),
+            None if self.state == "closed" else round(self.retry_in(), 1),
+        )

@@ -1,26 +1,52 @@
-"""The ``aichat`` command: ``aichat serve`` and ``aichat config show``."""
+"""The ``aichat`` command: ``aichat serve`` and ``aichat config show``.
+
+Help texts are plain text (argparse prints them as they are). Global options (``--env-file``)
+are accepted before or after the subcommand. Every start-up failure is one line on stderr
+naming the cause and the fix, with a non-zero exit status: 2 for configuration, 1 for the
+rest (a port in use, say).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from aichat import __version__
-from aichat.config import ConfigError, Settings, load_settings
+from aichat.config import ConfigError, Settings, StartupError, load_settings
 from aichat.logs import configure_logging
 from aichat.server import serve
 
+log = logging.getLogger("aichat")
+
+DESCRIPTION = (
+    "aichat: an OpenAI-compatible gateway. 'aichat serve' runs it; 'aichat config show' prints "
+    "the configuration in effect, keys redacted. Settings come from flags, environment "
+    "variables and a .env file, in that order of precedence."
+)
+ENV_FILE_HELP = "dotenv file to read (default: .env in the working directory, if there is one)"
+
+
+def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--env-file", default=default, help=ENV_FILE_HELP)
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aichat", description=__doc__)
+    parser = argparse.ArgumentParser(prog="aichat", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"aichat {__version__}")
-    parser.add_argument("--env-file", default=".env", help="dotenv file to read (default: .env)")
+    _global_options(parser, None)
+    # The same options after the subcommand; SUPPRESS keeps an absent one from overwriting
+    # the value given before it.
+    late = argparse.ArgumentParser(add_help=False)
+    _global_options(late, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the gateway")
+    serve = commands.add_parser(
+        "serve", parents=[late], help="run the gateway", description="Run the gateway."
+    )
     serve.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
     serve.add_argument("--host", help="listen address (AICHAT_HOST)")
     serve.add_argument("--port", type=int, help="listen port (AICHAT_PORT)")
@@ -40,7 +66,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run without API keys (AICHAT_ALLOW_NO_AUTH=1)",
     )
 
-    config = commands.add_parser("config", help="inspect configuration")
+    config = commands.add_parser(
+        "config",
+        parents=[late],
+        help="inspect configuration",
+        description="Print the configuration in effect as JSON, every key redacted.",
+    )
     config.add_argument("action", choices=["show"], help="print the effective config, redacted")
     config.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
     return parser
@@ -54,19 +85,38 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def effective_config(settings: Settings) -> dict[str, Any]:
+    """The settings as they act: every route served, and no model list a config file replaced.
+
+    ``SecretStr`` fields dump as ``'**********'``: the keys themselves are never shown.
+    """
+    shown = settings.model_dump(mode="json")
+    shown["routes"] = [route.model_dump(mode="json") for route in settings.model_routes]
+    if settings.routes:
+        del shown["models"]  # AICHAT_MODELS is not in effect when a config file routes
+    return shown
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings(dotenv_path=args.env_file, overrides=_overrides(args))
+        settings = load_settings(
+            dotenv_path=args.env_file or ".env",
+            overrides=_overrides(args),
+            dotenv_required=args.env_file is not None,
+        )
         if args.command == "config":
-            # SecretStr fields dump as '**********': the keys themselves are never printed.
-            print(json.dumps(settings.model_dump(mode="json"), indent=2))
+            for warning in settings.warnings():
+                print(f"aichat: warning: {warning}", file=sys.stderr)
+            print(json.dumps(effective_config(settings), indent=2))
             return 0
         settings.require_auth_decision()
-    except ConfigError as exc:
+        configure_logging(settings.log_format, settings.log_level)
+        for warning in settings.warnings():
+            log.warning(warning)
+        serve(settings)
+    except StartupError as exc:
         print(f"aichat: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_format, settings.log_level)
-    serve(settings)
+        return 2 if isinstance(exc, ConfigError) else 1
     return 0

@@ -6,7 +6,13 @@ an invalid value fails at start with a message naming the variable.
 
 Model routing comes from an optional TOML file (``AICHAT_CONFIG`` / ``--config``) of
 ``[[models]]`` tables; without one, every name in ``AICHAT_MODELS`` goes to aichats.
-Upstream secrets are named by environment variable in that file, never written in it.
+Upstream secrets are named by environment variable in that file, never written in it. An
+upstream key variable left unset is a warning, not an error: local OpenAI-compatible servers
+(Ollama, llama.cpp) need no key, so the request goes without one. Client keys (``[[keys]]``)
+named by an unset variable stop the start: a key nobody can present is a mistake.
+
+Booleans accept ``1/0``, ``true/false``, ``yes/no`` and ``on/off`` in any case; anything else
+stops the start, so a typo never silently means "off".
 """
 
 from __future__ import annotations
@@ -24,7 +30,11 @@ HistoryMode = Literal["transcript", "turns"]
 ProviderKind = Literal["aichats", "openai", "mock"]
 
 
-class ConfigError(Exception):
+class StartupError(Exception):
+    """The gateway cannot start; the message is one line naming the cause and the fix."""
+
+
+class ConfigError(StartupError):
     """Configuration that cannot be used; the message names the variable to fix."""
 
 
@@ -141,6 +151,16 @@ class Settings(BaseModel):
         """The configured routes, or the default of every ``models`` name served by aichats."""
         return self.routes or tuple(ModelConfig(name=n, provider="aichats") for n in self.models)
 
+    def warnings(self) -> list[str]:
+        """Settings that work but may surprise: said at start and by ``aichat config show``."""
+        return [
+            f'[[models]] name = "{route.name}": {route.api_key_env} is not set, so requests '
+            f"to {route.base_url or self.aichats_base_url} carry no API key "
+            "(fine for local servers such as Ollama or llama.cpp)"
+            for route in self.routes
+            if route.api_key_env and route.api_key is None
+        ]
+
     def require_auth_decision(self) -> None:
         """Refuse to run an open gateway unless the operator asked for one explicitly."""
         if not self.api_keys and not self.keys and not self.allow_no_auth:
@@ -198,7 +218,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     ),
     "AICHAT_BREAKER_FAILURES": (
         "breaker_failures",
-        "Consecutive failures that open an upstream's circuit (0: never).",
+        "Consecutive failed requests (after their retries) that open a circuit (0: never).",
     ),
     "AICHAT_BREAKER_COOLDOWN": ("breaker_cooldown", "Seconds an open circuit waits for a trial."),
     "AICHAT_DRAIN_TIMEOUT": (
@@ -215,7 +235,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
 
 _LIST_FIELDS = {"models", "api_keys", "cors_origins"}
 _BOOL_FIELDS = {"allow_no_auth", "playground"}
-_TRUE = {"1", "true", "yes", "on"}
+_BOOLEANS = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(
+    ("0", "false", "no", "off"), False
+)
 
 
 def _split(value: str) -> list[str]:
@@ -227,15 +249,25 @@ def _raw_values(env: Mapping[str, str | None]) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     for var, (field, _) in ENV_VARS.items():
         value = env.get(var)
-        if value is None or value == "":
+        if value is None or not value.strip():
             continue
         if field in _LIST_FIELDS:
             raw.setdefault(field, []).extend(_split(value))
         elif field in _BOOL_FIELDS:
-            raw[field] = value.strip().lower() in _TRUE
+            raw[field] = _boolean(var, value)
         else:
             raw[field] = value.strip()
     return raw
+
+
+def _boolean(var: str, value: str) -> bool:
+    parsed = _BOOLEANS.get(value.strip().lower())
+    if parsed is None:
+        raise ConfigError(
+            f"Invalid configuration: {var}: {value.strip()[:40]!r} is not a boolean "
+            "(use 1/0, true/false, yes/no or on/off)"
+        )
+    return parsed
 
 
 def _variable_for(field: str) -> str:
@@ -268,8 +300,8 @@ def load_config_file(
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(_unreadable(path, exc, "AICHAT_CONFIG / --config")) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
         parsed = _ConfigFile.model_validate(data)
@@ -285,6 +317,13 @@ def load_config_file(
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
     return routes, keys
+
+
+def _unreadable(path: Path, exc: OSError, named_by: str) -> str:
+    return (
+        f"{path}: cannot read: {exc.strerror or exc}: check the path and its permissions "
+        f"({named_by})"
+    )
 
 
 def _duplicates(table: str, names: list[str]) -> list[str]:
@@ -324,8 +363,9 @@ def _checked_routes(
             problems.append(
                 f"{where} api_key: put the key in the environment, name it in api_key_env"
             )
-        key = _secret_from_env(where, "api_key_env", route.api_key_env, env, problems)
-        resolved.append(route.model_copy(update={"api_key": key}))
+        # Unset: no key is sent (Settings.warnings says so); local servers need none.
+        key = env.get(route.api_key_env) if route.api_key_env else None
+        resolved.append(route.model_copy(update={"api_key": SecretStr(key) if key else None}))
     return tuple(resolved)
 
 
@@ -355,11 +395,20 @@ def load_settings(
     *,
     dotenv_path: str | Path | None = ".env",
     overrides: Mapping[str, Any] | None = None,
+    dotenv_required: bool = False,
 ) -> Settings:
-    """Build Settings from ``.env`` < ``env`` < ``overrides``; raise ConfigError on bad values."""
+    """Build Settings from ``.env`` < ``env`` < ``overrides``; raise ConfigError on bad values.
+
+    A missing ``dotenv_path`` is skipped, unless ``dotenv_required`` (the user named it).
+    """
     merged: dict[str, str | None] = {}
-    if dotenv_path is not None and Path(dotenv_path).is_file():
-        merged.update(dotenv_values(dotenv_path))
+    if dotenv_path is not None and (dotenv_required or Path(dotenv_path).exists()):
+        try:
+            with open(dotenv_path, encoding="utf-8") as stream:
+                merged.update(dotenv_values(stream=stream))
+        except (OSError, UnicodeDecodeError) as exc:
+            error = exc if isinstance(exc, OSError) else OSError(0, "not UTF-8 text")
+            raise ConfigError(_unreadable(Path(dotenv_path), error, "--env-file")) from None
     merged.update(os.environ if env is None else env)
     raw = _raw_values(merged)
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})

@@ -88,7 +88,9 @@ class UpstreamError(APIError):
     ``retryable`` tells the router whether trying again (or a fallback) can help;
     ``retry_after`` carries the upstream's ``Retry-After`` in seconds when it sent one;
     ``upstream_status`` and ``upstream_body`` (its start) are what the upstream answered,
-    when it answered at all.
+    when it answered at all. ``cause`` is the short reason for logs and circuit reports
+    (host and what went wrong, never the upstream's body); ``upstream`` and ``attempts``
+    are filled in by the router when it gives up.
     """
 
     status = 502
@@ -105,12 +107,16 @@ class UpstreamError(APIError):
         upstream_body: str = "",
         status: int | None = None,
         code: str | None = None,
+        cause: str | None = None,
     ) -> None:
         super().__init__(message, status=status, code=code)
         self.retryable = retryable
         self.retry_after = retry_after
         self.upstream_status = upstream_status
         self.upstream_body = upstream_body
+        self.cause = cause or message
+        self.upstream: str | None = None
+        self.attempts = 0
 
 
 class UpstreamTimeout(UpstreamError):

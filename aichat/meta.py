@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 
 from aichat import __version__
 from aichat.context import KEY_POLICY
+from aichat.errors import InvalidRequest
 from aichat.lifecycle import LIFECYCLE
+from aichat.metrics import require_metrics_key
 from aichat.routing import Target
 from aichat.state import ROUTER
 
@@ -18,11 +21,28 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
 
 
+def _upstreams(request: web.Request) -> list[dict[str, Any]]:
+    return [
+        {"model": target.name, "upstream": target.label, **asdict(target.breaker.report())}
+        for target in request.app[ROUTER].targets
+    ]
+
+
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: started and not draining; 503 tells load balancers to send traffic elsewhere."""
-    if request.app[LIFECYCLE].ready:
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "unavailable"}, status=503)
+    """Readiness: started and not draining; 503 tells load balancers to send traffic elsewhere.
+
+    With ``?verbose=1`` (behind the metrics key, when one is set: it tells which upstreams
+    fail and why) the answer lists every model's upstream, its circuit and its last error.
+    """
+    verbose = request.query.get("verbose", "0")
+    if verbose not in ("0", "1"):
+        raise InvalidRequest("verbose must be 0 or 1.", param="verbose", code="invalid_value")
+    is_ready = request.app[LIFECYCLE].ready
+    body: dict[str, Any] = {"status": "ready" if is_ready else "unavailable"}
+    if verbose == "1" and ROUTER in request.app:
+        require_metrics_key(request)
+        body["upstreams"] = _upstreams(request)
+    return web.json_response(body, status=200 if is_ready else 503)
 
 
 def _model_object(target: Target, created: int) -> dict[str, Any]:

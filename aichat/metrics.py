@@ -141,12 +141,17 @@ METRICS = web.AppKey("metrics", Metrics)
 METRICS_KEY = web.AppKey("metrics_key", str)
 
 
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    """``GET /metrics`` in Prometheus' text format."""
+def require_metrics_key(request: web.Request) -> None:
+    """401 unless the request presents ``AICHAT_METRICS_KEY`` (when one is set)."""
     required = request.app.get(METRICS_KEY)
     if required is not None:
         given = (presented_key(request) or "").encode()
         if not hmac.compare_digest(given, required.encode()):
             raise AuthenticationError("Incorrect or missing metrics key.")
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """``GET /metrics`` in Prometheus' text format."""
+    require_metrics_key(request)
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})

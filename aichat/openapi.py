@@ -311,7 +311,21 @@ def openapi_document() -> dict[str, Any]:
             "/ready": {
                 "get": {
                     "operationId": "ready",
-                    "responses": {"200": _status("Ready"), "503": _status("Not ready")},
+                    "parameters": [
+                        {
+                            "name": "verbose",
+                            "in": "query",
+                            "required": False,
+                            "description": "1: also list each upstream, its circuit and last "
+                            "error (needs AICHAT_METRICS_KEY when one is set)",
+                            "schema": {"type": "string", "enum": ["0", "1"]},
+                        }
+                    ],
+                    "responses": {
+                        "200": _status("Ready"),
+                        "503": _status("Not ready"),
+                        **_errors("400", "401"),
+                    },
                 }
             },
         },

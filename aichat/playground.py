@@ -16,6 +16,8 @@ from importlib.resources import files
 
 from aiohttp import web
 
+from aichat.config import StartupError
+
 CONTENT_SECURITY_POLICY = "; ".join(
     (
         "default-src 'none'",
@@ -68,7 +70,7 @@ def add_playground(router: web.UrlDispatcher) -> None:
         try:
             body = (static / name).read_bytes()
         except FileNotFoundError:
-            raise RuntimeError(
+            raise StartupError(
                 f"the playground's {name} is missing from this installation of aichat "
                 "(package data aichat/static): reinstall it, or set AICHAT_PLAYGROUND=0"
             ) from None

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import signal
+import socket
 
 from aiohttp import web
 
 from aichat import sdnotify
 from aichat.app import create_app
-from aichat.config import Settings
+from aichat.config import Settings, StartupError
 from aichat.lifecycle import LIFECYCLE
 
 log = logging.getLogger("aichat")
@@ -36,7 +38,10 @@ async def serve_until_stopped(settings: Settings) -> None:
     await app_runner.setup()
     try:
         site = web.TCPSite(app_runner, settings.host, settings.port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(listen_error(settings.host, settings.port, exc)) from None
         log.info("aichat listening on http://%s:%d", settings.host, settings.port)
         # What exists now (the tokenizer's tables above all) lives as long as the process:
         # keep it out of the cyclic GC, whose full passes would walk all of it every time.
@@ -53,6 +58,34 @@ async def serve_until_stopped(settings: Settings) -> None:
         await app[LIFECYCLE].drain(settings.drain_timeout)
     finally:
         await app_runner.cleanup()
+
+
+# Why a socket could not be opened, and what to do about it, by errno.
+_LISTEN_ADVICE = {
+    errno.EADDRINUSE: (
+        "the port is in use by another process",
+        "stop it, or pick another port with --port / AICHAT_PORT",
+    ),
+    errno.EACCES: (
+        "permission denied",
+        "ports below 1024 need root or CAP_NET_BIND_SERVICE: pick a port from 1024 up "
+        "with --port / AICHAT_PORT",
+    ),
+    errno.EADDRNOTAVAIL: (
+        "the address is not one of this machine's",
+        "use 0.0.0.0 (every interface) or 127.0.0.1 with --host / AICHAT_HOST",
+    ),
+}
+
+
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """One line saying why ``host:port`` could not be listened on, and the fix."""
+    if isinstance(exc, socket.gaierror):
+        cause, fix = "unknown host name", "set --host / AICHAT_HOST to an address of this machine"
+    else:
+        cause, fix = _LISTEN_ADVICE.get(exc.errno or 0, (exc.strerror or str(exc), ""))
+        fix = fix or "check --host / AICHAT_HOST and --port / AICHAT_PORT"
+    return f"cannot listen on {host}:{port}: {cause}; {fix}"
 
 
 def serve(settings: Settings) -> None:

@@ -2,17 +2,23 @@
 
 Three timeouts apply to every upstream call: connecting (set on the shared session), the
 first byte (response headers and the first body bytes) and the idle gap between reads.
+
+Every error names the upstream's host and port and what went wrong (DNS, connect, TLS,
+timeout or HTTP status) in words a person can act on; ``UpstreamError.cause`` carries the
+same without the upstream's body, for logs and circuit reports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import os
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import aiohttp
+from yarl import URL
 
 from aichat.errors import UpstreamError, UpstreamTimeout
 
@@ -126,7 +132,7 @@ async def upstream_body(
         answered = True
         try:
             if resp.status >= 400:
-                raise await _status_error(resp, name)
+                raise await _status_error(resp, name, _host_port(url))
             limit = timeouts.first_byte
             content = resp.content
             while True:
@@ -142,26 +148,57 @@ async def upstream_body(
     except asyncio.CancelledError:
         if not deadline.timed_out():
             raise
-        raise _timeout(name, answered) from None
-    except TimeoutError:  # aiohttp's own, connecting
-        raise _timeout(name, answered) from None
+        limit = timeouts.idle if answered else timeouts.first_byte
+        raise _timeout(name, f"{_host_port(url)} sent nothing for {limit:g} s", answered) from None
+    except TimeoutError:  # aiohttp's own: connecting
+        where = _host_port(url)
+        cause = f"{where} stopped sending" if answered else f"no connection to {where} in time"
+        raise _timeout(name, cause, answered) from None
     except (aiohttp.ClientError, OSError) as exc:
+        cause = _connection_cause(exc, _host_port(url), answered)
         what = "connection broke" if answered else "unreachable"
-        raise UpstreamError(f"{name} upstream {what}: {type(exc).__name__}.") from None
+        raise UpstreamError(f"{name} upstream {what}: {cause}.", cause=cause) from None
     finally:
         deadline.close()
 
 
-def _timeout(name: str, answered: bool) -> UpstreamTimeout:
+def _host_port(url: str) -> str:
+    """``host:port`` of ``url``: what errors name, never its path, query or credentials."""
+    parsed = URL(url)
+    return f"{parsed.host}:{parsed.port}"
+
+
+def _connection_cause(exc: BaseException, where: str, answered: bool) -> str:
+    # Most specific first: the DNS and certificate errors are ClientConnectorErrors too.
+    if answered:
+        return f"connection to {where} broke ({type(exc).__name__})"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"DNS lookup of {where} failed"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate of {where} not trusted"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS handshake with {where} failed"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # asyncio's strerror repeats the address; the errno's own text is the cause.
+        code = exc.os_error.errno
+        reason = os.strerror(code) if code else type(exc.os_error).__name__
+        return f"cannot connect to {where} ({reason})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"{where} closed the connection without answering"
+    return f"request to {where} failed ({type(exc).__name__})"
+
+
+def _timeout(name: str, cause: str, answered: bool) -> UpstreamTimeout:
     what = "stopped sending" if answered else "did not answer in time"
-    return UpstreamTimeout(f"{name} upstream {what}.")
+    return UpstreamTimeout(f"{name} upstream {what}: {cause}.", cause=cause)
 
 
-async def _status_error(resp: aiohttp.ClientResponse, name: str) -> UpstreamError:
+async def _status_error(resp: aiohttp.ClientResponse, name: str, where: str) -> UpstreamError:
     body = await _error_body(resp)
     detail = " ".join(body.split())[:300]
     return UpstreamError(
-        f"{name} upstream answered HTTP {resp.status}" + (f": {detail}" if detail else "."),
+        f"{name} upstream {where} answered HTTP {resp.status}" + (f": {detail}" if detail else "."),
+        cause=f"HTTP {resp.status} from {where}",
         retryable=resp.status in (408, 429) or resp.status >= 500,
         retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
         upstream_status=resp.status,

@@ -55,6 +55,7 @@ def upstream_error(err: UpstreamError, name: str) -> UpstreamError:
         upstream_status=err.upstream_status,
         status=status,
         code=str(details["code"]) if details.get("code") else err.code,
+        cause=err.cause,
     )
     shaped.type = str(details.get("type") or err.type)
     shaped.param = details.get("param") if isinstance(details.get("param"), str) else None

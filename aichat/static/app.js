@@ -15,6 +15,7 @@ const ui = {
   healthText: $("health-text"),
   key: $("key"),
   model: $("model"),
+  upstreams: $("upstreams"),
   clear: $("clear"),
   error: $("error"),
   log: $("log"),
@@ -98,6 +99,47 @@ async function checkHealth() {
   }
   ui.health.dataset.state = state;
   ui.healthText.textContent = text;
+}
+
+// ---- upstreams -----------------------------------------------------------------------
+
+const CIRCUIT_WORDS = {
+  closed: "answering",
+  half_open: "on trial after failures",
+  open: "failing: skipped for now",
+};
+
+function upstreamLine(upstream) {
+  const item = document.createElement("li");
+  item.dataset.state = upstream.state;
+  const dot = document.createElement("span");
+  dot.className = "dot";
+  dot.setAttribute("aria-hidden", "true");
+  let text = `${upstream.upstream}: ${CIRCUIT_WORDS[upstream.state] || upstream.state}`;
+  if (upstream.retry_in_seconds) text += `, next try in ${Math.ceil(upstream.retry_in_seconds)} s`;
+  if (upstream.last_error) {
+    const ago = Math.round(upstream.last_error_seconds_ago || 0);
+    text += ` · last error ${ago} s ago: ${upstream.last_error}`;
+  }
+  const words = document.createElement("span");
+  words.textContent = text;
+  item.append(dot, words);
+  return item;
+}
+
+/** Each upstream's circuit and last error, beside the model list (hidden if not allowed). */
+async function loadUpstreams() {
+  let upstreams = [];
+  try {
+    // No key of its own: behind AICHAT_METRICS_KEY it answers 401, and the list stays hidden.
+    const response = await fetch("ready?verbose=1");
+    if (response.ok || response.status === 503) upstreams = (await response.json()).upstreams;
+  } catch {
+    // The health line already says when the gateway is unreachable.
+  }
+  upstreams = Array.isArray(upstreams) ? upstreams : [];
+  ui.upstreams.replaceChildren(...upstreams.map(upstreamLine));
+  ui.upstreams.hidden = upstreams.length === 0;
 }
 
 // ---- key and models ------------------------------------------------------------------
@@ -267,6 +309,7 @@ async function send(text) {
   }
   reply.item.dataset.state = state;
   setRunning(null);
+  loadUpstreams();  // an answer or a failure may have changed a circuit
   if (!reply.item.isConnected) return;
   if (reply.text) {
     // Whatever arrived stays on the page and in the conversation, even when cut short.
@@ -309,5 +352,9 @@ document.addEventListener("keydown", (event) => {
 });
 
 checkHealth();
-setInterval(checkHealth, HEALTH_EVERY_MS);
+loadUpstreams();
+setInterval(() => {
+  checkHealth();
+  loadUpstreams();
+}, HEALTH_EVERY_MS);
 loadModels();

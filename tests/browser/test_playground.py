@@ -200,6 +200,37 @@ def test_upstream_failures_are_explained(
     assert answer_text(browser) == (partial or "(no answer)")
 
 
+def upstream_line(page: Page, label: str) -> WebElement | None:
+    """The upstream list's line for ``label`` (say ``broken (aichats)``), if shown."""
+    for item in page.find_elements(By.CSS_SELECTOR, "#upstreams li"):
+        if item.text.startswith(f"{label}:"):
+            return item
+    return None
+
+
+def upstream_text(page: Page, label: str) -> str:
+    line = upstream_line(page, label)
+    return "" if line is None else line.text
+
+
+def test_upstreams_and_their_last_errors_are_listed_beside_the_models(
+    browser: Page, servers: Servers
+) -> None:
+    open_page(browser, servers)
+    wait_for(browser, lambda p: upstream_text(p, "echo (mock)"))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#upstreams li")) == 8  # one per model
+    assert upstream_text(browser, "echo (mock)") == "echo (mock): answering"
+    choose(browser, "broken")
+    send(browser, "Anyone?")
+    wait_for(browser, lambda p: answer_state(p) == "failed")
+    # Refreshed after the answer: the failure is there, with its cause, without a reload.
+    wait_for(browser, lambda p: "last error" in upstream_text(p, "broken (aichats)"))
+    assert "HTTP 500 from 127.0.0.1:" in upstream_text(browser, "broken (aichats)")
+    broken = upstream_line(browser, "broken (aichats)")
+    assert broken is not None
+    assert broken.get_attribute("data-state") in ("closed", "open")
+
+
 def test_markup_in_an_answer_stays_text(browser: Page, servers: Servers) -> None:
     open_page(browser, servers)
     choose(browser, "xss")

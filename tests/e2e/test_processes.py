@@ -1,9 +1,12 @@
-"""Real gateway processes: SIGTERM drains honestly; replicas share limits through Redis."""
+"""Real gateway processes: SIGTERM drains honestly; replicas share limits through Redis;
+a start-up failure is one line and a non-zero exit."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.deploy.procs import API_KEY, free_port, server_env, started
+from tests.deploy.procs import API_KEY, free_port, run, server_env, started
 from tests.fakes import json_events, sse_events
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -111,3 +114,21 @@ async def test_the_tokenizer_is_loaded_at_start_only_where_a_route_counts(tmp_pa
             rss[name] = _rss_mb(server.process.pid)
     assert rss["openai"] < 60, rss  # the README's figure for memory at rest
     assert rss["mock"] > rss["openai"] + 100, rss  # loaded before the first request
+
+
+def _one_line_failure(result: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a start that failed, checked to be just that."""
+    assert result.returncode == 1, result
+    assert result.stderr.count("\n") == 1, result.stderr  # no traceback, no log lines
+    return result.stderr
+
+
+def test_busy_port_is_one_line_naming_the_fix(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run(*_command(), env=server_env(port), cwd=tmp_path, timeout=30)
+    err = _one_line_failure(result)
+    assert err.startswith(f"aichat: cannot listen on 127.0.0.1:{port}: the port is in use")
+    assert "--port / AICHAT_PORT" in err

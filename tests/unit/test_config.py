@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import re
+import socket
 from pathlib import Path
 
 import pytest
 
 from aichat.cli import main
 from aichat.config import ENV_VARS, ConfigError, Settings, load_settings
+from aichat.server import listen_error
+
+ROUTE_WITHOUT_KEY = """
+[[models]]
+name = "local"
+provider = "openai"
+base_url = "http://127.0.0.1:11434/v1"
+api_key_env = "LOCAL_KEY"
+"""
 
 
 def test_defaults() -> None:
@@ -84,6 +96,15 @@ def test_every_variable_maps_to_a_field_and_is_documented() -> None:
         assert f"`{var}`" in readme
 
 
+def test_every_variable_of_the_env_example_is_documented() -> None:
+    root = Path(__file__).parents[2]
+    readme = (root / "README.md").read_text()
+    example = (root / ".env.example").read_text()
+    variables = re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", example, flags=re.MULTILINE)
+    assert "AICHAT_LB_PORT" in variables
+    assert [var for var in variables if f"`{var}`" not in readme] == []
+
+
 def test_cli_refuses_to_serve_without_key(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -124,8 +145,8 @@ def _routes_file(tmp_path: Path, text: str) -> Path:
             "twice",
         ),
         (
-            '[[models]]\nname = "a"\nprovider = "openai"\nbase_url = "http://x"\napi_key_env = "NOPE_KEY"',
-            "NOPE_KEY is not set",
+            '[[models]]\nname = "a"\nprovider = "mock"\n[[keys]]\nname = "k"\nkey_env = "NOPE_KEY"',
+            '[[keys]] name = "k" key_env: NOPE_KEY is not set',
         ),
         ('[[models]]\nname = "a"\nprovider = "mock"\napi_key = "sk-in-file"', "api_key_env"),
         ("title = 'no models'", "models"),
@@ -178,3 +199,147 @@ def test_config_show_redacts_upstream_keys(
     out = capsys.readouterr().out
     assert "sk-upstream-very-secret" not in out
     assert json.loads(out)["routes"][0]["api_key_env"] == "UP_KEY"
+
+
+def test_unset_upstream_key_variable_is_a_warning_naming_it(tmp_path: Path) -> None:
+    path = _routes_file(tmp_path, ROUTE_WITHOUT_KEY)
+    settings = load_settings({"AICHAT_CONFIG": str(path)}, dotenv_path=None)
+    assert settings.routes[0].api_key is None
+    (warning,) = settings.warnings()
+    assert "LOCAL_KEY is not set" in warning
+    assert "http://127.0.0.1:11434/v1" in warning
+    with_key = load_settings({"AICHAT_CONFIG": str(path), "LOCAL_KEY": "sk-l"}, dotenv_path=None)
+    assert with_key.warnings() == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        *[("1", True), ("TRUE", True), ("Yes", True), (" on ", True)],
+        *[("0", False), ("False", False), ("NO", False), ("off", False)],
+    ],
+)
+def test_booleans_accept_the_usual_spellings(value: str, expected: bool) -> None:
+    settings = load_settings({"AICHAT_PLAYGROUND": value}, dotenv_path=None)
+    assert settings.playground is expected
+
+
+@pytest.mark.parametrize("value", ["enabled", "2", "nope", "t"])
+def test_booleans_refuse_anything_else_naming_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match=f"AICHAT_ALLOW_NO_AUTH: '{value}' is not a boolean"):
+        load_settings({"AICHAT_ALLOW_NO_AUTH": value}, dotenv_path=None)
+
+
+def _clean_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--env-file", "custom.env", "config", "show"],
+        ["config", "show", "--env-file", "custom.env"],
+        ["config", "--env-file", "custom.env", "show"],
+    ],
+)
+def test_env_file_is_accepted_before_or_after_the_subcommand(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:
+    _clean_cli(monkeypatch, tmp_path)
+    (tmp_path / "custom.env").write_text("AICHAT_PORT=7123\n")
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["port"] == 7123
+
+
+@pytest.mark.parametrize("trouble", ["missing", "unreadable", "binary"])
+def test_named_env_file_that_cannot_be_read_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    trouble: str,
+) -> None:
+    _clean_cli(monkeypatch, tmp_path)
+    env_file = tmp_path / "x.env"
+    if trouble == "unreadable":
+        env_file.mkdir()  # a directory: unreadable even for root, who ignores file modes
+    elif trouble == "binary":
+        env_file.write_bytes(b"APP_SECRET=\xff\xfe\n")
+    assert main(["serve", "--env-file", str(env_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"aichat: {env_file}: cannot read: ")
+    assert "--env-file" in err
+    assert err.count("\n") == 1
+
+
+def test_unreadable_config_file_is_one_line_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _clean_cli(monkeypatch, tmp_path)
+    monkeypatch.setenv("APP_SECRET", "sk-x")
+    assert main(["serve", "--config", str(tmp_path)]) == 2  # a directory
+    err = capsys.readouterr().err
+    assert "cannot read" in err
+    assert "check the path and its permissions (AICHAT_CONFIG / --config)" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["config", "--help"]])
+def test_every_help_is_plain_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: aichat")
+    for markup in ("``", ":func:", ":class:", ".. "):
+        assert markup not in out
+
+
+def test_config_show_lists_what_is_in_effect(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _clean_cli(monkeypatch, tmp_path)
+    default = (main(["config", "show"]), json.loads(capsys.readouterr().out))
+    assert default[0] == 0
+    assert default[1]["models"] == ["gpt-4o", "gpt-4o-2024-05-13"]
+    assert [r["provider"] for r in default[1]["routes"]] == ["aichats", "aichats"]
+    path = _routes_file(tmp_path, ROUTE_WITHOUT_KEY)
+    assert main(["config", "show", "--config", str(path)]) == 0
+    captured = capsys.readouterr()
+    shown = json.loads(captured.out)
+    assert "models" not in shown  # AICHAT_MODELS is replaced by the file's routes
+    assert [r["name"] for r in shown["routes"]] == ["local"]
+    assert "LOCAL_KEY is not set" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            OSError(errno.EACCES, "Permission denied"),
+            "cannot listen on 0.0.0.0:80: permission denied; ports below 1024 need root or "
+            "CAP_NET_BIND_SERVICE: pick a port from 1024 up with --port / AICHAT_PORT",
+        ),
+        (
+            OSError(errno.EADDRINUSE, "Address in use"),
+            "cannot listen on 0.0.0.0:80: the port is in use by another process; stop it, "
+            "or pick another port with --port / AICHAT_PORT",
+        ),
+        (
+            OSError(errno.EADDRNOTAVAIL, "Cannot assign"),
+            "cannot listen on 0.0.0.0:80: the address is not one of this machine's; use "
+            "0.0.0.0 (every interface) or 127.0.0.1 with --host / AICHAT_HOST",
+        ),
+        (
+            socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+            "cannot listen on 0.0.0.0:80: unknown host name; set --host / AICHAT_HOST to an "
+            "address of this machine",
+        ),
+    ],
+)
+def test_listen_failures_name_cause_and_fix(error: OSError, expected: str) -> None:
+    assert listen_error("0.0.0.0", 80, error) == expected

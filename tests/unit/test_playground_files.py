@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from aichat import playground
-from aichat.config import load_settings
+from aichat.config import StartupError, load_settings
 
 ROOT = Path(__file__).parents[2]
 STATIC = ROOT / "aichat" / "static"
@@ -82,7 +82,7 @@ def test_missing_files_stop_the_start_with_advice(
 ) -> None:
     """A bundle built without the package data fails loudly, naming the way out."""
     monkeypatch.setattr(playground, "files", lambda _package: tmp_path)
-    with pytest.raises(RuntimeError, match=r"index\.html is missing .* AICHAT_PLAYGROUND=0"):
+    with pytest.raises(StartupError, match=r"index\.html is missing .* AICHAT_PLAYGROUND=0"):
         playground.add_playground(web.Application().router)
 
 

@@ -421,14 +421,19 @@ def test_list_variables_split_on_commas_and_trim(
 @given(value=st.text(max_size=8), number=st.integers(-(10**6), 10**6))
 def test_flags_and_numbers_from_the_environment(value: str, number: int) -> None:
     env = {"APP_SECRET": "k", "AICHAT_PLAYGROUND": value, "AICHAT_PORT": str(number)}
+    flag = value.strip().lower()
+    if flag not in {"", "1", "true", "yes", "on", "0", "false", "no", "off"}:
+        with pytest.raises(ConfigError, match=r"AICHAT_PLAYGROUND: .* is not a boolean"):
+            load_settings(env, dotenv_path=None)
+        return
     if not 0 <= number <= 65535:
         with pytest.raises(ConfigError, match="AICHAT_PORT"):
             load_settings(env, dotenv_path=None)
         return
     loaded = load_settings(env, dotenv_path=None)
     assert loaded.port == number
-    # An empty variable counts as unset: the default, on.
-    assert loaded.playground is (not value or value.strip().lower() in {"1", "true", "yes", "on"})
+    # An empty (or blank) variable counts as unset: the default, on.
+    assert loaded.playground is (flag in {"", "1", "true", "yes", "on"})
 
 
 @PROPERTIES
