@@ -41,22 +41,24 @@ class LineDecoder:
     def feed(self, chunk: bytes) -> list[str]:
         """Return the lines completed by ``chunk`` (without their ``\\n`` or ``\\r\\n``)."""
         end = chunk.rfind(b"\n")
+        buffer = self._buffer
         if end < 0:
-            self._buffer += chunk
-            if len(self._buffer) > self._max_line:
+            buffer += chunk
+            if len(buffer) > self._max_line:
                 raise LineTooLong(self._max_line)
             return []
-        if self._buffer:
-            self._buffer += chunk[:end]
-            block: bytes | bytearray = self._buffer
-        else:
-            block = chunk[:end]
         # One decode for all the lines: a UTF-8 sequence never spans a 0x0A byte, so this is
         # the same text as decoding line by line, and much cheaper for many short lines.
-        text = block.decode("utf-8", "replace")
-        self._buffer = bytearray(chunk[end + 1 :])
-        if len(self._buffer) > self._max_line:
-            raise LineTooLong(self._max_line)
+        if buffer:
+            buffer += chunk[:end]
+            text = buffer.decode("utf-8", "replace")
+            buffer.clear()
+        else:
+            text = chunk[:end].decode("utf-8", "replace")
+        if end + 1 < len(chunk):
+            buffer += chunk[end + 1 :]
+            if len(buffer) > self._max_line:
+                raise LineTooLong(self._max_line)
         if "\r" in text:
             text = text.replace("\r\n", "\n")
             if text.endswith("\r"):  # the last line's, whose "\n" was cut off above
