@@ -48,7 +48,7 @@ def rss() -> int:
 class Hostile:
     """One upstream app with a path per kind of hostility."""
 
-    bomb: bytes  # 1 GiB of ``x`` without a newline, gzip-compressed to about a megabyte
+    bomb: bytes  # 256 MiB of ``x`` without a newline, gzip-compressed to about 1 MiB
     redirected_to: int = 0
 
     async def _send(self, request: web.Request, body: bytes, **headers: str) -> web.StreamResponse:
@@ -106,8 +106,8 @@ class Hostile:
 
 @pytest.fixture(scope="module")
 def bomb() -> bytes:
-    """The compressed gigabyte, made once."""
-    return gzip.compress(b"x" * (1024 * MIB), 1)
+    """The compressed quarter gigabyte, made once."""
+    return gzip.compress(b"x" * (256 * MIB), 1)
 
 
 @pytest.fixture
@@ -204,3 +204,17 @@ async def test_redirects_are_errors_unless_the_model_allows_them(
     assert status == 200, body
     assert json.loads(body)["choices"][0]["message"]["content"] == "elsewhere"
     assert fake.redirected_to == 1
+
+
+async def test_the_total_deadline_applies_to_every_model_without_its_own(
+    make_gateway: GatewayFactory, hostile: tuple[Hostile, str]
+) -> None:
+    _, url = hostile
+    routes = (ModelConfig(name="trickle", provider="aichats", base_url=f"{url}/trickle"),)
+    gateway = await make_gateway(routes=routes, retries=0, total_timeout=0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    status, body = await post(gateway, "trickle", stream=False)
+    assert status == 504, body
+    assert "within 0.3 s" in json.loads(body)["error"]["message"]
+    assert loop.time() - started < 2  # the trickle itself would last ten seconds
