@@ -165,7 +165,9 @@ class RedisStore:
     """Counters in Redis, shared by every replica using the same prefix.
 
     At most ``max_connections`` operations run at once, each on its own pooled connection;
-    more wait up to ``wait`` seconds for a turn, then raise ``StoreBusy``.
+    more wait up to ``wait`` seconds for a turn, then raise ``StoreBusy`` — or
+    ``StoreUnavailable`` if the last operation to end failed: then the turns are held by
+    operations waiting on a Redis that does not answer, not by a busy one.
     """
 
     def __init__(
@@ -180,6 +182,7 @@ class RedisStore:
         )
         self._turns = asyncio.Semaphore(max_connections)
         self._wait = wait
+        self._answering = True  # the last operation to end succeeded
         self._prefix = prefix
         self._acquire = self._redis.register_script(_ACQUIRE)
 
@@ -187,11 +190,17 @@ class RedisStore:
         # The pool is never asked for more connections than it holds (it would raise, as
         # if Redis were down): a turn is taken first.
         if not await acquire_within(self._turns, self._wait):
+            if not self._answering:
+                raise StoreUnavailable("Redis does not answer")
             raise StoreBusy(f"all Redis connections busy for {self._wait:g} s")
         try:
-            return await operation()
+            result = await operation()
         except (RedisError, OSError, TimeoutError) as exc:
+            self._answering = False
             raise StoreUnavailable(type(exc).__name__) from None
+        else:
+            self._answering = True
+            return result
         finally:
             self._turns.release()
 

@@ -44,6 +44,8 @@ async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
     try:
         async with asyncio.timeout(within):
             return await reader.read(1) == b""
+    except ConnectionResetError:  # closed with bytes of ours unread: a reset
+        return True
     except TimeoutError:
         return False
 

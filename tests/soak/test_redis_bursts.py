@@ -52,6 +52,7 @@ async def _replicas(make_gateway: GatewayFactory, mode: str) -> list[Gateway]:
             redis_failure=mode,
             redis_max_connections=POOL,
             max_concurrent=1000,
+            queue_timeout=30,  # exact counts are the point here, not a loaded machine's pace
         )
         for _ in range(2)
     ]

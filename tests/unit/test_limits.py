@@ -101,9 +101,10 @@ async def test_redis_down_fails_open_or_closed() -> None:
 async def test_a_burst_above_the_redis_pool_is_held_to_the_limits_exactly(
     fail_open: bool,
 ) -> None:
-    # 300 at once on a pool of 100 connections (the default): the pool being full once
-    # counted as Redis being down, so in `open` mode the burst went through uncounted.
-    store = RedisStore(REDIS_URL, f"aichat-test:{uuid.uuid4().hex}:")
+    # 300 at once on a pool of 20 connections: a full pool once counted as Redis being down,
+    # so in `open` mode the burst went through uncounted. (A long wait for a turn: this is
+    # about counting exactly, not about how long a loaded machine takes.)
+    store = RedisStore(REDIS_URL, f"aichat-test:{uuid.uuid4().hex}:", max_connections=20, wait=30)
     limiter = Limiter(store, max_concurrent=1000, queue_timeout=5, fail_open=fail_open)
     rate = KeyPolicy("rate", requests_per_minute=10)
     concurrent = KeyPolicy("conc", max_concurrent=2)
@@ -155,7 +156,7 @@ async def test_a_busy_pool_makes_requests_wait_then_503_never_uncounted() -> Non
             statuses = await asyncio.gather(*(counted() for _ in range(5)))
         assert statuses == [(503, "server_overloaded", "1")] * 5
         assert limiter.rejection_counts() == {"store_busy": 5}
-        assert await asyncio.gather(*(counted() for _ in range(20))) == [(200, None, None)] * 20
+        assert [await counted() for _ in range(20)] == [(200, None, None)] * 20
     finally:
         await store.close()
 
@@ -220,3 +221,26 @@ async def test_the_limiter_renews_in_the_background_until_stopped(
     await limiter.stop()
     assert renewed
     assert all(list(leases.values()) == ["k"] for leases in renewed)
+
+
+async def test_a_redis_that_does_not_answer_is_unavailable_not_busy() -> None:
+    # Connections are accepted and never answered: every turn is held by a request waiting
+    # for a dead Redis, and those waiting for a turn must fail open too, not get 503.
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", "x:", max_connections=2, wait=0.3)
+    limiter = Limiter(store, max_concurrent=10, queue_timeout=0.3, fail_open=True)
+    policy = KeyPolicy("k", requests_per_minute=1)
+    try:
+        first = await limiter.check_rate(policy)  # times out: Redis is down, allowed
+        burst = await asyncio.gather(*(limiter.check_rate(policy) for _ in range(10)))
+    finally:
+        await store.close()
+        server.close()
+    assert first == {}
+    assert burst == [{}] * 10
+    assert limiter.rejection_counts() == {}
