@@ -18,11 +18,12 @@ from aichat.anthropic_api import (
     create_message,
 )
 from aichat.anthropic_api import error_response as anthropic_error
-from aichat.auth import KeyRing, auth_middleware
+from aichat.auth import FAILED_KEYS, FailedKeys, KeyRing, auth_middleware
 from aichat.breaker import CircuitBreaker
 from aichat.capabilities import DROPPED_HEADER, capabilities_for
 from aichat.chat import chat_completions
 from aichat.config import Settings
+from aichat.connections import SERVER_NAME
 from aichat.errors import ERROR_RENDERERS, ErrorRenderer, error_middleware
 from aichat.failover import RetryPolicy
 from aichat.lifecycle import LIFECYCLE, Lifecycle, drain_middleware
@@ -77,7 +78,10 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     ) as session:
         app[SESSION] = session
         router = app[ROUTER] = build_router(settings, session)
-        app[METRICS].watch(app[LIMITER].rejection_counts, router.circuits)
+        failed_keys = app[FAILED_KEYS]
+        app[METRICS].watch(
+            app[LIMITER].rejection_counts, router.circuits, lambda: failed_keys.total
+        )
         app[LIFECYCLE].ready = True
         yield
         app[LIFECYCLE].ready = False
@@ -87,18 +91,25 @@ async def _counter_store(app: web.Application) -> AsyncIterator[None]:
     """Rate-limit counters: in Redis when ``REDIS_URL`` is set, else in this process."""
     settings = app[SETTINGS]
     store: CounterStore = (
-        RedisStore(settings.redis_url, settings.redis_prefix)
+        RedisStore(
+            settings.redis_url,
+            settings.redis_prefix,
+            settings.redis_max_connections,
+            settings.queue_timeout,
+        )
         if settings.redis_url
         else MemoryStore()
     )
-    app[LIMITER] = Limiter(
+    limiter = app[LIMITER] = Limiter(
         store,
         settings.max_concurrent,
         settings.queue_timeout,
         settings.redis_failure == "open",
         settings.body_timeout,
     )
+    limiter.start()
     yield
+    await limiter.stop()
     await store.close()
 
 
@@ -108,6 +119,7 @@ async def _stop_taking_requests(app: web.Application) -> None:
 
 async def _add_gateway_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: what every response carries (one hook: they run per response)."""
+    response.headers[hdrs.SERVER] = SERVER_NAME  # no library versions
     add_request_id_header(request, response)
     add_rate_headers(request, response)
     add_server_timing(request, response)
@@ -173,6 +185,7 @@ def create_app(settings: Settings) -> web.Application:
     metrics = Metrics()
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[FAILED_KEYS] = FailedKeys()
     if settings.metrics_key is not None:
         app[METRICS_KEY] = settings.metrics_key.get_secret_value()
     app[RETRY_POLICY] = RetryPolicy(

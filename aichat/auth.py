@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -14,9 +16,54 @@ from aichat.config import Settings
 from aichat.context import KEY_POLICY, Handler, log_field
 from aichat.errors import AuthenticationError
 
+log = logging.getLogger("aichat.auth")
+
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+def key_matches(presented: str | None, expected: str) -> bool:
+    """Whether ``presented`` is ``expected``, in time that reveals neither its bytes nor length."""
+    return hmac.compare_digest(_digest(presented or ""), _digest(expected))
+
+
+class FailedKeys:
+    """Failed key attempts: all counted (for metrics), logged at most once per ``every`` s.
+
+    Each line counts the attempts since the previous one and names up to ``ADDRESSES``
+    client addresses with theirs, so a flood of wrong keys costs the log one line per
+    interval, whatever its size.
+    """
+
+    ADDRESSES = 5
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.total = 0
+        self._every = every
+        self._logged_at = -every
+        self._pending = 0
+        self._by_address: dict[str, int] = {}
+
+    def record(self, address: str | None) -> None:
+        """Count one failed attempt from ``address``; log if the interval has passed."""
+        self.total += 1
+        self._pending += 1
+        where = address or "unknown"
+        if where in self._by_address or len(self._by_address) < self.ADDRESSES:
+            self._by_address[where] = self._by_address.get(where, 0) + 1
+        now = time.monotonic()
+        if now - self._logged_at < self._every:
+            return
+        addresses = ",".join(f"{a}:{n}" for a, n in self._by_address.items())
+        log.warning(
+            "failed key attempts",
+            extra={"fields": {"attempts": self._pending, "from": addresses}},
+        )
+        self._logged_at, self._pending, self._by_address = now, 0, {}
+
+
+FAILED_KEYS = web.AppKey("failed_keys", FailedKeys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +156,7 @@ def auth_middleware(keys: KeyRing, prefix: str = "/v1/") -> Middleware:
         if request.path.startswith(prefix) and request.method != "OPTIONS":
             policy = keys.lookup(presented_key(request)) if keys.enabled else ANONYMOUS
             if policy is None:
+                request.app[FAILED_KEYS].record(request.remote)
                 raise AuthenticationError(
                     "Incorrect or missing API key. Send it as 'Authorization: Bearer <key>' "
                     "or 'x-api-key: <key>'."

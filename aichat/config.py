@@ -59,6 +59,11 @@ class ModelConfig(BaseModel):
     emulate_tools: bool = False
     # What clients see of the model's reasoning: as the upstream sent it, or nothing.
     reasoning: Literal["passthrough", "strip"] = "passthrough"
+    # Seconds one attempt may take from request to last byte (default AICHAT_TOTAL_TIMEOUT).
+    total_timeout: float | None = Field(None, ge=0)
+    # An upstream's 3xx is an error unless this is set: a redirect re-sends the prompt
+    # (and the upstream key) wherever the upstream points.
+    follow_redirects: bool = False
 
     @field_validator("base_url")
     @classmethod
@@ -128,8 +133,14 @@ class Settings(BaseModel):
     connect_timeout: float = Field(10.0, gt=0)
     first_byte_timeout: float = Field(60.0, gt=0)
     idle_timeout: float = Field(60.0, gt=0)
+    total_timeout: float = Field(600.0, ge=0)  # 0: no deadline
+    max_line_bytes: int = Field(1024 * 1024, gt=0)
+    max_answer_bytes: int = Field(8 * 1024 * 1024, gt=0)
     max_body_bytes: int = Field(1024 * 1024, gt=0)
     body_timeout: float = Field(30.0, gt=0)
+    header_timeout: float = Field(10.0, gt=0)
+    keepalive_timeout: float = Field(75.0, gt=0)
+    redis_max_connections: int = Field(100, ge=1)
     playground: bool = True  # the built-in page at /
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -191,6 +202,18 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "Seconds from sending the request to the upstream's first answer byte.",
     ),
     "AICHAT_IDLE_TIMEOUT": ("idle_timeout", "Longest silence between two upstream reads."),
+    "AICHAT_TOTAL_TIMEOUT": (
+        "total_timeout",
+        "Longest time one upstream attempt may take, first byte to last (0: none); 504.",
+    ),
+    "AICHAT_MAX_LINE_BYTES": (
+        "max_line_bytes",
+        "Longest line an upstream stream may send (502 `upstream_error` beyond).",
+    ),
+    "AICHAT_MAX_ANSWER_BYTES": (
+        "max_answer_bytes",
+        "Largest whole (non-streamed) upstream answer (502 `upstream_error` beyond).",
+    ),
     "AICHAT_RETRIES": ("retries", "Retries of a failing upstream before its fallbacks."),
     "AICHAT_RETRY_BACKOFF": ("retry_backoff", "First retry delay in seconds; doubles, jittered."),
     "AICHAT_RETRY_MAX_WAIT": (
@@ -216,6 +239,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "redis_failure",
         "When Redis is down: `open` (allow, log a warning) or `closed` (503).",
     ),
+    "AICHAT_REDIS_MAX_CONNECTIONS": (
+        "redis_max_connections",
+        "Redis connections per process; more requests wait up to AICHAT_QUEUE_TIMEOUT.",
+    ),
     "AICHAT_BREAKER_FAILURES": (
         "breaker_failures",
         "Consecutive failed requests (after their retries) that open a circuit (0: never).",
@@ -228,6 +255,14 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "AICHAT_METRICS_KEY": ("metrics_key", "If set, `GET /metrics` needs this bearer key."),
     "AICHAT_MAX_BODY_BYTES": ("max_body_bytes", "Largest accepted request body (413 beyond)."),
     "AICHAT_BODY_TIMEOUT": ("body_timeout", "Seconds a client may take to send its body (408)."),
+    "AICHAT_HEADER_TIMEOUT": (
+        "header_timeout",
+        "Seconds a client may take to send a request head; the connection is closed after.",
+    ),
+    "AICHAT_KEEPALIVE_TIMEOUT": (
+        "keepalive_timeout",
+        "Seconds an idle keep-alive connection stays open.",
+    ),
     "AICHAT_PLAYGROUND": ("playground", "`0` turns off the playground page at `/`."),
     "AICHAT_LOG_FORMAT": ("log_format", "`text` or `json`."),
     "AICHAT_LOG_LEVEL": ("log_level", "`DEBUG`, `INFO`, `WARNING` or `ERROR`."),

@@ -2,7 +2,15 @@
 
 Counters live in memory (one process) or in Redis (``REDIS_URL``), where every replica
 behind one port shares them. Rates use fixed one-minute windows; concurrency uses leases
-that expire, so a replica that dies holding some cannot block a key for ever.
+that expire after ``LEASE`` seconds unless renewed, so a replica that dies holding some
+blocks a key for seconds, not for ever. A ``Limiter`` renews the leases its requests hold
+and retries releases that failed, so a lost release costs seconds too.
+
+A process uses at most ``redis_max_connections`` Redis connections. A burst beyond them
+waits for one (back-pressure, bounded by the queue timeout, then 503 like any overload);
+only a Redis that does not answer is "unavailable", which ``AICHAT_REDIS_FAILURE``
+decides about. Counting is exact either way: no request is let through uncounted
+because the pool was busy.
 """
 
 from __future__ import annotations
@@ -12,27 +20,46 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiohttp import web
-from redis.asyncio import from_url
+from aiohttp import hdrs, web
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from aichat.auth import KeyPolicy
 from aichat.context import KEY_POLICY, Handler
-from aichat.errors import APIError
+from aichat.errors import APIError, InvalidRequest
 from aichat.ids import new_id
 
 log = logging.getLogger("aichat.limits")
 
 WINDOW = 60.0  # seconds: limits are per minute
-LEASE = 3600.0  # seconds a concurrency slot is held at most if its holder never returns it
+LEASE = 30.0  # seconds a concurrency slot is held at most if its holder stops renewing it
+RENEW_EVERY = LEASE / 3  # a missed renewal or two still leaves the lease alive
 RATE_HEADERS = web.RequestKey("rate_headers", dict[str, str])
 
 
 class StoreUnavailable(Exception):
     """The shared counter store cannot be reached."""
+
+
+class StoreBusy(Exception):
+    """Every connection to the store is in use, for longer than a request may wait."""
+
+
+async def acquire_within(semaphore: asyncio.Semaphore, seconds: float) -> bool:
+    """Take ``semaphore``, waiting at most ``seconds``; False if it stayed taken."""
+    if not semaphore.locked():
+        await semaphore.acquire()  # free: returns at once, no timer needed
+        return True
+    try:
+        async with asyncio.timeout(seconds):
+            await semaphore.acquire()
+    except TimeoutError:
+        return False
+    return True
 
 
 class RateLimited(APIError):
@@ -74,6 +101,10 @@ class CounterStore(Protocol):
         """Give a slot back."""
         ...
 
+    async def renew(self, leases: dict[str, str]) -> None:
+        """Extend the still-held ``leases`` (lease -> key) by ``LEASE`` seconds from now."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...
@@ -111,6 +142,9 @@ class MemoryStore:
         """Give a slot back."""
         self._slots.get(key, set()).discard(lease)
 
+    async def renew(self, leases: dict[str, str]) -> None:
+        """Nothing to do: leases in this process end only when released."""
+
     async def close(self) -> None:
         """Nothing to close."""
 
@@ -128,19 +162,47 @@ return 0
 
 
 class RedisStore:
-    """Counters in Redis, shared by every replica using the same prefix."""
+    """Counters in Redis, shared by every replica using the same prefix.
 
-    def __init__(self, url: str, prefix: str) -> None:
+    At most ``max_connections`` operations run at once, each on its own pooled connection;
+    more wait up to ``wait`` seconds for a turn, then raise ``StoreBusy`` — or
+    ``StoreUnavailable`` if the last operation to end failed: then the turns are held by
+    operations waiting on a Redis that does not answer, not by a busy one.
+    """
+
+    def __init__(
+        self, url: str, prefix: str, max_connections: int = 100, wait: float = 2.0
+    ) -> None:
         # Short timeouts: a dead Redis must cost a request milliseconds, not seconds.
-        self._redis: Any = from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._redis: Any = Redis.from_url(
+            url,
+            max_connections=max_connections,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+        )
+        self._turns = asyncio.Semaphore(max_connections)
+        self._wait = wait
+        self._answering = True  # the last operation to end succeeded
         self._prefix = prefix
         self._acquire = self._redis.register_script(_ACQUIRE)
 
-    async def _call(self, operation: Any) -> Any:
+    async def _call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+        # The pool is never asked for more connections than it holds (it would raise, as
+        # if Redis were down): a turn is taken first.
+        if not await acquire_within(self._turns, self._wait):
+            if not self._answering:
+                raise StoreUnavailable("Redis does not answer")
+            raise StoreBusy(f"all Redis connections busy for {self._wait:g} s")
         try:
-            return await operation
+            result = await operation()
         except (RedisError, OSError, TimeoutError) as exc:
+            self._answering = False
             raise StoreUnavailable(type(exc).__name__) from None
+        else:
+            self._answering = True
+            return result
+        finally:
+            self._turns.release()
 
     async def count_request(self, key: str) -> WindowCount:
         """INCR the window's counter and set its expiry in one transaction."""
@@ -149,19 +211,30 @@ class RedisStore:
         pipe = self._redis.pipeline(transaction=True)
         pipe.incr(name)
         pipe.expire(name, int(WINDOW) + 5)
-        count, _ = await self._call(pipe.execute())
+        count, _ = await self._call(pipe.execute)
         return WindowCount(int(count), reset)
 
     async def acquire(self, key: str, limit: int, lease: str) -> bool:
         """Take a slot with the Lua script above."""
         now = time.time()
         args: list[str | float] = [now, now + LEASE, limit, lease, int(LEASE * 2)]
-        taken = await self._call(self._acquire(keys=[f"{self._prefix}conc:{key}"], args=args))
+        keys = [f"{self._prefix}conc:{key}"]
+        taken = await self._call(lambda: self._acquire(keys=keys, args=args))
         return bool(taken)
 
     async def release(self, key: str, lease: str) -> None:
         """Remove the lease."""
-        await self._call(self._redis.zrem(f"{self._prefix}conc:{key}", lease))
+        await self._call(lambda: self._redis.zrem(f"{self._prefix}conc:{key}", lease))
+
+    async def renew(self, leases: dict[str, str]) -> None:
+        """Move the leases' expiry on, in one round trip; expired ones stay gone (``XX``)."""
+        until = time.time() + LEASE
+        pipe = self._redis.pipeline(transaction=False)
+        for lease, key in leases.items():
+            name = f"{self._prefix}conc:{key}"
+            pipe.zadd(name, {lease: until}, xx=True)
+            pipe.expire(name, int(LEASE * 2))
+        await self._call(pipe.execute)
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -192,6 +265,39 @@ class Limiter:
         self._fail_open = fail_open
         self._warned_at = 0.0
         self._rejections: dict[str, int] = {}
+        self._held: dict[str, str] = {}  # lease -> key, renewed while held
+        self._unreleased: dict[str, tuple[str, float]] = {}  # lease -> (key, expires at)
+        self._keeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start renewing held leases and retrying failed releases, every ``RENEW_EVERY``."""
+        self._keeper = asyncio.create_task(self._keep_leases())
+
+    async def stop(self) -> None:
+        """Stop the renewals."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+
+    async def _keep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            await self.keep_leases()
+
+    async def keep_leases(self) -> None:
+        """Renew the held leases once and retry the releases that failed."""
+        with contextlib.suppress(StoreUnavailable, StoreBusy):
+            if self._held:
+                await self.store.renew(dict(self._held))
+        now = time.monotonic()
+        for lease, (key, expires) in list(self._unreleased.items()):
+            if expires < now:  # gone by itself meanwhile
+                del self._unreleased[lease]
+                continue
+            with contextlib.suppress(StoreUnavailable, StoreBusy):
+                await self.store.release(key, lease)
+                del self._unreleased[lease]
 
     def rejection_counts(self) -> dict[str, int]:
         """Requests refused so far, by limit (for metrics)."""
@@ -214,6 +320,14 @@ class Limiter:
         self._rejections[reason] = self._rejections.get(reason, 0) + 1
         return error
 
+    def _busy(self) -> APIError:
+        return self._reject(
+            "store_busy",
+            Overloaded(
+                "The gateway is at capacity; try again shortly.", headers={"Retry-After": "1"}
+            ),
+        )
+
     async def check_rate(self, policy: KeyPolicy) -> dict[str, str]:
         """Count this request; raise 429 past the key's limit; return the rate headers."""
         limit = policy.requests_per_minute
@@ -224,6 +338,8 @@ class Limiter:
         except StoreUnavailable as exc:
             self._store_down(str(exc))
             return {}
+        except StoreBusy:
+            raise self._busy() from None
         headers = {
             "x-ratelimit-limit-requests": str(limit),
             "x-ratelimit-remaining-requests": str(max(0, limit - window.count)),
@@ -262,20 +378,14 @@ class Limiter:
             await self._give_back(policy, lease)
 
     async def _take_global_slot(self) -> None:
-        if not self._global.locked():
-            await self._global.acquire()  # free: returns at once, no timer needed
-            return
-        try:
-            async with asyncio.timeout(self._queue_timeout):
-                await self._global.acquire()
-        except TimeoutError:
+        if not await acquire_within(self._global, self._queue_timeout):
             raise self._reject(
                 "global",
                 Overloaded(
                     "The gateway is at capacity; try again shortly.",
                     headers={"Retry-After": "1"},
                 ),
-            ) from None
+            )
 
     async def _take_key_slot(self, policy: KeyPolicy) -> str | None:
         """The lease of the slot taken, or None when none is held (unlimited, store down)."""
@@ -287,6 +397,8 @@ class Limiter:
         except StoreUnavailable as exc:
             self._store_down(str(exc))
             return None
+        except StoreBusy:
+            raise self._busy() from None
         if not taken:
             raise self._reject(
                 "concurrency",
@@ -296,11 +408,16 @@ class Limiter:
                     headers={"Retry-After": "1"},
                 ),
             )
+        self._held[lease] = policy.name
         return lease
 
     async def _give_back(self, policy: KeyPolicy, lease: str) -> None:
-        with contextlib.suppress(StoreUnavailable):  # if so, the lease expires by itself
+        del self._held[lease]
+        try:
             await asyncio.shield(self.store.release(policy.name, lease))
+        except (StoreUnavailable, StoreBusy):
+            # Retried with the next renewals; until then the lease runs out by itself.
+            self._unreleased[lease] = (policy.name, time.monotonic() + LEASE)
 
 
 class Slot:
@@ -329,6 +446,25 @@ def add_rate_headers(request: web.Request, response: web.StreamResponse) -> None
         response.headers.update(request[RATE_HEADERS])
 
 
+def _check_body_head(request: web.Request) -> None:
+    """Refuse, before reading a byte of it, a body announced too large or compressed.
+
+    A compressed body is never inflated: a megabyte of gzip can inflate to gigabytes, at
+    the cost of the event loop's time (415, as RFC 7694 says, naming what is accepted).
+    """
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+    if encoding != "identity":
+        raise InvalidRequest(
+            "Compressed request bodies are not accepted: send the body without Content-Encoding.",
+            status=415,
+            code="unsupported_content_encoding",
+            headers={hdrs.ACCEPT_ENCODING: "identity"},
+        )
+    length = request.content_length
+    if length is not None and length > request.client_max_size:
+        raise web.HTTPRequestEntityTooLarge(max_size=request.client_max_size, actual_size=length)
+
+
 @web.middleware
 async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count every authenticated API request; hold slots while upstream work is in flight."""
@@ -339,6 +475,7 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
     request[RATE_HEADERS] = await limiter.check_rate(policy)
     if request.method != "POST":
         return await handler(request)
+    _check_body_head(request)
     # The whole body first (aiohttp keeps it for the handler): a client that sends it
     # slowly must not hold a slot that upstream work could use meanwhile, nor hold its
     # connection open for ever.

@@ -1,7 +1,11 @@
 """Structured logs: one access line per request, with a request id echoed to the client.
 
 Only request metadata is logged (method, path, status, model, stream, timing, sizes): never
-headers, keys or message contents.
+headers, keys or message contents. Some of it is chosen by a client or an upstream (a model
+name, an upstream's error code): in text logs every control character, line or paragraph
+separator, bidirectional override and backslash in a message or value is written as an
+escape, and values with spaces are quoted, so no value can forge a line or a field, or
+reach a terminal as a command. JSON logs escape them by being JSON.
 """
 
 from __future__ import annotations
@@ -45,18 +49,43 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NEEDS_QUOTES = re.compile(r'[\s="]')
+
+
+def _escaped_char(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+def escape(text: str) -> str:
+    """``text`` with every character that could end or rewrite a log line escaped."""
+    return _UNSAFE.sub(_escaped_char, text)
+
+
+def _value(value: Any) -> str:
+    text = escape(str(value))
+    if text and not _NEEDS_QUOTES.search(text):
+        return text
+    return '"' + text.replace('"', '\\"') + '"'
+
+
 class TextFormatter(logging.Formatter):
-    """Human-readable lines; structured extras appended as ``key=value``."""
+    """Human-readable lines; structured extras appended as ``key=value``, all escaped."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        """The line without the traceback, its message escaped."""
+        record.message = escape(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` with its structured fields after the message."""
         line = super().format(record)
         fields = getattr(record, "fields", None)
         if fields:
-            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+            line += " " + " ".join(f"{k}={_value(v)}" for k, v in fields.items())
         return line
 
 

@@ -7,7 +7,6 @@ time rather than mirrored on the hot path.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from aichat.auth import presented_key
+from aichat.auth import FAILED_KEYS, key_matches, presented_key
 from aichat.errors import AuthenticationError
 
 # Latency buckets in seconds, from a cached answer to a long generation.
@@ -31,9 +30,11 @@ class _Snapshot(Collector):
         self,
         rejections: Callable[[], dict[str, int]],
         circuits: Callable[[], dict[str, str]],
+        failed_keys: Callable[[], int],
     ) -> None:
         self._rejections = rejections
         self._circuits = circuits
+        self._failed_keys = failed_keys
 
     def collect(self) -> Iterator[Metric]:
         rejected = CounterMetricFamily(
@@ -50,6 +51,11 @@ class _Snapshot(Collector):
         for upstream, state in self._circuits().items():
             circuit.add_metric([upstream], CIRCUIT_STATES[state])
         yield circuit
+        yield CounterMetricFamily(
+            "aichat_auth_failures",
+            "Requests refused for a missing or wrong key (API or metrics key).",
+            value=self._failed_keys(),
+        )
 
 
 class Metrics:
@@ -97,10 +103,13 @@ class Metrics:
         self._first_token: dict[str, Any] = {}
 
     def watch(
-        self, rejections: Callable[[], dict[str, int]], circuits: Callable[[], dict[str, str]]
+        self,
+        rejections: Callable[[], dict[str, int]],
+        circuits: Callable[[], dict[str, str]],
+        failed_keys: Callable[[], int],
     ) -> None:
-        """Report rate-limit rejections and circuit states kept by other components."""
-        self.registry.register(_Snapshot(rejections, circuits))
+        """Report rate-limit rejections, circuit states and failed keys kept elsewhere."""
+        self.registry.register(_Snapshot(rejections, circuits, failed_keys))
 
     def observe_request(self, status: int, fields: dict[str, Any], seconds: float) -> None:
         """Record one finished API request from its access-log fields.
@@ -144,10 +153,9 @@ METRICS_KEY = web.AppKey("metrics_key", str)
 def require_metrics_key(request: web.Request) -> None:
     """401 unless the request presents ``AICHAT_METRICS_KEY`` (when one is set)."""
     required = request.app.get(METRICS_KEY)
-    if required is not None:
-        given = (presented_key(request) or "").encode()
-        if not hmac.compare_digest(given, required.encode()):
-            raise AuthenticationError("Incorrect or missing metrics key.")
+    if required is not None and not key_matches(presented_key(request), required):
+        request.app[FAILED_KEYS].record(request.remote)
+        raise AuthenticationError("Incorrect or missing metrics key.")
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

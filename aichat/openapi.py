@@ -91,6 +91,7 @@ _ERRORS = {
     "404": "Unknown model",
     "408": "Request body not received in time",
     "413": "Body too large",
+    "415": "Compressed body: send it without Content-Encoding",
     "429": "Rate limit exceeded",
     "502": "Upstream failed",
     "503": "Overloaded, shutting down, or every upstream's circuit open",
@@ -164,7 +165,7 @@ def _errors(*statuses: str, body: type[BaseModel] = ErrorBody) -> dict[str, Any]
     return {status: _json(_ERRORS[status], body) for status in statuses}
 
 
-_ANSWER_ERRORS = ("400", "401", "404", "408", "413", "429", "502", "503", "504")
+_ANSWER_ERRORS = ("400", "401", "404", "408", "413", "415", "429", "502", "503", "504")
 
 
 def _answer_operation(
@@ -278,7 +279,9 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json("Input tokens, counted locally", TokenCount),
-                        **_errors("400", "401", "404", "413", "429", body=AnthropicErrorBody),
+                        **_errors(
+                            "400", "401", "404", "413", "415", "429", body=AnthropicErrorBody
+                        ),
                     },
                 }
             },

@@ -8,6 +8,7 @@ they are written from pre-serialised templates in ``translate`` (no object per c
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Literal, TypeVar
 
@@ -114,6 +115,15 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
 
 
+def _finite(number: str) -> float:
+    # 1e400 reads as infinity, which JSON cannot carry: an upstream would get null or
+    # Infinity, not what the client wrote.
+    value = float(number)
+    if math.isinf(value):
+        raise ValueError(f"{number} is out of range for a JSON number")
+    return value
+
+
 def _has_unpaired_surrogate(value: Any) -> bool:
     """Whether any string in ``value`` holds half of a UTF-16 pair (it cannot be UTF-8)."""
     pending = [value]
@@ -149,7 +159,7 @@ async def read_json(request: web.Request) -> Any:
         except orjson.JSONDecodeError:
             pass
     try:
-        body = json.loads(raw, parse_constant=_not_json)
+        body = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except (ValueError, RecursionError):
         # ValueError covers bad JSON and bad UTF-8; RecursionError absurdly deep nesting.
         raise InvalidRequest("Request body is not valid JSON.", code="invalid_json") from None

@@ -14,7 +14,9 @@ from aiohttp import web
 from aichat import sdnotify
 from aichat.app import create_app
 from aichat.config import Settings, StartupError
+from aichat.connections import GatewayRunner
 from aichat.lifecycle import LIFECYCLE
+from aichat.state import SETTINGS
 
 log = logging.getLogger("aichat")
 
@@ -24,10 +26,19 @@ def runner(app: web.Application, shutdown_timeout: float = 30.0) -> web.AppRunne
 
     ``handler_cancellation`` cancels a handler as soon as its client disconnects, which is
     what cancels the upstream request of an abandoned stream at once. aiohttp's own access
-    log is off: ``aichat.logs`` writes one richer line per request.
+    log is off: ``aichat.logs`` writes one richer line per request. Request bodies are
+    never inflated (``auto_decompress``): a compressed one is refused before it is read,
+    since a small one can inflate to gigabytes at the cost of the event loop's time.
     """
-    return web.AppRunner(
-        app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout
+    settings = app[SETTINGS]
+    return GatewayRunner(
+        app,
+        header_timeout=settings.header_timeout,
+        keepalive_timeout=settings.keepalive_timeout,
+        auto_decompress=False,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout,
     )
 
 

@@ -23,7 +23,7 @@ import orjson
 from aichat.config import HistoryMode
 from aichat.errors import InvalidRequest, UpstreamError
 from aichat.providers.base import Event, Finish, TextDelta
-from aichat.providers.http import JSON_HEADERS, Timeouts, upstream_body
+from aichat.providers.http import JSON_HEADERS, UpstreamBounds, upstream_body
 from aichat.schemas import ChatCompletionRequest, text_of
 from aichat.streaming import iter_line_batches, sse_payloads
 
@@ -110,12 +110,12 @@ class AichatsProvider:
         session: aiohttp.ClientSession,
         base_url: str,
         history: HistoryMode,
-        timeouts: Timeouts,
+        bounds: UpstreamBounds,
     ) -> None:
         self._session = session
         self._url = f"{base_url}/chat/send2/"
         self._history = history
-        self._timeouts = timeouts
+        self._bounds = bounds
         self._headers = {
             "accept": "application/json, text/event-stream",
             "origin": base_url,
@@ -134,11 +134,13 @@ class AichatsProvider:
             self._url,
             body=orjson.dumps(payload),
             headers=self._headers,
-            timeouts=self._timeouts,
+            bounds=self._bounds,
             name=self.name,
+            whole=not request.stream,  # pieces are kept for one completion: bounded
         )
         answered = False
-        async with aclosing(body), aclosing(iter_line_batches(body)) as batches:
+        line_batches = iter_line_batches(body, self._bounds.max_line)
+        async with aclosing(body), aclosing(line_batches) as batches:
             async for lines in batches:
                 # Pieces that arrived in one read become one delta: one write, one chunk.
                 text = answer_text(sse_payloads(lines))

@@ -1,17 +1,23 @@
-"""Upstream HTTP calls shared by providers: timeouts and failures mapped to ``UpstreamError``.
+"""Upstream HTTP calls shared by providers: bounds and failures mapped to ``UpstreamError``.
 
-Three timeouts apply to every upstream call: connecting (set on the shared session), the
-first byte (response headers and the first body bytes) and the idle gap between reads.
+Four timeouts apply to every upstream call: connecting (set on the shared session), the
+first byte (response headers and the first body bytes), the idle gap between reads and a
+total deadline for the whole attempt, so an upstream trickling a byte at a time cannot hold
+a request for ever. A whole (non-streamed) answer is capped in size, since it is held in
+memory; a stream is not, it is passed on as it arrives. Redirects are errors unless the
+model's config allows them: following one re-sends the prompt and the upstream key to
+wherever the upstream points.
 
 Every error names the upstream's host and port and what went wrong (DNS, connect, TLS,
-timeout or HTTP status) in words a person can act on; ``UpstreamError.cause`` carries the
-same without the upstream's body, for logs and circuit reports.
+timeout, redirect or HTTP status) in words a person can act on; ``UpstreamError.cause``
+carries the same without the upstream's body, for logs and circuit reports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import os
 import time
 from collections.abc import AsyncGenerator
@@ -25,12 +31,27 @@ from aichat.errors import UpstreamError, UpstreamTimeout
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
+MIB = 1024 * 1024
+# Reads handed on between two turns given to the event loop: reads that are already
+# buffered return without waiting, and other requests, timers and signals need turns too.
+_YIELD_EVERY = 256 * 1024
+
+
 @dataclass(frozen=True, slots=True)
-class Timeouts:
-    """Seconds to wait for the first byte of an answer and between two later reads."""
+class UpstreamBounds:
+    """What one upstream attempt may cost: in seconds, in bytes, and where it may go.
+
+    ``first_byte``: to the first answer byte; ``idle``: between two later reads; ``total``:
+    the whole attempt (0: no deadline). ``max_line``: the longest line of a stream;
+    ``max_answer``: the largest whole (non-streamed) answer.
+    """
 
     first_byte: float
     idle: float
+    total: float = 0.0
+    max_line: int = MIB
+    max_answer: int = 8 * MIB
+    follow_redirects: bool = False
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -65,21 +86,24 @@ class Deadline:
     (``due`` is None: the caller holds a chunk, and a slow client is not an idle upstream),
     and cancels the awaiting task once ``due`` has passed. Only a ``due`` earlier than the
     armed timer (the first idle wait after a longer first-byte one) re-arms it at once.
+    ``total`` (0: none) caps every ``due``: the exchange as a whole ends by then.
     """
 
-    __slots__ = ("_handle", "_loop", "_task", "due", "expired")
+    __slots__ = ("_end", "_handle", "_loop", "_task", "due", "expired", "overall")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float, total: float = 0) -> None:
         self._loop = loop
         self._task = asyncio.current_task()
+        self._end = loop.time() + total if total else math.inf
         self.expired = False
+        self.overall = False  # what expired was the total deadline
         self.due: float | None = None
         self._handle: asyncio.TimerHandle | None = None
         self.wait(seconds)
 
     def wait(self, seconds: float) -> None:
-        """The next await must end within ``seconds``."""
-        due = self.due = self._loop.time() + seconds
+        """The next await must end within ``seconds`` (and before the total deadline)."""
+        due = self.due = min(self._loop.time() + seconds, self._end)
         handle = self._handle
         if handle is None or handle.when() > due:  # unarmed, or armed too late
             if handle is not None:
@@ -94,6 +118,7 @@ class Deadline:
             self._handle = self._loop.call_at(self.due, self._check)
             return
         self.expired = True
+        self.overall = self.due >= self._end
         if self._task is not None:
             self._task.cancel()
 
@@ -115,41 +140,63 @@ async def upstream_body(
     *,
     body: bytes,
     headers: dict[str, str],
-    timeouts: Timeouts,
+    bounds: UpstreamBounds,
     name: str,
+    whole: bool = False,
 ) -> AsyncGenerator[bytes, None]:
     """POST ``body`` to an upstream and yield its 2xx answer's bytes as they arrive.
 
-    Anything else raises ``UpstreamError``. One ``Deadline`` covers the whole exchange:
-    the first byte, then each later read; it does not run while the caller holds a chunk.
-    Close the generator (``aclosing``) to release the connection; an unread body closes
-    it, so an abandoned stream stops the upstream.
+    Anything else raises ``UpstreamError``, as does a ``whole`` answer (one the caller
+    keeps until it ends) larger than ``bounds.max_answer``. One ``Deadline`` covers the
+    whole exchange: the first byte, then each later read; it does not run while the caller
+    holds a chunk, except for the total deadline. Close the generator (``aclosing``) to
+    release the connection; an unread body closes it, so an abandoned stream stops the
+    upstream.
     """
     answered = False  # response headers arrived: a timeout now means the upstream stalled
-    deadline = Deadline(asyncio.get_running_loop(), timeouts.first_byte)
+    loop = asyncio.get_running_loop()
+    deadline = Deadline(loop, bounds.first_byte, bounds.total)
     try:
-        resp = await session.post(url, data=body, headers=headers)
+        resp = await session.post(
+            url, data=body, headers=headers, allow_redirects=bounds.follow_redirects
+        )
         answered = True
         try:
-            if resp.status >= 400:
+            if resp.status >= 300:
                 raise await _status_error(resp, name, _host_port(url))
-            limit = timeouts.first_byte
+            cap = bounds.max_answer if whole else math.inf
+            if (resp.content_length or 0) > cap:
+                raise _too_large(name, bounds.max_answer)
+            limit = bounds.first_byte
             content = resp.content
+            received = unyielded = 0
             while True:
                 deadline.wait(limit)
                 chunk = await content.readany()
                 deadline.due = None
                 if not chunk:
                     return
+                received += len(chunk)
+                if received > cap:
+                    raise _too_large(name, bounds.max_answer)
                 yield chunk
-                limit = timeouts.idle
+                limit = bounds.idle
+                unyielded += len(chunk)
+                if unyielded >= _YIELD_EVERY:
+                    unyielded = 0
+                    await asyncio.sleep(0)
         finally:
             resp.release()
     except asyncio.CancelledError:
         if not deadline.timed_out():
             raise
-        limit = timeouts.idle if answered else timeouts.first_byte
-        raise _timeout(name, f"{_host_port(url)} sent nothing for {limit:g} s", answered) from None
+        where = _host_port(url)
+        if deadline.overall:
+            cause = f"{where} did not finish within {bounds.total:g} s (AICHAT_TOTAL_TIMEOUT)"
+        else:
+            limit = bounds.idle if answered else bounds.first_byte
+            cause = f"{where} sent nothing for {limit:g} s"
+        raise _timeout(name, cause, answered) from None
     except TimeoutError:  # aiohttp's own: connecting
         where = _host_port(url)
         cause = f"{where} stopped sending" if answered else f"no connection to {where} in time"
@@ -188,12 +235,29 @@ def _connection_cause(exc: BaseException, where: str, answered: bool) -> str:
     return f"request to {where} failed ({type(exc).__name__})"
 
 
+def _too_large(name: str, cap: int) -> UpstreamError:
+    return UpstreamError(
+        f"{name} upstream answer is larger than {cap} bytes (AICHAT_MAX_ANSWER_BYTES).",
+        retryable=False,
+    )
+
+
 def _timeout(name: str, cause: str, answered: bool) -> UpstreamTimeout:
     what = "stopped sending" if answered else "did not answer in time"
     return UpstreamTimeout(f"{name} upstream {what}: {cause}.", cause=cause)
 
 
 async def _status_error(resp: aiohttp.ClientResponse, name: str, where: str) -> UpstreamError:
+    if resp.status < 400:
+        # Only a redirect gets here: the session follows none unless the model allows it.
+        location = " ".join(resp.headers.get("Location", "").split())[:300]
+        return UpstreamError(
+            f"{name} upstream {where} answered HTTP {resp.status} redirecting to "
+            f"{location or '?'}; redirects are not followed unless the model's config sets "
+            "follow_redirects.",
+            cause=f"HTTP {resp.status} redirect from {where}",
+            retryable=False,
+        )
     body = await _error_body(resp)
     detail = " ".join(body.split())[:300]
     return UpstreamError(

@@ -21,7 +21,7 @@ import orjson
 
 from aichat.errors import UpstreamError
 from aichat.providers.base import Event, Finish, RawChunks, RawCompletion
-from aichat.providers.http import JSON_HEADERS, Timeouts, upstream_body
+from aichat.providers.http import JSON_HEADERS, UpstreamBounds, upstream_body
 from aichat.schemas import ChatCompletionRequest
 from aichat.streaming import iter_line_batches, sse_payloads
 
@@ -105,11 +105,11 @@ class OpenAIProvider:
         session: aiohttp.ClientSession,
         base_url: str,
         api_key: str | None,
-        timeouts: Timeouts,
+        bounds: UpstreamBounds,
     ) -> None:
         self._session = session
         self._url = f"{base_url}/chat/completions"
-        self._timeouts = timeouts
+        self._bounds = bounds
         auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._headers = {
             stream: {**auth, **JSON_HEADERS, "Accept": accept}
@@ -125,8 +125,9 @@ class OpenAIProvider:
             self._url,
             body=_request_json({**request.body, "model": upstream_model}),
             headers=self._headers[request.stream],
-            timeouts=self._timeouts,
+            bounds=self._bounds,
             name=self.name,
+            whole=not request.stream,
         )
         try:
             async with aclosing(body):
@@ -134,7 +135,8 @@ class OpenAIProvider:
                     yield RawCompletion(await self._read_all(body))
                     yield Finish()
                     return
-                async with aclosing(iter_line_batches(body)) as batches:
+                line_batches = iter_line_batches(body, self._bounds.max_line)
+                async with aclosing(line_batches) as batches:
                     async for lines in batches:
                         payloads = [payload for payload in sse_payloads(lines) if payload]
                         done = "[DONE]" in payloads

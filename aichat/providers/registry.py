@@ -7,7 +7,7 @@ import aiohttp
 from aichat.config import ModelConfig, Settings
 from aichat.providers.aichats import AichatsProvider
 from aichat.providers.base import Provider
-from aichat.providers.http import Timeouts
+from aichat.providers.http import UpstreamBounds
 from aichat.providers.mock import MockProvider
 from aichat.providers.openai import OpenAIProvider
 from aichat.reasoning import StrippedReasoning
@@ -26,14 +26,21 @@ def build_provider(
 
 
 def _upstream(model: ModelConfig, settings: Settings, session: aiohttp.ClientSession) -> Provider:
-    timeouts = Timeouts(first_byte=settings.first_byte_timeout, idle=settings.idle_timeout)
+    bounds = UpstreamBounds(
+        first_byte=settings.first_byte_timeout,
+        idle=settings.idle_timeout,
+        total=settings.total_timeout if model.total_timeout is None else model.total_timeout,
+        max_line=settings.max_line_bytes,
+        max_answer=settings.max_answer_bytes,
+        follow_redirects=model.follow_redirects,
+    )
     if model.provider == "aichats":
         base_url = model.base_url or settings.aichats_base_url
-        return AichatsProvider(session, base_url, settings.aichats_history, timeouts)
+        return AichatsProvider(session, base_url, settings.aichats_history, bounds)
     if model.provider == "openai":
         assert model.base_url is not None  # checked when the config was loaded
         key = model.api_key.get_secret_value() if model.api_key else None
-        return OpenAIProvider(session, model.base_url, key, timeouts)
+        return OpenAIProvider(session, model.base_url, key, bounds)
     return MockProvider(
         model.text, model.tokens_per_second, model.first_token_delay, model.fail_after
     )

@@ -85,6 +85,11 @@ def test_waits_longer_than_aichat_drains() -> None:
     assert float(_one("TimeoutStopSec").removesuffix("s")) > drain
 
 
+def test_allows_tens_of_thousands_of_connections() -> None:
+    # systemd's default soft limit, 1,024 descriptors, is 1,024 idle clients.
+    assert int(_one("LimitNOFILE")) >= 65536
+
+
 @pytest.fixture
 def unit_here(tmp_path: Path) -> Path:
     """The unit with ExecStart pointing at this environment's ``aichat``.

@@ -12,6 +12,7 @@ import gzip
 import json
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from aiohttp.test_utils import TestServer
 
 from aichat.config import ModelConfig
 from aichat.lifecycle import LIFECYCLE
+from aichat.logs import TextFormatter
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import json_events, sse_events
 from tests.fuzz.wire import exchange, http_request, openai_error, parse_answer, port_of
@@ -94,6 +96,8 @@ async def still_serving(gateway: Gateway) -> None:
             "invalid_json",
         ),
         (HELLO[:-1] + b',"x":-Infinity}', b"application/json", "invalid_json"),  # passed through
+        (HELLO[:-1] + b',"temperature":1e400}', b"application/json", "invalid_json"),
+        (HELLO[:-1] + b',"x":[-1E+400]}', b"application/json", "invalid_json"),  # passed through
         (b"model=gpt-4o&messages=hi", b"application/x-www-form-urlencoded", "invalid_json"),
         (
             b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-4o\r\n--b--\r\n',
@@ -113,6 +117,8 @@ async def still_serving(gateway: Gateway) -> None:
         "nan",
         "infinity",
         "infinity-unknown-field",
+        "1e400",
+        "minus-1e400-unknown-field",
         "form",
         "multipart",
         "array",
@@ -175,12 +181,80 @@ async def test_oversized_bodies_get_413_however_they_are_sent(gateway: Gateway) 
         gateway.url, chat(chunked, JSON, (b"Transfer-Encoding", b"chunked"), length=False)
     )
     assert openai_error(answer, 413)["code"] == "request_too_large"
-    # 48 KiB of gzip that would inflate to 50 MB: the limit applies to what it inflates to.
+    await still_serving(gateway)
+
+
+async def test_a_body_announced_larger_than_the_limit_gets_413_before_it_is_sent(
+    gateway: Gateway,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gateway.url))
+    writer.write(
+        chat(HELLO, JSON, (b"Content-Length", b"10485760"), length=False)
+    )  # a start, and then nothing: no body timeout to wait for
+    await writer.drain()
+    async with asyncio.timeout(5):  # AICHAT_BODY_TIMEOUT is 30 s
+        answer = parse_answer(await reader.readuntil(b"}}"))
+    writer.close()
+    assert openai_error(answer, 413)["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("encoding", [b"gzip", b"deflate", b"br", b"x-unknown", b"GZIP"])
+async def test_compressed_bodies_are_refused_in_each_apis_shape(
+    gateway: Gateway, encoding: bytes
+) -> None:
+    # 48 KiB of gzip that would inflate to 50 MB: refused, never inflated.
     bomb = gzip.compress(chat_json(padding="a" * 50_000_000))
     assert len(bomb) < 100_000
-    answer = await exchange(gateway.url, chat(bomb, JSON, (b"Content-Encoding", b"gzip")))
-    assert openai_error(answer, 413)["code"] == "request_too_large"
+    answer = await exchange(gateway.url, chat(bomb, JSON, (b"Content-Encoding", encoding)))
+    error = openai_error(answer, 415)
+    assert error["code"] == "unsupported_content_encoding"
+    assert answer.headers["accept-encoding"] == "identity"
+    anthropic = http_request(
+        "POST",
+        "/v1/messages",
+        bomb,
+        [(b"x-api-key", API_KEY.encode()), JSON, (b"Content-Encoding", encoding)],
+    )
+    answer = await exchange(gateway.url, anthropic)
+    assert answer.status == 415
+    assert answer.json()["type"] == "error"
+    assert answer.json()["error"]["type"] == "invalid_request_error"
+    identity = await exchange(gateway.url, chat(HELLO, JSON, (b"Content-Encoding", b"identity")))
+    assert identity.status == 200, identity.body
     await still_serving(gateway)
+
+
+@pytest.mark.slow
+async def test_gzip_bombs_cost_the_event_loop_nothing_with_or_without_a_key(
+    gateway: Gateway,
+) -> None:
+    # 1 MB of gzip inflating to 1 GiB: inflating one took ~0.7 s of the loop's time, and
+    # even a 401 drained (inflated) the body afterwards.
+    bomb = gzip.compress(bytes(1024 * MIB), compresslevel=1)
+    assert len(bomb) < 8 * MIB
+    loop = asyncio.get_running_loop()
+    cpu = time.process_time()
+    for key in (True, False):
+        headers = [JSON, (b"Content-Encoding", b"gzip")]
+        request = http_request(
+            "POST", "/v1/chat/completions", bomb, [AUTH, *headers] if key else headers
+        )
+        started = loop.time()
+        answer = await exchange(gateway.url, request)  # until the gateway closes
+        assert answer.status == (415 if key else 401), answer.head
+        assert loop.time() - started < 5
+    assert time.process_time() - cpu < 1.5, "the gateway spent CPU time on compressed bodies"
+    await still_serving(gateway)
+
+
+async def test_no_library_versions_in_the_server_header(gateway: Gateway) -> None:
+    answers = [
+        await exchange(gateway.url, chat(HELLO, JSON)),
+        await exchange(gateway.url, http_request("GET", "/health")),
+        await exchange(gateway.url, http_request("GET", "/nowhere")),
+        await exchange(gateway.url, b"POST /v1/chat/completions HTTP/9.9\r\nHost: x\r\n\r\n"),
+    ]
+    assert [answer.headers.get("server") for answer in answers] == ["aichat"] * 4
 
 
 async def test_deep_nesting_the_json_parser_accepts_is_served(gateway: Gateway) -> None:
@@ -420,3 +494,39 @@ async def test_a_body_that_never_finishes_gets_408(make_gateway: GatewayFactory)
     assert stalled.status == 408, stalled.body
     assert stalled.json()["error"]["code"] == "request_timeout"
     await still_serving(gateway)
+
+
+async def test_a_model_name_cannot_forge_an_access_log_line(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = "gpt-4o\r\n2026-01-01 00:00:00,000 INFO aichat.access request key=key-9\x1b[31m"
+    caplog.set_level(logging.INFO, logger="aichat.access")
+    answer = await exchange(gateway.url, chat(chat_json(model=model), JSON))
+    assert openai_error(answer, 404)["code"] == "model_not_found"
+    [record] = [r for r in caplog.records if r.name == "aichat.access"]
+    line = TextFormatter().format(record)
+    assert line.splitlines() == [line]
+    assert "\x1b" not in line
+    # The forged text stays inside the quoted model value, escaped.
+    escaped = "gpt-4o\\r\\n2026-01-01 00:00:00,000 INFO aichat.access request key=key-9\\x1b[31m"
+    assert f'model="{escaped}"' in line
+    assert " key=key-1 " in line
+
+
+async def test_failed_keys_are_counted_and_logged_at_a_bounded_rate(
+    make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await make_gateway(routes=ROUTES, metrics_key="metrics-key")
+    for n in range(50):
+        key = (b"Authorization", b"Bearer wrong-%d" % n)
+        request = http_request("POST", "/v1/chat/completions", HELLO, [JSON, key])
+        assert (await exchange(gateway.url, request)).status == 401
+    metrics_request = http_request("GET", "/metrics", headers=[(b"Authorization", b"Bearer no")])
+    assert (await exchange(gateway.url, metrics_request)).status == 401
+    warnings = [r for r in caplog.records if r.name == "aichat.auth"]
+    assert len(warnings) == 1  # one line per 10 s, however many attempts
+    assert warnings[0].fields == {"attempts": 1, "from": "127.0.0.1:1"}  # type: ignore[attr-defined]
+    scrape = http_request("GET", "/metrics", headers=[(b"Authorization", b"Bearer metrics-key")])
+    answer = await exchange(gateway.url, scrape)
+    assert answer.status == 200
+    assert b"aichat_auth_failures_total 51.0" in answer.body

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from aichat.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from aichat.providers.aichats import AichatsProvider, answer_text, build_history, piece_text
 from aichat.providers.base import Finish, TextDelta
-from aichat.providers.http import Timeouts
+from aichat.providers.http import UpstreamBounds
 from aichat.schemas import parse_chat_request
 
 BASE = "http://aichats.test"
@@ -99,7 +99,7 @@ async def _collect(provider: AichatsProvider) -> list[Any]:
 
 
 def _provider(session: aiohttp.ClientSession, mode: str = "transcript") -> AichatsProvider:
-    return AichatsProvider(session, BASE, mode, Timeouts(first_byte=5, idle=5))  # type: ignore[arg-type]
+    return AichatsProvider(session, BASE, mode, UpstreamBounds(first_byte=5, idle=5))  # type: ignore[arg-type]
 
 
 async def test_provider_posts_payload_and_yields_pieces(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import sys
 
+import pytest
 from aiohttp.http_exceptions import BadHttpMessage
 
-from aichat.auth import KeyPolicy, KeyRing, _digest
+from aichat.auth import KeyPolicy, KeyRing, _digest, key_matches
 from aichat.logs import JsonFormatter, TextFormatter, quiet_malformed_requests
 
 
@@ -83,3 +85,41 @@ def test_other_errors_keep_their_level_and_traceback() -> None:
     assert quiet_malformed_requests(record)
     assert record.levelno == logging.ERROR
     assert "Traceback" in TextFormatter().format(record)
+
+
+def test_text_logs_escape_what_clients_and_upstreams_choose() -> None:
+    record = logging.LogRecord(
+        "aichat.access", logging.INFO, __file__, 1, "unknown %s", ("a\nb\u2028c\u202ed",), None
+    )
+    forged = "gpt-4o\r\n2026-01-01 00:00:00,000 INFO aichat.access request key=key-2"
+    record.fields = {"model": forged, "error": "\x1b[2Jgone", "key": "key-1", "note": 'a "b"'}
+    line = TextFormatter().format(record)
+    assert line.splitlines() == [line]  # \r, \n, \u2028 and friends would each split it
+    assert "\x1b" not in line
+    assert "\u202e" not in line
+    assert line.endswith(
+        "unknown a\\nb\\u2028c\\u202ed"
+        ' model="gpt-4o\\r\\n2026-01-01 00:00:00,000 INFO aichat.access request key=key-2"'
+        ' error=\\x1b[2Jgone key=key-1 note="a \\"b\\""'
+    )
+
+
+def test_a_lone_backslash_cannot_pass_for_an_escape() -> None:
+    record = _record()
+    record.fields = {"model": "a\\nb"}
+    assert TextFormatter().format(record).endswith("model=a\\\\nb")
+
+
+def test_key_matches_compares_equal_length_digests(monkeypatch: pytest.MonkeyPatch) -> None:
+    lengths: list[tuple[int, int]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        lengths.append((len(a), len(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    assert key_matches("metrics-key", "metrics-key")
+    for wrong in (None, "", "m", "metrics-key-but-longer", "\udcff", "x" * 10_000):
+        assert not key_matches(wrong, "metrics-key")
+    assert set(lengths) == {(32, 32)}

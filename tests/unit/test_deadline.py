@@ -63,3 +63,41 @@ async def test_another_cancellation_is_not_taken_for_a_timeout() -> None:
         await _wait_under(deadline, 5)
     task.uncancel()
     deadline.close()
+
+
+async def test_the_total_deadline_ends_reads_that_each_came_in_time() -> None:
+    # Every read well within the idle limit, a trickle: the total ends it, and says so.
+    loop = asyncio.get_running_loop()
+    deadline = Deadline(loop, 1, total=0.2)
+    started = loop.time()
+
+    async def trickle() -> None:
+        for _ in range(100):  # three seconds, if nothing ended it
+            deadline.wait(1)
+            await _wait_under(deadline, 0.03)
+
+    with pytest.raises(TimeoutError):
+        await trickle()
+    assert deadline.overall
+    assert loop.time() - started < 1.5
+    deadline.close()
+
+
+async def test_the_total_deadline_counts_time_the_caller_held_a_chunk() -> None:
+    loop = asyncio.get_running_loop()
+    deadline = Deadline(loop, 1, total=0.1)
+    deadline.due = None
+    await asyncio.sleep(0.15)  # a slow client: nothing fires meanwhile
+    deadline.wait(1)  # the next read is already past the total
+    with pytest.raises(TimeoutError):
+        await _wait_under(deadline, 1)
+    assert deadline.overall
+    deadline.close()
+
+
+async def test_an_idle_timeout_is_not_the_total_deadline() -> None:
+    deadline = Deadline(asyncio.get_running_loop(), 0.05, total=10)
+    with pytest.raises(TimeoutError):
+        await _wait_under(deadline, 1)
+    assert not deadline.overall
+    deadline.close()

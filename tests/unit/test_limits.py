@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from aichat import limits
 from aichat.auth import KeyPolicy
 from aichat.errors import APIError
-from aichat.limits import Limiter, MemoryStore, RateLimited, RedisStore
+from aichat.limits import Limiter, MemoryStore, RateLimited, RedisStore, StoreUnavailable
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -94,3 +95,152 @@ async def test_redis_down_fails_open_or_closed() -> None:
         assert info.value.code == "rate_limit_store_unavailable"
     finally:
         await dead.close()
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+async def test_a_burst_above_the_redis_pool_is_held_to_the_limits_exactly(
+    fail_open: bool,
+) -> None:
+    # 300 at once on a pool of 20 connections: a full pool once counted as Redis being down,
+    # so in `open` mode the burst went through uncounted. (A long wait for a turn: this is
+    # about counting exactly, not about how long a loaded machine takes.)
+    store = RedisStore(REDIS_URL, f"aichat-test:{uuid.uuid4().hex}:", max_connections=20, wait=30)
+    limiter = Limiter(store, max_concurrent=1000, queue_timeout=5, fail_open=fail_open)
+    rate = KeyPolicy("rate", requests_per_minute=10)
+    concurrent = KeyPolicy("conc", max_concurrent=2)
+    release = asyncio.Event()
+
+    async def counted() -> int:
+        try:
+            await limiter.check_rate(rate)
+        except APIError as err:
+            return err.status
+        return 200
+
+    refused: list[int] = []
+
+    async def held() -> int:
+        try:
+            async with limiter.slot(concurrent):
+                await release.wait()
+        except APIError as err:
+            refused.append(err.status)
+            if len(refused) == 298:  # all but the holders answered: let those go
+                release.set()
+            return err.status
+        return 200
+
+    try:
+        rates = await asyncio.gather(*(counted() for _ in range(300)))
+        slots = await asyncio.wait_for(asyncio.gather(*(held() for _ in range(300))), 10)
+    finally:
+        await store.close()
+    assert (rates.count(200), rates.count(429)) == (10, 290)
+    assert (slots.count(200), slots.count(429)) == (2, 298)
+
+
+async def test_a_busy_pool_makes_requests_wait_then_503_never_uncounted() -> None:
+    store = RedisStore(REDIS_URL, f"aichat-test:{uuid.uuid4().hex}:", max_connections=1, wait=0.05)
+    limiter = Limiter(store, max_concurrent=10, queue_timeout=0.05, fail_open=True)
+    policy = KeyPolicy("k", requests_per_minute=1000)
+
+    async def counted() -> tuple[int, str | None, str | None]:
+        try:
+            await limiter.check_rate(policy)
+        except APIError as err:
+            return err.status, err.code, err.headers.get("Retry-After")
+        return 200, None, None
+
+    try:
+        async with store._turns:  # the one connection is taken for a while
+            statuses = await asyncio.gather(*(counted() for _ in range(5)))
+        assert statuses == [(503, "server_overloaded", "1")] * 5
+        assert limiter.rejection_counts() == {"store_busy": 5}
+        assert [await counted() for _ in range(20)] == [(200, None, None)] * 20
+    finally:
+        await store.close()
+
+
+async def test_leases_are_short_and_renewed_while_held(
+    redis_store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "LEASE", 0.5)
+    limiter = Limiter(redis_store, max_concurrent=10, queue_timeout=0.1, fail_open=True)
+    policy = KeyPolicy("k", max_concurrent=1)
+    lease = await limiter.acquire(policy)
+    for _ in range(4):  # a second past the lease, renewed along the way
+        await asyncio.sleep(0.25)
+        await limiter.keep_leases()
+    with pytest.raises(RateLimited):
+        await limiter.acquire(policy)
+    # A holder that stops renewing (a replica that died) holds the slot half a second.
+    limiter._held.clear()
+    await asyncio.sleep(0.6)
+    other = await limiter.acquire(policy)
+    assert other is not None
+    await limiter.release(policy, other)
+    assert lease is not None
+
+
+async def test_a_failed_release_is_retried_not_left_to_block_the_key(
+    redis_store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = Limiter(redis_store, max_concurrent=10, queue_timeout=0.1, fail_open=True)
+    policy = KeyPolicy("k", max_concurrent=1)
+    lease = await limiter.acquire(policy)
+    real_release = redis_store.release
+
+    async def failing(key: str, lease: str) -> None:
+        raise StoreUnavailable("TimeoutError")
+
+    monkeypatch.setattr(redis_store, "release", failing)
+    await limiter.release(policy, lease)
+    with pytest.raises(RateLimited):  # the slot is still taken in Redis
+        await limiter.acquire(policy)
+    monkeypatch.setattr(redis_store, "release", real_release)
+    await limiter.keep_leases()  # the next renewal round retries it
+    again = await limiter.acquire(policy)
+    await limiter.release(policy, again)
+
+
+async def test_the_limiter_renews_in_the_background_until_stopped(
+    redis_store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renewed: list[dict[str, str]] = []
+
+    async def renew(leases: dict[str, str]) -> None:
+        renewed.append(leases)
+
+    monkeypatch.setattr(limits, "RENEW_EVERY", 0.05)
+    monkeypatch.setattr(redis_store, "renew", renew)
+    limiter = Limiter(redis_store, max_concurrent=10, queue_timeout=0.1, fail_open=True)
+    limiter.start()
+    policy = KeyPolicy("k", max_concurrent=1)
+    async with limiter.slot(policy):
+        await asyncio.sleep(0.2)
+    await limiter.stop()
+    assert renewed
+    assert all(list(leases.values()) == ["k"] for leases in renewed)
+
+
+async def test_a_redis_that_does_not_answer_is_unavailable_not_busy() -> None:
+    # Connections are accepted and never answered: every turn is held by a request waiting
+    # for a dead Redis, and those waiting for a turn must fail open too, not get 503.
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", "x:", max_connections=2, wait=0.3)
+    limiter = Limiter(store, max_concurrent=10, queue_timeout=0.3, fail_open=True)
+    policy = KeyPolicy("k", requests_per_minute=1)
+    try:
+        first = await limiter.check_rate(policy)  # times out: Redis is down, allowed
+        burst = await asyncio.gather(*(limiter.check_rate(policy) for _ in range(10)))
+    finally:
+        await store.close()
+        server.close()
+    assert first == {}
+    assert burst == [{}] * 10
+    assert limiter.rejection_counts() == {}

@@ -27,7 +27,7 @@ from aichat.errors import InvalidRequest, UpstreamError
 from aichat.openai_events import chunk_events, completion_events
 from aichat.providers.aichats import piece_text
 from aichat.providers.base import Event, Finish, RawChunks, TextDelta, ToolCallDelta, Usage
-from aichat.providers.http import Timeouts, retry_after_seconds
+from aichat.providers.http import UpstreamBounds, retry_after_seconds
 from aichat.providers.openai import OpenAIProvider
 from aichat.schemas import ChatCompletionRequest, parse_chat_request, read_json
 from aichat.streaming import iter_line_batches, sse_payloads
@@ -128,7 +128,7 @@ def test_openai_stream_parsing_gives_back_every_chunk_under_any_framing_and_cut(
         body += f": keep-alive{nl}{nl}" if framing["comment"] else ""
         body += f"event: message{nl}" if framing["event_line"] else ""
         body += f"{framing['prefix']}{payload}{nl}{nl}"
-    provider = OpenAIProvider(mock.Mock(), "http://upstream.test", None, Timeouts(5, 5))
+    provider = OpenAIProvider(mock.Mock(), "http://upstream.test", None, UpstreamBounds(5, 5))
 
     async def events() -> list[Event]:
         return [event async for event in provider.stream(chat_request(stream=True), "m")]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aichat.streaming import LineDecoder, iter_line_batches, sse_payloads
+from aichat.streaming import LineDecoder, LineTooLong, iter_line_batches, sse_payloads
 
 # Text without line breaks of any kind: those are the separators under test.
 line_text = st.text(
@@ -100,3 +101,28 @@ def test_any_bytes_cut_anywhere_decode_as_if_line_by_line(data: bytes, sizes: li
 def test_sse_payloads_of_a_batch_keep_their_order() -> None:
     lines = ["data: a", "data:b", "data:  c", "data:", "event: x", ": comment", "", "data: [DONE]"]
     assert sse_payloads(lines) == ["a", "b", " c", "", "[DONE]"]
+
+
+def test_an_endless_line_is_refused_past_its_bound_and_never_held_beyond_it() -> None:
+    decoder = LineDecoder(max_line=10_000)
+    for _ in range(9):
+        assert decoder.feed(b"x" * 1000) == []
+    assert decoder.pending == 9000
+    with pytest.raises(LineTooLong) as info:
+        decoder.feed(b"x" * 1001)
+    assert info.value.status == 502
+    assert info.value.code == "upstream_error"
+    assert "AICHAT_MAX_LINE_BYTES" in info.value.message
+    decoder = LineDecoder(max_line=10)
+    with pytest.raises(LineTooLong):  # the unfinished rest of a read counts too
+        decoder.feed(b"ok\n" + b"y" * 11)
+    assert LineDecoder(max_line=10).feed(b"0123456789\n") == ["0123456789"]
+
+
+def test_a_long_line_across_many_reads_is_joined_whole() -> None:
+    decoder = LineDecoder()
+    parts = [bytes([65 + i % 26]) * 4096 for i in range(200)]
+    for part in parts:
+        assert decoder.feed(part) == []
+    assert decoder.feed(b"!\nnext") == [b"".join(parts).decode() + "!"]
+    assert decoder.flush() == ["next"]
