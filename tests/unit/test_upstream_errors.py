@@ -10,7 +10,7 @@ import pytest
 from aioresponses import aioresponses
 
 from aichat.errors import UpstreamError
-from aichat.providers.http import Timeouts, upstream_body
+from aichat.providers.http import UpstreamBounds, upstream_body
 
 URL = "https://ai-chats.org/chat/send2/"
 # What aiohttp's connector errors carry about the connection: only used in their own str().
@@ -44,7 +44,7 @@ async def test_connection_failures_name_host_and_kind(
 ) -> None:
     mocked.post(URL, exception=exc)
     body = upstream_body(
-        session, URL, body=b"{}", headers={}, timeouts=Timeouts(5, 5), name="aichats"
+        session, URL, body=b"{}", headers={}, bounds=UpstreamBounds(5, 5), name="aichats"
     )
     with pytest.raises(UpstreamError) as info:
         await anext(body)
