@@ -120,13 +120,24 @@ class Stack:
     aichats: AgentAichats
     url: str  # the recorder's: where the agents are pointed
 
-    def access_lines(self, since: int) -> list[dict[str, Any]]:
-        """The gateway's access log lines written after byte ``since`` of its output."""
+    def _access_lines(self, since: int) -> list[dict[str, Any]]:
         with self.server.log.open("rb") as log:
             log.seek(since)
             text = log.read().decode(errors="replace")
         lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
         return [line for line in lines if line.get("logger") == "aichat.access"]
+
+    async def access_lines(self, since: int, at_least: int) -> list[dict[str, Any]]:
+        """The access log lines written after byte ``since``, once ``at_least`` are there.
+
+        A line is written just after its answer's last byte: an agent can be done before it.
+        """
+        for _ in range(200):  # 10 seconds at most
+            lines = self._access_lines(since)
+            if len(lines) >= at_least:
+                break
+            await asyncio.sleep(0.05)
+        return lines
 
     def log_size(self) -> int:
         """How many bytes the gateway has written so far."""

@@ -82,9 +82,11 @@ class Recorder:
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
 
-    def model_requests(self) -> list[Exchange]:
-        """The exchanges that asked a model for an answer (not model lists or probes)."""
-        return [e for e in self.exchanges if e.method == "POST" and isinstance(e.body, dict)]
+    def model_requests(self, start: int = 0) -> list[Exchange]:
+        """The exchanges from index ``start`` on that asked a model for an answer."""
+        return [
+            e for e in self.exchanges[start:] if e.method == "POST" and isinstance(e.body, dict)
+        ]
 
 
 @dataclass
