@@ -5,8 +5,10 @@ agent sent it (method, path with query, headers, JSON body) and the answer strea
 chunk by chunk as the gateway writes it, so the agent sees exactly the gateway's stream.
 
 A fixture holds requests without secrets or run-specific values: credentials are dropped,
-ids the agents make up per run become placeholders, and the run's directories and model name
-are replaced by fixed strings (``{model}`` is filled in again on replay).
+ids and clock readings the agents make up per run become placeholders, the run's directories,
+date and model name become fixed strings (``{model}`` is filled in again on replay), and the
+keys of a body are sorted (the Codex CLI sends a map in a new order every run). Recording the
+same traffic again gives the same file.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ DROPPED_HEADERS = frozenset(
 )
 _NOT_FORWARDED = frozenset({"host", "content-length"})
 _HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "content-encoding", "connection"})
-# Made up per run: session, turn and request ids, device and item hashes.
+# Made up per run: session, turn and request ids, device and item hashes, clock readings,
+# the Codex CLI's ids of command output.
 _VOLATILE = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32,}"
+    r"|(?<=_ms\":)\d+|(?<=Chunk ID: )[0-9a-f]+"
 )
 
 
@@ -135,7 +139,10 @@ class Recording:
             "method": exchange.method,
             "path": exchange.path,
             "headers": headers,
-            "body": self._scrub(exchange.body, replacements),
+            # Sorted: some agents send maps in a different order every run.
+            "body": self._scrub(
+                json.loads(json.dumps(exchange.body, sort_keys=True)), replacements
+            ),
         }
 
     def save(self, path: Path, order: list[str]) -> None:

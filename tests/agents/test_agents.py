@@ -2,10 +2,11 @@
 
 Each agent runs non-interactively (``claude -p``, ``codex exec``) in a fresh home and working
 directory, pointed at aichat in front of (a) the mock provider, (b) an OpenAI-compatible
-upstream and (c) the aichats provider with emulated tools. The upstreams in (b) and (c) first
-call the agent's shell tool to read a file the test wrote, and answer with the file's secret
-once the command's output comes back. Every run must exit 0 with the expected answer, show
-the answer streaming, really run the command, and leave no 4xx/5xx in the gateway's access log.
+upstream and (c) the aichats provider with emulated tools. The upstreams in (b) and (c) think,
+then call the agent's shell tool to read a file the test wrote, and answer with the file's
+secret once the command's output comes back. Every run must exit 0 with the expected answer,
+show the answer streaming (and the thinking as thinking), really run the command, and leave
+no 4xx/5xx in the gateway's access log.
 
 The requests the agents send are recorded in ``tests/conformance/vectors/agent_*.json`` and
 replayed without the CLIs by ``tests/conformance/test_agent_traffic.py``. To record them again
@@ -25,12 +26,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.agents.conftest import MOCK_TEXT, MODELS, Clis, Run, Stack, run_agent
 from tests.agents.recorder import Exchange, Recording
-from tests.agents.upstream import AgentUpstream, Task
+from tests.agents.upstream import THOUGHT, AgentUpstream, Task
 from tests.conformance.checks import READERS, Outcome, parse_sse
 from tests.deploy.procs import API_KEY
 
@@ -127,21 +129,27 @@ class Output:
     answer: str
     streamed: bool
     command_outputs: list[str]
+    reasoning: str  # the model's thinking, as the agent showed it
+
+
+def _claude_deltas(events: list[dict[str, Any]], kind: str, field: str) -> str:
+    """The ``kind`` deltas (``text_delta``, ``thinking_delta``) of Claude Code's stream, joined."""
+    return "".join(
+        e["event"]["delta"][field]
+        for e in events
+        if e.get("type") == "stream_event"
+        and e["event"].get("type") == "content_block_delta"
+        and e["event"]["delta"].get("type") == kind
+    )
 
 
 def claude_output(run: Run) -> Output:
-    """``claude -p --output-format=stream-json``: text deltas as they came, then a result."""
+    """``claude -p --output-format=stream-json``: deltas as they came, then a result."""
     events = run.events()
     results = [e for e in events if e.get("type") == "result"]
     assert len(results) == 1 and results[0]["subtype"] == "success", run.report()
     answer = results[0]["result"]
-    deltas = [
-        e["event"]["delta"]["text"]
-        for e in events
-        if e.get("type") == "stream_event"
-        and e["event"].get("type") == "content_block_delta"
-        and e["event"]["delta"].get("type") == "text_delta"
-    ]
+    text = _claude_deltas(events, "text_delta", "text")
     outputs = [
         json.dumps(block["content"])
         for e in events
@@ -149,7 +157,8 @@ def claude_output(run: Run) -> Output:
         for block in e["message"]["content"]
         if isinstance(block, dict) and block.get("type") == "tool_result"
     ]
-    return Output(answer, bool(deltas) and "".join(deltas).endswith(answer), outputs)
+    thinking = _claude_deltas(events, "thinking_delta", "thinking")
+    return Output(answer, bool(text) and text.endswith(answer), outputs, thinking)
 
 
 def codex_output(run: Run) -> Output:
@@ -164,8 +173,9 @@ def codex_output(run: Run) -> Output:
         for i in items
         if i["type"] == "command_execution" and i["exit_code"] == 0
     ]
+    reasoning = "".join(i["text"] for i in items if i["type"] == "reasoning")
     streamed = kinds[0] == "thread.started" and kinds[-1] == "turn.completed"
-    return Output(messages[-1], streamed, outputs)
+    return Output(messages[-1], streamed, outputs, reasoning)
 
 
 Agent = tuple[
@@ -292,6 +302,9 @@ async def test_agent_runs_a_command_and_answers_with_its_output(
     assert output.answer == task.final
     assert any(secret in text for text in output.command_outputs), output  # the agent ran it
     assert upstream.saw_secret(), upstream.requests[-1]  # and sent its output back
+    # The model's thinking reached the agent as thinking, and did not go back as answer text.
+    assert output.reasoning == THOUGHT
+    assert THOUGHT not in json.dumps(upstream.requests[-1])
     if kind == "openai":
         follow_up = next(e for e in exchanges if secret in json.dumps(e.body))
         replacements = _replacements(tmp_path, MODELS[kind], secret)

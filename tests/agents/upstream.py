@@ -9,9 +9,11 @@ without tools. So the fakes decide from each request alone, never from a request
 - else a short plain text.
 
 The secret is in the file the tool reads, never in the call itself, so finding it in a request
-proves that the agent really ran the tool and sent its output back.
-:class:`AgentOpenAI` streams chat-completions chunks with a native tool call;
-:class:`AgentAichats` writes the call as an emulated ``<tool_calls>`` block in its text.
+proves that the agent really ran the tool and sent its output back. Like a thinking model, a
+fake reasons (``THOUGHT``) before it calls the tool, in its upstream kind's own way.
+:class:`AgentOpenAI` streams chat-completions chunks: ``reasoning_content``, then a native
+tool call. :class:`AgentAichats` writes text: a ``<think>`` section, then the call as an
+emulated ``<tool_calls>`` block.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from aiohttp import web
 from tests.fakes import aichats_body
 
 SIDE_ANSWER = "ok"
+# Thinking models reason before they call a tool; the fakes do too, on that turn only.
+THOUGHT = "The user wants the note, so I will read it."
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class AgentOpenAI(AgentUpstream):
                 await response.write(_chunk(model, {"content": piece}))
             await response.write(_chunk(model, {}, "stop"))
         else:
+            await response.write(_chunk(model, {"reasoning_content": THOUGHT}))
             arguments = json.dumps(answer["arguments"])
             half = len(arguments) // 2
             call = {"index": 0, "id": "call_agent_1", "type": "function"}
@@ -153,7 +158,14 @@ class AgentAichats(AgentUpstream):
             pieces = words(answer)
         else:
             block = json.dumps([answer])
-            pieces = ["Let me look.\n<tool_calls>\n", block[:10], block[10:], "\n</tool_calls>"]
+            thought = f"<think>{THOUGHT}</think>"
+            pieces = [
+                thought,
+                "Let me look.\n<tool_calls>\n",
+                block[:10],
+                block[10:],
+                "\n</tool_calls>",
+            ]
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for piece in pieces:
