@@ -290,8 +290,8 @@ async def test_agent_runs_a_command_and_answers_with_its_output(
     secret = f"note-{secrets.token_hex(6)}"
     tool, argument = TOOLS[agent]
     upstream: AgentUpstream = stack.openai if kind == "openai" else stack.aichats
-    task = upstream.task = Task(tool, {argument: COMMAND}, secret)
-    upstream.requests.clear()
+    task = Task(tool, {argument: COMMAND}, secret)
+    upstream.start(task)
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "note.txt").write_text(secret + "\n")
     output, exchanges = await _run(clis, stack, agent, kind, PROMPT_TOOL, tmp_path)
@@ -309,3 +309,26 @@ async def test_agent_runs_a_command_and_answers_with_its_output(
         follow_up = next(e for e in exchanges if secret in json.dumps(e.body))
         replacements = _replacements(tmp_path, MODELS[kind], secret)
         recordings[agent].add("tool_result", follow_up, replacements)
+
+
+@pytest.mark.parametrize("kind", ["openai", "aichats"])
+async def test_codex_routes_a_call_of_a_namespaced_tool(
+    clis: Clis, stack: Stack, kind: str, tmp_path: Path
+) -> None:
+    """The Codex CLI declares its sub-agent tools in a namespace; the gateway flattens them
+    for the upstream and must hand a call back with ``namespace`` set, or the CLI cannot
+    route it. Only ``close_agent``'s own handler answers an id that is no agent's this way.
+    """
+    upstream: AgentUpstream = stack.openai if kind == "openai" else stack.aichats
+    task = Task("multi_agent_v1__close_agent", {"target": "agent-x"}, "invalid agent id agent-x")
+    upstream.start(task)
+    output, exchanges = await _run(clis, stack, "codex", kind, "Close agent-x.", tmp_path)
+    assert output.answer == task.final
+    calls = [
+        item
+        for exchange in exchanges
+        for item in exchange.body["input"]
+        if item.get("type") == "function_call"
+    ]
+    assert calls and calls[0]["namespace"] == "multi_agent_v1", calls
+    assert calls[0]["name"] == "close_agent"

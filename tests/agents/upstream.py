@@ -29,12 +29,19 @@ from tests.fakes import aichats_body
 
 SIDE_ANSWER = "ok"
 # Thinking models reason before they call a tool; the fakes do too, on that turn only.
-THOUGHT = "The user wants the note, so I will read it."
+THOUGHT = "I need the tool's output first."
+# A fake that never sees the secret stops calling after this many calls, so a broken round
+# trip ends with a wrong answer instead of a loop until the agent's time runs out.
+MAX_CALLS = 3
+GAVE_UP = "The tool never said it."
 
 
 @dataclass(frozen=True)
 class Task:
-    """What the fake model wants: one call of ``tool`` with ``arguments``, then ``final``."""
+    """What the fake model wants: a call of ``tool`` with ``arguments``, then ``final``.
+
+    ``secret`` is a string that only the tool's output contains, never the call.
+    """
 
     tool: str
     arguments: dict[str, Any]
@@ -43,7 +50,7 @@ class Task:
     @property
     def final(self) -> str:
         """The answer once the tool's output arrived."""
-        return f"The note says {self.secret}."
+        return f"The tool said: {self.secret}."
 
 
 @dataclass
@@ -52,6 +59,12 @@ class AgentUpstream:
 
     task: Task | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    calls: int = 0
+
+    def start(self, task: Task) -> None:
+        """Work on ``task`` from now on, with no requests seen yet."""
+        self.task, self.calls = task, 0
+        self.requests.clear()
 
     def reply(self, body: dict[str, Any], declared: bool) -> str | dict[str, Any]:
         """The final text, the tool call (as ``{"name", "arguments"}``) or the side answer."""
@@ -61,9 +74,12 @@ class AgentUpstream:
             return SIDE_ANSWER
         if task.secret in json.dumps(body):
             return task.final
-        if declared:
-            return {"name": task.tool, "arguments": task.arguments}
-        return SIDE_ANSWER
+        if not declared:
+            return SIDE_ANSWER
+        if self.calls == MAX_CALLS:
+            return GAVE_UP
+        self.calls += 1
+        return {"name": task.tool, "arguments": task.arguments}
 
     def saw_secret(self) -> bool:
         """Whether a request carried the tool's output back."""

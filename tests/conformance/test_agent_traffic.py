@@ -105,7 +105,7 @@ async def test_recorded_agent_request_gets_a_complete_answer(
     task = Task(**doc["task"])
     fake = upstreams.fakes.get(provider)
     if fake is not None:
-        fake.task = task
+        fake.start(task)
     gateway = upstreams.gateway
     body = {**request_["body"], "model": provider}
     headers = {**request_["headers"], **AUTH[api](API_KEY)}
