@@ -46,7 +46,6 @@ class Exchange:
     body: Any
     status: int = 0
     response_headers: dict[str, str] = field(default_factory=dict)
-    chunks: int = 0  # separate writes of the answer body that reached the agent
     response: bytes = b""
 
 
@@ -74,7 +73,6 @@ class Recorder:
             response = web.StreamResponse(status=upstream.status, headers=passed)
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
-                exchange.chunks += 1
                 exchange.response += chunk
                 await response.write(chunk)
             await response.write_eof()

@@ -5,9 +5,10 @@ that carries a command's output back (recorded by ``tests/agents``; how to recor
 is at the top of ``tests/agents/test_agents.py``). Each is replayed, headers and body as the
 agent sent them, against every provider kind: the mock, an OpenAI-compatible upstream and
 aichats with emulated tools. The upstreams are the scripted ones of the slow agent tests: a
-first request gets the recorded task's tool call back, the follow-up gets the final answer,
-which is only given when the command's output reached the upstream. Every stream must be
-complete and well formed, field by field.
+first request gets some reasoning and the recorded task's tool call back, the follow-up (which
+carries that reasoning back too) gets the final answer, which is only given when the command's
+output reached the upstream. Every stream must be complete and well formed, field by field,
+and what no upstream can do with these requests must be named in ``x-aichat-dropped-params``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 from pytest_aiohttp import AiohttpServer
 
 from aichat.config import ModelConfig
-from tests.agents.upstream import AgentAichats, AgentOpenAI, AgentUpstream, Task
+from tests.agents.upstream import THOUGHT, AgentAichats, AgentOpenAI, AgentUpstream, Task
 from tests.conformance.checks import READERS, VECTORS, Outcome, check_fields, parse_sse
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 
@@ -40,6 +41,17 @@ EXPECT_DROPPED = {
     "@anthropic-ai/claude-code": {"context_management"},
     "@openai/codex": {"tools.web_search", "include", "client_metadata"},
 }
+
+
+def _reasoning(events: list[tuple[str, Any]]) -> str:
+    """The reasoning text of a Messages or Responses stream (thinking, reasoning summary)."""
+    pieces = []
+    for name, data in events:
+        if name == "response.reasoning_summary_text.delta":
+            pieces.append(data["delta"])
+        elif name == "content_block_delta" and data["delta"]["type"] == "thinking_delta":
+            pieces.append(data["delta"]["thinking"])
+    return "".join(pieces)
 
 
 def _function_names(tools: list[dict[str, Any]]) -> list[str]:
@@ -131,6 +143,8 @@ async def test_recorded_agent_request_gets_a_complete_answer(
         assert outcome.tool == {"name": task.tool, "arguments": task.arguments}
         assert outcome.ending == TOOL_ENDING[api]
         assert not fake.saw_secret()
+        assert _reasoning(events) == THOUGHT  # as thinking, not as answer text
+        assert THOUGHT not in outcome.text
     else:
         assert fake.saw_secret(), fake.requests[-1]  # the command's output reached the upstream
         assert outcome.text == task.final
