@@ -11,7 +11,7 @@ from typing import Any
 from aichat import __version__
 from aichat.config import ConfigError, Settings, load_settings
 from aichat.logs import configure_logging
-from aichat.server import serve
+from aichat.workers import run
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
     serve.add_argument("--host", help="listen address (AICHAT_HOST)")
     serve.add_argument("--port", type=int, help="listen port (AICHAT_PORT)")
+    serve.add_argument("--workers", type=int, help="processes on the port (AICHAT_WORKERS)")
     serve.add_argument("--aichats-base-url", help="aichats upstream URL (AICHATS_BASE_URL)")
     serve.add_argument("--models", help="comma-separated model names (AICHAT_MODELS)")
     serve.add_argument("--connect-timeout", type=float, help="seconds (AICHAT_CONNECT_TIMEOUT)")
@@ -68,5 +69,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aichat: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    serve(settings)
-    return 0
+    return run(settings)

@@ -35,7 +35,14 @@ async def serve_until_stopped(settings: Settings) -> None:
     app_runner = runner(app)
     await app_runner.setup()
     try:
-        site = web.TCPSite(app_runner, settings.host, settings.port, reuse_address=True)
+        # Workers (aichat.workers) share the port: the kernel spreads connections over them.
+        site = web.TCPSite(
+            app_runner,
+            settings.host,
+            settings.port,
+            reuse_address=True,
+            reuse_port=settings.workers > 1,
+        )
         await site.start()
         log.info("aichat listening on http://%s:%d", settings.host, settings.port)
         # What exists now (the tokenizer's tables above all) lives as long as the process:
