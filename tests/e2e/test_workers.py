@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -81,9 +82,12 @@ async def test_two_workers_share_the_port_and_drain_together_on_sigterm(
         url = f"{server.url}/v1/chat/completions"
         body = {"model": "never", "stream": True, **HELLO}
         streams = [await http.post(url, json=body, headers=AUTH) for _ in range(STREAMS)]
+        ids = set()
         for stream in streams:
-            assert (await stream.content.readline()).startswith(b"data: ")
+            first = await stream.content.readline()
             assert await stream.content.readline() == b"\n"
+            ids.add(json.loads(first.removeprefix(b"data: "))["id"])
+        assert len(ids) == STREAMS  # forked workers do not repeat each other's ids
         # Each connection is served by exactly one worker, and both got some.
         open_connections = _connections_on(port)
         served = [len(_sockets_of(worker) & open_connections) for worker in workers]
