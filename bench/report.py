@@ -12,16 +12,8 @@ from typing import Any
 Run = dict[str, Any]
 README_START = "<!-- bench-results:start -->"
 README_END = "<!-- bench-results:end -->"
-GATEWAYS = (
-    "aichat",
-    "aichat-muted",
-    "floor",
-    "hop",
-    "aichat-w1",
-    "aichat-w2",
-    "litellm",
-    "litellm-rust",
-)
+WORKERS_TARGETS = ("aichat-w1", "aichat-w2")
+GATEWAYS = ("aichat", "aichat-muted", "floor", "hop", *WORKERS_TARGETS, "litellm", "litellm-rust")
 # Issue 16's limits: aichat at its defaults against the floor, in the same run.
 CPU_VS_FLOOR = {"aichats": 1.5, "openai": 1.25}  # CPU per request, at most
 RPS_VS_FLOOR = 0.9  # requests/s at c16 and c64, at least
@@ -188,7 +180,7 @@ def targets(
         checks.append(_check("OpenAI-only aichat at rest: RSS (MB)", rest, REST_RSS_MB, False))
     for mode in ("stream", "whole"):
         for phase_name in ("rps_c16", "rps_c64"):
-            pair = ("aichat-w2", "aichat-w1")
+            pair = (WORKERS_TARGETS[1], WORKERS_TARGETS[0])
             speedup = _ratio_of(*_compare(runs, "openai", mode, pair, phase_name, "rps"))
             if speedup is not None:
                 name = f"openai {mode} {phase_name}: 2 workers / 1"
@@ -211,6 +203,8 @@ def background_load(runs: list[Run]) -> dict[str, float] | None:
     phases: the gateway alone should be on core 0, the upstream and load generator on 1."""
     others: dict[str, list[float]] = {"cpu0": [], "cpu1": []}
     for run in runs:
+        if run["target"] in WORKERS_TARGETS:
+            continue  # their processes spread over both cores: no split to check
         for found in run["phases"]:
             busy, used = found.get("core_busy") or {}, found.get("core_use") or {}
             if "cpu0" not in busy or "cpu1" not in busy:
