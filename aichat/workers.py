@@ -108,11 +108,11 @@ class Supervisor:
             wake_read, wake_write = (stack.enter_context(s) for s in socket.socketpair())
             # Until the handlers below are in place, a stop signal waits instead of killing
             # the supervisor between two forks.
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
+            unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
             for _ in range(self.settings.workers):
-                self._fork(blocked)
+                self._fork(unblocked)
             stack.enter_context(_signals_to(wake_write))
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
             log.info(
                 "%d workers on http://%s:%d: pids %s",
                 len(self.workers),
@@ -123,14 +123,14 @@ class Supervisor:
             self._supervise(notify, wake_read)
         return 1 if self.failed else 0
 
-    def _fork(self, blocked: set[int | signal.Signals]) -> None:
+    def _fork(self, unblocked: set[int | signal.Signals]) -> None:
         pid = os.fork()
         if pid:
             self.workers.add(pid)
             return
         code = 1
         try:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
             _die_with(self._pid)
             os.environ["NOTIFY_SOCKET"] = "@" + self._notify_name
             serve(self.settings)
