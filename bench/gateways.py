@@ -38,6 +38,10 @@ LITELLM_VENV = Path(__file__).parent / ".venv-litellm"
 MODES = ("stream", "whole")
 
 
+class NotMeasured(RuntimeError):
+    """A gateway that runs but not as the row asks (the message says why): skipped."""
+
+
 @dataclass
 class Gateway:
     """A running gateway, the provider scenarios it can serve, and its memory once started."""
@@ -209,7 +213,7 @@ def start_litellm(upstream_url: str, work: Path, rust: bool = False) -> Gateway:
     wait_http(proc, "/health/liveliness", 120)
     if rust and not _answered_by_rust(proc.url):
         proc.stop()
-        raise RuntimeError(
+        raise NotMeasured(
             f"LiteLLM {litellm_version()} answers chat completions in Python even with "
             "rust: true (no x-litellm-rust header)"
         )

@@ -35,6 +35,7 @@ from bench.gateways import (
     MODES,
     AichatOptions,
     Gateway,
+    NotMeasured,
     litellm_available,
     litellm_version,
     start_aichat,
@@ -391,6 +392,8 @@ def _failures_skipped(bench: Bench, provider: str, target: str) -> Iterator[None
     """A gateway that fails to start or breaks mid-run costs its rows, not the whole run."""
     try:
         yield
+    except NotMeasured as exc:
+        bench.skip(provider, target, str(exc))
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"\n{exc}", file=sys.stderr)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
