@@ -160,13 +160,19 @@ def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
     app.on_response_prepare.append(add_cors_headers)
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The gateway application for ``settings``; serve it with ``aichat.server``."""
-    settings.require_auth_decision()
+def preload(settings: Settings) -> None:
+    """Load what the configured routes need before their first request (once per process):
+    the tokenizer, where a route counts tokens itself."""
     if any(route.provider != "openai" for route in settings.model_routes):
         # aichats reports no usage and the mock counts exactly: both count here, from the
         # first request on.
         load_tokenizer()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The gateway application for ``settings``; serve it with ``aichat.server``."""
+    settings.require_auth_decision()
+    preload(settings)
     keys = KeyRing.from_settings(settings)
     if not keys.enabled:
         log.warning("running WITHOUT authentication: anyone who can reach this port can use it")

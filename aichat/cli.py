@@ -18,7 +18,7 @@ from typing import Any
 from aichat import __version__
 from aichat.config import ConfigError, Settings, StartupError, load_settings
 from aichat.logs import configure_logging
-from aichat.server import serve
+from aichat.workers import run
 
 log = logging.getLogger("aichat")
 
@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
     serve.add_argument("--host", help="listen address (AICHAT_HOST)")
     serve.add_argument("--port", type=int, help="listen port (AICHAT_PORT)")
+    serve.add_argument("--workers", type=int, help="processes on the port (AICHAT_WORKERS)")
     serve.add_argument("--aichats-base-url", help="aichats upstream URL (AICHATS_BASE_URL)")
     serve.add_argument("--models", help="comma-separated model names (AICHAT_MODELS)")
     serve.add_argument("--connect-timeout", type=float, help="seconds (AICHAT_CONNECT_TIMEOUT)")
@@ -115,8 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_format, settings.log_level)
         for warning in settings.warnings():
             log.warning(warning)
-        serve(settings)
+        return run(settings)
     except StartupError as exc:
         print(f"aichat: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
-    return 0

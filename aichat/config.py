@@ -107,6 +107,7 @@ class Settings(BaseModel):
 
     host: str = "0.0.0.0"
     port: int = Field(8001, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=256)
     aichats_base_url: str = "https://ai-chats.org"
     aichats_history: HistoryMode = "transcript"
     models: tuple[str, ...] = ("gpt-4o", "gpt-4o-2024-05-13")
@@ -185,6 +186,7 @@ class Settings(BaseModel):
 ENV_VARS: dict[str, tuple[str, str]] = {
     "AICHAT_HOST": ("host", "Address to listen on."),
     "AICHAT_PORT": ("port", "Port to listen on."),
+    "AICHAT_WORKERS": ("workers", "Processes serving the port (`SO_REUSEPORT`), each on its own."),
     "AICHATS_BASE_URL": ("aichats_base_url", "Base URL of the aichats web-chat upstream."),
     "AICHATS_HISTORY": (
         "aichats_history",

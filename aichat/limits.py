@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import hdrs, web
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from aichat.auth import KeyPolicy
 from aichat.context import KEY_POLICY, Handler
@@ -173,6 +171,12 @@ class RedisStore:
     def __init__(
         self, url: str, prefix: str, max_connections: int = 100, wait: float = 2.0
     ) -> None:
+        # Imported here: redis and what it pulls in cost about 8 MB of memory, for nothing
+        # when REDIS_URL is not set.
+        from redis.asyncio import Redis
+        from redis.exceptions import RedisError
+
+        self._errors = (RedisError, OSError, TimeoutError)
         # Short timeouts: a dead Redis must cost a request milliseconds, not seconds.
         self._redis: Any = Redis.from_url(
             url,
@@ -195,7 +199,7 @@ class RedisStore:
             raise StoreBusy(f"all Redis connections busy for {self._wait:g} s")
         try:
             result = await operation()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except self._errors as exc:
             self._answering = False
             raise StoreUnavailable(type(exc).__name__) from None
         else:

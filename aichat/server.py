@@ -48,7 +48,14 @@ async def serve_until_stopped(settings: Settings) -> None:
     app_runner = runner(app)
     await app_runner.setup()
     try:
-        site = web.TCPSite(app_runner, settings.host, settings.port, reuse_address=True)
+        # Workers (aichat.workers) share the port: the kernel spreads connections over them.
+        site = web.TCPSite(
+            app_runner,
+            settings.host,
+            settings.port,
+            reuse_address=True,
+            reuse_port=settings.workers > 1,
+        )
         try:
             await site.start()
         except OSError as exc:

@@ -5,6 +5,9 @@ else: no validation, authentication, limits, routing, retries, metrics or logs, 
 translation. It forwards the fake upstream's stream bytes as they arrive (aichats'
 ``data:`` lines untranslated, then ``[DONE]``; OpenAI chunks with the upstream's model
 name), which the load generator accepts because it only looks for markers and the end.
+A whole answer (``"stream": false``) goes back in one response: the upstream's OpenAI
+completion as it is, or, since aichats only streams, its stream's bytes read to the end
+and sent as one JSON string (``{"content": ...}``).
 
 It is not a usable gateway. Its rows show what aiohttp itself costs on this machine, so
 the distance between ``floor`` and ``aichat`` is aichat's own work. Run it as
@@ -41,10 +44,16 @@ def _upstream_call(base: str, body: dict[str, object]) -> tuple[str, dict[str, o
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
-    """Forward one streamed chat completion, bytes as they come."""
-    url, payload, tail = _upstream_call(request.app[UPSTREAM], orjson.loads(await request.read()))
+    """Forward one chat completion: a stream's bytes as they come, a whole answer at once."""
+    body = orjson.loads(await request.read())
+    url, payload, tail = _upstream_call(request.app[UPSTREAM], body)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {UPSTREAM_KEY}"}
     async with request.app[SESSION].post(url, data=orjson.dumps(payload), headers=headers) as up:
+        if not body.get("stream"):
+            answer = await up.read()
+            if tail:  # aichats: its stream, whole
+                answer = orjson.dumps({"content": answer.decode()})
+            return web.Response(body=answer, content_type="application/json")
         response = web.StreamResponse(headers=_SSE)
         await response.prepare(request)
         async for chunk in up.content.iter_any():

@@ -5,17 +5,26 @@ Each is started on the gateway core, pointed at the same fake upstream, and serv
 - ``bench-aichats``: the aichats provider (translation into OpenAI chunks);
 - ``bench-openai``: OpenAI pass-through to the fake upstream's ``/v1`` (aichat only when its
   OpenAI provider is present; LiteLLM serves only this one).
+
+aichat runs with one provider's route per process, as a deployment that needs only that
+one would: its memory at rest is then what such a configuration costs (an OpenAI-only
+gateway never loads the tokenizer). It runs at its default settings (access log at INFO,
+written to a file; Server-Timing; limits in memory) unless ``muted``, which turns the access
+log off for comparison.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.procs import GATEWAY_CORE, Proc, free_port, start, wait_http
+from bench import procstats
+from bench.procs import GATEWAY_CORE, Cores, Proc, free_port, start, wait_http
 
 CLIENT_KEY = "sk-bench-client-key"
 UPSTREAM_KEY = "sk-bench-upstream-key"
@@ -26,13 +35,26 @@ UPSTREAM_MODEL = "bench-upstream"
 LITELLM_VENV = Path(__file__).parent / ".venv-litellm"
 
 
+MODES = ("stream", "whole")
+
+
+class NotMeasured(RuntimeError):
+    """A gateway that runs but not as the row asks (the message says why): skipped."""
+
+
 @dataclass
 class Gateway:
-    """A running gateway and the provider scenarios it can serve."""
+    """A running gateway, the provider scenarios it can serve, and its memory once started."""
 
     name: str
     proc: Proc
     providers: tuple[str, ...]
+    modes: tuple[str, ...] = MODES
+    rest_rss_mb: float | None = None
+
+    def __post_init__(self) -> None:
+        # Read once it answers, before any API request: what the configuration costs idle.
+        self.rest_rss_mb = round(procstats.rss_bytes(self.proc.pid) / 2**20, 1)
 
 
 def _gateway_env(pythonpath: str | None) -> dict[str, str]:
@@ -57,13 +79,8 @@ def has_openai_provider(pythonpath: str | None) -> bool:
 
 
 def aichat_config(upstream_url: str) -> str:
-    """The TOML routing config: one aichats route and one OpenAI pass-through route."""
+    """The TOML routing config of the OpenAI pass-through route."""
     return f"""# Written by bench/gateways.py for one benchmark run.
-[[models]]
-name = "{AICHATS_MODEL}"
-provider = "aichats"
-base_url = "{upstream_url}"
-
 [[models]]
 name = "{OPENAI_MODEL}"
 provider = "openai"
@@ -73,41 +90,66 @@ api_key_env = "{UPSTREAM_KEY_ENV}"
 """
 
 
-def start_aichat(upstream_url: str, work: Path, pythonpath: str | None = None) -> Gateway:
-    """``aichat serve`` on the gateway core, access lines muted, keys and routes set."""
+@dataclass(frozen=True)
+class AichatOptions:
+    """How one aichat gateway of the run is started."""
+
+    provider: str  # its only route: "aichats" or "openai"
+    pythonpath: str | None = None
+    muted: bool = False  # access log off (AICHAT_LOG_LEVEL=WARNING)
+    workers: int = 1
+    cores: Cores = GATEWAY_CORE
+
+    @property
+    def name(self) -> str:
+        """The gateway's name in the results."""
+        if self.workers > 1 or self.cores != GATEWAY_CORE:
+            return f"aichat-w{self.workers}"
+        return "aichat-muted" if self.muted else "aichat"
+
+
+def start_aichat(upstream_url: str, work: Path, options: AichatOptions) -> Gateway | None:
+    """``aichat serve`` serving ``options.provider``, on the gateway core (or ``cores``);
+    None when the aichat under test has no such provider."""
     port = free_port()
     env = {
-        **_gateway_env(pythonpath),
+        **_gateway_env(options.pythonpath),
         "APP_SECRET": CLIENT_KEY,
-        "AICHATS_BASE_URL": upstream_url,
-        "AICHAT_MODELS": AICHATS_MODEL,
-        "AICHAT_LOG_LEVEL": "WARNING",
         "AICHAT_HOST": "127.0.0.1",
         "AICHAT_PORT": str(port),
         # Room for the 1,000 held streams (the default cap of in-flight upstream calls is
         # lower); shedding load is not what is measured here.
         "AICHAT_MAX_CONCURRENT": "4096",
     }
-    providers: tuple[str, ...] = ("aichats",)
-    if has_openai_provider(pythonpath):
-        config = work / "aichat.toml"
+    if options.muted:
+        env["AICHAT_LOG_LEVEL"] = "WARNING"
+    if options.workers > 1:
+        env["AICHAT_WORKERS"] = str(options.workers)
+    if options.provider == "aichats":
+        env.update(AICHATS_BASE_URL=upstream_url, AICHAT_MODELS=AICHATS_MODEL)
+    elif has_openai_provider(options.pythonpath):
+        config = work / "aichat-openai.toml"
         config.write_text(aichat_config(upstream_url))
-        env["AICHAT_CONFIG"] = str(config)
-        env[UPSTREAM_KEY_ENV] = UPSTREAM_KEY
-        providers = ("aichats", "openai")
+        env.update(AICHAT_CONFIG=str(config), **{UPSTREAM_KEY_ENV: UPSTREAM_KEY})
+    else:
+        return None
     # A missing env file: a developer's .env in the working tree must not change the run.
     cmd = [sys.executable, "-m", "aichat", "--env-file", str(work / "none.env"), "serve"]
     url = f"http://127.0.0.1:{port}"
     # Started outside the source tree: ``-m`` puts the working directory first on sys.path,
-    # which would shadow ``pythonpath``.
-    proc = start("aichat", cmd, core=GATEWAY_CORE, url=url, log_dir=work, env=env, cwd=work)
+    # which would shadow ``pythonpath``. The access log goes to the log file, as to a
+    # journal or a file in production.
+    proc = start(options.name, cmd, core=options.cores, url=url, log_dir=work, env=env, cwd=work)
     wait_http(proc, "/ready", 30)
-    return Gateway("aichat", proc, providers)
+    return Gateway(options.name, proc, (options.provider,))
 
 
-# The bare proxies run for scale, stream scenarios only: ``bench.floor`` (aiohttp alone)
-# and ``bench.hop`` (the network hop alone, OpenAI pass-through only), with what they serve.
-BARE_PROXIES: dict[str, tuple[str, ...]] = {"floor": ("aichats", "openai"), "hop": ("openai",)}
+# The bare proxies run for scale: ``bench.floor`` (aiohttp alone) and ``bench.hop`` (the
+# network hop alone, OpenAI streams only), with the providers and modes they serve.
+BARE_PROXIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "floor": (("aichats", "openai"), MODES),
+    "hop": (("openai",), ("stream",)),
+}
 
 
 def start_bare_proxy(name: str, upstream_url: str, work: Path) -> Gateway:
@@ -118,7 +160,8 @@ def start_bare_proxy(name: str, upstream_url: str, work: Path) -> Gateway:
     root = Path(__file__).parent.parent
     proc = start(name, cmd, core=GATEWAY_CORE, url=url, log_dir=work, cwd=root)
     wait_http(proc, "/ready", 30)
-    return Gateway(name, proc, BARE_PROXIES[name])
+    providers, modes = BARE_PROXIES[name]
+    return Gateway(name, proc, providers, modes)
 
 
 def litellm_available() -> bool:
@@ -132,10 +175,17 @@ def litellm_version() -> str | None:
     return found[-1].name.removeprefix("litellm-").removesuffix(".dist-info") if found else None
 
 
-def start_litellm(upstream_url: str, work: Path) -> Gateway:
-    """LiteLLM's proxy with its defaults, one model routed to the fake OpenAI upstream."""
+def start_litellm(upstream_url: str, work: Path, rust: bool = False) -> Gateway:
+    """LiteLLM's proxy with its defaults, one model routed to the fake OpenAI upstream.
+
+    ``rust``: the deployment opts into LiteLLM's Rust request path (``rust: true``, and
+    ``LITELLM_RUST=1``). Releases that still answer chat completions in Python (no
+    ``x-litellm-rust: true`` header on the answer) are stopped and reported, not measured
+    as a Rust row.
+    """
+    name = "litellm-rust" if rust else "litellm"
     port = free_port()
-    config = work / "litellm.yaml"
+    config = work / f"{name}.yaml"
     config.write_text(
         "model_list:\n"
         f"  - model_name: {OPENAI_MODEL}\n"
@@ -143,20 +193,40 @@ def start_litellm(upstream_url: str, work: Path) -> Gateway:
         f"      model: openai/{UPSTREAM_MODEL}\n"
         f"      api_base: {upstream_url}/v1\n"
         f"      api_key: {UPSTREAM_KEY}\n"
-        "general_settings:\n"
+        + ("      rust: true\n" if rust else "")
+        + "general_settings:\n"
         f"  master_key: {CLIENT_KEY}\n"
     )
     env = {
         # Offline: use the bundled model price map instead of fetching it at start.
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "LITELLM_TELEMETRY": "False",
+        **({"LITELLM_RUST": "1"} if rust else {}),
     }
     cmd = [
         str(LITELLM_VENV / "bin" / "litellm"),
         *("--config", str(config), "--host", "127.0.0.1", "--port", str(port)),
     ]
     proc = start(
-        "litellm", cmd, core=GATEWAY_CORE, url=f"http://127.0.0.1:{port}", log_dir=work, env=env
+        name, cmd, core=GATEWAY_CORE, url=f"http://127.0.0.1:{port}", log_dir=work, env=env
     )
     wait_http(proc, "/health/liveliness", 120)
-    return Gateway("litellm", proc, ("openai",))
+    if rust and not _answered_by_rust(proc.url):
+        proc.stop()
+        raise NotMeasured(
+            f"LiteLLM {litellm_version()} answers chat completions in Python even with "
+            "rust: true (no x-litellm-rust header)"
+        )
+    return Gateway(name, proc, ("openai",))
+
+
+def _answered_by_rust(url: str) -> bool:
+    """Whether LiteLLM marks its answer to one chat completion as made by its Rust path."""
+    body = {"model": OPENAI_MODEL, "messages": [{"role": "user", "content": "bench chunks=2"}]}
+    request = urllib.request.Request(  # noqa: S310 (the proxy on 127.0.0.1 started above)
+        f"{url}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {CLIENT_KEY}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (same)
+        return bool(answer.headers.get("x-litellm-rust") == "true")

@@ -2,7 +2,9 @@
 
 Core layout on a 2-core machine: the gateway alone on core 0; the fake upstream, the load
 generator and this driver on core 1. With fewer cores nothing is pinned (and the report says
-so): the numbers are then only comparable with runs on the same machine.
+so): the numbers are then only comparable with runs on the same machine. The workers
+scenario gives the gateway two cores (``WORKERS_CORES``) and the load generator every other
+core, or all of them when there are no others (``workers_tools_cores``).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from typing import IO
 
 GATEWAY_CORE = 0
 TOOLS_CORE = 1
+WORKERS_CORES = (0, 1)
 # Read before ``pin_self`` narrows this process to one core.
 _CORES = os.sched_getaffinity(0)
+Cores = int | tuple[int, ...]
 
 
 def can_pin() -> bool:
@@ -33,9 +37,19 @@ def can_pin() -> bool:
     return shutil.which("taskset") is not None and {GATEWAY_CORE, TOOLS_CORE} <= _CORES
 
 
-def pinned(cmd: Sequence[str], core: int) -> list[str]:
-    """``cmd`` run on ``core`` when pinning is possible, else unchanged."""
-    return ["taskset", "-c", str(core), *cmd] if can_pin() else list(cmd)
+def workers_tools_cores() -> tuple[int, ...]:
+    """Where the load generator runs in the workers scenario: on the cores the two workers
+    do not have, or (on a 2-core machine) on every core, sharing them with the workers."""
+    others = tuple(sorted(_CORES - set(WORKERS_CORES)))
+    return others or tuple(sorted(_CORES))
+
+
+def pinned(cmd: Sequence[str], cores: Cores) -> list[str]:
+    """``cmd`` run on ``cores`` when pinning is possible, else unchanged."""
+    if not can_pin():
+        return list(cmd)
+    listed = ",".join(map(str, cores)) if isinstance(cores, tuple) else str(cores)
+    return ["taskset", "-c", listed, *cmd]
 
 
 def pin_self() -> None:
@@ -90,14 +104,14 @@ def start(
     name: str,
     cmd: Sequence[str],
     *,
-    core: int,
+    core: Cores,
     url: str,
     log_dir: Path,
     env: dict[str, str] | None = None,
     stdout: int | IO[bytes] | None = None,
     cwd: Path | None = None,
 ) -> Proc:
-    """Start ``cmd`` pinned to ``core``; output goes to ``log_dir/<name>.log``."""
+    """Start ``cmd`` pinned to ``core`` (one or several); output to ``log_dir/<name>.log``."""
     log_path = log_dir / f"{name}.log"
     log = log_path.open("wb")
     popen = subprocess.Popen(  # noqa: S603 (argv built here, no shell)
@@ -143,10 +157,12 @@ def start_upstream(log_dir: Path) -> Proc:
     return proc
 
 
-def run_loadgen(spec: dict[str, object], timeout: float) -> list[dict[str, object]]:
-    """One load-generator process on the tools' core; its JSON results."""
+def run_loadgen(
+    spec: dict[str, object], timeout: float, cores: Cores = TOOLS_CORE
+) -> list[dict[str, object]]:
+    """One load-generator process on the tools' core (or ``cores``); its JSON results."""
     done = subprocess.run(  # noqa: S603 (argv built here, no shell)
-        pinned([sys.executable, "-m", "bench.loadgen"], TOOLS_CORE),
+        pinned([sys.executable, "-m", "bench.loadgen"], cores),
         input=json.dumps(spec).encode(),
         capture_output=True,
         timeout=timeout,

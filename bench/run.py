@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,10 @@ import aiohttp
 from bench import procstats, report
 from bench.gateways import (
     BARE_PROXIES,
+    MODES,
+    AichatOptions,
     Gateway,
+    NotMeasured,
     litellm_available,
     litellm_version,
     start_aichat,
@@ -40,8 +43,19 @@ from bench.gateways import (
     start_litellm,
 )
 from bench.loops import loop_name
-from bench.procs import Proc, can_pin, pin_self, run_loadgen, start, start_upstream
-from bench.suite import CHUNKS, MODES, PACE_MS, PROVIDERS, SUITES, Suite, request_target
+from bench.procs import (
+    TOOLS_CORE,
+    WORKERS_CORES,
+    Cores,
+    Proc,
+    can_pin,
+    pin_self,
+    run_loadgen,
+    start,
+    start_upstream,
+    workers_tools_cores,
+)
+from bench.suite import CHUNKS, PACE_MS, PROVIDERS, SUITES, Suite, request_target
 
 BENCH_DIR = Path(__file__).parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -128,6 +142,10 @@ class Bench:
         self.upstream = upstream
         self.runs: list[dict[str, Any]] = []
         self.skipped: list[dict[str, str]] = []
+        self.rest_rss_mb: dict[str, float | None] = {}
+        # The workers scenario changes these two while it runs.
+        self.loadgen_cores: Cores = TOOLS_CORE
+        self.throughput_only = False
 
     def measure(
         self, provider: str, mode: str, target: str, url: str, watch: dict[str, int]
@@ -136,10 +154,17 @@ class Bench:
         stream = mode == "stream"
         fields, body_for = request_target(provider, stream, url, direct=target == "direct")
         spec = {**fields, "chunks": CHUNKS, "watch": watch}
-        spec["phases"] = self.suite.phases(stream, body_for)
+        spec["phases"] = self.suite.phases(stream, body_for, self.throughput_only)
         print(f"  {provider:8} {mode:6} {target:8}", end="", flush=True)
-        phases = run_loadgen(spec, timeout=self._timeout(len(spec["phases"])))
-        self._add(provider, mode, target, phases)
+        timeout = self._timeout(len(spec["phases"]))
+        self._add(provider, mode, target, run_loadgen(spec, timeout, self.loadgen_cores))
+
+    def started(self, gateway: Gateway) -> Gateway:
+        """Note a gateway's memory at rest, by name and providers (the first counts)."""
+        self.rest_rss_mb.setdefault(
+            f"{gateway.name} {'/'.join(gateway.providers)}", gateway.rest_rss_mb
+        )
+        return gateway
 
     def measure_hold(self, provider: str, target: str, url: str, watch: dict[str, int]) -> None:
         """Memory per idle open stream, above the same process idle after its load phases."""
@@ -263,52 +288,103 @@ def profiled(gateway: Gateway, out: Path | None) -> Iterator[None]:
 
 
 def run_all(bench: Bench, args: argparse.Namespace) -> None:
-    """Per provider: aichat (a fresh gateway each), the floor and the hop for scale, then
-    aichat's hold test; then LiteLLM's load phases and hold test, if it is installed.
+    """Per provider: aichat (a fresh gateway each), aichat with its access log muted, the
+    floor and the hop for scale, then aichat's hold test; then the workers scenario; then
+    LiteLLM's load phases and hold test (and its Rust path's), if it is installed.
     """
     for provider in args.providers:
-        with _failures_skipped(bench, provider, "aichat"):
-            gateway = start_aichat(bench.upstream.url, bench.work, args.gateway_pythonpath)
-            with running(gateway):
-                if provider not in gateway.providers:
-                    bench.skip(provider, "aichat", "provider not available in this aichat")
-                    continue
-                with profiled(gateway, args.profile):
-                    bench.load_scenarios(gateway, provider, args.modes)
-                # The bare proxies before the hold test, which slows whatever follows it.
-                for name, serves in BARE_PROXIES.items():
-                    if "stream" in args.modes and provider in serves:
-                        _scale_rows(bench, provider, name)
-                if "stream" in args.modes:
-                    bench.hold_scenario(gateway, provider)
+        _aichat_rows(bench, provider, args)
+    if "openai" in args.providers:
+        _workers_rows(bench, args)
     if args.no_peers or "openai" not in args.providers:
         return
     if not litellm_available():
         bench.skip("openai", "litellm", "not installed (make bench-peers)")
         return
-    with _failures_skipped(bench, "openai", "litellm"):
-        peer = start_litellm(bench.upstream.url, bench.work)
-        # A peer a few times slower would take most of the time budget: one round, and
-        # each phase cut at PEER_MAX_SECONDS (its rate is measured on what it did).
-        bench.suite = replace(
-            bench.suite, rounds=1, max_seconds=min(bench.suite.max_seconds, PEER_MAX_SECONDS)
-        )
-        with running(peer):
-            bench.load_scenarios(peer, "openai", args.modes)
+    # A peer a few times slower would take most of the time budget: one round, and each
+    # phase cut at PEER_MAX_SECONDS (its rate is measured on what it did).
+    bench.suite = replace(
+        bench.suite, rounds=1, max_seconds=min(bench.suite.max_seconds, PEER_MAX_SECONDS)
+    )
+    for rust in (False, True):
+        name = "litellm-rust" if rust else "litellm"
+        with _failures_skipped(bench, "openai", name):
+            peer = bench.started(start_litellm(bench.upstream.url, bench.work, rust=rust))
+            with running(peer):
+                bench.load_scenarios(peer, "openai", args.modes)
+                if "stream" in args.modes:
+                    bench.hold_scenario(peer, "openai")
+
+
+def _aichat_rows(bench: Bench, provider: str, args: argparse.Namespace) -> None:
+    """aichat at its defaults, round after round with direct; the rows for comparison and
+    scale (one round each); then aichat's hold test."""
+    options = AichatOptions(provider, args.gateway_pythonpath)
+    with _failures_skipped(bench, provider, "aichat"):
+        gateway = start_aichat(bench.upstream.url, bench.work, options)
+        if gateway is None:
+            bench.skip(provider, "aichat", "provider not available in this aichat")
+            return
+        with running(bench.started(gateway)):
+            with profiled(gateway, args.profile):
+                bench.load_scenarios(gateway, provider, args.modes)
+            # Before the hold test, which slows whatever follows it.
+            muted = replace(options, muted=True)
+            _one_round(bench, provider, "aichat-muted", args.modes, muted)
+            for name, (providers, modes) in BARE_PROXIES.items():
+                if provider in providers:
+                    _one_round(bench, provider, name, tuple(m for m in modes if m in args.modes))
             if "stream" in args.modes:
-                bench.hold_scenario(peer, "openai")
+                bench.hold_scenario(gateway, provider)
 
 
-def _scale_rows(bench: Bench, provider: str, name: str) -> None:
-    """One round of stream load phases through the bare proxy ``name``, for scale."""
+def _one_round(
+    bench: Bench,
+    provider: str,
+    name: str,
+    modes: tuple[str, ...],
+    aichat: AichatOptions | None = None,
+) -> None:
+    """One round of load phases through ``name``: an aichat started with ``aichat``, or the
+    bare proxy ``name``."""
     with _failures_skipped(bench, provider, name):
-        proxy = start_bare_proxy(name, bench.upstream.url, bench.work)
+        if aichat is None:
+            gateway: Gateway | None = start_bare_proxy(name, bench.upstream.url, bench.work)
+        else:
+            gateway = start_aichat(bench.upstream.url, bench.work, aichat)
+        if gateway is None:
+            return
         suite, bench.suite = bench.suite, replace(bench.suite, rounds=1)
         try:
-            with running(proxy):
-                bench.load_scenarios(proxy, provider, ("stream",))
+            with running(bench.started(gateway)):
+                bench.load_scenarios(gateway, provider, modes)
         finally:
             bench.suite = suite
+
+
+def _workers_rows(bench: Bench, args: argparse.Namespace) -> None:
+    """OpenAI pass-through throughput of aichat with one worker and with two, both on the
+    same two cores (``WORKERS_CORES``), rounds alternating between them; the load generator
+    on ``workers_tools_cores()``."""
+    first = AichatOptions("openai", args.gateway_pythonpath, cores=WORKERS_CORES)
+    bench.loadgen_cores, bench.throughput_only = workers_tools_cores(), True
+    try:
+        with _failures_skipped(bench, "openai", "aichat-w2"), ExitStack() as stack:
+            pair: list[Gateway] = []
+            for options in (first, replace(first, workers=2)):
+                gateway = start_aichat(bench.upstream.url, bench.work, options)
+                if gateway is None:
+                    return
+                stack.enter_context(running(bench.started(gateway)))
+                pair.append(gateway)
+            up = {"upstream": bench.upstream.pid}
+            for mode in args.modes:
+                for _ in range(bench.suite.rounds):
+                    for gateway in pair:
+                        via = {"gateway": gateway.proc.pid, **up}
+                        bench.measure("openai", mode, gateway.name, gateway.proc.url, via)
+    finally:
+        bench.loadgen_cores, bench.throughput_only = TOOLS_CORE, False
 
 
 @contextmanager
@@ -316,6 +392,8 @@ def _failures_skipped(bench: Bench, provider: str, target: str) -> Iterator[None
     """A gateway that fails to start or breaks mid-run costs its rows, not the whole run."""
     try:
         yield
+    except NotMeasured as exc:
+        bench.skip(provider, target, str(exc))
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"\n{exc}", file=sys.stderr)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -330,11 +408,19 @@ def _aichat_source(pythonpath: str | None) -> str:
     return _git("rev-parse", "--short", "HEAD") + dirty
 
 
+def _listed(cores: tuple[int, ...]) -> str:
+    return ",".join(map(str, cores))
+
+
 def _setup(suite: Suite, pythonpath: str | None) -> dict[str, Any]:
     return {
         "pinning": "gateway on core 0, upstream and load generator on core 1"
         if can_pin()
         else "NOT pinned (fewer than 2 cores or no taskset)",
+        "workers_pinning": f"workers scenario: gateway on cores {_listed(WORKERS_CORES)}, "
+        f"load generator on {_listed(workers_tools_cores())}, upstream on core {TOOLS_CORE}"
+        if can_pin()
+        else "workers scenario NOT pinned",
         "tools_loop": loop_name(),
         "aichat": _aichat_source(pythonpath),
         "chunks": CHUNKS,
@@ -395,7 +481,8 @@ def main() -> int:
         "peers": {"litellm": litellm_version()},
         "runs": bench.runs,
         "skipped": bench.skipped,
-        "targets": report.targets(bench.runs),
+        "rest_rss_mb": bench.rest_rss_mb,
+        "targets": report.targets(bench.runs, bench.rest_rss_mb),
         "background_load": report.background_load(bench.runs),
     }
     out = args.out or RESULTS_DIR / f"{started:%Y-%m-%d}-{suite.name}.json"

@@ -21,7 +21,6 @@ from bench.answer import Shape
 from bench.gateways import AICHATS_MODEL, CLIENT_KEY, OPENAI_MODEL, UPSTREAM_KEY, UPSTREAM_MODEL
 
 PROVIDERS = ("aichats", "openai")
-MODES = ("stream", "whole")
 CHUNKS = 20
 PACE_MS = 2.0
 _DONE = "data: [DONE]\n\n"
@@ -39,13 +38,20 @@ class Suite:
     max_seconds: float  # per phase: a slow target is measured on what it did in that time
     rounds: int  # each target's phases are run this many times; the best round counts
 
-    def phases(self, stream: bool, body_for: Any) -> list[dict[str, Any]]:
-        """The load phases of one scenario; ``body_for(shape)`` builds a request body."""
+    def phases(
+        self, stream: bool, body_for: Any, throughput_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """The load phases of one scenario; ``body_for(shape)`` builds a request body.
+
+        ``throughput_only``: the ``rps_*`` phases alone (the workers scenario).
+        """
         fast = body_for(Shape(CHUNKS))
-        phases = [self._load("ttft_c1", 1, self.ttft_requests, fast)]
-        if stream:
-            paced = body_for(Shape(CHUNKS, pace_ms=PACE_MS))
-            phases.append(self._load("gap_c1", 1, self.gap_requests, paced))
+        phases = []
+        if not throughput_only:
+            phases.append(self._load("ttft_c1", 1, self.ttft_requests, fast))
+            if stream:
+                paced = body_for(Shape(CHUNKS, pace_ms=PACE_MS))
+                phases.append(self._load("gap_c1", 1, self.gap_requests, paced))
         phases.append(self._load("rps_c16", 16, self.load_requests, fast))
         phases.append(self._load("rps_c64", 64, self.load_requests, fast))
         return phases

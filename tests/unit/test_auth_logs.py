@@ -49,6 +49,18 @@ def test_text_log_lines() -> None:
     assert TextFormatter().format(_record()).endswith("request status=200 path=/v1/models")
 
 
+def test_log_times_match_loggings_own_across_seconds_and_formats() -> None:
+    # Times are formatted once per second and reused: each record still gets its own.
+    ours, reference = TextFormatter(), logging.Formatter()
+    json_lines = JsonFormatter()
+    for created in (1_800_000_000.001, 1_800_000_000.999, 1_800_000_001.5, 1_800_000_000.25):
+        record = _record()
+        record.created, record.msecs = created, (created % 1) * 1000
+        assert ours.formatTime(record) == reference.formatTime(record)
+        stamp = json.loads(json_lines.format(record))["time"]
+        assert stamp == reference.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+
+
 def test_malformed_requests_are_one_info_line_not_an_error() -> None:
     try:
         raise BadHttpMessage("Invalid header value char")

@@ -33,3 +33,36 @@ def test_every_module_imports_first() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert int(result.stdout.split()[0]) > 30
+
+
+# Built, started and stopped like `aichat serve` does, minus the socket.
+WITHOUT_REDIS = """
+import asyncio, sys
+from aiohttp import web
+from aichat.app import create_app
+from aichat.config import ModelConfig, Settings
+
+route = ModelConfig(name="m", provider="openai", base_url="http://127.0.0.1:9/v1")
+app = create_app(Settings(routes=(route,), allow_no_auth=True))
+
+async def start_and_stop():
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await runner.cleanup()
+
+asyncio.run(start_and_stop())
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("redis", "opentelemetry")))
+"""
+
+
+def test_redis_is_not_imported_without_redis_url() -> None:
+    # redis and what it pulls in are about 8 MB of a gateway's memory at rest.
+    result = subprocess.run(  # noqa: S603 (our own interpreter and script)
+        [sys.executable, "-c", WITHOUT_REDIS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,222 @@
+"""``aichat serve --workers N``: N gateway processes on one port, under one supervisor.
+
+Decisions:
+
+- **Fork, not re-exec.** The supervisor parses the configuration once, then forks the
+  workers before any event loop, thread or upstream session exists; each worker builds its
+  own application and its own upstream ``ClientSession`` (one per process, as with one
+  worker). Nothing is read twice, and the one-file executable works the same. The
+  tokenizer, when a route needs it, is loaded before the fork: its 130 MB of tables are
+  then shared by all workers instead of copied into each.
+- **One port, ``SO_REUSEPORT``.** Every worker listens on the same address and the kernel
+  spreads new connections across them. The supervisor first binds the address itself
+  without that option: a port already taken (by another gateway with workers, which would
+  otherwise be joined silently) fails at start, and port 0 is resolved to one free port
+  for all workers.
+- **Readiness through the supervisor.** Workers report ``READY=1`` and ``STOPPING=1`` over
+  the ``sd_notify`` protocol to a socket of the supervisor (``aichat.sdnotify`` unchanged);
+  the supervisor tells systemd ``READY=1`` only once every worker listens (systemd's
+  ``NotifyAccess=main`` only hears the main process anyway).
+- **Signals forwarded, each worker drains.** SIGTERM or SIGINT to the supervisor goes to
+  every worker, which drains as a single gateway does; the supervisor exits when they all
+  have: 0 if they all exited cleanly.
+- **A worker that dies is not restarted.** The supervisor stops the others (they drain)
+  and exits 1, so the service manager (systemd ``Restart=on-failure``, a container's
+  restart policy) restarts the whole gateway and records the failure, instead of a
+  gateway running on with fewer processes than configured, unnoticed.
+- Workers die with the supervisor (``PR_SET_PDEATHSIG``): a killed supervisor leaves no
+  orphan holding the port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import logging
+import os
+import secrets
+import selectors
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Iterator
+
+from aichat import sdnotify
+from aichat.app import preload
+from aichat.config import Settings, StartupError
+from aichat.server import listen_error, serve
+
+log = logging.getLogger("aichat")
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_WATCHED = {*_STOP_SIGNALS, signal.SIGCHLD}
+_PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+
+
+def run(settings: Settings) -> int:
+    """Serve with ``settings.workers`` processes (in this one when it is 1); the exit code."""
+    if settings.workers == 1:
+        serve(settings)
+        return 0
+    try:
+        port = _claim_port(settings.host, settings.port)
+    except OSError as exc:
+        raise StartupError(listen_error(settings.host, settings.port, exc)) from None
+    preload(settings)
+    # Objects that live as long as the process, out of the cyclic GC before the fork: its
+    # passes would write to each of them and so copy their pages into every worker.
+    gc.freeze()
+    return Supervisor(settings.model_copy(update={"port": port})).run()
+
+
+def _claim_port(host: str, port: int) -> int:
+    """Bind ``host:port`` once without ``SO_REUSEPORT``: fails if anything listens there
+    already; the port bound (a free one for port 0)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As the workers' own sockets: a previous run's connections in TIME_WAIT are no
+        # obstacle, a listening socket is.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+        bound: int = probe.getsockname()[1]
+        return bound
+
+
+class Supervisor:
+    """Starts the workers, relays signals and readiness, and ends when they all have."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.workers: set[int] = set()
+        self.ready = 0
+        self.stopping = False
+        self.failed = False
+        self._pid = os.getpid()
+        # Abstract-namespace address: nothing to clean up on disk, private to this run.
+        self._notify_name = f"aichat-workers-{os.getpid()}-{secrets.token_hex(8)}"
+
+    def run(self) -> int:
+        """Fork the workers and supervise them until they have all exited; the exit code."""
+        with contextlib.ExitStack() as stack:
+            notify = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+            notify.bind("\0" + self._notify_name)
+            wake_read, wake_write = (stack.enter_context(s) for s in socket.socketpair())
+            # Until the handlers below are in place, a stop signal waits instead of killing
+            # the supervisor between two forks.
+            unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
+            for _ in range(self.settings.workers):
+                self._fork(unblocked)
+            stack.enter_context(_signals_to(wake_write))
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+            log.info(
+                "%d workers on http://%s:%d: pids %s",
+                len(self.workers),
+                self.settings.host,
+                self.settings.port,
+                " ".join(map(str, sorted(self.workers))),
+            )
+            self._supervise(notify, wake_read)
+        return 1 if self.failed else 0
+
+    def _fork(self, unblocked: set[int | signal.Signals]) -> None:
+        pid = os.fork()
+        if pid:
+            self.workers.add(pid)
+            return
+        code = 1
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+            _die_with(self._pid)
+            os.environ["NOTIFY_SOCKET"] = "@" + self._notify_name
+            serve(self.settings)
+            code = 0
+        except BaseException:  # a worker reports everything, then exits
+            traceback.print_exc()
+        finally:
+            logging.shutdown()
+            # Never return into the supervisor's code: this process is a worker only.
+            os._exit(code)
+
+    def _supervise(self, notify: socket.socket, wake: socket.socket) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(notify, selectors.EVENT_READ)
+            selector.register(wake, selectors.EVENT_READ)
+            while self.workers:
+                for key, _ in selector.select():
+                    if key.fileobj is notify:
+                        self._on_notify(notify.recv(4096))
+                    else:
+                        for signum in wake.recv(64):
+                            self._on_signal(signum)
+
+    def _on_notify(self, message: bytes) -> None:
+        if b"READY=1" in message.split(b"\n"):
+            self.ready += 1
+            if self.ready == self.settings.workers and not self.stopping:
+                log.info("all %d workers ready", self.ready)
+                sdnotify.notify("READY=1")
+
+    def _on_signal(self, signum: int) -> None:
+        if signum == signal.SIGCHLD:
+            self._reap()
+        elif signum in _STOP_SIGNALS:
+            self._stop(signal.Signals(signum))
+
+    def _stop(self, how: signal.Signals) -> None:
+        if not self.stopping:
+            self.stopping = True
+            log.info("stopping %d workers", len(self.workers))
+            sdnotify.notify("STOPPING=1")
+        for pid in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, how)
+
+    def _reap(self) -> None:
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.workers.discard(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if self.stopping and code in (0, -signal.SIGTERM, -signal.SIGINT):
+                continue  # a worker stopped before its loop took over the signals ends so too
+            self.failed = True
+            log.error("worker %d exited unexpectedly (exit code %d)", pid, code)
+            if not self.stopping:
+                self._stop(signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _signals_to(wake: socket.socket) -> Iterator[None]:
+    """Deliver the watched signals as bytes on ``wake`` (read in the select loop)."""
+    wake.setblocking(False)
+    previous_fd = signal.set_wakeup_fd(wake.fileno(), warn_on_full_buffer=False)
+    previous = {signum: signal.signal(signum, _noted) for signum in _WATCHED}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(previous_fd)
+
+
+def _noted(signum: int, frame: object) -> None:
+    """The wake-up fd carries the signal; nothing else to do at interrupt time."""
+
+
+def _die_with(supervisor: int) -> None:
+    """Linux: this worker gets SIGTERM when ``supervisor`` dies, even by SIGKILL."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != supervisor:  # it died before prctl took effect
+        os._exit(1)
