@@ -19,6 +19,7 @@ from aichat.failover import Answer, open_answer
 from aichat.schemas import ChatCompletionRequest
 from aichat.state import RETRY_POLICY, ROUTER
 from aichat.timing import Timed, upstream_called
+from aichat.usage import admit, metered
 
 log = logging.getLogger("aichat.answering")
 
@@ -36,9 +37,11 @@ async def start_answer(
     log_field(request, model=chat.model, stream=chat.stream)
     chain = request.app[ROUTER].chain(chat.model, request[KEY_POLICY].models)
     log_field(request, route=chain[0].name)
+    await admit(request)
     upstream_called(request)
     answer = await open_answer(chain, chat, request.app[RETRY_POLICY])
     answer.events = Timed(answer.first, answer.events, request)
+    answer.events = metered(request, chat, chain[0].name, answer)
     log_field(request, upstream=answer.target.label, attempts=answer.attempts)
     headers = {UPSTREAM_HEADER: answer.target.label}
     ignored = dropped_params(chat.body, answer.target.capabilities, dropped)

@@ -46,6 +46,7 @@ from aichat.routing import Router, Target
 from aichat.state import RETRY_POLICY, ROUTER, SESSION, SETTINGS
 from aichat.timing import SERVER_TIMING_HEADER, add_server_timing
 from aichat.tokens import load_tokenizer
+from aichat.usage import usage_ledger
 
 log = logging.getLogger("aichat")
 
@@ -179,7 +180,8 @@ def create_app(settings: Settings) -> web.Application:
         settings.retries, settings.retry_backoff, settings.retry_max_wait, metrics
     )
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
-    app.cleanup_ctx.extend([_counter_store, _upstream_session])
+    # Reverse order on the way out: answers still closing record their usage first.
+    app.cleanup_ctx.extend([_counter_store, usage_ledger, _upstream_session])
     app.on_shutdown.append(_stop_taking_requests)
     app.on_response_prepare.append(_add_gateway_headers)
     app[OPENAPI] = openapi_document()

@@ -1,4 +1,4 @@
-"""The ``aichat`` command: ``aichat serve`` and ``aichat config show``."""
+"""The ``aichat`` command: ``aichat serve``, ``aichat config show`` and ``aichat usage``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from aichat import __version__
 from aichat.config import ConfigError, Settings, load_settings
 from aichat.logs import configure_logging
 from aichat.server import serve
+from aichat.usage_cli import print_usage
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="inspect configuration")
     config.add_argument("action", choices=["show"], help="print the effective config, redacted")
     config.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
+    usage = commands.add_parser("usage", help="tokens per key and model, today and this month")
+    usage.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
+    usage.add_argument("--json", action="store_true", help="one JSON object per key and model")
     return parser
 
 
@@ -62,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             # SecretStr fields dump as '**********': the keys themselves are never printed.
             print(json.dumps(settings.model_dump(mode="json"), indent=2))
+            return 0
+        if args.command == "usage":
+            print_usage(settings, sys.stdout, args.json)
             return 0
         settings.require_auth_decision()
     except ConfigError as exc:

@@ -83,6 +83,9 @@ class KeyConfig(BaseModel):
     requests_per_minute: int | None = Field(None, ge=0)
     max_concurrent: int | None = Field(None, ge=0)
     models: tuple[str, ...] | None = None
+    # Token budgets over UTC calendar windows (see ``aichat.budgets``); unset: none.
+    tokens_per_day: int | None = Field(None, ge=1)
+    tokens_per_month: int | None = Field(None, ge=1)
 
 
 class Settings(BaseModel):
