@@ -19,8 +19,7 @@ from aichat.anthropic_api import (
 )
 from aichat.anthropic_api import error_response as anthropic_error
 from aichat.auth import KeyRing, auth_middleware
-from aichat.breaker import CircuitBreaker
-from aichat.capabilities import DROPPED_HEADER, capabilities_for
+from aichat.capabilities import DROPPED_HEADER
 from aichat.chat import chat_completions
 from aichat.config import Settings
 from aichat.errors import ERROR_RENDERERS, ErrorRenderer, error_middleware
@@ -40,9 +39,9 @@ from aichat.meta import get_model, health, list_models, ready
 from aichat.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
 from aichat.openapi import OPENAPI, openapi_document, openapi_endpoint
 from aichat.playground import add_playground
-from aichat.providers.registry import build_provider
+from aichat.reload import LIVE, LiveConfig, build_target
 from aichat.responses_api import create_response
-from aichat.routing import Router, Target
+from aichat.routing import Router
 from aichat.state import RETRY_POLICY, ROUTER, SESSION, SETTINGS
 from aichat.timing import SERVER_TIMING_HEADER, add_server_timing
 from aichat.tokens import load_tokenizer
@@ -53,17 +52,7 @@ log = logging.getLogger("aichat")
 
 def build_router(settings: Settings, session: aiohttp.ClientSession) -> Router:
     """Every configured model bound to its own provider instance on the shared session."""
-    return Router(
-        Target(
-            route.name,
-            build_provider(route, settings, session),
-            route.target_model,
-            route.fallbacks,
-            CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown),
-            capabilities_for(route),
-        )
-        for route in settings.model_routes
-    )
+    return Router(build_target(route, settings, session) for route in settings.model_routes)
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
@@ -174,6 +163,7 @@ def create_app(settings: Settings) -> web.Application:
     metrics = Metrics()
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[LIVE] = LiveConfig(settings, keys, metrics.registry)
     if settings.metrics_key is not None:
         app[METRICS_KEY] = settings.metrics_key.get_secret_value()
     app[RETRY_POLICY] = RetryPolicy(

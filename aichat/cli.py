@@ -75,5 +75,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"aichat: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    serve(settings)
+    serve(settings, lambda: load_settings(dotenv_path=args.env_file, overrides=_overrides(args)))
     return 0

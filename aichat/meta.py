@@ -9,6 +9,7 @@ from aiohttp import web
 from aichat import __version__
 from aichat.context import KEY_POLICY
 from aichat.lifecycle import LIFECYCLE
+from aichat.reload import LIVE
 from aichat.routing import Target
 from aichat.state import ROUTER
 
@@ -19,9 +20,12 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: started and not draining; 503 tells load balancers to send traffic elsewhere."""
+    """Readiness: started and not draining; 503 tells load balancers to send traffic elsewhere.
+
+    ``config`` is the loaded configuration's hash: after a reload, which one is served.
+    """
     if request.app[LIFECYCLE].ready:
-        return web.json_response({"status": "ready"})
+        return web.json_response({"status": "ready", "config": request.app[LIVE].hash})
     return web.json_response({"status": "unavailable"}, status=503)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -13,6 +14,7 @@ from aichat import sdnotify
 from aichat.app import create_app
 from aichat.config import Settings
 from aichat.lifecycle import LIFECYCLE
+from aichat.reload import reload_on_sighup
 
 log = logging.getLogger("aichat")
 
@@ -29,8 +31,13 @@ def runner(app: web.Application, shutdown_timeout: float = 30.0) -> web.AppRunne
     )
 
 
-async def serve_until_stopped(settings: Settings) -> None:
-    """Listen until SIGINT/SIGTERM, then drain in-flight requests and close everything."""
+async def serve_until_stopped(
+    settings: Settings, load: Callable[[], Settings] | None = None
+) -> None:
+    """Listen until SIGINT/SIGTERM, then drain in-flight requests and close everything.
+
+    With ``load`` (how ``settings`` were made), SIGHUP reloads the configuration.
+    """
     app = create_app(settings)
     app_runner = runner(app)
     await app_runner.setup()
@@ -45,6 +52,8 @@ async def serve_until_stopped(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if load is not None:
+            reload_on_sighup(app, load)
         # Ready only once a stop request is handled gracefully, not by the default action.
         sdnotify.notify("READY=1")
         await stop.wait()
@@ -55,12 +64,12 @@ async def serve_until_stopped(settings: Settings) -> None:
         await app_runner.cleanup()
 
 
-def serve(settings: Settings) -> None:
-    """Run the gateway in the foreground (blocking)."""
+def serve(settings: Settings, load: Callable[[], Settings] | None = None) -> None:
+    """Run the gateway in the foreground (blocking); SIGHUP reloads through ``load``."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve_until_stopped(settings))
+        asyncio.run(serve_until_stopped(settings, load))
     else:
         # libuv's event loop: less CPU per request than asyncio's own.
-        uvloop.run(serve_until_stopped(settings))
+        uvloop.run(serve_until_stopped(settings, load))
