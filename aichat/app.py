@@ -39,7 +39,7 @@ from aichat.meta import get_model, health, list_models, ready
 from aichat.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
 from aichat.openapi import OPENAPI, openapi_document, openapi_endpoint
 from aichat.playground import add_playground
-from aichat.reload import LIVE, LiveConfig, build_target
+from aichat.reload import LIVE, LiveConfig, build_target, discovered_models
 from aichat.responses_api import create_response
 from aichat.routing import Router
 from aichat.state import RETRY_POLICY, ROUTER, SESSION, SETTINGS
@@ -52,7 +52,11 @@ log = logging.getLogger("aichat")
 
 def build_router(settings: Settings, session: aiohttp.ClientSession) -> Router:
     """Every configured model bound to its own provider instance on the shared session."""
-    return Router(build_target(route, settings, session) for route in settings.model_routes)
+    return Router(
+        build_target(route, settings, session)
+        for route in settings.model_routes
+        if not route.discovers  # served per listed model: ``aichat.discovery``
+    )
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
@@ -171,7 +175,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
     # Reverse order on the way out: answers still closing record their usage first.
-    app.cleanup_ctx.extend([_counter_store, usage_ledger, _upstream_session])
+    app.cleanup_ctx.extend([_counter_store, usage_ledger, _upstream_session, discovered_models])
     app.on_shutdown.append(_stop_taking_requests)
     app.on_response_prepare.append(_add_gateway_headers)
     app[OPENAPI] = openapi_document()

@@ -13,17 +13,20 @@ Decisions:
   circuit; counters live by key name, so an unchanged key keeps its rate, concurrency and
   token counts. Settings of the process itself (listen address, Redis, timeouts of the
   shared session, logging, ...) need a restart: a reload that changes them says so.
+- Discovered models (``aichat.discovery``) are listed again on every reload, before the swap,
+  and every ``REFRESH`` seconds, under the same lock.
 - The loaded configuration's hash (secrets hashed first, never shown) is on ``/ready``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -36,6 +39,7 @@ from aichat.breaker import CircuitBreaker
 from aichat.budgets import budget_limits
 from aichat.capabilities import capabilities_for
 from aichat.config import ConfigError, ModelConfig, Settings
+from aichat.discovery import DISCOVERY, REFRESH, Discovery
 from aichat.providers.registry import build_provider
 from aichat.routing import Target
 from aichat.state import ROUTER, SESSION
@@ -108,13 +112,15 @@ LIVE = web.AppKey("live_config", LiveConfig)
 
 
 def _targets(app: web.Application, old: Settings, new: Settings) -> list[Target]:
-    """The new configuration's targets, reusing those whose route did not change."""
+    """The new configuration's explicit targets, reusing those whose route did not change."""
     session = app[SESSION]
     running = {target.name: target for target in app[ROUTER].targets}
     before = {route.name: route for route in old.model_routes}
     same_upstreams = _upstream_settings(old) == _upstream_settings(new)
     targets = []
     for route in new.model_routes:
+        if route.discovers:
+            continue
         kept = running.get(route.name)
         if kept is not None and same_upstreams and before.get(route.name) == route:
             targets.append(kept)
@@ -138,6 +144,8 @@ async def reload_config(app: web.Application, load: Callable[[], Settings]) -> b
             return False
         if any(route.provider != "openai" for route in settings.model_routes):
             await asyncio.to_thread(load_tokenizer)  # a second of CPU, off the event loop
+        await app[DISCOVERY].refresh(settings)
+        targets = app[DISCOVERY].targets(settings, targets)
         restart = sorted(
             name
             for name in Settings.model_fields
@@ -170,3 +178,29 @@ def reload_on_sighup(app: web.Application, load: Callable[[], Settings]) -> None
         task.add_done_callback(running.discard)
 
     loop.add_signal_handler(signal.SIGHUP, start)
+
+
+async def _refresh_discovered(app: web.Application) -> None:
+    live, discovery, router = app[LIVE], app[DISCOVERY], app[ROUTER]
+    while True:
+        await asyncio.sleep(REFRESH)
+        async with live.lock:  # never between a reload's listing and its swap
+            await discovery.refresh(live.settings)
+            explicit = [target for target in router.targets if target.name not in discovery.names]
+            router.replace(discovery.targets(live.settings, explicit))
+
+
+async def discovered_models(app: web.Application) -> AsyncIterator[None]:
+    """``cleanup_ctx``: discovered models listed at start, then every ``REFRESH`` seconds."""
+    discovery = app[DISCOVERY] = Discovery(app[SESSION])
+    settings = app[LIVE].settings
+    if not any(route.discovers for route in settings.model_routes):
+        yield  # nothing to list until a reload adds a discovery route
+        return
+    await discovery.refresh(settings)
+    app[ROUTER].replace(discovery.targets(settings, app[ROUTER].targets))
+    refresher = asyncio.create_task(_refresh_discovered(app))
+    yield
+    refresher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await refresher
