@@ -13,6 +13,7 @@ import aiohttp
 
 from tests.deploy.procs import free_port, run, server_env, started
 from tests.e2e.test_processes import REDIS_URL
+from tests.unit.test_operations_config import readme_section
 
 TEAM_KEY = "sk-team-0123456789"
 CONFIG = """
@@ -82,7 +83,9 @@ async def test_two_replicas_share_one_token_budget_and_aichat_usage_reports_it(
         "month_requests": 3,
     }
     table = run(sys.executable, "-m", "aichat", "usage", env=env, cwd=tmp_path)
-    assert table.stdout.splitlines()[1].split()[:3] == ["key", "model", "today_prompt"]
+    printed = readme_section("Token budgets").split("```console\n", 1)[1].splitlines()
+    assert table.stdout.splitlines()[1].split() == printed[2].split()  # the README's header
+    assert table.stdout.splitlines()[2].split()[:3] == ["team", "quick", str(3 * prompt)]
 
 
 def test_aichat_usage_without_redis_says_where_usage_is(tmp_path: Path) -> None:

@@ -60,3 +60,21 @@ def test_budget_windows_are_utc_calendar_days_and_months() -> None:
     day, month = window_resets(new_year_eve)
     assert day.isoformat() == month.isoformat() == "2027-01-01T00:00:00+00:00"
     assert window_resets(new_year_eve - 86400 * 31)[1].isoformat() == "2026-12-01T00:00:00+00:00"
+
+
+def readme_section(title: str) -> str:
+    """The text of one ``###`` section of the README."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    return readme.split(f"\n### {title}\n", 1)[1].split("\n#", 1)[0]
+
+
+def test_the_readme_budget_and_discovery_tables_load_as_printed(tmp_path: Path) -> None:
+    blocks = [
+        readme_section(title).split("```toml\n", 1)[1].split("```", 1)[0]
+        for title in ("Discovered models", "Token budgets")
+    ]
+    path = tmp_path / "aichat.toml"
+    path.write_text("\n".join(blocks))
+    (route,), (key,) = load_config_file(path, {"TEAM_B_KEY": "sk-team-b"})
+    assert route.discovers and route.prefix == "ollama/"
+    assert (key.tokens_per_day, key.tokens_per_month) == (200000, 3000000)
