@@ -120,8 +120,9 @@ class MemoryUsage:
     def charge(self, windows: tuple[str, str], increments: Mapping[str, int]) -> None:
         """Add to both windows."""
         names = [_name(kind, window) for kind, window in zip(WINDOWS, windows, strict=True)]
-        for stale in set(self._hashes) - set(names):
-            del self._hashes[stale]
+        if names[0] not in self._hashes:  # a new day: drop windows that have ended
+            for stale in set(self._hashes) - set(names):
+                del self._hashes[stale]
         for name in names:
             counts = self._hashes.setdefault(name, {})
             for item, amount in increments.items():
@@ -263,15 +264,33 @@ def _headers(limits: tuple[int, int], spent: tuple[int, int], now: float) -> dic
 class Budgets:
     """Token budgets of the configured keys, counted in ``store``."""
 
-    def __init__(self, store: UsageStore, limits: dict[str, tuple[int, int]], fail_open: bool):
+    def __init__(
+        self,
+        store: UsageStore,
+        limits: dict[str, tuple[int, int]],
+        fail_open: bool,
+        every_key: bool = False,
+    ) -> None:
         self.store = store
         self.limits = limits  # replaced whole on reload
         self._fail_open = fail_open
+        # Memory serves budgets only (no other process can read it): keys without one are not
+        # written there. Redis is also read by ``aichat usage``: every key is.
+        self._every_key = every_key
         self._warned_at = 0.0
+        self._windows = ("", "")
+        self._windows_end = 0.0  # the windows change at midnight UTC, not on every request
 
     def charge(self, key: str, model: str, usage: Usage) -> None:
         """Count one answer of ``key`` on ``model``."""
-        self.store.charge(window_ids(time.time()), charges(key, model, usage))
+        if self._every_key or key in self.limits:
+            self.store.charge(self._current_windows(time.time()), charges(key, model, usage))
+
+    def _current_windows(self, now: float) -> tuple[str, str]:
+        if now >= self._windows_end:
+            self._windows = window_ids(now)
+            self._windows_end = window_resets(now)[0].timestamp()
+        return self._windows
 
     async def admit(self, request: web.Request) -> None:
         """Raise ``QuotaExceeded`` if the request's key has used a budget; set its headers."""
@@ -281,7 +300,7 @@ class Budgets:
             return
         now = time.time()
         try:
-            spent = await self.store.spent(window_ids(now), name)
+            spent = await self.store.spent(self._current_windows(now), name)
         except StoreDown as exc:
             self._store_down(str(exc))
             return

@@ -193,7 +193,8 @@ async def usage_ledger(app: web.Application) -> AsyncIterator[None]:
     """``cleanup_ctx``: the ledger and its store, which writes what is pending on the way out."""
     settings = app[SETTINGS]
     store = open_store(settings)
-    budgets = Budgets(store, budget_limits(settings), settings.redis_failure == "open")
+    fail_open = settings.redis_failure == "open"
+    budgets = Budgets(store, budget_limits(settings), fail_open, every_key=bool(settings.redis_url))
     app[LEDGER] = Ledger(app[METRICS].registry, budgets)
     yield
     await store.close()

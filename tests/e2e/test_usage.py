@@ -164,3 +164,23 @@ async def test_a_key_over_its_budget_gets_insufficient_quota_in_each_api_shape(
     assert "token budget" in refused.value.message
     # Other keys are not limited by it.
     assert (await gateway.post_chat({"model": "up", "messages": HELLO})).status == 200
+
+
+@pytest.mark.parametrize(("failure", "status"), [("open", 200), ("closed", 503)])
+async def test_budgets_with_redis_down_fail_open_or_closed_as_configured(
+    make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture, failure: str, status: int
+) -> None:
+    caplog.set_level(logging.WARNING, "aichat.budgets")
+    budgeted = KeyConfig(name="capped", key_env="X", key="sk-capped", tokens_per_day=15)
+    gateway = await make_gateway(
+        routes=(ModelConfig(name="echo", provider="mock"),),
+        keys=(budgeted,),
+        redis_url="redis://127.0.0.1:1/0",  # nothing listens there
+        redis_failure=failure,
+    )
+    response = await gateway.post_chat({"model": "echo", "messages": HELLO}, key="sk-capped")
+    assert response.status == status, await response.text()
+    if failure == "open":
+        assert "usage store unavailable" in caplog.text
+    else:
+        assert (await response.json())["error"]["code"] == "usage_store_unavailable"
