@@ -58,8 +58,12 @@ _UPSTREAM_FIELDS = (
     "breaker_cooldown",
 )
 # What a reload applies; any other change waits for a restart.
-_RELOADED = {"models", "routes", "keys", "api_keys", "rate_limit_rpm", "max_concurrent_per_key"}
-_RELOADED.update(_UPSTREAM_FIELDS)
+_RELOADED = frozenset(
+    (
+        *("models", "config_file", "routes", "keys", "api_keys", "allow_no_auth"),
+        *("rate_limit_rpm", "max_concurrent_per_key", *_UPSTREAM_FIELDS),
+    )
+)
 
 
 def _plain(value: Any) -> Any:

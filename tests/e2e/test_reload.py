@@ -158,7 +158,9 @@ async def test_a_bad_config_is_refused_with_one_line_and_the_old_one_stays(
 
 
 async def test_unchanged_upstreams_keep_their_circuit_across_a_reload(
-    make_gateway: GatewayFactory, openai_upstream: tuple[FakeOpenAI, str]
+    make_gateway: GatewayFactory,
+    openai_upstream: tuple[FakeOpenAI, str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     up, url = openai_upstream
     up.status = 503
@@ -173,9 +175,10 @@ async def test_unchanged_upstreams_keep_their_circuit_across_a_reload(
     changed = echo.model_copy(update={"text": "two"})
 
     def load() -> Settings:
-        return settings.model_copy(update={"routes": (flaky, changed)})
+        return settings.model_copy(update={"routes": (flaky, changed), "max_body_bytes": 10})
 
     assert await reload_config(gateway.app, load)
+    assert "take effect on restart only: max_body_bytes" in caplog.text
     assert router.resolve("flaky") is kept and kept.breaker.state == "open"
     answer = await gateway.post_chat({"model": "echo", "messages": HELLO})
     assert (await answer.json())["choices"][0]["message"]["content"] == "two"
