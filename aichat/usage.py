@@ -10,6 +10,9 @@ Decisions:
   hold it). A pass-through stream cut before its usage counts one token per chunk forwarded:
   OpenAI-compatible upstreams send about one token per chunk, and parsing every chunk to
   count exactly would cost every stream what only broken ones need.
+- Bounded: the text kept for a local count stops at ``EXACT_UP_TO`` characters; longer answers
+  are estimated from their length (four characters a token), so a huge answer costs neither
+  memory nor a long tokenizer run on the event loop.
 - Recorded when the handler closes the answer's events, which it does on every path, a
   client leaving included; recording never awaits, so a cancelled task loses nothing.
 """
@@ -41,6 +44,8 @@ from aichat.providers.base import (
 from aichat.schemas import ChatCompletionRequest, prompt_text
 from aichat.state import SETTINGS
 from aichat.tokens import count_tokens, prompt_tokens
+
+EXACT_UP_TO = 64 * 1024  # characters of answer text counted with the tokenizer
 
 # Quotes inside JSON strings are escaped: these cannot match answer text.
 _USAGE_OBJECT = re.compile(r'"usage"\s*:\s*\{')
@@ -107,7 +112,7 @@ class Metered:
     even when they were never read.
     """
 
-    __slots__ = ("_chat", "_chunks", "_events", "_record", "_texts", "_usage")
+    __slots__ = ("_chars", "_chat", "_chunks", "_events", "_record", "_texts", "_usage")
 
     def __init__(
         self,
@@ -120,7 +125,8 @@ class Metered:
         self._chat = chat
         self._record = record
         self._usage: Usage | None = None
-        self._texts: list[str] = []
+        self._texts: list[str] | None = []  # None once past ``EXACT_UP_TO``
+        self._chars = 0
         self._chunks = 0
         self._see(first)
 
@@ -130,9 +136,9 @@ class Metered:
             if event.usage is not None:
                 self._usage = event.usage
         elif isinstance(event, TextDelta | ReasoningDelta):
-            self._texts.append(event.text)
+            self._add(event.text)
         elif isinstance(event, ToolCallDelta):
-            self._texts.append(event.arguments)
+            self._add(event.arguments)
         elif isinstance(event, Usage):
             self._usage = event
         elif isinstance(event, RawCompletion) and event.usage is not None:
@@ -146,19 +152,36 @@ class Metered:
         self._see(event)
         return event
 
+    def _add(self, text: str) -> None:
+        self._chars += len(text)
+        if self._texts is not None:
+            if self._chars > EXACT_UP_TO:
+                self._texts = None
+            else:
+                self._texts.append(text)
+
     def usage(self) -> Usage:
         """What the upstream reported, or else the local count of what it sent."""
         if self._usage is not None:
             return self._usage
-        completion = self._chunks + (count_tokens("".join(self._texts)) if self._texts else 0)
-        return Usage(prompt_tokens(prompt_text(self._chat)), completion)
+        if self._texts is None:
+            completion = (self._chars + 3) // 4
+        else:
+            completion = count_tokens("".join(self._texts)) if self._texts else 0
+        try:
+            prompt = prompt_tokens(prompt_text(self._chat))
+        except ValueError:  # past what the tokenizer takes (a message of a million characters)
+            prompt = sum(len(text) for text in prompt_text(self._chat)) // 4
+        return Usage(prompt, self._chunks + completion)
 
     async def aclose(self) -> None:
-        """Record the usage (once), then close the provider's events."""
+        """Record the usage (once), then close the provider's events, whatever happens."""
         record, self._record = self._record, None
-        if record is not None:
-            record(self.usage())
-        await self._events.aclose()
+        try:
+            if record is not None:
+                record(self.usage())
+        finally:
+            await self._events.aclose()
 
 
 async def admit(request: web.Request) -> None:

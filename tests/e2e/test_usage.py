@@ -13,8 +13,9 @@ import pytest
 
 from aichat.budgets import window_resets
 from aichat.config import KeyConfig, ModelConfig
+from aichat.usage import EXACT_UP_TO
 from tests.conftest import API_KEY, Gateway, GatewayFactory
-from tests.fakes import FakeOpenAI, json_events, sse_events
+from tests.fakes import FakeAichats, FakeOpenAI, json_events, sse_events
 
 HELLO = [{"role": "user", "content": "hi"}]
 UP = "up (openai)"  # the fake OpenAI upstream's label in metrics
@@ -184,3 +185,13 @@ async def test_budgets_with_redis_down_fail_open_or_closed_as_configured(
         assert "usage store unavailable" in caplog.text
     else:
         assert (await response.json())["error"]["code"] == "usage_store_unavailable"
+
+
+async def test_a_long_answer_counted_locally_is_estimated_past_the_exact_bound(
+    gw: Gateway, fake: FakeAichats
+) -> None:
+    fake.pieces = ["word " * 1000] * 20  # 100 000 characters, past EXACT_UP_TO
+    response = await gw.post_chat({"model": "gpt-4o", "messages": HELLO, "stream": True})
+    assert sse_events(await response.read())[-1] == "[DONE]"
+    assert EXACT_UP_TO < 100_000
+    assert counted(await tokens(gw), "gpt-4o")[1] == 100_000 // 4
