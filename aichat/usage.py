@@ -10,9 +10,9 @@ Decisions:
   hold it). A pass-through stream cut before its usage counts one token per chunk forwarded:
   OpenAI-compatible upstreams send about one token per chunk, and parsing every chunk to
   count exactly would cost every stream what only broken ones need.
-- Bounded: the text kept for a local count stops at ``EXACT_UP_TO`` characters; longer answers
-  are estimated from their length (four characters a token), so a huge answer costs neither
-  memory nor a long tokenizer run on the event loop.
+- Bounded: the tokenizer counts at most ``EXACT_UP_TO`` characters of a prompt or an answer
+  (a few milliseconds); longer ones are estimated from their length (four characters a
+  token), so a huge answer costs neither memory nor a long stall of the event loop.
 - Recorded when the handler closes the answer's events, which it does on every path, a
   client leaving included; recording never awaits, so a cancelled task loses nothing.
 """
@@ -45,11 +45,15 @@ from aichat.schemas import ChatCompletionRequest, prompt_text
 from aichat.state import SETTINGS
 from aichat.tokens import count_tokens, prompt_tokens
 
-EXACT_UP_TO = 64 * 1024  # characters of answer text counted with the tokenizer
+EXACT_UP_TO = 16 * 1024  # characters counted with the tokenizer (about 3 ms of CPU)
 
 # Quotes inside JSON strings are escaped: these cannot match answer text.
 _USAGE_OBJECT = re.compile(r'"usage"\s*:\s*\{')
 _NO_CHOICES = re.compile(r'"choices"\s*:\s*\[\s*\]')
+
+
+def _estimate(chars: int) -> int:
+    return (chars + 3) // 4
 
 
 def _count(value: Any) -> int:
@@ -165,13 +169,12 @@ class Metered:
         if self._usage is not None:
             return self._usage
         if self._texts is None:
-            completion = (self._chars + 3) // 4
+            completion = _estimate(self._chars)
         else:
             completion = count_tokens("".join(self._texts)) if self._texts else 0
-        try:
-            prompt = prompt_tokens(prompt_text(self._chat))
-        except ValueError:  # past what the tokenizer takes (a message of a million characters)
-            prompt = sum(len(text) for text in prompt_text(self._chat)) // 4
+        texts = prompt_text(self._chat)
+        chars = sum(len(text) for text in texts)
+        prompt = prompt_tokens(texts) if chars <= EXACT_UP_TO else _estimate(chars)
         return Usage(prompt, self._chunks + completion)
 
     async def aclose(self) -> None:

@@ -195,3 +195,7 @@ async def test_a_long_answer_counted_locally_is_estimated_past_the_exact_bound(
     assert sse_events(await response.read())[-1] == "[DONE]"
     assert EXACT_UP_TO < 100_000
     assert counted(await tokens(gw), "gpt-4o")[1] == 100_000 // 4
+    # A prompt past the bound is estimated the same way.
+    long_prompt = [{"role": "user", "content": "x" * 40_000}]
+    await gw.post_chat({"model": "gpt-4o", "messages": long_prompt})
+    assert counted(await tokens(gw), "gpt-4o")[0] == 7 + 40_000 // 4  # "hi", then the estimate
