@@ -3,7 +3,8 @@
 Decisions:
 
 - The upstream's ``GET /models`` is read at start, on every reload and every ``REFRESH``
-  seconds; each listed id is served as ``prefix`` + id and sent upstream as the id.
+  seconds (``RETRY_UNLISTED`` while one was never listed); each listed id is served as
+  ``prefix`` + id and sent upstream as the id.
 - An upstream that cannot be listed (down, an error status, not OpenAI's list shape) keeps
   the last list it gave, and a warning says why: a listing outage must not take models away.
 - Explicit ``[[models]]`` always win: a discovered name that is also configured is skipped.
@@ -31,6 +32,7 @@ from aichat.routing import Target
 log = logging.getLogger("aichat.discovery")
 
 REFRESH = 300.0  # seconds between listings
+RETRY_UNLISTED = 30.0  # seconds, while some upstream has never been listed
 LIST_TIMEOUT = 10.0
 MAX_BYTES = 1024 * 1024
 MAX_MODELS = 1000
@@ -103,6 +105,10 @@ class Discovery:
                 raise result
             else:
                 self._found[route.name] = result
+
+    def complete(self, settings: Settings) -> bool:
+        """Whether every discovery route has been listed at least once."""
+        return all(route.name in self._found for route in settings.model_routes if route.discovers)
 
     def _upstream(
         self, route: ModelConfig, settings: Settings

@@ -39,7 +39,7 @@ from aichat.breaker import CircuitBreaker
 from aichat.budgets import budget_limits
 from aichat.capabilities import capabilities_for
 from aichat.config import ConfigError, ModelConfig, Settings
-from aichat.discovery import DISCOVERY, REFRESH, Discovery
+from aichat.discovery import DISCOVERY, REFRESH, RETRY_UNLISTED, Discovery
 from aichat.providers.registry import build_provider
 from aichat.routing import Target
 from aichat.state import ROUTER, SESSION
@@ -187,9 +187,14 @@ def reload_on_sighup(app: web.Application, load: Callable[[], Settings]) -> None
 async def _refresh_discovered(app: web.Application) -> None:
     live, discovery, router = app[LIVE], app[DISCOVERY], app[ROUTER]
     while True:
-        await asyncio.sleep(REFRESH)
+        # Sooner while an upstream has never been listed (started after the gateway, say).
+        await asyncio.sleep(REFRESH if discovery.complete(live.settings) else RETRY_UNLISTED)
         async with live.lock:  # never between a reload's listing and its swap
-            await discovery.refresh(live.settings)
+            try:
+                await discovery.refresh(live.settings)
+            except Exception:
+                log.exception("listing discovered models failed")  # and again next time
+                continue
             explicit = [target for target in router.targets if target.name not in discovery.names]
             router.replace(discovery.targets(live.settings, explicit))
 

@@ -85,3 +85,21 @@ async def test_the_list_is_read_again_every_few_minutes(
             break
         await asyncio.sleep(0.05)
     assert await _content(gateway, "ol/phi4") == "Hi from upstream"
+
+
+async def test_an_upstream_never_listed_is_tried_again_sooner(
+    make_gateway: GatewayFactory,
+    openai_upstream: tuple[FakeOpenAI, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("aichat.reload.RETRY_UNLISTED", 0.05)  # REFRESH stays five minutes
+    up, url = openai_upstream
+    up.models_status = 503
+    gateway = await make_gateway(routes=_routes(url))
+    assert await _listed(gateway) == {"ol/qwen2.5"}  # only the explicit one
+    up.models_status = 200
+    for _ in range(100):  # up to 5 s
+        if "ol/llama3.1" in await _listed(gateway):
+            break
+        await asyncio.sleep(0.05)
+    assert await _content(gateway, "ol/llama3.1") == "Hi from upstream"
