@@ -19,7 +19,7 @@ from aichat.failover import Answer, open_answer
 from aichat.schemas import ChatCompletionRequest
 from aichat.state import RETRY_POLICY, ROUTER
 from aichat.timing import Timed, upstream_called
-from aichat.usage import admit, metered
+from aichat.usage import admit, meter
 
 log = logging.getLogger("aichat.answering")
 
@@ -40,8 +40,8 @@ async def start_answer(
     await admit(request)
     upstream_called(request)
     answer = await open_answer(chain, chat, request.app[RETRY_POLICY])
-    answer.events = Timed(answer.first, answer.events, request)
-    answer.events = metered(request, chat, chain[0].name, answer)
+    watcher = meter(request, chat, chain[0].name, answer.target)
+    answer.events = Timed(answer.first, answer.events, request, watcher)
     log_field(request, upstream=answer.target.label, attempts=answer.attempts)
     headers = {UPSTREAM_HEADER: answer.target.label}
     ignored = dropped_params(chat.body, answer.target.capabilities, dropped)

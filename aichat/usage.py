@@ -2,9 +2,10 @@
 
 Decisions:
 
-- Counted where every answer passes: its provider events, wrapped once in
-  ``aichat.answering``. What the upstream reported wins; otherwise the prompt and the text the
-  upstream sent are counted here, so a stream cut short still counts what was sent.
+- Counted where every answer passes: its provider events, seen by a ``Meter`` that
+  ``aichat.answering`` hands to ``aichat.timing.Timed`` (no iterator layer of its own). What
+  the upstream reported wins; otherwise the prompt and the text the upstream sent are
+  counted here, so a stream cut short still counts what was sent.
 - Pass-through chunks are not parsed here: the OpenAI provider asks its upstream for usage and
   hands it over on the event (``reported_usage`` finds it, looking only at the chunk that can
   hold it). A pass-through stream cut before its usage counts one token per chunk forwarded:
@@ -29,11 +30,9 @@ from prometheus_client import CollectorRegistry, Counter
 
 from aichat.budgets import Budgets, budget_limits, open_store
 from aichat.context import KEY_POLICY, log_field
-from aichat.failover import Answer
 from aichat.metrics import METRICS
 from aichat.providers.base import (
     Event,
-    EventStream,
     RawChunks,
     RawCompletion,
     ReasoningDelta,
@@ -41,6 +40,7 @@ from aichat.providers.base import (
     ToolCallDelta,
     Usage,
 )
+from aichat.routing import Target
 from aichat.schemas import ChatCompletionRequest, prompt_text
 from aichat.state import SETTINGS
 from aichat.tokens import count_tokens, prompt_tokens
@@ -109,32 +109,21 @@ class Ledger:
 LEDGER = web.AppKey("ledger", Ledger)
 
 
-class Metered:
-    """An answer's events, watched for what they cost; recorded once, when closed.
+class Meter:
+    """What one answer costs, from the events it sees; recorded once, when closed."""
 
-    An iterator class, as ``aichat.timing.Timed``: closing it closes the provider's events
-    even when they were never read.
-    """
+    __slots__ = ("_chars", "_chat", "_chunks", "_record", "_texts", "_usage")
 
-    __slots__ = ("_chars", "_chat", "_chunks", "_events", "_record", "_texts", "_usage")
-
-    def __init__(
-        self,
-        first: Event,
-        events: EventStream,
-        chat: ChatCompletionRequest,
-        record: Callable[[Usage], None] | None,
-    ) -> None:
-        self._events = events
+    def __init__(self, chat: ChatCompletionRequest, record: Callable[[Usage], None]) -> None:
         self._chat = chat
-        self._record = record
+        self._record: Callable[[Usage], None] | None = record
         self._usage: Usage | None = None
         self._texts: list[str] | None = []  # None once past ``EXACT_UP_TO``
         self._chars = 0
         self._chunks = 0
-        self._see(first)
 
-    def _see(self, event: Event) -> None:
+    def see(self, event: Event) -> None:
+        """Count one event of the answer."""
         if isinstance(event, RawChunks):
             self._chunks += len(event.jsons)
             if event.usage is not None:
@@ -147,14 +136,6 @@ class Metered:
             self._usage = event
         elif isinstance(event, RawCompletion) and event.usage is not None:
             self._usage = event.usage
-
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self
-
-    async def __anext__(self) -> Event:
-        event = await self._events.__anext__()
-        self._see(event)
-        return event
 
     def _add(self, text: str) -> None:
         self._chars += len(text)
@@ -177,14 +158,11 @@ class Metered:
         prompt = prompt_tokens(texts) if chars <= EXACT_UP_TO else _estimate(chars)
         return Usage(prompt, self._chunks + completion)
 
-    async def aclose(self) -> None:
-        """Record the usage (once), then close the provider's events, whatever happens."""
+    def close(self) -> None:
+        """Record the usage, once."""
         record, self._record = self._record, None
-        try:
-            if record is not None:
-                record(self.usage())
-        finally:
-            await self._events.aclose()
+        if record is not None:
+            record(self.usage())
 
 
 async def admit(request: web.Request) -> None:
@@ -194,16 +172,14 @@ async def admit(request: web.Request) -> None:
         await ledger.budgets.admit(request)
 
 
-def metered(
-    request: web.Request, chat: ChatCompletionRequest, model: str, answer: Answer
-) -> Metered:
-    """``answer``'s events, recording their tokens for the request's key when closed.
+def meter(request: web.Request, chat: ChatCompletionRequest, model: str, target: Target) -> Meter:
+    """A meter recording an answer's tokens for the request's key when it closes.
 
     ``model`` is the routed name (never what a client typed: labels must stay bounded).
     """
     ledger = request.app.get(LEDGER)
     key = request[KEY_POLICY].name
-    upstream = answer.target.label
+    upstream = target.label
 
     def record(usage: Usage) -> None:
         log_field(
@@ -212,7 +188,7 @@ def metered(
         if ledger is not None:
             ledger.record(key, model, upstream, usage)
 
-    return Metered(answer.first, answer.events, chat, record)
+    return Meter(chat, record)
 
 
 async def usage_ledger(app: web.Application) -> AsyncIterator[None]:
