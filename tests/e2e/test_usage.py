@@ -151,7 +151,9 @@ async def test_a_key_over_its_budget_gets_insufficient_quota_in_each_api_shape(
     async with gateway.sdk("sk-capped") as client:
         with pytest.raises(openai.RateLimitError) as info:
             await client.chat.completions.create(model="up", messages=HELLO)
-    assert info.value.code == "insufficient_quota"
+        with pytest.raises(openai.RateLimitError) as responses:
+            await client.responses.create(model="up", input="hi")
+    assert info.value.code == responses.value.code == "insufficient_quota"
     headers = info.value.response.headers
     assert headers["x-aichat-budget-remaining-tokens-day"] == "0"
     reset = window_resets(time.time())[0]
