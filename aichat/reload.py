@@ -143,7 +143,9 @@ async def reload_config(app: web.Application, load: Callable[[], Settings]) -> b
             keys = KeyRing.from_settings(settings)
             targets = _targets(app, live.settings, settings)
         except (ConfigError, ValueError, OSError) as exc:
-            log.error("configuration reload refused, still serving %s: %s", live.hash, exc)
+            # One line, whatever the file holds: a name with a line break cannot forge another.
+            why = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+            log.error("configuration reload refused, still serving %s: %s", live.hash, why)
             live.reloads.labels("refused").inc()
             return False
         if any(route.provider != "openai" for route in settings.model_routes):

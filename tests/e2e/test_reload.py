@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from aichat.config import ModelConfig, Settings
+from aichat.config import ModelConfig, Settings, load_settings
 from aichat.reload import LIVE, reload_config
 from aichat.state import ROUTER
 from tests.conftest import GatewayFactory
@@ -182,3 +182,20 @@ async def test_unchanged_upstreams_keep_their_circuit_across_a_reload(
     assert router.resolve("flaky") is kept and kept.breaker.state == "open"
     answer = await gateway.post_chat({"model": "echo", "messages": HELLO})
     assert (await answer.json())["choices"][0]["message"]["content"] == "two"
+
+
+async def test_a_refusal_is_one_line_even_when_the_file_holds_line_breaks(
+    make_gateway: GatewayFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await make_gateway(routes=(ModelConfig(name="echo", provider="mock"),))
+    config = tmp_path / "aichat.toml"
+    config.write_text('[[models]]\nname = "a\\nforged line"\nprovider = "nowhere"\n')
+
+    def load() -> Settings:
+        env = {"AICHAT_CONFIG": str(config), "AICHAT_ALLOW_NO_AUTH": "1"}
+        return load_settings(env, dotenv_path=None)
+
+    assert not await reload_config(gateway.app, load)
+    (record,) = [r for r in caplog.records if r.name == "aichat.reload"]
+    assert "\n" not in record.getMessage() and "forged line" in record.getMessage()
+    assert str(config) in record.getMessage()
