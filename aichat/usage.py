@@ -20,6 +20,7 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -30,7 +31,9 @@ from prometheus_client import CollectorRegistry, Counter
 
 from aichat.budgets import Budgets, budget_limits, open_store
 from aichat.context import KEY_POLICY, log_field
+from aichat.errors import UpstreamError
 from aichat.metrics import METRICS
+from aichat.openai_events import completion_events
 from aichat.providers.base import (
     Event,
     RawChunks,
@@ -134,8 +137,13 @@ class Meter:
             self._add(event.arguments)
         elif isinstance(event, Usage):
             self._usage = event
-        elif isinstance(event, RawCompletion) and event.usage is not None:
-            self._usage = event.usage
+        elif isinstance(event, RawCompletion):
+            if event.usage is not None:
+                self._usage = event.usage
+            else:  # a whole answer without usage: its text is counted (rare, and once)
+                with contextlib.suppress(UpstreamError):
+                    for inner in completion_events(event.json)[0]:
+                        self.see(inner)
 
     def _add(self, text: str) -> None:
         self._chars += len(text)

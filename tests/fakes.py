@@ -155,6 +155,7 @@ class FakeOpenAI:
     connections: set[object] = field(default_factory=set)  # client address of each request
     models: list[str] = field(default_factory=lambda: ["llama3.1", "qwen2.5"])  # GET /v1/models
     models_status: int = 200
+    report_usage: bool = True  # False: no usage anywhere, as some servers answer
 
     def chunks(self, model: str, include_usage: bool) -> list[dict[str, Any]]:
         base = {
@@ -181,7 +182,7 @@ class FakeOpenAI:
             ]
             choices.append({"index": 0, "delta": {}, "finish_reason": "stop"})
         out = [{**base, "choices": [choice]} for choice in choices]
-        if include_usage:
+        if include_usage and self.report_usage:
             out.append(
                 {
                     **base,
@@ -238,6 +239,8 @@ class FakeOpenAI:
                 ],
                 "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
             }
+            if not self.report_usage:
+                del completion["usage"]
             if self.drop_after is not None:
                 # Headers and the start of the body, then a broken connection.
                 partial = web.StreamResponse(headers={"Content-Type": "application/json"})

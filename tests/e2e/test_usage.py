@@ -13,6 +13,7 @@ import pytest
 
 from aichat.budgets import window_resets
 from aichat.config import KeyConfig, ModelConfig
+from aichat.tokens import count_tokens
 from aichat.usage import EXACT_UP_TO
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import FakeAichats, FakeOpenAI, json_events, sse_events
@@ -201,3 +202,16 @@ async def test_a_long_answer_counted_locally_is_estimated_past_the_exact_bound(
     long_prompt = [{"role": "user", "content": "x" * 40_000}]
     await gw.post_chat({"model": "gpt-4o", "messages": long_prompt})
     assert counted(await tokens(gw), "gpt-4o")[0] == 7 + 40_000 // 4  # "hi", then the estimate
+
+
+async def test_an_upstream_that_reports_no_usage_is_counted_here(
+    gw: Gateway, openai_upstream: tuple[FakeOpenAI, str]
+) -> None:
+    openai_upstream[0].report_usage = False
+    whole = await gw.post_chat({"model": "up", "messages": HELLO})
+    assert "usage" not in await whole.json()
+    prompt, completion = counted(await tokens(gw))
+    assert (prompt, completion) == (7, count_tokens("Hi from upstream"))  # "hi": 3 + 3 + 1
+    streamed = await gw.post_chat({"model": "up", "messages": HELLO, "stream": True})
+    chunks = json_events(await streamed.read())
+    assert counted(await tokens(gw)) == (14, completion + len(chunks))  # a token a chunk
