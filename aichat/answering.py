@@ -20,6 +20,7 @@ from aichat.failover import Answer, open_answer
 from aichat.schemas import ChatCompletionRequest
 from aichat.state import RETRY_POLICY, ROUTER
 from aichat.timing import Timed, upstream_called
+from aichat.usage import admit, meter
 
 log = logging.getLogger("aichat.answering")
 
@@ -37,6 +38,7 @@ async def start_answer(
     log_field(request, model=chat.model, stream=chat.stream)
     chain = request.app[ROUTER].chain(chat.model, request[KEY_POLICY].models)
     log_field(request, route=chain[0].name)
+    await admit(request)
     upstream_called(request)
     try:
         answer = await open_answer(chain, chat, request.app[RETRY_POLICY])
@@ -44,7 +46,8 @@ async def start_answer(
         # A request that failed on every attempt says where and how often it tried, too.
         log_field(request, upstream=err.upstream, attempts=err.attempts)
         raise
-    answer.events = Timed(answer.first, answer.events, request)
+    watcher = meter(request, chat, chain[0].name, answer.target)
+    answer.events = Timed(answer.first, answer.events, request, watcher)
     log_field(request, upstream=answer.target.label, attempts=answer.attempts)
     headers = {UPSTREAM_HEADER: answer.target.label}
     ignored = dropped_params(chat.body, answer.target.capabilities, dropped)

@@ -19,8 +19,7 @@ from aichat.anthropic_api import (
 )
 from aichat.anthropic_api import error_response as anthropic_error
 from aichat.auth import FAILED_KEYS, FailedKeys, KeyRing, auth_middleware
-from aichat.breaker import CircuitBreaker
-from aichat.capabilities import DROPPED_HEADER, capabilities_for
+from aichat.capabilities import DROPPED_HEADER
 from aichat.chat import chat_completions
 from aichat.config import Settings
 from aichat.connections import SERVER_NAME
@@ -41,12 +40,13 @@ from aichat.meta import get_model, health, list_models, ready
 from aichat.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
 from aichat.openapi import OPENAPI, openapi_document, openapi_endpoint
 from aichat.playground import add_playground
-from aichat.providers.registry import build_provider
+from aichat.reload import LIVE, LiveConfig, build_target, discovered_models
 from aichat.responses_api import create_response
-from aichat.routing import Router, Target
+from aichat.routing import Router
 from aichat.state import RETRY_POLICY, ROUTER, SESSION, SETTINGS
 from aichat.timing import SERVER_TIMING_HEADER, add_server_timing
 from aichat.tokens import load_tokenizer
+from aichat.usage import usage_ledger
 
 log = logging.getLogger("aichat")
 
@@ -54,15 +54,9 @@ log = logging.getLogger("aichat")
 def build_router(settings: Settings, session: aiohttp.ClientSession) -> Router:
     """Every configured model bound to its own provider instance on the shared session."""
     return Router(
-        Target(
-            route.name,
-            build_provider(route, settings, session),
-            route.target_model,
-            route.fallbacks,
-            CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown),
-            capabilities_for(route),
-        )
+        build_target(route, settings, session)
         for route in settings.model_routes
+        if not route.discovers  # served per listed model: ``aichat.discovery``
     )
 
 
@@ -192,13 +186,15 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[FAILED_KEYS] = FailedKeys()
+    app[LIVE] = LiveConfig(settings, keys, metrics.registry)
     if settings.metrics_key is not None:
         app[METRICS_KEY] = settings.metrics_key.get_secret_value()
     app[RETRY_POLICY] = RetryPolicy(
         settings.retries, settings.retry_backoff, settings.retry_max_wait, metrics
     )
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
-    app.cleanup_ctx.extend([_counter_store, _upstream_session])
+    # Reverse order on the way out: answers still closing record their usage first.
+    app.cleanup_ctx.extend([_counter_store, usage_ledger, _upstream_session, discovered_models])
     app.on_shutdown.append(_stop_taking_requests)
     app.on_response_prepare.append(_add_gateway_headers)
     app[OPENAPI] = openapi_document()

@@ -120,6 +120,10 @@ class KeyRing:
             entries.append((digest, policy))
         return cls(entries)
 
+    def replace(self, other: KeyRing) -> None:
+        """Take ``other``'s keys (a reload); policies already handed out stay as they are."""
+        self._entries = other._entries
+
     @property
     def enabled(self) -> bool:
         """False when the gateway runs without auth (explicitly allowed in config)."""

@@ -1,4 +1,4 @@
-"""The ``aichat`` command: ``aichat serve`` and ``aichat config show``.
+"""The ``aichat`` command: ``aichat serve``, ``aichat config show`` and ``aichat usage``.
 
 Help texts are plain text (argparse prints them as they are). Global options (``--env-file``)
 are accepted before or after the subcommand. Every start-up failure is one line on stderr
@@ -18,6 +18,7 @@ from typing import Any
 from aichat import __version__
 from aichat.config import ConfigError, Settings, StartupError, load_settings
 from aichat.logs import configure_logging
+from aichat.usage_cli import print_usage
 from aichat.workers import run
 
 log = logging.getLogger("aichat")
@@ -75,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     config.add_argument("action", choices=["show"], help="print the effective config, redacted")
     config.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
+    usage = commands.add_parser(
+        "usage",
+        parents=[late],
+        help="tokens per key and model, today and this month",
+        description="Print tokens and requests per key and model, today and this month.",
+    )
+    usage.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
+    usage.add_argument("--json", action="store_true", help="one JSON object per key and model")
     return parser
 
 
@@ -98,25 +107,33 @@ def effective_config(settings: Settings) -> dict[str, Any]:
     return shown
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    """The settings from the flags, the environment and the env file; again on a reload."""
+    return load_settings(
+        dotenv_path=args.env_file or ".env",
+        overrides=_overrides(args),
+        dotenv_required=args.env_file is not None,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings(
-            dotenv_path=args.env_file or ".env",
-            overrides=_overrides(args),
-            dotenv_required=args.env_file is not None,
-        )
+        settings = _settings(args)
         if args.command == "config":
             for warning in settings.warnings():
                 print(f"aichat: warning: {warning}", file=sys.stderr)
             print(json.dumps(effective_config(settings), indent=2))
             return 0
+        if args.command == "usage":
+            print_usage(settings, sys.stdout, args.json)
+            return 0
         settings.require_auth_decision()
         configure_logging(settings.log_format, settings.log_level)
         for warning in settings.warnings():
             log.warning(warning)
-        return run(settings)
+        return run(settings, lambda: _settings(args))
     except StartupError as exc:
         print(f"aichat: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1

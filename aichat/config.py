@@ -64,6 +64,9 @@ class ModelConfig(BaseModel):
     # An upstream's 3xx is an error unless this is set: a redirect re-sends the prompt
     # (and the upstream key) wherever the upstream points.
     follow_redirects: bool = False
+    # openai: serve every model the upstream lists (``aichat.discovery``), named ``prefix`` + id.
+    models: Literal["discover"] | None = None
+    prefix: str = Field("", max_length=64)
 
     @field_validator("base_url")
     @classmethod
@@ -74,6 +77,11 @@ class ModelConfig(BaseModel):
     def target_model(self) -> str:
         """The model name sent upstream."""
         return self.upstream_model or self.name
+
+    @property
+    def discovers(self) -> bool:
+        """Whether this table stands for the models its upstream lists, not one model."""
+        return self.models == "discover"
 
 
 def _http_url(value: str) -> str:
@@ -98,6 +106,9 @@ class KeyConfig(BaseModel):
     requests_per_minute: int | None = Field(None, ge=0)
     max_concurrent: int | None = Field(None, ge=0)
     models: tuple[str, ...] | None = None
+    # Token budgets over UTC calendar windows (see ``aichat.budgets``); unset: none.
+    tokens_per_day: int | None = Field(None, ge=1)
+    tokens_per_month: int | None = Field(None, ge=1)
 
 
 class Settings(BaseModel):
@@ -350,7 +361,7 @@ def load_config_file(
         raise ConfigError(f"{path}: " + "; ".join(invalid)) from None
     problems: list[str] = []
     routes = _checked_routes(parsed.models, env, problems)
-    keys = _checked_keys(parsed.keys, {route.name for route in routes}, env, problems)
+    keys = _checked_keys(parsed.keys, routes, env, problems)
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
     return routes, keys
@@ -382,11 +393,15 @@ def _secret_from_env(
 def _checked_routes(
     routes: list[ModelConfig], env: Mapping[str, str | None], problems: list[str]
 ) -> tuple[ModelConfig, ...]:
-    names = [route.name for route in routes]
-    problems += _duplicates("models", names)
+    problems += _duplicates("models", [route.name for route in routes])
+    names = [route.name for route in routes if not route.discovers]
     resolved = []
     for route in routes:
         where = f'[[models]] name = "{route.name}"'
+        if route.discovers and route.provider != "openai":
+            problems.append(f"{where} models: only an openai upstream can list its models")
+        if route.prefix and not route.discovers:
+            problems.append(f'{where} prefix: only with models = "discover"')
         problems += [
             f"{where} fallbacks: no model named {fallback!r}"
             for fallback in route.fallbacks
@@ -407,9 +422,15 @@ def _checked_routes(
 
 
 def _checked_keys(
-    keys: list[KeyConfig], models: set[str], env: Mapping[str, str | None], problems: list[str]
+    keys: list[KeyConfig],
+    routes: tuple[ModelConfig, ...],
+    env: Mapping[str, str | None],
+    problems: list[str],
 ) -> tuple[KeyConfig, ...]:
     problems += _duplicates("keys", [key.name for key in keys])
+    models = {route.name for route in routes if not route.discovers}
+    # Discovered names are known only once listed: any name under a discovery prefix may be.
+    prefixes = tuple(route.prefix for route in routes if route.discovers)
     resolved = []
     for key in keys:
         where = f'[[keys]] name = "{key.name}"'
@@ -420,7 +441,7 @@ def _checked_keys(
         problems += [
             f"{where} models: no model named {model!r}"
             for model in key.models or ()
-            if model not in models
+            if model not in models and not model.startswith(prefixes)
         ]
         secret = _secret_from_env(where, "key_env", key.key_env, env, problems)
         resolved.append(key.model_copy(update={"key": secret}))

@@ -12,6 +12,7 @@ from aichat.context import KEY_POLICY
 from aichat.errors import InvalidRequest
 from aichat.lifecycle import LIFECYCLE
 from aichat.metrics import require_metrics_key
+from aichat.reload import LIVE
 from aichat.routing import Target
 from aichat.state import ROUTER
 
@@ -32,7 +33,9 @@ async def ready(request: web.Request) -> web.Response:
     """Readiness: started and not draining; 503 tells load balancers to send traffic elsewhere.
 
     With ``?verbose=1`` (behind the metrics key, when one is set: it tells which upstreams
-    fail and why) the answer lists every model's upstream, its circuit and its last error.
+    fail and why) the answer lists every model's upstream, its circuit and its last error,
+    and ``config``: the loaded configuration's hash, which after a reload says which one is
+    served.
     """
     verbose = request.query.get("verbose", "0")
     if verbose not in ("0", "1"):
@@ -41,6 +44,7 @@ async def ready(request: web.Request) -> web.Response:
     body: dict[str, Any] = {"status": "ready" if is_ready else "unavailable"}
     if verbose == "1" and ROUTER in request.app:
         require_metrics_key(request)
+        body["config"] = request.app[LIVE].hash
         body["upstreams"] = _upstreams(request)
     return web.json_response(body, status=200 if is_ready else 503)
 

@@ -180,10 +180,11 @@ class StrippedReasoning:
                 elif isinstance(event, RawChunks):
                     stripped = [chunks.json(text, "delta", False) for text in event.jsons]
                     kept = tuple(text for text in stripped if text is not None)
-                    if kept or event.last:
-                        yield RawChunks(kept, event.last)
+                    if kept or event.last or event.usage:
+                        yield RawChunks(kept, event.last, event.usage)
                 elif isinstance(event, RawCompletion):
-                    yield RawCompletion(chunks.json(event.json, "message", True) or event.json)
+                    json_text = chunks.json(event.json, "message", True) or event.json
+                    yield RawCompletion(json_text, event.usage)
                 elif isinstance(event, Finish):
                     text = answer_text(splitter.flush())
                     if text:

@@ -42,6 +42,10 @@ class Router:
     def __init__(self, targets: Iterable[Target]) -> None:
         self._targets = {target.name: target for target in targets}
 
+    def replace(self, targets: Iterable[Target]) -> None:
+        """Serve ``targets`` from now on (a reload); chains already handed out stay as they are."""
+        self._targets = {target.name: target for target in targets}
+
     @property
     def targets(self) -> list[Target]:
         """Every target, in configuration order."""

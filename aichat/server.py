@@ -8,6 +8,7 @@ import gc
 import logging
 import signal
 import socket
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -16,6 +17,7 @@ from aichat.app import create_app
 from aichat.config import Settings, StartupError
 from aichat.connections import GatewayRunner
 from aichat.lifecycle import LIFECYCLE
+from aichat.reload import reload_on_sighup
 from aichat.state import SETTINGS
 
 log = logging.getLogger("aichat")
@@ -42,8 +44,13 @@ def runner(app: web.Application, shutdown_timeout: float = 30.0) -> web.AppRunne
     )
 
 
-async def serve_until_stopped(settings: Settings) -> None:
-    """Listen until SIGINT/SIGTERM, then drain in-flight requests and close everything."""
+async def serve_until_stopped(
+    settings: Settings, load: Callable[[], Settings] | None = None
+) -> None:
+    """Listen until SIGINT/SIGTERM, then drain in-flight requests and close everything.
+
+    With ``load`` (how ``settings`` were made), SIGHUP reloads the configuration.
+    """
     app = create_app(settings)
     app_runner = runner(app)
     await app_runner.setup()
@@ -68,6 +75,8 @@ async def serve_until_stopped(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if load is not None:
+            reload_on_sighup(app, load)
         # Ready only once a stop request is handled gracefully, not by the default action.
         sdnotify.notify("READY=1")
         await stop.wait()
@@ -106,12 +115,12 @@ def listen_error(host: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {host}:{port}: {cause}; {fix}"
 
 
-def serve(settings: Settings) -> None:
-    """Run the gateway in the foreground (blocking)."""
+def serve(settings: Settings, load: Callable[[], Settings] | None = None) -> None:
+    """Run the gateway in the foreground (blocking); SIGHUP reloads through ``load``."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve_until_stopped(settings))
+        asyncio.run(serve_until_stopped(settings, load))
     else:
         # libuv's event loop: less CPU per request than asyncio's own.
-        uvloop.run(serve_until_stopped(settings))
+        uvloop.run(serve_until_stopped(settings, load))

@@ -41,7 +41,7 @@ import signal
 import socket
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from aichat import sdnotify
 from aichat.app import preload
@@ -51,14 +51,18 @@ from aichat.server import listen_error, serve
 log = logging.getLogger("aichat")
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_WATCHED = {*_STOP_SIGNALS, signal.SIGCHLD}
+_WATCHED = {*_STOP_SIGNALS, signal.SIGCHLD, signal.SIGHUP}
 _PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
-def run(settings: Settings) -> int:
-    """Serve with ``settings.workers`` processes (in this one when it is 1); the exit code."""
+def run(settings: Settings, load: Callable[[], Settings] | None = None) -> int:
+    """Serve with ``settings.workers`` processes (in this one when it is 1); the exit code.
+
+    ``load`` reads the settings anew: each worker reloads with it on SIGHUP, which the
+    supervisor passes on to all of them.
+    """
     if settings.workers == 1:
-        serve(settings)
+        serve(settings, load)
         return 0
     try:
         port = _claim_port(settings.host, settings.port)
@@ -68,7 +72,7 @@ def run(settings: Settings) -> int:
     # Objects that live as long as the process, out of the cyclic GC before the fork: its
     # passes would write to each of them and so copy their pages into every worker.
     gc.freeze()
-    return Supervisor(settings.model_copy(update={"port": port})).run()
+    return Supervisor(settings.model_copy(update={"port": port}), load).run()
 
 
 def _claim_port(host: str, port: int) -> int:
@@ -89,8 +93,9 @@ def _claim_port(host: str, port: int) -> int:
 class Supervisor:
     """Starts the workers, relays signals and readiness, and ends when they all have."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, load: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
+        self._load = load
         self.workers: set[int] = set()
         self.ready = 0
         self.stopping = False
@@ -132,7 +137,7 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
             _die_with(self._pid)
             os.environ["NOTIFY_SOCKET"] = "@" + self._notify_name
-            serve(self.settings)
+            serve(self.settings, self._load)
             code = 0
         except BaseException:  # a worker reports everything, then exits
             traceback.print_exc()
@@ -165,15 +170,21 @@ class Supervisor:
             self._reap()
         elif signum in _STOP_SIGNALS:
             self._stop(signal.Signals(signum))
+        elif signum == signal.SIGHUP and not self.stopping:
+            log.info("reloading %d workers", len(self.workers))
+            self._signal_workers(signal.SIGHUP)
 
     def _stop(self, how: signal.Signals) -> None:
         if not self.stopping:
             self.stopping = True
             log.info("stopping %d workers", len(self.workers))
             sdnotify.notify("STOPPING=1")
+        self._signal_workers(how)
+
+    def _signal_workers(self, signum: signal.Signals) -> None:
         for pid in self.workers:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, how)
+                os.kill(pid, signum)
 
     def _reap(self) -> None:
         while self.workers:

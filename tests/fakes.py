@@ -153,6 +153,9 @@ class FakeOpenAI:
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     end_delay: float = 0.0  # seconds between ``[DONE]`` and the end of the body
     connections: set[object] = field(default_factory=set)  # client address of each request
+    models: list[str] = field(default_factory=lambda: ["llama3.1", "qwen2.5"])  # GET /v1/models
+    models_status: int = 200
+    report_usage: bool = True  # False: no usage anywhere, as some servers answer
 
     def chunks(self, model: str, include_usage: bool) -> list[dict[str, Any]]:
         base = {
@@ -179,7 +182,7 @@ class FakeOpenAI:
             ]
             choices.append({"index": 0, "delta": {}, "finish_reason": "stop"})
         out = [{**base, "choices": [choice]} for choice in choices]
-        if include_usage:
+        if include_usage and self.report_usage:
             out.append(
                 {
                     **base,
@@ -236,6 +239,8 @@ class FakeOpenAI:
                 ],
                 "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
             }
+            if not self.report_usage:
+                del completion["usage"]
             if self.drop_after is not None:
                 # Headers and the start of the body, then a broken connection.
                 partial = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -266,7 +271,14 @@ class FakeOpenAI:
         await response.write_eof()
         return response
 
+    async def list_models(self, request: web.Request) -> web.Response:
+        if self.models_status != 200:
+            return web.json_response(self.error_body, status=self.models_status)
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
+        return web.json_response({"object": "list", "data": data})
+
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.handle)
+        app.router.add_get("/v1/models", self.list_models)
         return app

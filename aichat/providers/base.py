@@ -57,6 +57,14 @@ class Finish:
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts reported by the upstream."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class RawChunks:
     """The ``chat.completion.chunk``s from an OpenAI-compatible upstream that arrived in one
     read, as JSON texts.
@@ -70,6 +78,8 @@ class RawChunks:
     # ``[DONE]`` came in the same read: only ``Finish`` follows, with nothing to wait for,
     # so a consumer may send its end in the same write.
     last: bool = False
+    # The usage one of these chunks reported (taken out when the client did not ask for it).
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +87,7 @@ class RawCompletion:
     """A whole ``chat.completion`` from an OpenAI-compatible upstream, as JSON text."""
 
     json: str
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token counts reported by the upstream."""
-
-    prompt_tokens: int
-    completion_tokens: int
+    usage: Usage | None = None  # what it reports
 
 
 Event = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage | RawChunks | RawCompletion

@@ -5,6 +5,9 @@ field — with only ``model`` rewritten. The answer comes back as upstream chunk
 with only the model name changed, so tool-call deltas and everything else arrive exactly as
 the upstream streamed them. Upstream errors keep their status and message, except that an
 upstream refusing the gateway's own credentials is a 502: the client's key was fine.
+
+Streams always ask the upstream for usage (``stream_options.include_usage``), which token
+accounting needs; a client that did not ask does not get the usage chunk.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from aichat.providers.base import Event, Finish, RawChunks, RawCompletion
 from aichat.providers.http import JSON_HEADERS, UpstreamBounds, upstream_body
 from aichat.schemas import ChatCompletionRequest
 from aichat.streaming import iter_line_batches, sse_payloads
+from aichat.usage import reported_usage, usage_only
 
 END_GRACE = 1.0  # seconds an upstream has to end its body after ``[DONE]``
 
@@ -79,6 +83,11 @@ def _request_json(body: dict[str, Any]) -> bytes:
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _with_usage(options: Any) -> dict[str, Any]:
+    """The client's ``stream_options`` (if an object) asking for the usage chunk."""
+    return {**(options if isinstance(options, dict) else {}), "include_usage": True}
+
+
 async def _read_end(batches: AsyncIterator[list[str]]) -> None:
     """Read what follows ``[DONE]``: the end of the body, so the connection can be reused.
 
@@ -120,10 +129,13 @@ class OpenAIProvider:
         self, request: ChatCompletionRequest, upstream_model: str
     ) -> AsyncGenerator[Event, None]:
         """Yield the upstream's chunks (or its whole completion), then ``Finish``."""
+        sent = {**request.body, "model": upstream_model}
+        if request.stream:
+            sent["stream_options"] = _with_usage(request.body.get("stream_options"))
         body = upstream_body(
             self._session,
             self._url,
-            body=_request_json({**request.body, "model": upstream_model}),
+            body=_request_json(sent),
             headers=self._headers[request.stream],
             bounds=self._bounds,
             name=self.name,
@@ -132,9 +144,11 @@ class OpenAIProvider:
         try:
             async with aclosing(body):
                 if not request.stream:
-                    yield RawCompletion(await self._read_all(body))
+                    completion = await self._read_all(body)
+                    yield RawCompletion(completion, reported_usage(completion))
                     yield Finish()
                     return
+                hide_usage = not request.include_usage
                 line_batches = iter_line_batches(body, self._bounds.max_line)
                 async with aclosing(line_batches) as batches:
                     async for lines in batches:
@@ -142,6 +156,10 @@ class OpenAIProvider:
                         done = "[DONE]" in payloads
                         if done:  # nothing after it counts
                             del payloads[payloads.index("[DONE]") :]
+                        # Only a read's last chunk can be the usage chunk: [DONE] follows it.
+                        usage = reported_usage(payloads[-1]) if payloads else None
+                        if usage is not None and hide_usage and usage_only(payloads[-1]):
+                            payloads.pop()
                         failed = [
                             i for i, payload in enumerate(payloads) if payload[:8] == '{"error"'
                         ]
@@ -150,12 +168,12 @@ class OpenAIProvider:
                                 yield RawChunks(tuple(payloads[: failed[0]]))
                             raise _stream_error(payloads[failed[0]], self.name)
                         if not done:
-                            if payloads:
-                                yield RawChunks(tuple(payloads))
+                            if payloads or usage:
+                                yield RawChunks(tuple(payloads), usage=usage)
                             continue
                         try:
-                            if payloads:
-                                yield RawChunks(tuple(payloads), last=True)
+                            if payloads or usage:
+                                yield RawChunks(tuple(payloads), last=True, usage=usage)
                             yield Finish()
                         finally:  # also when the consumer stops here, as most do
                             await _read_end(batches)

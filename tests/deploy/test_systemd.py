@@ -52,6 +52,7 @@ def test_runs_the_pip_installed_command_as_a_notify_service() -> None:
     assert _one("ExecStart") == f"{INSTALLED_AICHAT} serve"
     assert _one("EnvironmentFile") == "/etc/aichat/aichat.env"
     assert _one("Restart") == "on-failure"
+    assert _one("ExecReload") == "/bin/kill -HUP $MAINPID"  # aichat reloads on SIGHUP
 
 
 def test_runs_as_a_dedicated_unprivileged_user() -> None:

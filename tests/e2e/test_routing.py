@@ -130,7 +130,9 @@ async def test_streamed_tool_call_reaches_client_exactly(routed: Gateway, up: Fa
     events = sse_events(raw)
     assert events[-1] == "[DONE]"
     forwarded = [json.loads(e) for e in events[:-1]]
-    originals = [json.loads(p) for p in up.sent]
+    # The gateway asked for usage (to count tokens); this client did not, so it is kept back.
+    *originals, usage = [json.loads(p) for p in up.sent]
+    assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 10
     assert [{**c, "model": "llama3.1"} for c in forwarded] == originals
     assert [c["choices"][0] for c in forwarded] == TOOL_CALL_CHUNKS
     assert {c["model"] for c in forwarded} == {"local-llama"}

@@ -1,0 +1,201 @@
+"""SIGHUP reloads the env file and the config file of a running gateway, or refuses a bad one."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from aichat.config import ModelConfig, Settings, load_settings
+from aichat.reload import LIVE, reload_config
+from aichat.state import ROUTER
+from tests.conftest import GatewayFactory
+from tests.deploy.procs import Server, free_port, server_env, started
+from tests.fakes import FakeOpenAI, json_events, sse_events
+
+HELLO = [{"role": "user", "content": "hi"}]
+OLD = """
+[[models]]
+name = "slow"
+provider = "mock"
+text = "the old answer in eight words, slowly"
+tokens_per_second = 8
+
+[[keys]]
+name = "team"
+key_env = "TEAM_KEY"
+"""
+NEW = """
+[[models]]
+name = "slow"
+provider = "mock"
+text = "the new answer"
+
+[[models]]
+name = "fresh"
+provider = "mock"
+
+[[keys]]
+name = "team"
+key_env = "TEAM_KEY"
+"""
+BAD = NEW.replace('name = "fresh"', 'name = "fresh"\nfallbacks = ["nowhere"]')
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def _ready_config(http: aiohttp.ClientSession, server: Server) -> str:
+    async with http.get(f"{server.url}/ready?verbose=1") as response:
+        config: str = (await response.json())["config"]
+        return config
+
+
+async def _reloads(http: aiohttp.ClientSession, server: Server, result: str) -> float:
+    text = await (await http.get(f"{server.url}/metrics")).text()
+    (value,) = re.findall(
+        rf'^aichat_config_reloads_total\{{result="{result}"\}} (\S+)$', text, re.M
+    )
+    return float(value)
+
+
+async def _until(condition: object, server: Server, within: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await condition():  # type: ignore[operator]
+        assert loop.time() < deadline, server.output()
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "aichat.toml").write_text(OLD)
+    (tmp_path / ".env").write_text("TEAM_KEY=sk-team-old-0123\n")
+    return tmp_path
+
+
+def _command() -> list[str]:
+    return [sys.executable, "-m", "aichat", "serve"]
+
+
+async def test_sighup_swaps_config_and_env_while_a_stream_finishes_on_the_old_one(
+    workdir: Path,
+) -> None:
+    env = server_env(free_port(), AICHAT_CONFIG=str(workdir / "aichat.toml"))
+    async with started(_command(), env, workdir) as server, aiohttp.ClientSession() as http:
+        before = await _ready_config(http, server)
+        url = f"{server.url}/v1/chat/completions"
+        body = {"model": "slow", "messages": HELLO, "stream": True}
+        stream = await http.post(url, json=body, headers=_auth("sk-team-old-0123"))
+        head = await stream.content.readline() + await stream.content.readline()
+        assert head.startswith(b"data: ") and head.endswith(b"\n\n")  # the first event
+        (workdir / "aichat.toml").write_text(NEW)
+        (workdir / ".env").write_text("TEAM_KEY=sk-team-new-0123\n")
+        server.process.send_signal(signal.SIGHUP)
+
+        async def swapped() -> bool:
+            return await _ready_config(http, server) != before
+
+        await _until(swapped, server)
+        # The stream that started on the old configuration ends on it, complete.
+        raw = head + await stream.read()
+        assert sse_events(raw)[-1] == "[DONE]"
+        text = "".join(
+            event["choices"][0]["delta"].get("content") or ""
+            for event in json_events(raw)
+            if event["choices"]
+        )
+        assert text == "the old answer in eight words, slowly"
+        # New requests: the new key, the new models, the new answer.
+        old_key = await http.post(
+            url, json={**body, "stream": False}, headers=_auth("sk-team-old-0123")
+        )
+        assert old_key.status == 401
+        new = await http.post(
+            url, json={**body, "stream": False}, headers=_auth("sk-team-new-0123")
+        )
+        assert (await new.json())["choices"][0]["message"]["content"] == "the new answer"
+        models = await http.get(f"{server.url}/v1/models", headers=_auth("sk-team-new-0123"))
+        assert {m["id"] for m in (await models.json())["data"]} == {"slow", "fresh"}
+        assert await _reloads(http, server, "success") == 1
+    # The reload came while the stream was still running: its access line is written after.
+    lines = server.output().splitlines()
+    reloaded = next(i for i, line in enumerate(lines) if "configuration reloaded" in line)
+    streamed = next(i for i, line in enumerate(lines) if "stream=True" in line)
+    assert reloaded < streamed, server.output()
+
+
+async def test_a_bad_config_is_refused_with_one_line_and_the_old_one_stays(
+    workdir: Path,
+) -> None:
+    env = server_env(free_port(), AICHAT_CONFIG=str(workdir / "aichat.toml"))
+    async with started(_command(), env, workdir) as server, aiohttp.ClientSession() as http:
+        before = await _ready_config(http, server)
+        (workdir / "aichat.toml").write_text(BAD)
+        server.process.send_signal(signal.SIGHUP)
+
+        async def refused() -> bool:
+            return await _reloads(http, server, "refused") == 1
+
+        await _until(refused, server)
+        (line,) = [line for line in server.output().splitlines() if "reload refused" in line]
+        assert str(workdir / "aichat.toml") in line
+        assert '[[models]] name = "fresh" fallbacks' in line and "nowhere" in line
+        assert await _ready_config(http, server) == before
+        answer = await http.post(
+            f"{server.url}/v1/chat/completions",
+            json={"model": "slow", "messages": HELLO},
+            headers=_auth("sk-team-old-0123"),
+        )
+        assert answer.status == 200
+        assert await _reloads(http, server, "success") == 0
+
+
+async def test_unchanged_upstreams_keep_their_circuit_across_a_reload(
+    make_gateway: GatewayFactory,
+    openai_upstream: tuple[FakeOpenAI, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    up, url = openai_upstream
+    up.status = 503
+    flaky = ModelConfig(name="flaky", provider="openai", base_url=url)
+    echo = ModelConfig(name="echo", provider="mock", text="one")
+    gateway = await make_gateway(routes=(flaky, echo), breaker_failures=1, retries=0)
+    assert (await gateway.post_chat({"model": "flaky", "messages": HELLO})).status == 503
+    router = gateway.app[ROUTER]
+    kept = router.resolve("flaky")
+    assert kept.breaker.state == "open"
+    settings = gateway.app[LIVE].settings
+    changed = echo.model_copy(update={"text": "two"})
+
+    def load() -> Settings:
+        return settings.model_copy(update={"routes": (flaky, changed), "max_body_bytes": 10})
+
+    assert await reload_config(gateway.app, load)
+    assert "take effect on restart only: max_body_bytes" in caplog.text
+    assert router.resolve("flaky") is kept and kept.breaker.state == "open"
+    answer = await gateway.post_chat({"model": "echo", "messages": HELLO})
+    assert (await answer.json())["choices"][0]["message"]["content"] == "two"
+
+
+async def test_a_refusal_is_one_line_even_when_the_file_holds_line_breaks(
+    make_gateway: GatewayFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await make_gateway(routes=(ModelConfig(name="echo", provider="mock"),))
+    config = tmp_path / "aichat.toml"
+    config.write_text('[[models]]\nname = "a\\nforged line"\nprovider = "nowhere"\n')
+
+    def load() -> Settings:
+        env = {"AICHAT_CONFIG": str(config), "AICHAT_ALLOW_NO_AUTH": "1"}
+        return load_settings(env, dotenv_path=None)
+
+    assert not await reload_config(gateway.app, load)
+    (record,) = [r for r in caplog.records if r.name == "aichat.reload"]
+    assert "\n" not in record.getMessage() and "forged line" in record.getMessage()
+    assert str(config) in record.getMessage()
