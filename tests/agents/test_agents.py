@@ -63,20 +63,32 @@ def _base_env(home: Path) -> dict[str, str]:
     return {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8", **QUIET}
 
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_block(label: str, lang: str, stack: Stack, model: str) -> str:
+    """The first ``lang`` block after ``label`` in the README's "Coding agents" section, as
+    printed but for the gateway's address, model and key: the README's settings are the
+    ones the agents run with."""
+    text = README.read_text()
+    start = text.index(label, text.index("## Coding agents"))
+    begin = text.index(f"```{lang}\n", start) + len(lang) + 4
+    block = text[begin : text.index("```", begin)]
+    block = block.replace("http://127.0.0.1:8001", stack.url).replace('"$APP_SECRET"', API_KEY)
+    return block.replace("gpt-4o", model)
+
+
 def claude_command(
     clis: Clis, stack: Stack, model: str, home: Path
 ) -> tuple[list[str], dict[str, str]]:
     """``claude -p`` printing its stream as JSON events, Bash allowed without asking."""
-    env = {
-        **_base_env(home),
-        "ANTHROPIC_BASE_URL": stack.url,
-        "ANTHROPIC_API_KEY": API_KEY,
-        "ANTHROPIC_MODEL": model,
-        "ANTHROPIC_DEFAULT_HAIKU_MODEL": model,
-        "ANTHROPIC_DEFAULT_SONNET_MODEL": model,
-        "ANTHROPIC_DEFAULT_OPUS_MODEL": model,
-        "ANTHROPIC_SMALL_FAST_MODEL": model,
-    }
+    exports = readme_block("**Claude Code**", "bash", stack, model)
+    env = _base_env(home)
+    for line in exports.splitlines():
+        if line.startswith("export "):
+            name, _, value = line.removeprefix("export ").partition("=")
+            env[name] = value.split("#")[0].strip()
+    env["ANTHROPIC_SMALL_FAST_MODEL"] = model  # the name older releases read
     command = [
         str(clis.claude),
         "--output-format=stream-json",
@@ -95,20 +107,8 @@ def codex_command(
     """``codex exec --json`` with aichat as a Responses provider, commands run unsandboxed."""
     codex_home = home / ".codex"
     codex_home.mkdir()
-    (codex_home / "config.toml").write_text(
-        f'model = "{model}"\n'
-        'model_provider = "aichat"\n'
-        "check_for_update_on_startup = false\n"
-        "[model_providers.aichat]\n"
-        'name = "aichat"\n'
-        f'base_url = "{stack.url}/v1"\n'
-        'env_key = "AICHAT_API_KEY"\n'
-        'wire_api = "responses"\n'
-        "[analytics]\n"
-        "enabled = false\n"
-        "[feedback]\n"
-        "enabled = false\n"
-    )
+    config = readme_block("**Codex CLI**", "toml", stack, model)
+    (codex_home / "config.toml").write_text(f"{config}\n[feedback]\nenabled = false\n")
     env = {**_base_env(home), "CODEX_HOME": str(codex_home), "AICHAT_API_KEY": API_KEY}
     command = [
         *clis.codex,
