@@ -29,11 +29,11 @@ from aichat.markers import held_back
 from aichat.providers.base import (
     Event,
     Finish,
-    Provider,
     RawChunks,
     RawCompletion,
     ReasoningDelta,
     TextDelta,
+    Wrapper,
 )
 from aichat.schemas import ChatCompletionRequest
 
@@ -158,12 +158,8 @@ def _empty(choice: Any) -> bool:
     return not delta or delta == {"content": ""}
 
 
-class StrippedReasoning:
+class StrippedReasoning(Wrapper):
     """Wraps a provider so that no reasoning of its model reaches any client."""
-
-    def __init__(self, inner: Provider) -> None:
-        self._inner = inner
-        self.name = inner.name
 
     async def stream(
         self, request: ChatCompletionRequest, upstream_model: str

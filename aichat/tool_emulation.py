@@ -20,7 +20,7 @@ from typing import Any
 
 from aichat.blocks import new_call_id
 from aichat.markers import held_back
-from aichat.providers.base import Event, Finish, Provider, TextDelta, ToolCallDelta
+from aichat.providers.base import Event, Finish, TextDelta, ToolCallDelta, Wrapper
 from aichat.schemas import ChatCompletionRequest, ChatMessage, parse_chat_request
 
 OPEN, CLOSE = "<tool_calls>", "</tool_calls>"
@@ -184,12 +184,8 @@ def needs_emulation(request: ChatCompletionRequest) -> bool:
     )
 
 
-class EmulatedTools:
+class EmulatedTools(Wrapper):
     """Wraps a text-only provider so that it can answer with tool calls."""
-
-    def __init__(self, inner: Provider) -> None:
-        self._inner = inner
-        self.name = inner.name
 
     async def stream(
         self, request: ChatCompletionRequest, upstream_model: str

@@ -124,3 +124,12 @@ class Provider(Protocol):
     ) -> AsyncGenerator[Event, None]:
         """Events of one answer; must end with ``Finish`` when the answer is complete."""
         ...
+
+
+class Wrapper:
+    """Base of a provider that reworks another's events (reasoning stripped, tools emulated):
+    it keeps the inner provider's name, which logs and metrics show."""
+
+    def __init__(self, inner: Provider) -> None:
+        self._inner = inner
+        self.name = inner.name
