@@ -133,8 +133,10 @@ def start_aichat(upstream_url: str, work: Path, options: AichatOptions) -> Gatew
         env.update(AICHAT_CONFIG=str(config), **{UPSTREAM_KEY_ENV: UPSTREAM_KEY})
     else:
         return None
-    # A missing env file: a developer's .env in the working tree must not change the run.
-    cmd = [sys.executable, "-m", "aichat", "--env-file", str(work / "none.env"), "serve"]
+    # An empty env file: a developer's .env in the working tree must not change the run.
+    empty = work / "empty.env"
+    empty.touch()
+    cmd = [sys.executable, "-m", "aichat", "--env-file", str(empty), "serve"]
     url = f"http://127.0.0.1:{port}"
     # Started outside the source tree: ``-m`` puts the working directory first on sys.path,
     # which would shadow ``pythonpath``. The access log goes to the log file, as to a
