@@ -13,8 +13,9 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
+from aichat.auth import KEY_POLICY
 from aichat.capabilities import DROPPED_HEADER, dropped_header, dropped_params
-from aichat.context import KEY_POLICY, log_field
+from aichat.context import log_field
 from aichat.errors import UpstreamError
 from aichat.failover import Answer, open_answer
 from aichat.schemas import ChatCompletionRequest

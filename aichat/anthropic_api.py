@@ -24,8 +24,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from aichat.answering import start_answer
+from aichat.auth import KEY_POLICY
 from aichat.blocks import BlockDelta, BlockEvent, BlockStart, BlockStop, End, collect, segment
-from aichat.context import KEY_POLICY
 from aichat.errors import APIError, InvalidRequest, UpstreamError
 from aichat.ids import new_id
 from aichat.schemas import (

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from aichat.config import Settings
-from aichat.context import KEY_POLICY, Handler, log_field
+from aichat.context import Handler, log_field
 from aichat.errors import AuthenticationError
 
 log = logging.getLogger("aichat.auth")
@@ -82,6 +82,9 @@ class KeyPolicy:
 
 # The policy of every request when the operator chose to run without keys.
 ANONYMOUS = KeyPolicy("anonymous")
+
+# The policy of the key that authenticated this request (set by the auth middleware).
+KEY_POLICY = web.RequestKey("key_policy", KeyPolicy)
 
 
 class KeyRing:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from aichat.ids import new_id
+from aichat.ids import new_call_id
 from aichat.openai_events import neutral_events
 from aichat.providers.base import Event, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from aichat.reasoning import ThinkSplitter
@@ -68,11 +68,6 @@ BlockEvent = BlockStart | BlockDelta | BlockStop | End
 
 # What a piece belongs to: the answer text, the reasoning, or the tool call of that index.
 _TEXT, _REASONING = "text", "reasoning"
-
-
-def new_call_id() -> str:
-    """An id for a tool call whose upstream did not name it."""
-    return new_id("call_")
 
 
 class _Open:

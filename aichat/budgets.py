@@ -27,8 +27,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from aichat.auth import KEY_POLICY
 from aichat.config import Settings
-from aichat.context import KEY_POLICY
 from aichat.errors import APIError
 from aichat.limits import RATE_HEADERS, Overloaded
 from aichat.providers.base import Usage

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
-
-if TYPE_CHECKING:
-    from aichat.auth import KeyPolicy
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -21,7 +18,3 @@ def log_field(request: web.Request, **fields: Any) -> None:
     """Add fields to the request's access-log line (no-op outside the logging middleware)."""
     if LOG_FIELDS in request:
         request[LOG_FIELDS].update(fields)
-
-
-# The policy of the key that authenticated this request (set by the auth middleware).
-KEY_POLICY: web.RequestKey[KeyPolicy] = web.RequestKey("key_policy")

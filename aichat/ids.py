@@ -17,3 +17,8 @@ def new_id(prefix: str = "", hex_digits: int = 24) -> str:
     """``prefix`` followed by ``hex_digits`` (an even number) random lowercase hex digits."""
     size = hex_digits // 2
     return prefix + _bits(size * 8).to_bytes(size, "big").hex()
+
+
+def new_call_id() -> str:
+    """An id for a tool call whose upstream did not name it."""
+    return new_id("call_")

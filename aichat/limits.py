@@ -26,8 +26,8 @@ from typing import Any, Protocol
 
 from aiohttp import hdrs, web
 
-from aichat.auth import KeyPolicy
-from aichat.context import KEY_POLICY, Handler
+from aichat.auth import KEY_POLICY, KeyPolicy
+from aichat.context import Handler
 from aichat.errors import APIError, InvalidRequest
 from aichat.ids import new_id
 

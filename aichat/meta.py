@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from aichat import __version__
-from aichat.context import KEY_POLICY
+from aichat.auth import KEY_POLICY
 from aichat.errors import InvalidRequest
 from aichat.lifecycle import LIFECYCLE
 from aichat.metrics import require_metrics_key

@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
-from aichat.blocks import new_call_id
+from aichat.ids import new_call_id
 from aichat.markers import held_back
 from aichat.providers.base import Event, Finish, Provider, TextDelta, ToolCallDelta
 from aichat.schemas import ChatCompletionRequest, ChatMessage, parse_chat_request

@@ -7,8 +7,8 @@ Decisions:
   the upstream reported wins; otherwise the prompt and the text the upstream sent are
   counted here, so a stream cut short still counts what was sent.
 - Pass-through chunks are not parsed here: the OpenAI provider asks its upstream for usage and
-  hands it over on the event (``reported_usage`` finds it, looking only at the chunk that can
-  hold it). A pass-through stream cut before its usage counts one token per chunk forwarded:
+  hands it over on the event (its ``reported_usage`` finds it, looking only at the chunk that
+  can hold it). A pass-through stream cut before its usage counts one token per chunk forwarded:
   OpenAI-compatible upstreams send about one token per chunk, and parsing every chunk to
   count exactly would cost every stream what only broken ones need.
 - Bounded: the tokenizer counts at most ``EXACT_UP_TO`` characters of a prompt or an answer
@@ -21,16 +21,15 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
+from aichat.auth import KEY_POLICY
 from aichat.budgets import Budgets, budget_limits, open_store
-from aichat.context import KEY_POLICY, log_field
+from aichat.context import log_field
 from aichat.errors import UpstreamError
 from aichat.metrics import METRICS
 from aichat.openai_events import completion_events
@@ -50,36 +49,9 @@ from aichat.tokens import count_tokens, prompt_tokens
 
 EXACT_UP_TO = 16 * 1024  # characters counted with the tokenizer (about 3 ms of CPU)
 
-# Quotes inside JSON strings are escaped: these cannot match answer text.
-_USAGE_OBJECT = re.compile(r'"usage"\s*:\s*\{')
-_NO_CHOICES = re.compile(r'"choices"\s*:\s*\[\s*\]')
-
 
 def _estimate(chars: int) -> int:
     return (chars + 3) // 4
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def reported_usage(json_text: str) -> Usage | None:
-    """The usage an OpenAI chunk or completion reports; parsed only when it holds one."""
-    if '"usage"' not in json_text or _USAGE_OBJECT.search(json_text) is None:
-        return None
-    try:
-        data = orjson.loads(json_text)
-    except orjson.JSONDecodeError:
-        return None
-    usage = data.get("usage") if isinstance(data, dict) else None
-    if not isinstance(usage, dict):
-        return None
-    return Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
-
-
-def usage_only(json_text: str) -> bool:
-    """Whether a chunk is the usage chunk ``include_usage`` adds (no choices)."""
-    return _NO_CHOICES.search(json_text) is not None
 
 
 class Ledger:
