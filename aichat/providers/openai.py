@@ -23,11 +23,11 @@ from typing import Any
 import aiohttp
 import orjson
 
-from aichat.errors import UpstreamError
+from aichat.core.errors import UpstreamError
+from aichat.core.schemas import ChatCompletionRequest
 from aichat.providers.base import Event, Finish, RawChunks, RawCompletion, Usage
 from aichat.providers.http import JSON_HEADERS, UpstreamBounds, upstream_body
-from aichat.schemas import ChatCompletionRequest
-from aichat.streaming import iter_line_batches, sse_payloads
+from aichat.providers.streaming import iter_line_batches, sse_payloads
 
 # Quotes inside JSON strings are escaped: these cannot match answer text.
 _USAGE_OBJECT = re.compile(r'"usage"\s*:\s*\{')
