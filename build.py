@@ -38,7 +38,7 @@ def pyinstaller_args(dist_dir: Path, work_dir: Path) -> list[str]:
         # hypothesis plugins, rich), redis (OCSP via requests, OpenTelemetry) and aiohttp (the
         # gunicorn worker's uvloop). In a development venv they would double the executable.
         *(f"--exclude-module={name}" for name in _NOT_NEEDED),
-        # The playground page (aichat/static) is read from package data at start.
+        # The playground page (aichat/inbound/static) is read from package data at start.
         "--collect-data=aichat",
     ]
 

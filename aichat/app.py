@@ -10,23 +10,32 @@ import aiohttp
 import aiohttp_cors
 from aiohttp import hdrs, web
 
-from aichat.answering import UPSTREAM_HEADER
-from aichat.anthropic_api import (
+from aichat.answer.answering import UPSTREAM_HEADER
+from aichat.answer.capabilities import DROPPED_HEADER
+from aichat.answer.failover import RetryPolicy
+from aichat.answer.reload import LIVE, LiveConfig, build_target, discovered_models
+from aichat.answer.routing import Router
+from aichat.answer.state import RETRY_POLICY, ROUTER, SESSION, SETTINGS
+from aichat.answer.usage import usage_ledger
+from aichat.core.config import Settings
+from aichat.core.errors import ERROR_RENDERERS, ErrorRenderer, error_middleware
+from aichat.core.tokens import load_tokenizer
+from aichat.inbound.anthropic_api import (
     COUNT_TOKENS_PATH,
     MESSAGES_PATH,
     count_message_tokens,
     create_message,
 )
-from aichat.anthropic_api import error_response as anthropic_error
-from aichat.auth import FAILED_KEYS, FailedKeys, KeyRing, auth_middleware
-from aichat.capabilities import DROPPED_HEADER
-from aichat.chat import chat_completions
-from aichat.config import Settings
-from aichat.connections import SERVER_NAME
-from aichat.errors import ERROR_RENDERERS, ErrorRenderer, error_middleware
-from aichat.failover import RetryPolicy
-from aichat.lifecycle import LIFECYCLE, Lifecycle, drain_middleware
-from aichat.limits import (
+from aichat.inbound.anthropic_api import error_response as anthropic_error
+from aichat.inbound.chat import chat_completions
+from aichat.inbound.meta import get_model, health, list_models, ready
+from aichat.inbound.openapi import OPENAPI, openapi_document, openapi_endpoint
+from aichat.inbound.playground import add_playground
+from aichat.inbound.responses_api import create_response
+from aichat.operations.auth import FAILED_KEYS, FailedKeys, KeyRing, auth_middleware
+from aichat.operations.connections import SERVER_NAME
+from aichat.operations.lifecycle import LIFECYCLE, Lifecycle, drain_middleware
+from aichat.operations.limits import (
     LIMITER,
     CounterStore,
     Limiter,
@@ -35,18 +44,9 @@ from aichat.limits import (
     add_rate_headers,
     limits_middleware,
 )
-from aichat.logs import REQUEST_ID_HEADER, access_log_middleware, add_request_id_header
-from aichat.meta import get_model, health, list_models, ready
-from aichat.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
-from aichat.openapi import OPENAPI, openapi_document, openapi_endpoint
-from aichat.playground import add_playground
-from aichat.reload import LIVE, LiveConfig, build_target, discovered_models
-from aichat.responses_api import create_response
-from aichat.routing import Router
-from aichat.state import RETRY_POLICY, ROUTER, SESSION, SETTINGS
-from aichat.timing import SERVER_TIMING_HEADER, add_server_timing
-from aichat.tokens import load_tokenizer
-from aichat.usage import usage_ledger
+from aichat.operations.logs import REQUEST_ID_HEADER, access_log_middleware, add_request_id_header
+from aichat.operations.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
+from aichat.operations.timing import SERVER_TIMING_HEADER, add_server_timing
 
 log = logging.getLogger("aichat")
 
@@ -56,7 +56,7 @@ def build_router(settings: Settings, session: aiohttp.ClientSession) -> Router:
     return Router(
         build_target(route, settings, session)
         for route in settings.model_routes
-        if not route.discovers  # served per listed model: ``aichat.discovery``
+        if not route.discovers  # served per listed model: ``aichat.answer.discovery``
     )
 
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from aichat import __version__
-from aichat.config import ConfigError, Settings, StartupError, load_settings
-from aichat.logs import configure_logging
+from aichat.core.config import ConfigError, Settings, StartupError, load_settings
+from aichat.operations.logs import configure_logging
 from aichat.usage_cli import print_usage
 from aichat.workers import run
 

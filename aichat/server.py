@@ -12,13 +12,13 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from aichat import sdnotify
+from aichat.answer.reload import reload_on_sighup
+from aichat.answer.state import SETTINGS
 from aichat.app import create_app
-from aichat.config import Settings, StartupError
-from aichat.connections import GatewayRunner
-from aichat.lifecycle import LIFECYCLE
-from aichat.reload import reload_on_sighup
-from aichat.state import SETTINGS
+from aichat.core.config import Settings, StartupError
+from aichat.operations import sdnotify
+from aichat.operations.connections import GatewayRunner
+from aichat.operations.lifecycle import LIFECYCLE
 
 log = logging.getLogger("aichat")
 
@@ -28,7 +28,7 @@ def runner(app: web.Application, shutdown_timeout: float = 30.0) -> web.AppRunne
 
     ``handler_cancellation`` cancels a handler as soon as its client disconnects, which is
     what cancels the upstream request of an abandoned stream at once. aiohttp's own access
-    log is off: ``aichat.logs`` writes one richer line per request. Request bodies are
+    log is off: ``aichat.operations.logs`` writes one richer line per request. Request bodies are
     never inflated (``auto_decompress``): a compressed one is refused before it is read,
     since a small one can inflate to gigabytes at the cost of the event loop's time.
     """

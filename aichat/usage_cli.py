@@ -11,8 +11,8 @@ import json
 import time
 from typing import TextIO
 
-from aichat.budgets import RedisUsage, StoreDown, rows, window_ids
-from aichat.config import ConfigError, Settings
+from aichat.core.config import ConfigError, Settings
+from aichat.operations.budgets import RedisUsage, StoreDown, rows, window_ids
 
 _COLUMNS = (
     "key",

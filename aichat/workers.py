@@ -14,9 +14,9 @@ Decisions:
   otherwise be joined silently) fails at start, and port 0 is resolved to one free port
   for all workers.
 - **Readiness through the supervisor.** Workers report ``READY=1`` and ``STOPPING=1`` over
-  the ``sd_notify`` protocol to a socket of the supervisor (``aichat.sdnotify`` unchanged);
-  the supervisor tells systemd ``READY=1`` only once every worker listens (systemd's
-  ``NotifyAccess=main`` only hears the main process anyway).
+  the ``sd_notify`` protocol to a socket of the supervisor (``aichat.operations.sdnotify``
+  unchanged); the supervisor tells systemd ``READY=1`` only once every worker listens
+  (systemd's ``NotifyAccess=main`` only hears the main process anyway).
 - **Signals forwarded, each worker drains.** SIGTERM or SIGINT to the supervisor goes to
   every worker, which drains as a single gateway does; the supervisor exits when they all
   have: 0 if they all exited cleanly.
@@ -43,9 +43,9 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 
-from aichat import sdnotify
 from aichat.app import preload
-from aichat.config import Settings, StartupError
+from aichat.core.config import Settings, StartupError
+from aichat.operations import sdnotify
 from aichat.server import listen_error, serve
 
 log = logging.getLogger("aichat")

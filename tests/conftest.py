@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from aichat.app import create_app
-from aichat.config import Settings
+from aichat.core.config import Settings
 from aichat.server import runner
 from tests.fakes import FakeAichats, FakeOpenAI
 

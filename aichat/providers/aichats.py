@@ -20,12 +20,12 @@ from contextlib import aclosing
 import aiohttp
 import orjson
 
-from aichat.config import HistoryMode
-from aichat.errors import InvalidRequest, UpstreamError
+from aichat.core.config import HistoryMode
+from aichat.core.errors import InvalidRequest, UpstreamError
+from aichat.core.schemas import ChatCompletionRequest, text_of
 from aichat.providers.base import Event, Finish, TextDelta
 from aichat.providers.http import JSON_HEADERS, UpstreamBounds, upstream_body
-from aichat.schemas import ChatCompletionRequest, text_of
-from aichat.streaming import iter_line_batches, sse_payloads
+from aichat.providers.streaming import iter_line_batches, sse_payloads
 
 USER, ASSISTANT = "you", "chatGPT"
 _TRYLIMIT = " trylimit"

@@ -2,7 +2,7 @@
 
 A provider turns a validated request into an async stream of events. It knows its upstream's
 wire format and quirks and nothing about how the answer is sent to the client: translation
-into OpenAI chunks or a whole completion happens once, in ``aichat.translate``. Upstreams
+into OpenAI chunks or a whole completion happens once, in ``aichat.answer.translate``. Upstreams
 that already speak OpenAI's format hand over their chunks as ``RawChunks``/``RawCompletion``
 rather than being taken apart and rebuilt.
 
@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
-from aichat.schemas import ChatCompletionRequest
+from aichat.core.schemas import ChatCompletionRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
-from aichat.errors import UpstreamError, UpstreamTimeout
+from aichat.core.errors import UpstreamError, UpstreamTimeout
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 

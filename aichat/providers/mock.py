@@ -13,10 +13,10 @@ import asyncio
 import re
 from collections.abc import AsyncGenerator
 
-from aichat.errors import UpstreamError
+from aichat.core.errors import UpstreamError
+from aichat.core.schemas import ChatCompletionRequest, last_user_text, prompt_text
+from aichat.core.tokens import count_tokens, prompt_tokens
 from aichat.providers.base import Event, Finish, TextDelta, Usage
-from aichat.schemas import ChatCompletionRequest, last_user_text, prompt_text
-from aichat.tokens import count_tokens, prompt_tokens
 
 # A piece is a run of spaces and what follows up to the next space: joining them gives back
 # the text exactly.

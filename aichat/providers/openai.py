@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, suppress
 from typing import Any
@@ -22,12 +23,39 @@ from typing import Any
 import aiohttp
 import orjson
 
-from aichat.errors import UpstreamError
-from aichat.providers.base import Event, Finish, RawChunks, RawCompletion
+from aichat.core.errors import UpstreamError
+from aichat.core.schemas import ChatCompletionRequest
+from aichat.providers.base import Event, Finish, RawChunks, RawCompletion, Usage
 from aichat.providers.http import JSON_HEADERS, UpstreamBounds, upstream_body
-from aichat.schemas import ChatCompletionRequest
-from aichat.streaming import iter_line_batches, sse_payloads
-from aichat.usage import reported_usage, usage_only
+from aichat.providers.streaming import iter_line_batches, sse_payloads
+
+# Quotes inside JSON strings are escaped: these cannot match answer text.
+_USAGE_OBJECT = re.compile(r'"usage"\s*:\s*\{')
+_NO_CHOICES = re.compile(r'"choices"\s*:\s*\[\s*\]')
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def reported_usage(json_text: str) -> Usage | None:
+    """The usage an OpenAI chunk or completion reports; parsed only when it holds one."""
+    if '"usage"' not in json_text or _USAGE_OBJECT.search(json_text) is None:
+        return None
+    try:
+        data = orjson.loads(json_text)
+    except orjson.JSONDecodeError:
+        return None
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    return Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+
+
+def usage_only(json_text: str) -> bool:
+    """Whether a chunk is the usage chunk ``include_usage`` adds (no choices)."""
+    return _NO_CHOICES.search(json_text) is not None
+
 
 END_GRACE = 1.0  # seconds an upstream has to end its body after ``[DONE]``
 

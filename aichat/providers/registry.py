@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import aiohttp
 
-from aichat.config import ModelConfig, Settings
+from aichat.core.config import ModelConfig, Settings
 from aichat.providers.aichats import AichatsProvider
 from aichat.providers.base import Provider
 from aichat.providers.http import UpstreamBounds
 from aichat.providers.mock import MockProvider
 from aichat.providers.openai import OpenAIProvider
-from aichat.reasoning import StrippedReasoning
-from aichat.tool_emulation import EmulatedTools
+from aichat.providers.reasoning import StrippedReasoning
+from aichat.providers.tool_emulation import EmulatedTools
 
 
 def build_provider(

@@ -403,7 +403,7 @@ export function lineText(line) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Token estimates (aichat/tokens.py's fallback: ceil(UTF-8 bytes / 4))
+// Token estimates (aichat/core/tokens.py's fallback: ceil(UTF-8 bytes / 4))
 
 const PER_MESSAGE = 3;
 const REPLY_PRIMING = 3;

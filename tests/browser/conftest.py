@@ -19,7 +19,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from aichat.app import create_app
-from aichat.config import ModelConfig, Settings
+from aichat.core.config import ModelConfig, Settings
 from aichat.server import runner
 from tests.conftest import API_KEY, _start
 from tests.fakes import FakeAichats, FakeOpenAI, aichats_body

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from aichat.config import ModelConfig
+from aichat.core.config import ModelConfig
 from tests.conftest import Gateway, GatewayFactory
 from tests.fakes import FakeAichats, FakeOpenAI
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from aichat.config import ModelConfig
+from aichat.core.config import ModelConfig
 from tests.agents.upstream import THOUGHT, AgentAichats, AgentOpenAI, AgentUpstream, Task
 from tests.conformance.checks import READERS, VECTORS, Outcome, check_fields, parse_sse
 from tests.conftest import API_KEY, Gateway, GatewayFactory

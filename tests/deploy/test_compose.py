@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from aichat.config import ENV_VARS, Settings
+from aichat.core.config import ENV_VARS, Settings
 from tests.deploy.balancer import render_for_loopback
 from tests.deploy.files import (
     COMPOSE_FILE,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from aichat import healthcheck
-from aichat.config import Settings
+from aichat.core.config import Settings
 from tests.deploy.files import (
     DOCKERFILE,
     ROOT,

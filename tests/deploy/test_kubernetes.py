@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from aichat.config import ENV_VARS, Settings, load_settings
+from aichat.core.config import ENV_VARS, Settings, load_settings
 from tests.deploy.files import ROOT, final_stage
 from tests.deploy.procs import run
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from aichat import sdnotify
 from aichat.healthcheck import check
+from aichat.operations import sdnotify
 from tests.deploy.files import ROOT
 from tests.deploy.procs import free_port, launched, server_env
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aichat.config import Settings
+from aichat.core.config import Settings
 from tests.deploy.files import ROOT
 from tests.deploy.procs import run
 

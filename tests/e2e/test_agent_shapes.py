@@ -14,7 +14,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from aichat.config import ModelConfig
+from aichat.core.config import ModelConfig
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import FakeOpenAI
 

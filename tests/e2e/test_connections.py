@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from aichat.config import ModelConfig
+from aichat.core.config import ModelConfig
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import sse_events
 from tests.fuzz.wire import parse_answer, port_of

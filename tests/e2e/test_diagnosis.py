@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from aichat.config import ModelConfig
+from aichat.core.config import ModelConfig
 from tests.conftest import Gateway, GatewayFactory
 from tests.deploy.procs import free_port
 from tests.fakes import FakeAichats

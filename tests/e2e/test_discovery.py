@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from aichat.config import ModelConfig, Settings
-from aichat.reload import LIVE, reload_config
+from aichat.answer.reload import LIVE, reload_config
+from aichat.core.config import ModelConfig, Settings
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import FakeOpenAI
 
@@ -76,7 +76,7 @@ async def test_the_list_is_read_again_every_few_minutes(
     openai_upstream: tuple[FakeOpenAI, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("aichat.reload.REFRESH", 0.05)
+    monkeypatch.setattr("aichat.answer.reload.REFRESH", 0.05)
     up, url = openai_upstream
     gateway = await make_gateway(routes=_routes(url))
     up.models = ["llama3.1", "phi4"]
@@ -92,7 +92,7 @@ async def test_an_upstream_never_listed_is_tried_again_sooner(
     openai_upstream: tuple[FakeOpenAI, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("aichat.reload.RETRY_UNLISTED", 0.05)  # REFRESH stays five minutes
+    monkeypatch.setattr("aichat.answer.reload.RETRY_UNLISTED", 0.05)  # REFRESH stays five minutes
     up, url = openai_upstream
     up.models_status = 503
     gateway = await make_gateway(routes=_routes(url))

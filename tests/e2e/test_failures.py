@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from aichat.state import SETTINGS
+from aichat.answer.state import SETTINGS
 from tests.conftest import Gateway, GatewayFactory
 from tests.fakes import FakeAichats, json_events, sse_events
 

@@ -16,7 +16,7 @@ import anthropic
 import pytest
 
 import aichat
-from aichat.config import ModelConfig
+from aichat.core.config import ModelConfig
 from tests.conformance.checks import parse_sse
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import FakeAichats, FakeOpenAI

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aichat.playground import CONTENT_SECURITY_POLICY
+from aichat.inbound.playground import CONTENT_SECURITY_POLICY
 from tests.conftest import Gateway, GatewayFactory
 
 PAGE = {

@@ -10,8 +10,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from aichat.config import KeyConfig, ModelConfig, load_settings
-from aichat.lifecycle import LIFECYCLE
+from aichat.core.config import KeyConfig, ModelConfig, load_settings
+from aichat.operations.lifecycle import LIFECYCLE
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import FakeAichats, json_events, sse_events
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from aichat.config import ModelConfig, Settings, load_settings
-from aichat.reload import LIVE, reload_config
-from aichat.state import ROUTER
+from aichat.answer.reload import LIVE, reload_config
+from aichat.answer.state import ROUTER
+from aichat.core.config import ModelConfig, Settings, load_settings
 from tests.conftest import GatewayFactory
 from tests.deploy.procs import Server, free_port, server_env, started
 from tests.fakes import FakeOpenAI, json_events, sse_events

@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from aichat.config import ModelConfig, load_settings
+from aichat.core.config import ModelConfig, load_settings
 from aichat.providers import openai as openai_provider
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import TOOL_CALL_CHUNKS, FakeAichats, FakeOpenAI, json_events, sse_events

@@ -11,10 +11,10 @@ import anthropic
 import openai
 import pytest
 
-from aichat.budgets import window_resets
-from aichat.config import KeyConfig, ModelConfig
-from aichat.tokens import count_tokens
-from aichat.usage import EXACT_UP_TO
+from aichat.answer.usage import EXACT_UP_TO
+from aichat.core.config import KeyConfig, ModelConfig
+from aichat.core.tokens import count_tokens
+from aichat.operations.budgets import window_resets
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import FakeAichats, FakeOpenAI, json_events, sse_events
 

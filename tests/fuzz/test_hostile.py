@@ -20,9 +20,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from aichat.config import ModelConfig
-from aichat.lifecycle import LIFECYCLE
-from aichat.logs import TextFormatter
+from aichat.core.config import ModelConfig
+from aichat.operations.lifecycle import LIFECYCLE
+from aichat.operations.logs import TextFormatter
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import json_events, sse_events
 from tests.fuzz.wire import exchange, http_request, openai_error, parse_answer, port_of

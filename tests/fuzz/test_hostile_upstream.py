@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 from aiohttp import web
 
-from aichat.config import ModelConfig
+from aichat.core.config import ModelConfig
 from tests.conftest import API_KEY, Gateway, GatewayFactory, _start
 from tests.fakes import json_events, sse_events
 

@@ -21,7 +21,7 @@ import pytest
 from redis.asyncio import from_url
 from redis.exceptions import RedisError
 
-from aichat.config import ModelConfig
+from aichat.core.config import ModelConfig
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.deploy.procs import free_port
 from tests.soak.chaos import ChaosUpstream, answer_pieces, error_code, prompt, read_stream, serving

@@ -17,7 +17,7 @@ from collections import Counter
 import aiohttp
 import pytest
 
-from aichat.config import KeyConfig, ModelConfig
+from aichat.core.config import KeyConfig, ModelConfig
 from tests.conftest import Gateway, GatewayFactory
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(60)]

@@ -23,8 +23,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from aichat.config import ModelConfig
-from aichat.lifecycle import LIFECYCLE
+from aichat.core.config import ModelConfig
+from aichat.operations.lifecycle import LIFECYCLE
 from tests.conftest import API_KEY, GatewayFactory
 from tests.soak.chaos import (
     Broken,

@@ -11,11 +11,11 @@ from aioresponses import aioresponses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aichat.errors import InvalidRequest, UpstreamError, UpstreamTimeout
+from aichat.core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
+from aichat.core.schemas import parse_chat_request
 from aichat.providers.aichats import AichatsProvider, answer_text, build_history, piece_text
 from aichat.providers.base import Finish, TextDelta
 from aichat.providers.http import UpstreamBounds
-from aichat.schemas import parse_chat_request
 
 BASE = "http://aichats.test"
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 from aiohttp.http_exceptions import BadHttpMessage
 
-from aichat.auth import KeyPolicy, KeyRing, _digest, key_matches
-from aichat.logs import JsonFormatter, TextFormatter, quiet_malformed_requests
+from aichat.operations.auth import KeyPolicy, KeyRing, _digest, key_matches
+from aichat.operations.logs import JsonFormatter, TextFormatter, quiet_malformed_requests
 
 
 def test_key_ring_finds_each_key_and_nothing_else() -> None:

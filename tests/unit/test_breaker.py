@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aichat.breaker import CircuitBreaker, CircuitReport
+from aichat.operations.breaker import CircuitBreaker, CircuitReport
 
 
 class Clock:

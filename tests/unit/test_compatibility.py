@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from aichat import anthropic_api, responses_api
-from aichat.capabilities import dropped_header
-from aichat.errors import InvalidRequest
-from aichat.responses_tools import custom_input, map_tool_choice, map_tools
+from aichat.answer.capabilities import dropped_header
+from aichat.core.errors import InvalidRequest
+from aichat.inbound import anthropic_api, responses_api
+from aichat.inbound.responses_tools import custom_input, map_tool_choice, map_tools
 
 
 def _messages(**body: Any) -> anthropic_api.MessagesRequest:

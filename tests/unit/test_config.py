@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aichat.cli import main
-from aichat.config import ENV_VARS, ConfigError, Settings, load_settings
+from aichat.core.config import ENV_VARS, ConfigError, Settings, load_settings
 from aichat.server import listen_error
 
 ROUTE_WITHOUT_KEY = """

@@ -40,7 +40,7 @@ WITHOUT_REDIS = """
 import asyncio, sys
 from aiohttp import web
 from aichat.app import create_app
-from aichat.config import ModelConfig, Settings
+from aichat.core.config import ModelConfig, Settings
 
 route = ModelConfig(name="m", provider="openai", base_url="http://127.0.0.1:9/v1")
 app = create_app(Settings(routes=(route,), allow_no_auth=True))

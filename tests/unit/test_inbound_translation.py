@@ -7,15 +7,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from aichat import anthropic_api, responses_api
-from aichat.blocks import BlockDelta, BlockStart, BlockStop, End, segment
-from aichat.capabilities import CAPABILITIES, dropped_params
-from aichat.errors import InvalidRequest
-from aichat.openai_events import chunk_events
+from aichat.answer.blocks import BlockDelta, BlockStart, BlockStop, End, segment
+from aichat.answer.capabilities import CAPABILITIES, dropped_params
+from aichat.answer.openai_events import chunk_events
+from aichat.answer.translate import Incomplete
+from aichat.core.errors import InvalidRequest
+from aichat.core.schemas import parse_chat_request
+from aichat.inbound import anthropic_api, responses_api
+from aichat.operations.timing import Timing
 from aichat.providers.base import Event, Finish, RawChunks, TextDelta, ToolCallDelta, Usage
-from aichat.schemas import parse_chat_request
-from aichat.timing import Timing
-from aichat.translate import Incomplete
 
 
 def _responses(body: dict[str, object]) -> responses_api.ResponsesRequest:

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from aichat import limits
-from aichat.auth import KeyPolicy
-from aichat.errors import APIError
-from aichat.limits import Limiter, MemoryStore, RateLimited, RedisStore, StoreUnavailable
+from aichat.core.errors import APIError
+from aichat.operations import limits
+from aichat.operations.auth import KeyPolicy
+from aichat.operations.limits import Limiter, MemoryStore, RateLimited, RedisStore, StoreUnavailable
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 

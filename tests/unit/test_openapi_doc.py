@@ -5,8 +5,8 @@ from __future__ import annotations
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from aichat.app import create_app
-from aichat.config import Settings
-from aichat.openapi import openapi_document
+from aichat.core.config import Settings
+from aichat.inbound.openapi import openapi_document
 
 
 def test_document_is_valid_openapi_3_1() -> None:

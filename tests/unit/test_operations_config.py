@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from aichat.budgets import window_ids, window_resets
-from aichat.config import ConfigError, load_config_file
+from aichat.core.config import ConfigError, load_config_file
+from aichat.operations.budgets import window_ids, window_resets
 
 DISCOVER = """
 [[models]]

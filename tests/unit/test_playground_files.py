@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from aichat import playground
-from aichat.config import StartupError, load_settings
+from aichat.core.config import StartupError, load_settings
+from aichat.inbound import playground
 
 ROOT = Path(__file__).parents[2]
-STATIC = ROOT / "aichat" / "static"
+STATIC = ROOT / "aichat" / "inbound" / "static"
 FILES = ("index.html", "app.js", "style.css")
 
 
@@ -104,4 +104,4 @@ def test_wheel_ships_the_static_files(tmp_path: Path) -> None:
     )
     (wheel,) = out.glob("aichat-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
-    assert {f"aichat/static/{name}" for name in FILES} <= shipped
+    assert {f"aichat/inbound/static/{name}" for name in FILES} <= shipped

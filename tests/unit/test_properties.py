@@ -20,18 +20,18 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from aichat.auth import KeyRing, _digest, presented_key
-from aichat.blocks import BlockDelta, BlockStart, BlockStop, End, segment
-from aichat.config import ConfigError, load_settings
-from aichat.errors import InvalidRequest, UpstreamError
-from aichat.openai_events import chunk_events, completion_events
+from aichat.answer.blocks import BlockDelta, BlockStart, BlockStop, End, segment
+from aichat.answer.openai_events import chunk_events, completion_events
+from aichat.answer.translate import Completion, ModelRenamer, complete, rename_model, stream_chunks
+from aichat.core.config import ConfigError, load_settings
+from aichat.core.errors import InvalidRequest, UpstreamError
+from aichat.core.schemas import ChatCompletionRequest, parse_chat_request, read_json
+from aichat.operations.auth import KeyRing, _digest, presented_key
 from aichat.providers.aichats import piece_text
 from aichat.providers.base import Event, Finish, RawChunks, TextDelta, ToolCallDelta, Usage
 from aichat.providers.http import UpstreamBounds, retry_after_seconds
 from aichat.providers.openai import OpenAIProvider
-from aichat.schemas import ChatCompletionRequest, parse_chat_request, read_json
-from aichat.streaming import iter_line_batches, sse_payloads
-from aichat.translate import Completion, ModelRenamer, complete, rename_model, stream_chunks
+from aichat.providers.streaming import iter_line_batches, sse_payloads
 from tests.fakes import aichats_body, sse_events
 
 # Modest example counts keep the whole file within a few seconds; no deadline, as CI

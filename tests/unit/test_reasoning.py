@@ -9,7 +9,8 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from aichat.blocks import BlockDelta, BlockStart, BlockStop, End, segment
+from aichat.answer.blocks import BlockDelta, BlockStart, BlockStop, End, segment
+from aichat.core.schemas import ChatCompletionRequest, parse_chat_request
 from aichat.providers.base import (
     Event,
     Finish,
@@ -19,8 +20,7 @@ from aichat.providers.base import (
     TextDelta,
     Usage,
 )
-from aichat.reasoning import StrippedReasoning, ThinkSplitter
-from aichat.schemas import ChatCompletionRequest, parse_chat_request
+from aichat.providers.reasoning import StrippedReasoning, ThinkSplitter
 
 
 def _split(pieces: list[str]) -> tuple[str, str]:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aichat.streaming import LineDecoder, LineTooLong, iter_line_batches, sse_payloads
+from aichat.providers.streaming import LineDecoder, LineTooLong, iter_line_batches, sse_payloads
 
 # Text without line breaks of any kind: those are the separators under test.
 line_text = st.text(

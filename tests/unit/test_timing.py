@@ -7,8 +7,8 @@ from collections.abc import AsyncGenerator
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from aichat.operations.timing import TIMING, Timed, Timing
 from aichat.providers.base import Event, Finish, RawChunks, TextDelta
-from aichat.timing import TIMING, Timed, Timing
 
 
 def _request(timing: Timing) -> web.Request:

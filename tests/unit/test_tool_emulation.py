@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aichat.schemas import parse_chat_request
-from aichat.tool_emulation import CLOSE, OPEN, CallScanner, parse_calls, prompted_request
+from aichat.core.schemas import parse_chat_request
+from aichat.providers.tool_emulation import CLOSE, OPEN, CallScanner, parse_calls, prompted_request
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
 CALL = f'{OPEN}\n[{{"name": "get_weather", "arguments": {{"city": "Paris"}}}}]\n{CLOSE}'

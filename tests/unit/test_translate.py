@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aichat.errors import UpstreamError
+from aichat.answer.translate import DONE, ChunkEncoder, Completion, complete, stream_chunks
+from aichat.core.errors import UpstreamError
+from aichat.core.schemas import parse_chat_request
 from aichat.providers.base import Event, Finish, RawChunks, TextDelta, Usage
-from aichat.schemas import parse_chat_request
-from aichat.translate import DONE, ChunkEncoder, Completion, complete, stream_chunks
 from tests.fakes import sse_events
 
 COMPLETION = Completion("chatcmpl-abc", 1_700_000_000, "gpt-4o")

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
-from aichat.errors import UpstreamError
+from aichat.core.errors import UpstreamError
 from aichat.providers.http import UpstreamBounds, upstream_body
 
 URL = "https://ai-chats.org/chat/send2/"

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from aichat import tokens
-from aichat.errors import InvalidRequest
+from aichat.answer.translate import prompt_text
+from aichat.core import tokens
+from aichat.core.errors import InvalidRequest
+from aichat.core.schemas import parse_chat_request
 from aichat.providers.aichats import build_history, piece_text
-from aichat.schemas import parse_chat_request
-from aichat.streaming import iter_line_batches, sse_payloads
-from aichat.translate import prompt_text
+from aichat.providers.streaming import iter_line_batches, sse_payloads
 
 VECTORS = json.loads(
     (Path(__file__).parents[1] / "vectors" / "aichats_stream.json").read_text(encoding="utf-8")

@@ -1,0 +1,185 @@
+"""Neutral provider events -> content blocks, for inbound APIs built on blocks.
+
+The Responses API (output items) and the Anthropic Messages API (content blocks) both shape
+an answer as a list of blocks, each a text, a tool call or reasoning, opened, filled piece by
+piece and closed. ``segment`` turns any provider's events into that sequence once, so each API
+module only has to spell the block events in its own wire format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from aichat.answer.openai_events import neutral_events
+from aichat.answer.translate import Incomplete, counted_usage
+from aichat.core.ids import new_call_id
+from aichat.core.schemas import ChatCompletionRequest
+from aichat.providers.base import Event, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from aichat.providers.reasoning import ThinkSplitter
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call's identity, known when its block opens; ``arguments`` when it closes."""
+
+    id: str
+    name: str
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockStart:
+    """Block ``index`` opens: a tool call when ``tool`` is set, else text or reasoning."""
+
+    index: int
+    tool: ToolCall | None
+    reasoning: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BlockDelta:
+    """More of block ``index``: text, reasoning, or a piece of a tool call's JSON arguments."""
+
+    index: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlockStop:
+    """Block ``index`` is complete: ``text`` is all of it (the arguments, for a tool call)."""
+
+    index: int
+    tool: ToolCall | None
+    text: str
+    reasoning: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """The answer is complete: OpenAI's finish reason and usage (counted when not reported)."""
+
+    reason: str
+    usage: Usage
+
+
+BlockEvent = BlockStart | BlockDelta | BlockStop | End
+
+# What a piece belongs to: the answer text, the reasoning, or the tool call of that index.
+_TEXT, _REASONING = "text", "reasoning"
+
+
+class _Open:
+    """The block being filled: its index, what it is and what it holds so far."""
+
+    __slots__ = ("index", "key", "parts", "tool")
+
+    def __init__(self, index: int, key: str | int, tool: ToolCall | None) -> None:
+        self.index = index
+        self.key = key
+        self.tool = tool
+        self.parts: list[str] = []
+
+    def start(self) -> BlockStart:
+        return BlockStart(self.index, self.tool, self.key == _REASONING)
+
+    def stop(self) -> BlockStop:
+        text = "".join(self.parts)
+        tool = ToolCall(self.tool.id, self.tool.name, text) if self.tool else None
+        return BlockStop(self.index, tool, text, self.key == _REASONING)
+
+
+class _Segmenter:
+    """Opens, fills and closes blocks as the pieces of an answer arrive."""
+
+    __slots__ = ("block", "count", "produced")
+
+    def __init__(self) -> None:
+        self.block: _Open | None = None
+        self.count = 0
+        self.produced: list[str] = []
+
+    def add(self, key: str | int, text: str, call: ToolCallDelta | None = None) -> list[BlockEvent]:
+        """The block events of one piece: a new block when it belongs to another one."""
+        events: list[BlockEvent] = []
+        block = self.block
+        if block is None or block.key != key:
+            if block is not None:
+                events.append(block.stop())
+            tool = ToolCall(call.id or new_call_id(), call.name or "") if call else None
+            block = self.block = _Open(self.count, key, tool)
+            self.count += 1
+            events.append(block.start())
+        if text:
+            block.parts.append(text)
+            self.produced.append(text)
+            events.append(BlockDelta(block.index, text))
+        return events
+
+    def text(self, pieces: list[tuple[bool, str]], reasoning: bool) -> list[BlockEvent]:
+        """The block events of answer and reasoning pieces; reasoning left out unless asked."""
+        events: list[BlockEvent] = []
+        for is_reasoning, text in pieces:
+            if reasoning or not is_reasoning:
+                events += self.add(_REASONING if is_reasoning else _TEXT, text)
+        return events
+
+    def close(self) -> list[BlockEvent]:
+        """The stop of the last block, if one is open."""
+        return [self.block.stop()] if self.block is not None else []
+
+
+async def segment(
+    first: Event,
+    events: AsyncIterator[Event],
+    request: ChatCompletionRequest,
+    reasoning: bool = True,
+) -> AsyncIterator[BlockEvent]:
+    """Block events of one answer; raises ``Incomplete`` if it ends without ``Finish``.
+
+    Tool calls are expected one after another (as OpenAI streams them): a piece for another
+    call index closes the current block and opens the next. Reasoning, from the upstream's
+    own fields or a leading ``<think>`` section, gets blocks of its own, or none at all
+    without ``reasoning``; it is never answer text.
+    """
+    blocks = _Segmenter()
+    splitter = ThinkSplitter()
+    usage: Usage | None = None
+    # Closed here when the answer ends at ``Finish``, not left to the garbage collector.
+    async with aclosing(neutral_events(first, events)) as neutral:
+        async for event in neutral:
+            found: list[BlockEvent] = []
+            if isinstance(event, TextDelta):
+                found = blocks.text(splitter.feed(event.text), reasoning)
+            elif isinstance(event, ReasoningDelta):
+                found = blocks.text([(True, event.text)], reasoning)
+            elif isinstance(event, ToolCallDelta):
+                found = blocks.add(event.index, event.arguments, event)
+            elif isinstance(event, Usage):
+                usage = event
+            elif isinstance(event, Finish):
+                for block in blocks.text(splitter.flush(), reasoning) + blocks.close():
+                    yield block
+                produced = "".join(blocks.produced)
+                yield End(event.reason, usage or counted_usage(request, produced))
+                return
+            for block in found:
+                yield block
+    raise Incomplete()
+
+
+async def collect(blocks: AsyncIterator[BlockEvent]) -> tuple[list[BlockStop], End]:
+    """Every completed block of an answer and its end, for APIs that answer whole."""
+    stops: list[BlockStop] = []
+    end: End | None = None
+    # To the last block: ``segment`` ends right after ``End``, and one left suspended would
+    # be closed by the garbage collector instead of here.
+    async for block in blocks:
+        if isinstance(block, BlockStop):
+            stops.append(block)
+        elif isinstance(block, End):
+            end = block
+    if end is None:
+        raise Incomplete()  # ``segment`` raises first; this keeps the contract local
+    return stops, end

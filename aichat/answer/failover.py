@@ -1,0 +1,193 @@
+"""Retries and fallbacks: find an upstream that starts answering.
+
+Only the part before the first event is retried: once a client has received part of an
+answer, a failure ends its stream with an error event instead (see ``aichat.answer.sse``).
+
+Each failed attempt is logged with its cause; each change of an upstream's circuit (opened,
+half-open, closed) is logged with the upstream and its last error. The error a client gets
+names the upstream and the cause, and carries the upstream and attempt count for the
+request's access line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+
+from aichat.answer.routing import Target
+from aichat.core.errors import UpstreamError
+from aichat.core.schemas import ChatCompletionRequest
+from aichat.operations.breaker import State
+from aichat.operations.metrics import Metrics
+from aichat.providers.base import Event, EventStream
+
+log = logging.getLogger("aichat.failover")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently to retry one upstream before its fallbacks."""
+
+    retries: int = 2
+    backoff: float = 0.25
+    max_wait: float = 5.0
+    metrics: Metrics | None = None  # where attempts, retries and first-token times go
+
+    def delay(self, retry: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before retry number ``retry`` (0-based), or None to give up.
+
+        Exponential backoff with full jitter, never shorter than the upstream's
+        ``Retry-After``; a ``Retry-After`` beyond ``max_wait`` means: go to the fallbacks.
+        """
+        if retry >= self.retries:
+            return None
+        wait = random.uniform(0, self.backoff * 2**retry)
+        if retry_after is not None:
+            if retry_after > self.max_wait:
+                return None
+            wait = max(wait, retry_after)
+        return min(wait, self.max_wait)
+
+
+@dataclass(slots=True)
+class Answer:
+    """An upstream answer that has started: its first event and the rest to come."""
+
+    target: Target
+    first: Event
+    events: EventStream
+    attempts: int
+
+
+async def _start(target: Target, request: ChatCompletionRequest) -> Answer:
+    events = target.provider.stream(request, target.upstream_model)
+    try:
+        first = await anext(events, None)
+    except BaseException:
+        await events.aclose()
+        raise
+    if first is None:
+        await events.aclose()
+        raise UpstreamError(f"{target.provider.name} upstream sent no answer.")
+    return Answer(target, first, events, 0)
+
+
+class CircuitOpen(UpstreamError):
+    """Every upstream of the chain has an open circuit: fail fast (503).
+
+    The message names each upstream's last error; ``Retry-After`` is the time until the
+    first of them may be tried again.
+    """
+
+    status = 503
+    code = "upstream_unavailable"
+
+    def __init__(self, chain: list[Target]) -> None:
+        causes = "; ".join(
+            f"{target.label}: {target.breaker.last_error or 'failing'}" for target in chain
+        )
+        wait = max(1, math.ceil(min(target.breaker.retry_in() for target in chain)))
+        super().__init__(
+            f"Upstream unavailable: circuit open after repeated failures ({causes}). "
+            f"Next try in {wait} s.",
+            retryable=False,
+            cause=f"circuit open ({causes})",
+        )
+        self.headers["Retry-After"] = str(wait)
+
+
+_TRANSITIONS: dict[State, tuple[int, str]] = {
+    "open": (logging.WARNING, "circuit opened: requests skip this upstream"),
+    "half_open": (logging.INFO, "circuit half-open: one trial request goes through"),
+    "closed": (logging.INFO, "circuit closed: the upstream answers again"),
+}
+
+
+def _log_transition(target: Target, before: State) -> None:
+    after = target.breaker.state
+    if after == before:
+        return
+    level, message = _TRANSITIONS[after]
+    report = target.breaker.report()
+    fields: dict[str, object] = {"upstream": target.label, "last_error": report.last_error}
+    if after == "open":
+        fields["retry_in_s"] = report.retry_in_seconds
+    log.log(level, message, extra={"fields": fields})
+
+
+def _failed(policy: RetryPolicy, target: Target, attempt: int, err: UpstreamError) -> None:
+    log.warning(
+        "upstream attempt failed",
+        extra={
+            "fields": {
+                "target": target.label,
+                "attempt": attempt,
+                "error": err.code,
+                "cause": err.cause,
+            }
+        },
+    )
+    if policy.metrics is not None:
+        policy.metrics.upstream_errors.labels(target.label, err.code or "-").inc()
+
+
+def _given_up(err: UpstreamError, target: Target, attempts: int) -> UpstreamError:
+    err.upstream, err.attempts = target.label, attempts
+    return err
+
+
+async def open_answer(
+    chain: list[Target], request: ChatCompletionRequest, policy: RetryPolicy
+) -> Answer:
+    """The first target in ``chain`` that starts answering, retrying retryable failures.
+
+    Targets whose circuit is open are skipped. Non-retryable errors (a bad request, an
+    upstream 4xx) are raised at once; when every target has failed, the last error is
+    raised, or ``CircuitOpen`` if none could even be tried. A target's circuit counts the
+    request as one failure once its retries are spent.
+    """
+    started = time.perf_counter()
+    attempts = 0
+    last_error: tuple[UpstreamError, Target] | None = None
+    for target in chain:
+        breaker, before = target.breaker, target.breaker.state
+        allowed = breaker.allow()
+        _log_transition(target, before)
+        retry = 0
+        while allowed:
+            attempts += 1
+            try:
+                answer = await _start(target, request)
+            except UpstreamError as err:
+                before = breaker.state
+                if not err.retryable:
+                    breaker.success()  # it answered; it only refused this request
+                    _log_transition(target, before)
+                    raise _given_up(err, target, attempts) from None
+                last_error = err, target
+                _failed(policy, target, attempts, err)
+                wait = policy.delay(retry, err.retry_after)
+                if wait is None:
+                    breaker.failure(err.cause)
+                    _log_transition(target, before)
+                    break
+                retry += 1
+                if policy.metrics is not None:
+                    policy.metrics.retries.labels(target.label).inc()
+                await asyncio.sleep(wait)
+                continue
+            before = breaker.state
+            breaker.success()
+            _log_transition(target, before)
+            answer.attempts = attempts
+            if policy.metrics is not None:
+                elapsed = time.perf_counter() - started
+                policy.metrics.observe_first_token(chain[0].name, elapsed)
+            return answer
+    if last_error is not None:
+        raise _given_up(*last_error, attempts)
+    raise _given_up(CircuitOpen(chain), chain[0], 0)

@@ -1,0 +1,220 @@
+"""Reload without a restart: SIGHUP re-reads the env file and the config file and swaps them in.
+
+Decisions:
+
+- The new configuration is loaded and checked completely (settings, keys, every route's
+  provider) before anything changes; one that fails is refused with one log line naming the
+  file, table and key, and the running one stays.
+- The swap is a few attribute assignments with no await between them, so no request sees
+  half of each. A request in flight keeps what it already holds (its key's policy, its chain
+  of upstreams) and finishes on the configuration it started with.
+- What reloads: models and their providers, fallbacks, keys with their limits, models and
+  budgets. A route whose table and upstream settings are unchanged keeps its provider and its
+  circuit; counters live by key name, so an unchanged key keeps its rate, concurrency and
+  token counts. Settings of the process itself (listen address, Redis, timeouts of the
+  shared session, logging, ...) need a restart: a reload that changes them says so.
+- Discovered models (``aichat.answer.discovery``) are listed again on every reload, before the swap,
+  and every ``REFRESH`` seconds, under the same lock.
+- The loaded configuration's hash (secrets hashed first, never shown) is on ``/ready``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import SecretStr
+
+from aichat.answer.capabilities import capabilities_for
+from aichat.answer.discovery import DISCOVERY, REFRESH, RETRY_UNLISTED, Discovery
+from aichat.answer.routing import Target
+from aichat.answer.state import ROUTER, SESSION
+from aichat.answer.usage import LEDGER
+from aichat.core.config import ConfigError, ModelConfig, Settings
+from aichat.core.tokens import load_tokenizer
+from aichat.operations.auth import KeyRing
+from aichat.operations.breaker import CircuitBreaker
+from aichat.operations.budgets import budget_limits
+from aichat.providers.registry import build_provider
+
+log = logging.getLogger("aichat.reload")
+
+# What a route's provider and circuit are built from, besides its own table.
+_UPSTREAM_FIELDS = (
+    "aichats_base_url",
+    "aichats_history",
+    "first_byte_timeout",
+    "idle_timeout",
+    "total_timeout",
+    "max_line_bytes",
+    "max_answer_bytes",
+    "breaker_failures",
+    "breaker_cooldown",
+)
+# What a reload applies; any other change waits for a restart.
+_RELOADED = frozenset(
+    (
+        *("models", "config_file", "routes", "keys", "api_keys", "allow_no_auth"),
+        *("rate_limit_rpm", "max_concurrent_per_key", *_UPSTREAM_FIELDS),
+    )
+)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "sha256:" + hashlib.sha256(value.get_secret_value().encode()).hexdigest()
+    return str(value)
+
+
+def config_hash(settings: Settings) -> str:
+    """A short fingerprint of everything configured (secrets included, through their hash)."""
+    dumped = json.dumps(settings.model_dump(), sort_keys=True, default=_plain)
+    return hashlib.sha256(dumped.encode()).hexdigest()[:16]
+
+
+def build_target(route: ModelConfig, settings: Settings, session: aiohttp.ClientSession) -> Target:
+    """The routing target serving ``route``: its provider on the shared session and a circuit."""
+    return Target(
+        route.name,
+        build_provider(route, settings, session),
+        route.target_model,
+        route.fallbacks,
+        CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown),
+        capabilities_for(route),
+    )
+
+
+def _upstream_settings(settings: Settings) -> tuple[Any, ...]:
+    return tuple(getattr(settings, name) for name in _UPSTREAM_FIELDS)
+
+
+class LiveConfig:
+    """The configuration being served, its hash, and the count of reloads."""
+
+    def __init__(self, settings: Settings, keys: KeyRing, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.keys = keys  # the ring the auth middleware reads: replaced in place on reload
+        self.hash = config_hash(settings)
+        self.lock = asyncio.Lock()
+        self.reloads = Counter(
+            "aichat_config_reloads",
+            "Configuration reloads (SIGHUP), by result: success or refused.",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("success", "refused"):
+            self.reloads.labels(result)  # both series from the start, at 0
+
+
+LIVE = web.AppKey("live_config", LiveConfig)
+
+
+def _targets(app: web.Application, old: Settings, new: Settings) -> list[Target]:
+    """The new configuration's explicit targets, reusing those whose route did not change."""
+    session = app[SESSION]
+    running = {target.name: target for target in app[ROUTER].targets}
+    before = {route.name: route for route in old.model_routes}
+    same_upstreams = _upstream_settings(old) == _upstream_settings(new)
+    targets = []
+    for route in new.model_routes:
+        if route.discovers:
+            continue
+        kept = running.get(route.name)
+        if kept is not None and same_upstreams and before.get(route.name) == route:
+            targets.append(kept)
+        else:
+            targets.append(build_target(route, new, session))
+    return targets
+
+
+async def reload_config(app: web.Application, load: Callable[[], Settings]) -> bool:
+    """Load, check and swap in the configuration ``load`` returns; False if it was refused."""
+    live = app[LIVE]
+    async with live.lock:
+        try:
+            settings = load()
+            settings.require_auth_decision()
+            keys = KeyRing.from_settings(settings)
+            targets = _targets(app, live.settings, settings)
+        except (ConfigError, ValueError, OSError) as exc:
+            # One line, whatever the file holds: a name with a line break cannot forge another.
+            why = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+            log.error("configuration reload refused, still serving %s: %s", live.hash, why)
+            live.reloads.labels("refused").inc()
+            return False
+        if any(route.provider != "openai" for route in settings.model_routes):
+            await asyncio.to_thread(load_tokenizer)  # a second of CPU, off the event loop
+        await app[DISCOVERY].refresh(settings)
+        targets = app[DISCOVERY].targets(settings, targets)
+        restart = sorted(
+            name
+            for name in Settings.model_fields
+            if name not in _RELOADED and getattr(settings, name) != getattr(live.settings, name)
+        )
+        # The swap: no await from here on.
+        app[ROUTER].replace(targets)
+        live.keys.replace(keys)
+        app[LEDGER].budgets.limits = budget_limits(settings)
+        live.settings, previous = settings, live.hash
+        live.hash = config_hash(settings)
+    live.reloads.labels("success").inc()
+    log.info(
+        "configuration reloaded",
+        extra={"fields": {"config": live.hash, "previous": previous, "models": len(targets)}},
+    )
+    if restart:
+        log.warning("changed settings take effect on restart only: %s", ", ".join(restart))
+    return True
+
+
+def reload_on_sighup(app: web.Application, load: Callable[[], Settings]) -> None:
+    """Reload the configuration whenever the process gets SIGHUP (one reload at a time)."""
+    loop = asyncio.get_running_loop()
+    running: set[asyncio.Task[bool]] = set()
+
+    def start() -> None:
+        task = loop.create_task(reload_config(app, load))
+        running.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(running.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, start)
+
+
+async def _refresh_discovered(app: web.Application) -> None:
+    live, discovery, router = app[LIVE], app[DISCOVERY], app[ROUTER]
+    while True:
+        # Sooner while an upstream has never been listed (started after the gateway, say).
+        await asyncio.sleep(REFRESH if discovery.complete(live.settings) else RETRY_UNLISTED)
+        async with live.lock:  # never between a reload's listing and its swap
+            try:
+                await discovery.refresh(live.settings)
+            except Exception:
+                log.exception("listing discovered models failed")  # and again next time
+                continue
+            explicit = [target for target in router.targets if target.name not in discovery.names]
+            router.replace(discovery.targets(live.settings, explicit))
+
+
+async def discovered_models(app: web.Application) -> AsyncIterator[None]:
+    """``cleanup_ctx``: discovered models listed at start, then every ``REFRESH`` seconds."""
+    discovery = app[DISCOVERY] = Discovery(app[SESSION])
+    settings = app[LIVE].settings
+    if not any(route.discovers for route in settings.model_routes):
+        yield  # nothing to list until a reload adds a discovery route
+        return
+    await discovery.refresh(settings)
+    app[ROUTER].replace(discovery.targets(settings, app[ROUTER].targets))
+    refresher = asyncio.create_task(_refresh_discovered(app))
+    yield
+    refresher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await refresher

@@ -1,0 +1,74 @@
+"""Model names -> the provider instance (and upstream model name) that serves them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aichat.answer.capabilities import CAPABILITIES, Capabilities
+from aichat.core.errors import NotFound
+from aichat.operations.breaker import CircuitBreaker
+from aichat.providers.base import Provider
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One model clients can ask for, bound to the provider that serves it."""
+
+    name: str
+    provider: Provider
+    upstream_model: str
+    fallbacks: tuple[str, ...] = ()
+    breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(0, 1.0))
+    capabilities: Capabilities = CAPABILITIES["openai"]
+
+    @property
+    def label(self) -> str:
+        """How logs and the ``x-aichat-upstream`` header name this target."""
+        return f"{self.name} ({self.provider.name})"
+
+
+def _unknown(model: str) -> NotFound:
+    return NotFound(
+        f"The model '{model}' does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+class Router:
+    """Looks up the target of a requested model name, and its fallbacks."""
+
+    def __init__(self, targets: Iterable[Target]) -> None:
+        self._targets = {target.name: target for target in targets}
+
+    def replace(self, targets: Iterable[Target]) -> None:
+        """Serve ``targets`` from now on (a reload); chains already handed out stay as they are."""
+        self._targets = {target.name: target for target in targets}
+
+    @property
+    def targets(self) -> list[Target]:
+        """Every target, in configuration order."""
+        return list(self._targets.values())
+
+    def resolve(self, model: str) -> Target:
+        """The target for ``model``; 404 ``model_not_found`` as OpenAI answers."""
+        target = self._targets.get(model)
+        if target is None:
+            raise _unknown(model)
+        return target
+
+    def chain(self, model: str, allowed: frozenset[str] | None = None) -> list[Target]:
+        """``model``'s target followed by its fallbacks, in the order to try them.
+
+        Fallbacks are not followed transitively: each model lists its whole chain. With
+        ``allowed`` (a key's models), other models do not exist for this caller.
+        """
+        if allowed is not None and model not in allowed:
+            raise _unknown(model)  # as OpenAI answers: no hint that the model exists
+        primary = self.resolve(model)
+        return [primary, *(self._targets[name] for name in primary.fallbacks)]
+
+    def circuits(self) -> dict[str, str]:
+        """Each target's circuit state, for metrics."""
+        return {target.label: target.breaker.state for target in self._targets.values()}

@@ -1,0 +1,348 @@
+"""Provider events -> OpenAI Chat Completions chunks or a whole completion.
+
+Pure translation, no I/O. Streamed chunks are written from byte templates prepared once per
+completion: only the text of each delta is JSON-encoded on the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from aichat.core.errors import UpstreamError
+from aichat.core.ids import new_id
+from aichat.core.schemas import ChatCompletionRequest, prompt_text
+from aichat.core.tokens import count_tokens, prompt_tokens
+from aichat.providers.base import (
+    Event,
+    Finish,
+    RawChunks,
+    RawCompletion,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+
+DONE = b"data: [DONE]\n\n"
+
+
+# Compact UTF-8 JSON as bytes, several times faster than json.dumps on the hot path.
+_dumps = orjson.dumps
+
+
+def new_completion_id() -> str:
+    """A fresh ``chatcmpl-`` id, one per completion (shared by all its chunks)."""
+    return new_id("chatcmpl-")
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """Identity shared by every chunk of one answer."""
+
+    id: str
+    created: int
+    model: str
+
+    @classmethod
+    def start(cls, model: str) -> Completion:
+        """A new completion for ``model``, created now (Unix seconds, as OpenAI sends)."""
+        return cls(new_completion_id(), int(time.time()), model)
+
+
+class ChunkEncoder:
+    """Serialises ``chat.completion.chunk`` events for one completion."""
+
+    __slots__ = ("_delta_prefix", "_head", "_text_prefix")
+
+    _TEXT_SUFFIX = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+
+    def __init__(self, completion: Completion) -> None:
+        self._head = (
+            b'data: {"id":'
+            + _dumps(completion.id)
+            + b',"object":"chat.completion.chunk","created":'
+            + str(completion.created).encode()
+            + b',"model":'
+            + _dumps(completion.model)
+            + b',"choices":['
+        )
+        self._delta_prefix = self._head + b'{"index":0,"delta":{'
+        self._text_prefix = self._delta_prefix + b'"content":'
+
+    def role(self) -> bytes:
+        """First chunk: the assistant role with empty content."""
+        return self._delta_prefix + b'"role":"assistant","content":""' + self._TEXT_SUFFIX
+
+    def text(self, text: str) -> bytes:
+        """A content delta."""
+        return self._text_prefix + _dumps(text) + self._TEXT_SUFFIX
+
+    def tool_call(self, call: ToolCallDelta) -> bytes:
+        """A tool-call delta: id, type and name on a call's first piece, then arguments."""
+        return (
+            self._delta_prefix
+            + b'"tool_calls":'
+            + _dumps([tool_call_delta(call)])
+            + self._TEXT_SUFFIX
+        )
+
+    def finish(self, reason: str) -> bytes:
+        """Last choice chunk: empty delta and the finish reason."""
+        return (
+            self._head
+            + b'{"index":0,"delta":{},"logprobs":null,"finish_reason":'
+            + _dumps(reason)
+            + b"}]}\n\n"
+        )
+
+    def usage(self, usage: Usage) -> bytes:
+        """The ``stream_options.include_usage`` chunk: no choices, only usage."""
+        return self._head + b'],"usage":' + _dumps(usage_dict(usage)) + b"}\n\n"
+
+
+def tool_call_delta(call: ToolCallDelta) -> dict[str, Any]:
+    """OpenAI's streamed ``tool_calls`` entry for one piece of a call."""
+    function: dict[str, str] = {"arguments": call.arguments}
+    if call.name is not None:
+        function = {"name": call.name, **function}
+    head: dict[str, Any] = {"index": call.index}
+    if call.id is not None:
+        head.update(id=call.id, type="function")
+    return {**head, "function": function}
+
+
+def _merge_tool_call(calls: dict[int, dict[str, Any]], call: ToolCallDelta) -> None:
+    merged = calls.setdefault(
+        call.index, {"id": call.id, "type": "function", "function": {"name": "", "arguments": ""}}
+    )
+    merged["id"] = merged["id"] or call.id
+    merged["function"]["name"] += call.name or ""
+    merged["function"]["arguments"] += call.arguments
+
+
+def usage_dict(usage: Usage) -> dict[str, int]:
+    """OpenAI's ``usage`` object."""
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }
+
+
+def counted_usage(request: ChatCompletionRequest, answer: str) -> Usage:
+    """Usage counted locally, for upstreams that report none."""
+    return Usage(prompt_tokens(prompt_text(request)), count_tokens(answer))
+
+
+class Incomplete(UpstreamError):
+    """The upstream's events ended without ``Finish``: the answer must not look complete."""
+
+    def __init__(self) -> None:
+        super().__init__("Upstream ended the answer without finishing it.", retryable=False)
+
+
+# The top-level "model" key of an OpenAI chunk. Quotes inside JSON strings are escaped, so
+# this cannot match text in the answer or in tool-call arguments.
+_MODEL_KEY = re.compile(r'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+
+
+def rename_model(json_text: str, model: str) -> str:
+    """``json_text`` with its ``model`` value replaced by ``model`` (the name the client used)."""
+    return _MODEL_KEY.sub(lambda _: '"model":' + json.dumps(model), json_text, count=1)
+
+
+class Chained:
+    """``first`` followed by ``events``: an answer's events as one stream.
+
+    An iterator rather than a generator: a consumer may stop at ``Finish`` and drop it,
+    and a dropped generator is closed by the garbage collector through a task of its own;
+    this leaves nothing to close (``events`` belongs to the request handler, which closes
+    it).
+    """
+
+    __slots__ = ("_events", "_first")
+
+    def __init__(self, first: Event, events: AsyncIterator[Event]) -> None:
+        self._first: Event | None = first
+        self._events = events
+
+    def __aiter__(self) -> Chained:
+        return self
+
+    async def __anext__(self) -> Event:
+        first = self._first
+        if first is None:
+            return await self._events.__anext__()
+        self._first = None
+        return first
+
+
+class ModelRenamer:
+    """``rename_model`` for every chunk of one stream, the regex run once per stream.
+
+    Upstreams repeat the same ``"model":"..."`` in every chunk: once seen, slicing does the
+    work, after checking it sits at the first ``"model"`` key, as the regex would find it.
+    """
+
+    __slots__ = ("_new", "_old")
+
+    def __init__(self, model: str) -> None:
+        self._new = '"model":' + json.dumps(model)
+        self._old: str | None = None
+
+    def events(self, jsons: tuple[str, ...]) -> str:
+        """SSE ``data:`` events of ``jsons``, each renamed.
+
+        Once the upstream's spelling is known, one replace over all of them does it when it
+        occurs once per chunk: quotes inside JSON strings are escaped, so it cannot match
+        answer text or tool-call arguments.
+        """
+        text = "".join([f"data: {json_text}\n\n" for json_text in jsons])
+        if self._old is None and (match := _MODEL_KEY.search(text)) is not None:
+            self._old = match.group(0)  # the first chunk's spelling: most streams are one read
+        if self._old is not None and text.count(self._old) == len(jsons):
+            return text.replace(self._old, self._new)
+        return "".join([f"data: {self(json_text)}\n\n" for json_text in jsons])
+
+    def __call__(self, text: str) -> str:
+        at = text.find('"model"')
+        if at < 0:
+            return text
+        if self._old is not None and text.startswith(self._old, at):
+            return text[:at] + self._new + text[at + len(self._old) :]
+        match = _MODEL_KEY.search(text)
+        if match is None:
+            return text
+        self._old = match.group(0)
+        return text[: match.start()] + self._new + text[match.end() :]
+
+
+async def _forwarded_chunks(
+    first: Event, events: AsyncIterator[Event], completion: Completion
+) -> AsyncGenerator[bytes, None]:
+    rename = ModelRenamer(completion.model)
+    async for event in Chained(first, events):
+        if isinstance(event, RawChunks):
+            data = rename.events(event.jsons).encode()
+            if event.last:  # the end was in the same read: one write for both
+                yield data + DONE
+                return
+            yield data
+        elif isinstance(event, Finish):
+            # Now, not once the upstream's body has ended: the client's answer is complete.
+            yield DONE
+            return
+    raise Incomplete()
+
+
+async def _translated_chunks(
+    first: Event,
+    events: AsyncIterator[Event],
+    request: ChatCompletionRequest,
+    completion: Completion,
+) -> AsyncGenerator[bytes, None]:
+    encoder = ChunkEncoder(completion)
+    want_usage = request.include_usage
+    answer: list[str] = []
+    finish: Finish | None = None
+    usage: Usage | None = None
+    # The role chunk goes out with the first delta: one write, the first token no later.
+    head = encoder.role()
+    async for event in Chained(first, events):
+        if isinstance(event, TextDelta):
+            if want_usage:
+                answer.append(event.text)
+            yield head + encoder.text(event.text)
+            head = b""
+        elif isinstance(event, ToolCallDelta):
+            if want_usage:
+                answer.append(event.arguments)
+            yield head + encoder.tool_call(event)
+            head = b""
+        elif isinstance(event, Finish):
+            finish = event
+        elif isinstance(event, Usage):
+            usage = event
+    if finish is None:
+        raise Incomplete()
+    # The closing chunks in one write.
+    tail = head + encoder.finish(finish.reason)
+    if want_usage:
+        tail += encoder.usage(usage or counted_usage(request, "".join(answer)))
+    yield tail + DONE
+
+
+def stream_chunks(
+    first: Event,
+    events: AsyncIterator[Event],
+    request: ChatCompletionRequest,
+    completion: Completion,
+) -> AsyncGenerator[bytes, None]:
+    """SSE bytes of a streamed completion, ending with ``[DONE]`` only when it is complete.
+
+    Provider events become role, content deltas, finish and (if asked) usage chunks;
+    chunks from an OpenAI-compatible upstream are forwarded with the model renamed. When
+    the events end without ``Finish`` this raises ``UpstreamError`` instead: the caller
+    then ends the stream with an error event, never with ``[DONE]``.
+    """
+    if isinstance(first, RawChunks):
+        return _forwarded_chunks(first, events, completion)
+    return _translated_chunks(first, events, request, completion)
+
+
+async def complete(
+    first: Event,
+    events: AsyncIterator[Event],
+    request: ChatCompletionRequest,
+    completion: Completion,
+) -> bytes:
+    """The whole ``chat.completion`` as JSON, once all events have arrived."""
+    parts: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish: Finish | None = None
+    usage: Usage | None = None
+    forwarded: str | None = None
+    async for event in Chained(first, events):
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            _merge_tool_call(calls, event)
+        elif isinstance(event, Finish):
+            finish = event
+        elif isinstance(event, Usage):
+            usage = event
+        elif isinstance(event, RawCompletion):
+            forwarded = event.json
+    if finish is None:
+        raise Incomplete()
+    if forwarded is not None:
+        return rename_model(forwarded, completion.model).encode()
+    text = "".join(parts)
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if calls:
+        # As OpenAI answers: no text next to tool calls is null, not "".
+        message.update(content=text or None, tool_calls=list(calls.values()))
+    arguments = "".join(call["function"]["arguments"] for call in calls.values())
+    return _dumps(
+        {
+            "id": completion.id,
+            "object": "chat.completion",
+            "created": completion.created,
+            "model": completion.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": finish.reason,
+                }
+            ],
+            "usage": usage_dict(usage or counted_usage(request, text + arguments)),
+        }
+    )

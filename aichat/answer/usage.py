@@ -1,0 +1,182 @@
+"""Token usage per key: counted once per answer, for every inbound API, streamed or whole.
+
+Decisions:
+
+- Counted where every answer passes: its provider events, seen by a ``Meter`` that
+  ``aichat.answer.answering`` hands to ``aichat.operations.timing.Timed`` (no iterator layer
+  of its own). What the upstream reported wins; otherwise the prompt and the text the
+  upstream sent are counted here, so a stream cut short still counts what was sent.
+- Pass-through chunks are not parsed here: the OpenAI provider asks its upstream for usage and
+  hands it over on the event (its ``reported_usage`` finds it, looking only at the chunk that
+  can hold it). A pass-through stream cut before its usage counts one token per chunk forwarded:
+  OpenAI-compatible upstreams send about one token per chunk, and parsing every chunk to
+  count exactly would cost every stream what only broken ones need.
+- Bounded: the tokenizer counts at most ``EXACT_UP_TO`` characters of a prompt or an answer
+  (a few milliseconds); longer ones are estimated from their length (four characters a
+  token), so a huge answer costs neither memory nor a long stall of the event loop.
+- Recorded when the handler closes the answer's events, which it does on every path, a
+  client leaving included; recording never awaits, so a cancelled task loses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+
+from aichat.answer.openai_events import completion_events
+from aichat.answer.routing import Target
+from aichat.answer.state import SETTINGS
+from aichat.core.context import log_field
+from aichat.core.errors import UpstreamError
+from aichat.core.schemas import ChatCompletionRequest, prompt_text
+from aichat.core.tokens import count_tokens, prompt_tokens
+from aichat.operations.auth import KEY_POLICY
+from aichat.operations.budgets import Budgets, budget_limits, open_store
+from aichat.operations.metrics import METRICS
+from aichat.providers.base import (
+    Event,
+    RawChunks,
+    RawCompletion,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+
+EXACT_UP_TO = 16 * 1024  # characters counted with the tokenizer (about 3 ms of CPU)
+
+
+def _estimate(chars: int) -> int:
+    return (chars + 3) // 4
+
+
+class Ledger:
+    """Where every answer's tokens go: the ``aichat_tokens_total`` metric and the budgets."""
+
+    def __init__(self, registry: CollectorRegistry, budgets: Budgets) -> None:
+        self.budgets = budgets
+        self._tokens = Counter(
+            "aichat_tokens",
+            "Tokens by client key, routed model, answering upstream and kind.",
+            ["key", "model", "upstream", "kind"],
+            registry=registry,
+        )
+        # Labelled children by label values: ``labels()`` validates and locks on every call.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def record(self, key: str, model: str, upstream: str, usage: Usage) -> None:
+        """Count one answer's tokens."""
+        children = self._children.get((key, model, upstream))
+        if children is None:
+            children = self._children[(key, model, upstream)] = (
+                self._tokens.labels(key, model, upstream, "prompt"),
+                self._tokens.labels(key, model, upstream, "completion"),
+            )
+        children[0].inc(usage.prompt_tokens)
+        children[1].inc(usage.completion_tokens)
+        self.budgets.charge(key, model, usage)
+
+
+LEDGER = web.AppKey("ledger", Ledger)
+
+
+class Meter:
+    """What one answer costs, from the events it sees; recorded once, when closed."""
+
+    __slots__ = ("_chars", "_chat", "_chunks", "_record", "_texts", "_usage")
+
+    def __init__(self, chat: ChatCompletionRequest, record: Callable[[Usage], None]) -> None:
+        self._chat = chat
+        self._record: Callable[[Usage], None] | None = record
+        self._usage: Usage | None = None
+        self._texts: list[str] | None = []  # None once past ``EXACT_UP_TO``
+        self._chars = 0
+        self._chunks = 0
+
+    def see(self, event: Event) -> None:
+        """Count one event of the answer."""
+        if isinstance(event, RawChunks):
+            self._chunks += len(event.jsons)
+            if event.usage is not None:
+                self._usage = event.usage
+        elif isinstance(event, TextDelta | ReasoningDelta):
+            self._add(event.text)
+        elif isinstance(event, ToolCallDelta):
+            self._add(event.arguments)
+        elif isinstance(event, Usage):
+            self._usage = event
+        elif isinstance(event, RawCompletion):
+            if event.usage is not None:
+                self._usage = event.usage
+            else:  # a whole answer without usage: its text is counted (rare, and once)
+                with contextlib.suppress(UpstreamError):
+                    for inner in completion_events(event.json)[0]:
+                        self.see(inner)
+
+    def _add(self, text: str) -> None:
+        self._chars += len(text)
+        if self._texts is not None:
+            if self._chars > EXACT_UP_TO:
+                self._texts = None
+            else:
+                self._texts.append(text)
+
+    def usage(self) -> Usage:
+        """What the upstream reported, or else the local count of what it sent."""
+        if self._usage is not None:
+            return self._usage
+        if self._texts is None:
+            completion = _estimate(self._chars)
+        else:
+            completion = count_tokens("".join(self._texts)) if self._texts else 0
+        texts = prompt_text(self._chat)
+        chars = sum(len(text) for text in texts)
+        prompt = prompt_tokens(texts) if chars <= EXACT_UP_TO else _estimate(chars)
+        return Usage(prompt, self._chunks + completion)
+
+    def close(self) -> None:
+        """Record the usage, once."""
+        record, self._record = self._record, None
+        if record is not None:
+            record(self.usage())
+
+
+async def admit(request: web.Request) -> None:
+    """Refuse a key over its token budget; its budget headers go on the answer."""
+    ledger = request.app.get(LEDGER)
+    if ledger is not None and request[KEY_POLICY].name in ledger.budgets.limits:
+        await ledger.budgets.admit(request)  # most keys have no budget: no await for them
+
+
+def meter(request: web.Request, chat: ChatCompletionRequest, model: str, target: Target) -> Meter:
+    """A meter recording an answer's tokens for the request's key when it closes.
+
+    ``model`` is the routed name (never what a client typed: labels must stay bounded).
+    """
+    ledger = request.app.get(LEDGER)
+    key = request[KEY_POLICY].name
+    upstream = target.label
+
+    def record(usage: Usage) -> None:
+        log_field(
+            request, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
+        )
+        if ledger is not None:
+            ledger.record(key, model, upstream, usage)
+
+    return Meter(chat, record)
+
+
+async def usage_ledger(app: web.Application) -> AsyncIterator[None]:
+    """``cleanup_ctx``: the ledger and its store, which writes what is pending on the way out."""
+    settings = app[SETTINGS]
+    store = open_store(settings)
+    fail_open = settings.redis_failure == "open"
+    budgets = Budgets(store, budget_limits(settings), fail_open, every_key=bool(settings.redis_url))
+    app[LEDGER] = Ledger(app[METRICS].registry, budgets)
+    yield
+    await store.close()

@@ -1,0 +1,234 @@
+"""Pydantic models of the OpenAI Chat Completions request.
+
+Only what the gateway reads is typed; unknown fields are kept (``extra="allow"``) because
+clients send many and pass-through providers forward them. Responses are not modelled here:
+they are written from pre-serialised templates in ``translate`` (no object per chunk).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, Literal, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+
+from aichat.core.errors import InvalidRequest
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class _Open(BaseModel):
+    # Strict: a value of the wrong JSON type is a 400, as OpenAI answers, never coerced
+    # ("stream": "yes" is not true, "temperature": "0" is not 0).
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class ContentPart(_Open):
+    """One part of a list-valued ``content``: ``text``, ``image_url``, ``input_audio``, ..."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(_Open):
+    """One message of the conversation."""
+
+    role: Role
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(_Open):
+    """``stream_options``: only ``include_usage`` changes what the gateway sends."""
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(_Open):
+    """``POST /v1/chat/completions`` body."""
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n: int | None = Field(None, ge=1, le=128)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    _body: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("n", "max_tokens", "max_completion_tokens", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        # JSON has one kind of number: 2.0 is an integer as much as 2 is (JSON Schema agrees).
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The request exactly as the client sent it, for pass-through providers."""
+        # Pydantic's private store read directly: ``self._body`` takes its slow __getattr__.
+        body: dict[str, Any] = self.__pydantic_private__["_body"]  # type: ignore[index]
+        return body
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether the stream must end with a usage chunk."""
+        return self.stream and self.stream_options is not None and self.stream_options.include_usage
+
+
+def _param_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in {"str", "list[ContentPart]"} or part.startswith(("function-", "literal[")):
+            # pydantic names union branches in ``loc``; clients know only their own fields.
+            continue
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def _not_json(constant: str) -> Any:
+    # Python reads NaN and Infinity, which JSON has not: an upstream would get them verbatim.
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(number: str) -> float:
+    # 1e400 reads as infinity, which JSON cannot carry: an upstream would get null or
+    # Infinity, not what the client wrote.
+    value = float(number)
+    if math.isinf(value):
+        raise ValueError(f"{number} is out of range for a JSON number")
+    return value
+
+
+def _has_unpaired_surrogate(value: Any) -> bool:
+    """Whether any string in ``value`` holds half of a UTF-16 pair (it cannot be UTF-8)."""
+    pending = [value]
+    while pending:  # a loop, not recursion: the body may nest as deep as the parser allows
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending += item.keys()
+            pending += item.values()
+        elif isinstance(item, list):
+            pending += item
+    return False
+
+
+# 19 digits in a row: a number of 10**18 or more, as every integer past 64 bits is (or
+# digits inside a string, which only cost the slower parser).
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON; 413 above the size limit, 400 when it is not JSON."""
+    raw = await request.read()  # raises 413 past the app's client_max_size
+    # orjson is several times faster and strict (no NaN, no lone surrogates); anything it
+    # refuses goes through json, whose error messages the client is shown. So do bodies
+    # with integers that may not fit 64 bits, which orjson reads as floats, losing digits.
+    if _LONG_DIGITS.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        body = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+    except (ValueError, RecursionError):
+        # ValueError covers bad JSON and bad UTF-8; RecursionError absurdly deep nesting.
+        raise InvalidRequest("Request body is not valid JSON.", code="invalid_json") from None
+    # Only a \uD800-\uDFFF escape can make one, so most bodies skip the search.
+    if (b"\\ud" in raw or b"\\uD" in raw) and _has_unpaired_surrogate(body):
+        raise InvalidRequest(
+            "Request body is not valid JSON: a string holds an unpaired surrogate "
+            "(a \\uD800-\\uDFFF escape without its other half).",
+            code="invalid_json",
+        )
+    return body
+
+
+def validate_body(model: type[_Model], body: Any) -> _Model:
+    """``body`` validated as ``model``; a 400 naming the first offending field otherwise."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("Request body must be a JSON object.", code="invalid_body")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        param = _param_path(tuple(first["loc"]))
+        raise InvalidRequest(
+            f"Invalid value for '{param}': {first['msg']}.", param=param, code="invalid_value"
+        ) from None
+
+
+def parse_chat_request(body: Any) -> ChatCompletionRequest:
+    """Validate a decoded JSON body; raise a 400 naming the first offending field."""
+    request = validate_body(ChatCompletionRequest, body)
+    request._body = body
+    return request
+
+
+def text_of(message: ChatMessage, index: int) -> str:
+    """The message's text: a string, or its text parts joined by newlines; other parts: 400.
+
+    ``index`` is the message's position, used to name the offending part in the error.
+    """
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts: list[str] = []
+    for j, part in enumerate(content):
+        if part.type != "text" or part.text is None:
+            raise InvalidRequest(
+                f"Content part of type '{part.type}' is not supported by this model; "
+                "send text parts only.",
+                param=f"messages[{index}].content[{j}]",
+                code="unsupported_content",
+            )
+        texts.append(part.text)
+    return "\n".join(texts)
+
+
+def _plain_text(message: ChatMessage) -> str:
+    if isinstance(message.content, list):
+        return "\n".join(part.text for part in message.content if part.text is not None)
+    return message.content or ""
+
+
+def prompt_text(request: ChatCompletionRequest) -> list[str]:
+    """The text of each message, for counting prompt tokens (non-text parts skipped)."""
+    return [_plain_text(message) for message in request.messages]
+
+
+def last_user_text(request: ChatCompletionRequest) -> str:
+    """The text of the last user message (non-text parts skipped); empty if there is none."""
+    users = [message for message in request.messages if message.role == "user"]
+    return _plain_text(users[-1]) if users else ""

@@ -1,0 +1,190 @@
+"""A model's reasoning, kept apart from its answer.
+
+Upstreams that think send it one of two ways: OpenAI-compatible servers (vLLM, llama.cpp,
+Ollama, DeepSeek-style) in a ``reasoning_content`` or ``reasoning`` field of the delta, and
+some models as a ``<think>...</think>`` section at the very start of the text. What this
+module decides:
+
+- Only a section that opens the answer counts as reasoning: ``<think>`` later in the text is
+  answer text (a model explaining the tag, say), so nothing else is ever held back.
+- An upstream's own fields are read by ``openai_events``; ``ThinkSplitter`` finds the tags.
+  The inbound APIs that have a place for reasoning (Responses' ``reasoning`` items,
+  Anthropic's ``thinking`` blocks) get it there; Chat Completions gets it as the upstream
+  sent it.
+- ``reasoning = "strip"`` on a model removes it for every inbound API before anything else
+  sees the answer (``StrippedReasoning``): the reasoning fields from OpenAI chunks, the
+  ``<think>`` section from the text. That costs a JSON parse per chunk, which only models
+  that turn it on pay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any
+
+import orjson
+
+from aichat.core.schemas import ChatCompletionRequest
+from aichat.providers.base import (
+    Event,
+    Finish,
+    RawChunks,
+    RawCompletion,
+    ReasoningDelta,
+    TextDelta,
+    Wrapper,
+)
+from aichat.providers.markers import held_back
+
+OPEN, CLOSE = "<think>", "</think>"
+
+# Delta and message fields in which OpenAI-compatible servers send reasoning.
+REASONING_FIELDS = ("reasoning_content", "reasoning", "reasoning_details")
+
+Piece = tuple[bool, str]  # (is reasoning, text)
+
+
+class ThinkSplitter:
+    """Splits an answer's text, streamed in pieces, into a leading ``<think>`` section and
+    the answer; ``feed`` what arrives, ``flush`` at the end.
+
+    Holds back at most the length of a tag: the whitespace and partial ``<think>`` before
+    it knows whether the answer opens with one, and a partial ``</think>`` inside it.
+    """
+
+    __slots__ = ("_held", "_state")
+
+    def __init__(self) -> None:
+        self._held = ""
+        self._state = "start"  # start -> think -> after -> text, or start -> text
+
+    def feed(self, piece: str) -> list[Piece]:
+        """The reasoning and answer text that ``piece`` completes, in order."""
+        if self._state == "text":
+            return [(False, piece)] if piece else []
+        text = self._held + piece
+        self._held = ""
+        if self._state == "start":
+            opening = text.lstrip()
+            if len(opening) < len(OPEN) and OPEN.startswith(opening):
+                self._held = text  # whitespace, or what may still become ``<think>``
+                return []
+            if not opening.startswith(OPEN):
+                self._state = "text"
+                return [(False, text)]
+            self._state = "think"
+            text = opening[len(OPEN) :]
+        if self._state == "think":
+            end = text.find(CLOSE)
+            if end < 0:
+                keep = held_back(text, CLOSE)
+                self._held = text[len(text) - keep :] if keep else ""
+                reasoning = text[: len(text) - keep]
+                return [(True, reasoning)] if reasoning else []
+            self._state = "after"
+            reasoning, text = text[:end], text[end + len(CLOSE) :]
+            return ([(True, reasoning)] if reasoning else []) + self.feed(text)
+        answer = text.lstrip()  # "after": the blank lines that follow ``</think>``
+        if answer:
+            self._state = "text"
+            return [(False, answer)]
+        return []
+
+    def flush(self) -> list[Piece]:
+        """What is still held once the answer has ended."""
+        held, self._held = self._held, ""
+        if not held or self._state == "after":
+            return []
+        return [(self._state == "think", held)]
+
+
+def answer_text(pieces: list[Piece]) -> str:
+    """The answer part of ``pieces``."""
+    return "".join(text for reasoning, text in pieces if not reasoning)
+
+
+class _ChunkStripper:
+    """Removes reasoning from OpenAI chunks or a whole completion, choice by choice."""
+
+    __slots__ = ("_splitters",)
+
+    def __init__(self) -> None:
+        self._splitters: dict[Any, ThinkSplitter] = {}
+
+    def _strip(self, choice: dict[str, Any], part: str, last: bool) -> bool:
+        """Strip ``choice[part]`` in place; whether anything was removed from it."""
+        message = choice.get(part)
+        if not isinstance(message, dict):
+            return False
+        removed = any([message.pop(key, None) is not None for key in REASONING_FIELDS])
+        content = message.get("content")
+        if isinstance(content, str) or last:
+            splitter = self._splitters.setdefault(choice.get("index"), ThinkSplitter())
+            pieces = splitter.feed(content) if isinstance(content, str) else []
+            if last:
+                pieces += splitter.flush()
+            text = answer_text(pieces)
+            removed = removed or text != (content or "")
+            if text or isinstance(content, str):
+                message["content"] = text
+        return removed
+
+    def json(self, json_text: str, part: str, whole: bool) -> str | None:
+        """``json_text`` without reasoning; None for a chunk that held nothing else."""
+        try:
+            data = orjson.loads(json_text)
+        except orjson.JSONDecodeError:
+            return json_text  # not for us to judge: it reaches the client as it came
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list):
+            return json_text
+        removed = False
+        for choice in choices:
+            if isinstance(choice, dict):
+                last = whole or choice.get("finish_reason") is not None
+                removed = self._strip(choice, part, last) or removed
+        if not removed:
+            return json_text
+        if not whole and not data.get("usage") and all(_empty(choice) for choice in choices):
+            return None
+        return orjson.dumps(data).decode()
+
+
+def _empty(choice: Any) -> bool:
+    if not isinstance(choice, dict) or choice.get("finish_reason") is not None:
+        return False
+    delta = choice.get("delta")
+    return not delta or delta == {"content": ""}
+
+
+class StrippedReasoning(Wrapper):
+    """Wraps a provider so that no reasoning of its model reaches any client."""
+
+    async def stream(
+        self, request: ChatCompletionRequest, upstream_model: str
+    ) -> AsyncGenerator[Event, None]:
+        """The inner provider's events without reasoning fields, events or sections."""
+        splitter = ThinkSplitter()
+        chunks = _ChunkStripper()
+        async with aclosing(self._inner.stream(request, upstream_model)) as events:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    text = answer_text(splitter.feed(event.text))
+                    if text:
+                        yield TextDelta(text)
+                elif isinstance(event, RawChunks):
+                    stripped = [chunks.json(text, "delta", False) for text in event.jsons]
+                    kept = tuple(text for text in stripped if text is not None)
+                    if kept or event.last or event.usage:
+                        yield RawChunks(kept, event.last, event.usage)
+                elif isinstance(event, RawCompletion):
+                    json_text = chunks.json(event.json, "message", True) or event.json
+                    yield RawCompletion(json_text, event.usage)
+                elif isinstance(event, Finish):
+                    text = answer_text(splitter.flush())
+                    if text:
+                        yield TextDelta(text)
+                    yield event
+                elif not isinstance(event, ReasoningDelta):
+                    yield event
