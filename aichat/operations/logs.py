@@ -84,6 +84,8 @@ def escape(text: str) -> str:
 
 
 def _value(value: Any) -> str:
+    if value is None or type(value) in (int, float, bool):
+        return str(value)  # most of an access line's fields: nothing in them to escape
     text = escape(str(value))
     if text and not _NEEDS_QUOTES.search(text):
         return text
