@@ -130,25 +130,37 @@ class _ChunkStripper:
                 message["content"] = text
         return removed
 
-    def json(self, json_text: str, part: str, whole: bool) -> str | None:
-        """``json_text`` without reasoning; None for a chunk that held nothing else."""
+    def chunk(self, json_text: str) -> str | None:
+        """A ``chat.completion.chunk`` without reasoning; None if it held nothing else."""
+        data = self._stripped(json_text, "delta", whole=False)
+        if data is None:
+            return json_text
+        choices = data["choices"]
+        if not data.get("usage") and all(_empty(choice) for choice in choices):
+            return None
+        return orjson.dumps(data).decode()
+
+    def completion(self, json_text: str) -> str:
+        """A whole ``chat.completion`` without reasoning."""
+        data = self._stripped(json_text, "message", whole=True)
+        return json_text if data is None else orjson.dumps(data).decode()
+
+    def _stripped(self, json_text: str, part: str, whole: bool) -> dict[str, Any] | None:
+        """The parsed object with reasoning removed; None when there was none to remove (or
+        it is not an answer this can read: it reaches the client as it came)."""
         try:
             data = orjson.loads(json_text)
         except orjson.JSONDecodeError:
-            return json_text  # not for us to judge: it reaches the client as it came
+            return None
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list):
-            return json_text
+            return None
         removed = False
         for choice in choices:
             if isinstance(choice, dict):
                 last = whole or choice.get("finish_reason") is not None
                 removed = self._strip(choice, part, last) or removed
-        if not removed:
-            return json_text
-        if not whole and not data.get("usage") and all(_empty(choice) for choice in choices):
-            return None
-        return orjson.dumps(data).decode()
+        return data if removed else None
 
 
 def _empty(choice: Any) -> bool:
@@ -174,13 +186,12 @@ class StrippedReasoning(Wrapper):
                     if text:
                         yield TextDelta(text)
                 elif isinstance(event, RawChunks):
-                    stripped = [chunks.json(text, "delta", False) for text in event.jsons]
+                    stripped = [chunks.chunk(text) for text in event.jsons]
                     kept = tuple(text for text in stripped if text is not None)
                     if kept or event.last or event.usage:
                         yield RawChunks(kept, event.last, event.usage)
                 elif isinstance(event, RawCompletion):
-                    json_text = chunks.json(event.json, "message", True) or event.json
-                    yield RawCompletion(json_text, event.usage)
+                    yield RawCompletion(chunks.completion(event.json), event.usage)
                 elif isinstance(event, Finish):
                     text = answer_text(splitter.flush())
                     if text:
