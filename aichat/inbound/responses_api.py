@@ -185,14 +185,16 @@ def input_messages(
     for i, item in enumerate(req.input):
         where = f"input[{i}]"
         kind = item.get("type", "message")
-        name = tools.flat_name(str(item.get("name")), item.get("namespace"))
         if kind == "message" and item.get("role") in ("user", "assistant", "system", "developer"):
             content = _content(item.get("content", ""), f"{where}.content")
             messages.append({"role": item["role"], "content": content})
-        elif kind == "function_call":
-            _add_call(messages, item.get("call_id"), name, item.get("arguments", ""))
-        elif kind == "custom_tool_call":
-            arguments = custom_arguments(str(item.get("input", "")))
+        elif kind in ("function_call", "custom_tool_call"):
+            name = tools.flat_name(str(item.get("name")), item.get("namespace"))
+            arguments = (
+                item.get("arguments", "")
+                if kind == "function_call"
+                else custom_arguments(str(item.get("input", "")))
+            )
             _add_call(messages, item.get("call_id"), name, arguments)
         elif kind in ("function_call_output", "custom_tool_call_output"):
             output = _output_text(item.get("output", ""), f"{where}.output")
