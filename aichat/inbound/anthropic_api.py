@@ -182,7 +182,7 @@ def _search_result(block: dict[str, Any]) -> dict[str, Any]:
     return {"type": "text", "text": f"{heading}\n{_text_of(block.get('content'))}"}
 
 
-def _skipped(kind: Any, where: str, dropped: list[str]) -> bool:
+def _skipped(kind: Any, dropped: list[str]) -> bool:
     """Whether a block is left out: earlier thinking (silently), server tool records (said)."""
     if kind in _THINKING_BLOCKS:
         return True  # context for the client, never answer text upstream
@@ -209,7 +209,7 @@ def _user_turn(
             parts.append(_document(block, f"{where}[{j}]"))
         elif kind == "search_result":
             parts.append(_search_result(block))
-        elif not _skipped(kind, where, dropped):
+        elif not _skipped(kind, dropped):
             raise _unsupported_block(kind, f"{where}[{j}]")
     return results + ([{"role": "user", "content": parts}] if parts else [])
 
@@ -224,7 +224,7 @@ def _assistant_turn(blocks: list[dict[str, Any]], where: str, dropped: list[str]
             calls.append({"id": block.get("id"), "type": "function", "function": function})
         elif kind == "text":
             texts.append(block)
-        elif not _skipped(kind, where, dropped):
+        elif not _skipped(kind, dropped):
             raise _unsupported_block(kind, f"{where}[{j}]")
     message: dict[str, Any] = {"role": "assistant", "content": _text_of(texts) or None}
     if calls:
