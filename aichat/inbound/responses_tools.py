@@ -100,16 +100,20 @@ def _custom_function(tool: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "parameters": parameters}
 
 
-def _function(tool: dict[str, Any]) -> dict[str, Any]:
+def _declared(tool: dict[str, Any]) -> dict[str, Any]:
+    """Where a function tool's fields are: nested in the chat shape, at the top in Responses'."""
     nested = tool.get("function")
-    source = nested if isinstance(nested, dict) else tool  # the chat shape, or Responses'
+    return nested if isinstance(nested, dict) else tool
+
+
+def _function(tool: dict[str, Any]) -> dict[str, Any]:
+    source = _declared(tool)
     keys = ("description", "parameters", "strict")
     return {k: source[k] for k in keys if source.get(k) is not None}
 
 
 def _name(tool: dict[str, Any]) -> str | None:
-    nested = tool.get("function")
-    name = (nested if isinstance(nested, dict) else tool).get("name")
+    name = _declared(tool).get("name")
     return name if isinstance(name, str) and name else None
 
 
