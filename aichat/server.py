@@ -22,6 +22,8 @@ from aichat.operations.lifecycle import LIFECYCLE
 
 log = logging.getLogger("aichat")
 
+_YOUNG_GC_THRESHOLD = 20_000  # allocations between scans of the youngest generation
+
 
 def runner(app: web.Application, shutdown_timeout: float = 30.0) -> web.AppRunner:
     """An ``AppRunner`` for the gateway.
@@ -71,6 +73,11 @@ async def serve_until_stopped(
         # What exists now (the tokenizer's tables above all) lives as long as the process:
         # keep it out of the cyclic GC, whose full passes would walk all of it every time.
         gc.freeze()
+        # A request leaves no reference cycles behind, yet every 700 allocations (a few
+        # requests) the youngest generation was scanned, requests in flight included: about
+        # a twentieth of a short request's CPU. Scanned 30 times less often, it holds at
+        # most a few MB of cyclic garbage (error paths) in between.
+        gc.set_threshold(_YOUNG_GC_THRESHOLD)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
