@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from aichat.answer.openai_events import completion_events
 from aichat.answer.routing import Target
@@ -36,7 +35,7 @@ from aichat.core.schemas import ChatCompletionRequest, prompt_text
 from aichat.core.tokens import count_tokens, prompt_tokens
 from aichat.operations.auth import KEY_POLICY
 from aichat.operations.budgets import Budgets, budget_limits, open_store
-from aichat.operations.metrics import METRICS
+from aichat.operations.metrics import METRICS, LabelledCounts
 from aichat.providers.base import (
     Event,
     RawChunks,
@@ -59,25 +58,17 @@ class Ledger:
 
     def __init__(self, registry: CollectorRegistry, budgets: Budgets) -> None:
         self.budgets = budgets
-        self._tokens = Counter(
+        self._tokens = LabelledCounts(
             "aichat_tokens",
             "Tokens by client key, routed model, answering upstream and kind.",
-            ["key", "model", "upstream", "kind"],
-            registry=registry,
+            ("key", "model", "upstream", "kind"),
         )
-        # Labelled children by label values: ``labels()`` validates and locks on every call.
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        registry.register(self._tokens)
 
     def record(self, key: str, model: str, upstream: str, usage: Usage) -> None:
         """Count one answer's tokens."""
-        children = self._children.get((key, model, upstream))
-        if children is None:
-            children = self._children[(key, model, upstream)] = (
-                self._tokens.labels(key, model, upstream, "prompt"),
-                self._tokens.labels(key, model, upstream, "completion"),
-            )
-        children[0].inc(usage.prompt_tokens)
-        children[1].inc(usage.completion_tokens)
+        self._tokens.add((key, model, upstream, "prompt"), usage.prompt_tokens)
+        self._tokens.add((key, model, upstream, "completion"), usage.completion_tokens)
         self.budgets.charge(key, model, usage)
 
 

@@ -2,18 +2,29 @@
 
 Each application has its own registry (tests run several apps in one process). Counters
 that other modules already keep (rate-limit rejections, circuit states) are read at scrape
-time rather than mirrored on the hot path.
+time rather than mirrored on the hot path. What every request records (its count, duration
+and time to first token) is kept as plain numbers and turned into metrics at scrape time
+too: prometheus_client's own types lock and loop over their buckets on every observation,
+which only pays off with threads, and the gateway has one event loop.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from itertools import accumulate
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from aichat.core.errors import AuthenticationError
 from aichat.operations.auth import FAILED_KEYS, key_matches, presented_key
@@ -58,31 +69,71 @@ class _Snapshot(Collector):
         )
 
 
+class LabelledCounts(Collector):
+    """A counter by label values, kept as plain numbers until a scrape."""
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labels = labels
+        self._counts: dict[tuple[str, ...], float] = {}
+
+    def add(self, values: tuple[str, ...], amount: float = 1) -> None:
+        """Count ``amount`` more for the label ``values`` (in the order of the labels)."""
+        self._counts[values] = self._counts.get(values, 0) + amount
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labels)
+        for values, count in self._counts.items():
+            family.add_metric(values, count)
+        yield family
+
+
+class _Histogram(Collector):
+    """A histogram by model: per model, a count per bucket (the last one +Inf), then the sum."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._by_model: dict[str, list[float]] = {}
+
+    def observe(self, model: str, seconds: float) -> None:
+        """Count ``seconds`` for ``model``."""
+        counts = self._by_model.get(model)
+        if counts is None:
+            counts = self._by_model[model] = [0] * (len(_BUCKETS) + 2)
+        counts[bisect_left(_BUCKETS, seconds)] += 1  # the first bucket it is <= to
+        counts[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=["model"])
+        bounds = [*map(floatToGoString, _BUCKETS), "+Inf"]
+        for model, counts in self._by_model.items():
+            cumulative = accumulate(counts[:-1])
+            family.add_metric([model], list(zip(bounds, cumulative, strict=True)), counts[-1])
+        yield family
+
+
 class Metrics:
     """The gateway's metrics, in one registry."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
+        self._requests = LabelledCounts(
             "aichat_requests",
             "API requests answered, by model, status and the upstream that answered.",
-            ["model", "status", "upstream"],
-            registry=self.registry,
+            ("model", "status", "upstream"),
         )
-        self.duration = Histogram(
+        self._duration = _Histogram(
             "aichat_request_duration_seconds",
             "Whole request time, until the last byte of a stream.",
-            ["model"],
-            buckets=_BUCKETS,
-            registry=self.registry,
         )
-        self.first_token = Histogram(
+        self._first_token = _Histogram(
             "aichat_time_to_first_token_seconds",
             "From the first upstream attempt to the first answer event, retries included.",
-            ["model"],
-            buckets=_BUCKETS,
-            registry=self.registry,
         )
+        for collector in (self._requests, self._duration, self._first_token):
+            self.registry.register(collector)
         # A plain number, read at scrape time: streams open and close on the hot path.
         self.open_streams = 0
         self.registry.register(_OpenStreams(self))
@@ -98,9 +149,6 @@ class Metrics:
             ["upstream"],
             registry=self.registry,
         )
-        # Labelled children by label values: ``labels()`` validates and locks on every call.
-        self._answered: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._first_token: dict[str, Any] = {}
 
     def watch(
         self,
@@ -118,22 +166,12 @@ class Metrics:
         make the label set grow without bound.
         """
         model = fields.get("route") or "-"
-        key = (model, str(status), fields.get("upstream") or "-")
-        children = self._answered.get(key)
-        if children is None:
-            children = self._answered[key] = (
-                self.requests.labels(*key),
-                self.duration.labels(model),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        self._requests.add((model, str(status), fields.get("upstream") or "-"))
+        self._duration.observe(model, seconds)
 
     def observe_first_token(self, model: str, seconds: float) -> None:
         """Record the time from the first upstream attempt to the first answer event."""
-        child = self._first_token.get(model)
-        if child is None:
-            child = self._first_token[model] = self.first_token.labels(model)
-        child.observe(seconds)
+        self._first_token.observe(model, seconds)
 
 
 class _OpenStreams(Collector):
