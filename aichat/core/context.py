@@ -16,5 +16,6 @@ LOG_FIELDS = web.RequestKey("log_fields", dict[str, Any])
 
 def log_field(request: web.Request, **fields: Any) -> None:
     """Add fields to the request's access-log line (no-op outside the logging middleware)."""
-    if LOG_FIELDS in request:
-        request[LOG_FIELDS].update(fields)
+    line = request.get(LOG_FIELDS)
+    if line is not None:
+        line.update(fields)

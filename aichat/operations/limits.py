@@ -446,8 +446,9 @@ LIMITER = web.AppKey("limiter", Limiter)
 
 def add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
     """The key's rate headers, on every answer."""
-    if RATE_HEADERS in request:
-        response.headers.update(request[RATE_HEADERS])
+    headers = request.get(RATE_HEADERS)
+    if headers is not None:
+        response.headers.update(headers)
 
 
 def _check_body_head(request: web.Request) -> None:

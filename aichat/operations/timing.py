@@ -61,14 +61,16 @@ def overhead_fields(timing: Timing, now: float) -> dict[str, float]:
 
 def add_server_timing(request: web.Request, response: web.StreamResponse) -> None:
     """The ``Server-Timing`` header, on every response, streamed or whole."""
-    if TIMING in request:
-        response.headers[SERVER_TIMING_HEADER] = request[TIMING].header(time.perf_counter())
+    timing = request.get(TIMING)
+    if timing is not None:
+        response.headers[SERVER_TIMING_HEADER] = timing.header(time.perf_counter())
 
 
 def upstream_called(request: web.Request) -> None:
     """Mark the moment the gateway hands the request to its upstream."""
-    if TIMING in request:
-        request[TIMING].upstream_called = time.perf_counter()
+    timing = request.get(TIMING)
+    if timing is not None:
+        timing.upstream_called = time.perf_counter()
 
 
 class Watcher(Protocol):

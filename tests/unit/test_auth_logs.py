@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from aiohttp.http_exceptions import BadHttpMessage
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aichat.operations.auth import KeyPolicy, KeyRing, _digest, key_matches
-from aichat.operations.logs import JsonFormatter, TextFormatter, quiet_malformed_requests
+from aichat.operations.logs import (
+    JsonFormatter,
+    LogHandler,
+    TextFormatter,
+    _fields,
+    _quoted,
+    access_log,
+    quiet_malformed_requests,
+    write_access_line,
+)
 
 
 def test_key_ring_finds_each_key_and_nothing_else() -> None:
@@ -122,6 +136,12 @@ def test_a_lone_backslash_cannot_pass_for_an_escape() -> None:
     assert TextFormatter().format(record).endswith("model=a\\\\nb")
 
 
+@given(st.text())
+def test_values_left_as_they_are_need_no_escape_and_no_quotes(value: str) -> None:
+    # The fast path (a value written as it is) must agree with escaping and quoting it.
+    assert _fields({"k": value}) == "k=" + _quoted(value)
+
+
 def test_key_matches_compares_equal_length_digests(monkeypatch: pytest.MonkeyPatch) -> None:
     lengths: list[tuple[int, int]] = []
     real = hmac.compare_digest
@@ -135,3 +155,52 @@ def test_key_matches_compares_equal_length_digests(monkeypatch: pytest.MonkeyPat
     for wrong in (None, "", "m", "metrics-key-but-longer", "\udcff", "x" * 10_000):
         assert not key_matches(wrong, "metrics-key")
     assert set(lengths) == {(32, 32)}
+
+
+@contextmanager
+def _only_handler(stream: io.StringIO) -> Iterator[None]:
+    """aichat's own handler alone on the root logger, as ``aichat serve`` configures it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers[:] = [LogHandler(stream, TextFormatter())]
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def test_access_lines_written_directly_read_as_through_logging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fields = {"method": "POST", "status": 200, "model": "a b\nc", "stream": None, "ms": 1.5}
+    stream = io.StringIO()
+    with monkeypatch.context() as patched, _only_handler(stream):
+        patched.setattr(access_log, "handle", None)  # the direct path makes no record
+        write_access_line(fields)
+    direct = stream.getvalue()
+    record = access_log.makeRecord(access_log.name, logging.INFO, "", 0, "request", (), None)
+    record.fields = fields
+    expected = TextFormatter().format(record)
+    assert direct.endswith("\n") and direct.count("\n") == 1
+    # Identical but for the time, which differs by the moments each was made.
+    assert direct.rstrip("\n").split(" ", 2)[2] == expected.split(" ", 2)[2]
+    assert direct.split(" ", 2)[2].startswith("INFO aichat.access request method=POST")
+
+
+def test_access_lines_reach_any_other_handler_as_records() -> None:
+    stream, seen = io.StringIO(), []
+
+    def keep(record: logging.LogRecord) -> bool:
+        seen.append(record)
+        return True
+
+    with _only_handler(stream):
+        access_log.addFilter(keep)
+        try:
+            write_access_line({"status": 201})
+        finally:
+            access_log.removeFilter(keep)
+    assert [record.fields for record in seen] == [{"status": 201}]  # type: ignore[attr-defined]
+    assert stream.getvalue().count("status=201") == 1
