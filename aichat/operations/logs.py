@@ -274,6 +274,14 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
     status, size = 499, 0  # 499: the client went away before an answer was complete
     try:
         response = await handler(request)
+        if not response.prepared:
+            # A whole answer leaves now, not after this line and the metrics are written:
+            # they are not part of the client's wait. (aiohttp then finds it sent.)
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionError:
+                return response  # 499; aiohttp sees the client gone when it tries again
         status, size = response.status, _size(response)
         return response
     finally:
