@@ -74,7 +74,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[tokens,bench]'
 	touch $@ $(VENV)/.installed
 
-# Full run (under 5 minutes): writes bench/results/<date>-full.json and the bench/README.md table.
+# Full run (under 5 minutes): writes bench/results/<date>-full-<cpu>.json and the bench/README.md table.
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.run --suite full --wait-quiet 30 --update-readme
 

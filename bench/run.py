@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -71,6 +72,12 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def _cpu_slug() -> str:
+    """``intel-xeon-processor``: in result file names, so that runs on the different
+    machines a project gets on one day never overwrite each other."""
+    return re.sub(r"[^a-z0-9]+", "-", re.sub(r"\(r\)|\(tm\)", "", _cpu_model().lower())).strip("-")
 
 
 def _git(*args: str) -> str:
@@ -485,7 +492,7 @@ def main() -> int:
         "targets": report.targets(bench.runs, bench.rest_rss_mb),
         "background_load": report.background_load(bench.runs),
     }
-    out = args.out or RESULTS_DIR / f"{started:%Y-%m-%d}-{suite.name}.json"
+    out = args.out or RESULTS_DIR / f"{started:%Y-%m-%d}-{suite.name}-{_cpu_slug()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     text = report.render(result)
