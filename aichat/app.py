@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import aiohttp_cors
@@ -111,12 +111,18 @@ async def _stop_taking_requests(app: web.Application) -> None:
     app[LIFECYCLE].ready = False
 
 
+ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[object]]
+_CORS_HEADERS: web.AppKey[ResponseHook] = web.AppKey("cors_headers")
+
+
 async def _add_gateway_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: what every response carries (one hook: they run per response)."""
     response.headers[hdrs.SERVER] = SERVER_NAME  # no library versions
     add_request_id_header(request, response)
     add_rate_headers(request, response)
     add_server_timing(request, response)
+    if hdrs.ORIGIN in request.headers:  # browsers only: see _setup_cors
+        await request.app[_CORS_HEADERS](request, response)
 
 
 def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
@@ -142,16 +148,11 @@ def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
         cors.add(route)
     # aiohttp-cors looks up the route's CORS settings for every response, though it only
     # acts on requests with an Origin header, which API clients other than browsers never
-    # send: its hook now runs for those requests only.
+    # send: its hook is taken out and run by the gateway's own, for those requests only.
     if len(app.on_response_prepare) != hooks + 1:
         raise RuntimeError("aiohttp-cors was expected to add exactly one response hook")
-    cors_headers = app.on_response_prepare.pop()
-
-    async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-        if hdrs.ORIGIN in request.headers:
-            await cors_headers(request, response)
-
-    app.on_response_prepare.append(add_cors_headers)
+    cors_headers: ResponseHook = app.on_response_prepare.pop()
+    app[_CORS_HEADERS] = cors_headers
 
 
 def preload(settings: Settings) -> None:

@@ -25,6 +25,11 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
+def _dur(seconds: float) -> str:
+    # Formatted once: rounding a float, then writing its shortest form, costs twice as much.
+    return f"{seconds * 1000:.2f}"
+
+
 @dataclass(slots=True)
 class Timing:
     """When a request arrived, called its upstream, and saw the upstream's last event."""
@@ -36,12 +41,12 @@ class Timing:
     def header(self, now: float) -> str:
         """The ``Server-Timing`` value as known at ``now``."""
         if self.upstream_called is None:
-            return f"gw;dur={_ms(now - self.arrived)}"
-        value = f"gw-pre;dur={_ms(self.upstream_called - self.arrived)}"
+            return f"gw;dur={_dur(now - self.arrived)}"
+        value = f"gw-pre;dur={_dur(self.upstream_called - self.arrived)}"
         if self.upstream_done is not None:
             value += (
-                f", upstream;dur={_ms(self.upstream_done - self.upstream_called)}"
-                f", gw-post;dur={_ms(now - self.upstream_done)}"
+                f", upstream;dur={_dur(self.upstream_done - self.upstream_called)}"
+                f", gw-post;dur={_dur(now - self.upstream_done)}"
             )
         return value
 

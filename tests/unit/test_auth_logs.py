@@ -21,8 +21,8 @@ from aichat.operations.logs import (
     LogHandler,
     TextFormatter,
     _fields,
-    _quoted,
     access_log,
+    escape,
     quiet_malformed_requests,
     write_access_line,
 )
@@ -137,9 +137,12 @@ def test_a_lone_backslash_cannot_pass_for_an_escape() -> None:
 
 
 @given(st.text())
-def test_values_left_as_they_are_need_no_escape_and_no_quotes(value: str) -> None:
-    # The fast path (a value written as it is) must agree with escaping and quoting it.
-    assert _fields({"k": value}) == "k=" + _quoted(value)
+def test_values_are_escaped_then_quoted_whatever_path_they_take(value: str) -> None:
+    # The short cuts (a value written as it is, escaping skipped) must agree with the rule.
+    escaped = escape(value)
+    plain = escaped and not any(c.isspace() or c in '="' for c in escaped)
+    expected = escaped if plain else '"' + escaped.replace('"', '\\"') + '"'
+    assert _fields({"k": value}) == f"k={expected}"
 
 
 def test_key_matches_compares_equal_length_digests(monkeypatch: pytest.MonkeyPatch) -> None:

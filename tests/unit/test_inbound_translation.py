@@ -210,8 +210,8 @@ def test_dropped_params_follow_the_capability_table() -> None:
 
 def test_server_timing_header_says_what_is_known() -> None:
     timing = Timing(arrived=10.0)
-    assert timing.header(10.002) == "gw;dur=2.0"
+    assert timing.header(10.002) == "gw;dur=2.00"
     timing.upstream_called = 10.001
-    assert timing.header(10.5) == "gw-pre;dur=1.0"
+    assert timing.header(10.5) == "gw-pre;dur=1.00"
     timing.upstream_done = 10.4
-    assert timing.header(10.4005) == "gw-pre;dur=1.0, upstream;dur=399.0, gw-post;dur=0.5"
+    assert timing.header(10.4005) == "gw-pre;dur=1.00, upstream;dur=399.00, gw-post;dur=0.50"
