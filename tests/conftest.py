@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -113,3 +115,14 @@ async def gateway(make_gateway: GatewayFactory) -> Gateway:
 def fake(upstream: tuple[FakeAichats, str]) -> FakeAichats:
     """The fake upstream's behaviour knobs."""
     return upstream[0]
+
+
+async def inside_one_rate_window(seconds: float) -> None:
+    """Start where ``seconds`` are left before the rate window (a clock minute) turns.
+
+    Rate limits count per clock minute: a test that counts across the turn sees the count
+    start again, and fails once in a while for no fault of the code.
+    """
+    left = 60 - time.time() % 60
+    if left < seconds:
+        await asyncio.sleep(left + 0.1)

@@ -122,6 +122,10 @@ class Deadline:
         if self._task is not None:
             self._task.cancel()
 
+    def end_within(self, seconds: float) -> None:
+        """Bring the total deadline forward to ``seconds`` from now (never later)."""
+        self._end = min(self._end, self._loop.time() + seconds)
+
     def timed_out(self) -> bool:
         """After a ``CancelledError``: whether this deadline, and nothing else, caused it."""
         return self.expired and self._task is not None and self._task.uncancel() == 0
@@ -143,15 +147,17 @@ async def upstream_body(
     bounds: UpstreamBounds,
     name: str,
     whole: bool = False,
-) -> AsyncGenerator[bytes, None]:
+) -> AsyncGenerator[bytes, float | None]:
     """POST ``body`` to an upstream and yield its 2xx answer's bytes as they arrive.
 
     Anything else raises ``UpstreamError``, as does a ``whole`` answer (one the caller
     keeps until it ends) larger than ``bounds.max_answer``. One ``Deadline`` covers the
     whole exchange: the first byte, then each later read; it does not run while the caller
-    holds a chunk, except for the total deadline. Close the generator (``aclosing``) to
-    release the connection; an unread body closes it, so an abandoned stream stops the
-    upstream.
+    holds a chunk, except for the total deadline. A caller that needs no more of the answer
+    but its end sends (``asend``) the seconds it grants the rest, which bring the total
+    deadline forward: one timer for the whole exchange, never a new one. Close the generator
+    (``aclosing``) to release the connection; an unread body closes it, so an abandoned
+    stream stops the upstream.
     """
     answered = False  # response headers arrived: a timeout now means the upstream stalled
     loop = asyncio.get_running_loop()
@@ -179,7 +185,9 @@ async def upstream_body(
                 received += len(chunk)
                 if received > cap:
                     raise _too_large(name, bounds.max_answer)
-                yield chunk
+                granted = yield chunk
+                if granted is not None:
+                    deadline.end_within(granted)
                 limit = bounds.idle
                 unyielded += len(chunk)
                 if unyielded >= _YIELD_EVERY:

@@ -12,7 +12,6 @@ accounting needs; a client that did not ask does not get the usage chunk.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
@@ -116,20 +115,20 @@ def _with_usage(options: Any) -> dict[str, Any]:
     return {**(options if isinstance(options, dict) else {}), "include_usage": True}
 
 
-async def _read_end(batches: AsyncIterator[list[str]]) -> None:
+async def _read_end(body: AsyncGenerator[bytes, float | None]) -> None:
     """Read what follows ``[DONE]``: the end of the body, so the connection can be reused.
 
     aiohttp closes a connection released with its body unread, and an upstream may send the
     end of its body apart from ``[DONE]``: without this read, every such stream would cost a
     new connection (a TLS handshake, for most upstreams). The answer is complete already,
-    so an upstream that does not end its body within ``END_GRACE`` seconds, or breaks,
-    only loses its connection; until then the request's handler, and with it the client's
-    connection for its next request, waits.
+    so an upstream that does not end its body within ``END_GRACE`` seconds, or breaks, only
+    loses its connection; until then the request's handler, and with it the client's
+    connection for its next request, waits. The bytes are read past the line splitter,
+    which has nothing more to give.
     """
-    with suppress(UpstreamError, TimeoutError):
-        async with asyncio.timeout(END_GRACE):
-            async for _ in batches:
-                pass
+    with suppress(UpstreamError, StopAsyncIteration):
+        while True:
+            await body.asend(END_GRACE)
 
 
 class OpenAIProvider:
@@ -204,7 +203,7 @@ class OpenAIProvider:
                                 yield RawChunks(tuple(payloads), last=True, usage=usage)
                             yield Finish()
                         finally:  # also when the consumer stops here, as most do
-                            await _read_end(batches)
+                            await _read_end(body)
                         return
         except UpstreamError as err:
             raise upstream_error(err, self.name) from None

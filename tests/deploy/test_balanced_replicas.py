@@ -26,6 +26,7 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
 
+from tests.conftest import inside_one_rate_window
 from tests.deploy.balancer import (
     NGINX,
     Load,
@@ -144,16 +145,9 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
             await server.close()
 
 
-async def _inside_one_window(seconds: float) -> None:
-    """Start at a point that leaves ``seconds`` before the rate window (a minute) turns."""
-    left = 60 - time.time() % 60
-    if left < seconds:
-        await asyncio.sleep(left + 0.1)
-
-
 async def test_a_keys_limits_hold_exactly_across_the_replicas(cluster: Cluster) -> None:
     await cluster.heal()
-    await _inside_one_window(10)
+    await inside_one_rate_window(10)
     asks = [
         ask(cluster.http, cluster.lb.url, f"rate-{n}", False, EXPECTED, RATED_KEY)
         for n in range(RPM + 6)

@@ -12,7 +12,7 @@ import pytest
 
 from aichat.core.config import KeyConfig, ModelConfig, load_settings
 from aichat.operations.lifecycle import LIFECYCLE
-from tests.conftest import API_KEY, Gateway, GatewayFactory
+from tests.conftest import API_KEY, Gateway, GatewayFactory, inside_one_rate_window
 from tests.fakes import FakeAichats, json_events, sse_events
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -21,6 +21,7 @@ SLOW = ModelConfig(name="slow", provider="mock", text="a b c d e f g h", tokens_
 
 async def test_rate_limit_headers_and_429(make_gateway: GatewayFactory) -> None:
     gateway = await make_gateway(rate_limit_rpm=2)
+    await inside_one_rate_window(5)
     first = await gateway.post_chat({"model": "gpt-4o", "messages": HELLO})
     assert first.headers["x-ratelimit-limit-requests"] == "2"
     assert first.headers["x-ratelimit-remaining-requests"] == "1"

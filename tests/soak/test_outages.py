@@ -22,7 +22,7 @@ from redis.asyncio import from_url
 from redis.exceptions import RedisError
 
 from aichat.core.config import ModelConfig
-from tests.conftest import API_KEY, Gateway, GatewayFactory
+from tests.conftest import API_KEY, Gateway, GatewayFactory, inside_one_rate_window
 from tests.deploy.procs import free_port
 from tests.soak.chaos import ChaosUpstream, answer_pieces, error_code, prompt, read_stream, serving
 
@@ -85,13 +85,6 @@ async def _ask(gateway: Gateway) -> aiohttp.ClientResponse:
     return resp
 
 
-async def _inside_one_window(requests: int) -> None:
-    """Wait for a new rate window if this one may end before ``requests`` more are counted."""
-    left = 60 - time.time() % 60
-    if left < 5 + requests:
-        await asyncio.sleep(left + 0.1)
-
-
 async def test_a_redis_restart_under_running_gateways(
     make_gateway: GatewayFactory, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -105,7 +98,7 @@ async def test_a_redis_restart_under_running_gateways(
             rate_limit_rpm=RPM,
             max_concurrent_per_key=5,
         )
-    await _inside_one_window(3)
+    await inside_one_rate_window(5 + 3)
     for gateway in gateways.values():
         resp = await _ask(gateway)
         assert resp.status == 200
@@ -127,7 +120,7 @@ async def test_a_redis_restart_under_running_gateways(
 
     # Back again, empty: both gateways count from scratch, without a restart of their own.
     await redis_server.start()
-    await _inside_one_window(RPM + 1)
+    await inside_one_rate_window(5 + RPM + 1)
     for gateway in gateways.values():
         statuses = [(await _ask(gateway)).status for _ in range(RPM + 1)]
         assert statuses == [200] * RPM + [429], statuses

@@ -101,3 +101,22 @@ async def test_an_idle_timeout_is_not_the_total_deadline() -> None:
         await _wait_under(deadline, 1)
     assert not deadline.overall
     deadline.close()
+
+
+async def test_a_deadline_brought_forward_ends_reads_that_each_come_in_time() -> None:
+    # The end of a body after [DONE]: reads within the idle limit, but not past the grace.
+    loop = asyncio.get_running_loop()
+    deadline = Deadline(loop, 5)
+    deadline.end_within(0.2)
+    deadline.end_within(30)  # never later
+    started = loop.time()
+
+    async def read_every_50ms() -> None:
+        for _ in range(100):
+            deadline.wait(5)
+            await _wait_under(deadline, 0.05)
+
+    with pytest.raises(TimeoutError):
+        await read_every_50ms()
+    assert 0.15 < loop.time() - started < 1
+    deadline.close()

@@ -13,6 +13,7 @@ from aichat.core.errors import APIError
 from aichat.operations import limits
 from aichat.operations.auth import KeyPolicy
 from aichat.operations.limits import Limiter, MemoryStore, RateLimited, RedisStore, StoreUnavailable
+from tests.conftest import inside_one_rate_window
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -30,6 +31,7 @@ async def test_rate_limit_counts_and_headers(kind: str, redis_store: RedisStore)
     store = MemoryStore() if kind == "memory" else redis_store
     limiter = Limiter(store, max_concurrent=10, queue_timeout=0.1, fail_open=True)
     policy = KeyPolicy("k", requests_per_minute=3)
+    await inside_one_rate_window(2)
     remaining = [
         (await limiter.check_rate(policy))["x-ratelimit-remaining-requests"] for _ in range(3)
     ]
@@ -108,6 +110,7 @@ async def test_a_burst_above_the_redis_pool_is_held_to_the_limits_exactly(
     limiter = Limiter(store, max_concurrent=1000, queue_timeout=5, fail_open=fail_open)
     rate = KeyPolicy("rate", requests_per_minute=10)
     concurrent = KeyPolicy("conc", max_concurrent=2)
+    await inside_one_rate_window(30)
     release = asyncio.Event()
 
     async def counted() -> int:
