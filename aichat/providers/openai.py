@@ -26,7 +26,7 @@ from aichat.core.errors import UpstreamError
 from aichat.core.schemas import ChatCompletionRequest
 from aichat.providers.base import Event, Finish, RawChunks, RawCompletion, Usage
 from aichat.providers.http import JSON_HEADERS, UpstreamBounds, upstream_body
-from aichat.providers.streaming import iter_line_batches, sse_payloads
+from aichat.providers.streaming import iter_line_batches
 
 # Quotes inside JSON strings are escaped: these cannot match answer text.
 _USAGE_OBJECT = re.compile(r'"usage"\s*:\s*\{')
@@ -49,6 +49,28 @@ def reported_usage(json_text: str) -> Usage | None:
     if not isinstance(usage, dict):
         return None
     return Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+
+
+def read_payloads(lines: list[str]) -> tuple[list[str], bool, int | None]:
+    """One read's chunks: its non-empty ``data:`` payloads up to ``[DONE]``, whether
+    ``[DONE]`` came (nothing after it counts), and where the first ``{"error"`` payload is.
+
+    One pass over the lines, as this runs for every read of every stream.
+    """
+    payloads: list[str] = []
+    failed = None
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        payload = line[6:] if line.startswith("data: ") else line[5:]  # see sse_payloads
+        if not payload:
+            continue
+        if payload == "[DONE]":
+            return payloads, True, failed
+        if failed is None and payload.startswith('{"error"'):
+            failed = len(payloads)
+        payloads.append(payload)
+    return payloads, False, failed
 
 
 def usage_only(json_text: str) -> bool:
@@ -179,21 +201,15 @@ class OpenAIProvider:
                 line_batches = iter_line_batches(body, self._bounds.max_line)
                 async with aclosing(line_batches) as batches:
                     async for lines in batches:
-                        payloads = [payload for payload in sse_payloads(lines) if payload]
-                        done = "[DONE]" in payloads
-                        if done:  # nothing after it counts
-                            del payloads[payloads.index("[DONE]") :]
+                        payloads, done, failed = read_payloads(lines)
+                        if failed is not None:
+                            if failed:  # what came before the error still reaches the client
+                                yield RawChunks(tuple(payloads[:failed]))
+                            raise _stream_error(payloads[failed], self.name)
                         # Only a read's last chunk can be the usage chunk: [DONE] follows it.
                         usage = reported_usage(payloads[-1]) if payloads else None
                         if usage is not None and hide_usage and usage_only(payloads[-1]):
                             payloads.pop()
-                        failed = [
-                            i for i, payload in enumerate(payloads) if payload[:8] == '{"error"'
-                        ]
-                        if failed:
-                            if failed[0]:  # what came before the error still reaches the client
-                                yield RawChunks(tuple(payloads[: failed[0]]))
-                            raise _stream_error(payloads[failed[0]], self.name)
                         if not done:
                             if payloads or usage:
                                 yield RawChunks(tuple(payloads), usage=usage)

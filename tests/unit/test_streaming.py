@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aichat.providers.openai import read_payloads
 from aichat.providers.streaming import LineDecoder, LineTooLong, iter_line_batches, sse_payloads
 
 # Text without line breaks of any kind: those are the separators under test.
@@ -126,3 +127,30 @@ def test_a_long_line_across_many_reads_is_joined_whole() -> None:
         assert decoder.feed(part) == []
     assert decoder.feed(b"!\nnext") == [b"".join(parts).decode() + "!"]
     assert decoder.flush() == ["next"]
+
+
+_LINES = st.lists(
+    st.sampled_from(
+        [
+            'data: {"choices":[]}',
+            'data:{"id":"x"}',
+            "data: ",
+            "data:",
+            "data: [DONE]",
+            'data: {"error":{"message":"boom"}}',
+            ": keep-alive",
+            "event: message",
+            "",
+        ]
+    )
+)
+
+
+@given(_LINES)
+def test_a_reads_payloads_end_at_done_and_name_the_first_error(lines: list[str]) -> None:
+    payloads, done, failed = read_payloads(lines)
+    every = [payload for payload in sse_payloads(lines) if payload]
+    expected = every[: every.index("[DONE]")] if "[DONE]" in every else every
+    assert (payloads, done) == (expected, "[DONE]" in every)
+    errors = [i for i, payload in enumerate(expected) if payload.startswith('{"error"')]
+    assert failed == (errors[0] if errors else None)
