@@ -99,6 +99,7 @@ class AichatOptions:
     muted: bool = False  # access log off (AICHAT_LOG_LEVEL=WARNING)
     workers: int = 1
     cores: Cores = GATEWAY_CORE
+    launcher: tuple[str, ...] = ()  # a command the gateway runs under (bench.instructions)
 
     @property
     def name(self) -> str:
@@ -136,13 +137,13 @@ def start_aichat(upstream_url: str, work: Path, options: AichatOptions) -> Gatew
     # An empty env file: a developer's .env in the working tree must not change the run.
     empty = work / "empty.env"
     empty.touch()
-    cmd = [sys.executable, "-m", "aichat", "--env-file", str(empty), "serve"]
+    cmd = [*options.launcher, sys.executable, "-m", "aichat", "--env-file", str(empty), "serve"]
     url = f"http://127.0.0.1:{port}"
     # Started outside the source tree: ``-m`` puts the working directory first on sys.path,
     # which would shadow ``pythonpath``. The access log goes to the log file, as to a
     # journal or a file in production.
     proc = start(options.name, cmd, core=options.cores, url=url, log_dir=work, env=env, cwd=work)
-    wait_http(proc, "/ready", 30)
+    wait_http(proc, "/ready", 300 if options.launcher else 30)
     return Gateway(options.name, proc, (options.provider,))
 
 
@@ -154,14 +155,18 @@ BARE_PROXIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-def start_bare_proxy(name: str, upstream_url: str, work: Path) -> Gateway:
-    """``bench.<name>`` (one of ``BARE_PROXIES``) on the gateway core."""
+def start_bare_proxy(
+    name: str, upstream_url: str, work: Path, launcher: tuple[str, ...] = ()
+) -> Gateway:
+    """``bench.<name>`` (one of ``BARE_PROXIES``) on the gateway core (under ``launcher``)."""
     port = free_port()
-    cmd = [sys.executable, "-m", f"bench.{name}", "--port", str(port), "--upstream", upstream_url]
+    cmd = [*launcher, sys.executable, "-m", f"bench.{name}", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
     root = Path(__file__).parent.parent
-    proc = start(name, cmd, core=GATEWAY_CORE, url=url, log_dir=work, cwd=root)
-    wait_http(proc, "/ready", 30)
+    proc = start(
+        name, [*cmd, "--upstream", upstream_url], core=GATEWAY_CORE, url=url, log_dir=work, cwd=root
+    )
+    wait_http(proc, "/ready", 300 if launcher else 30)
     providers, modes = BARE_PROXIES[name]
     return Gateway(name, proc, providers, modes)
 
