@@ -139,7 +139,7 @@ def _plain(text: str) -> bool:
 
     ``isprintable`` is False for every control, format and separator character but the
     ASCII space, which covers what ``escape`` replaces and every ``\\s`` but the space: the
-    four ``in`` are what is left. (A regex over the same set cost ten times as much.)
+    four ``in`` are what is left, at about a third of the cost of a regex over the same set.
     """
     return (
         text.isprintable()

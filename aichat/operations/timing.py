@@ -26,7 +26,7 @@ def _ms(seconds: float) -> float:
 
 
 def _dur(seconds: float) -> str:
-    # Formatted once: rounding a float, then writing its shortest form, costs twice as much.
+    # Formatted once: rounding a float, then writing its shortest form, costs nearly 3x more.
     return f"{seconds * 1000:.2f}"
 
 
