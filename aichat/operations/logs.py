@@ -86,11 +86,6 @@ class JsonFormatter(_StructuredFormatter):
         self, created: float, level: str, logger: str, message: str, fields: dict[str, Any]
     ) -> str:
         """The record as a JSON object."""
-        return json.dumps(self._entry(created, level, logger, message, fields), default=str)
-
-    def _entry(
-        self, created: float, level: str, logger: str, message: str, fields: dict[str, Any]
-    ) -> dict[str, Any]:
         entry = {
             "time": self.stamp(created, 0, "%Y-%m-%dT%H:%M:%S"),
             "level": level,
@@ -98,15 +93,14 @@ class JsonFormatter(_StructuredFormatter):
             "message": message,
         }
         entry.update(fields)
-        return entry
+        return json.dumps(entry, default=str)
 
     def format(self, record: logging.LogRecord) -> str:
-        """Render ``record`` as a JSON line, with its traceback if it has one."""
-        if not record.exc_info:
-            return super().format(record)
-        entry = self._entry(*_parts(record))
-        entry["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        """Render ``record`` as a JSON line, with its traceback (``exc_info``) if it has one."""
+        created, level, logger, message, fields = _parts(record)
+        if record.exc_info:
+            fields = {**fields, "exc_info": self.formatException(record.exc_info)}
+        return self.line(created, level, logger, message, fields)
 
 
 _UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
