@@ -22,8 +22,8 @@ from aichat.providers.base import (
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
-    Usage,
 )
+from aichat.providers.reported import openai_usage
 
 
 def _object(json_text: str) -> dict[str, Any]:
@@ -44,10 +44,8 @@ def _first_choice(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _usage(data: dict[str, Any]) -> list[Event]:
-    usage = data.get("usage")
-    if not isinstance(usage, dict):
-        return []
-    return [Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))]
+    usage = openai_usage(data)
+    return [] if usage is None else [usage]
 
 
 def _string(value: Any) -> str | None:

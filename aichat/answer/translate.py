@@ -126,12 +126,13 @@ def _merge_tool_call(calls: dict[int, dict[str, Any]], call: ToolCallDelta) -> N
     merged["function"]["arguments"] += call.arguments
 
 
-def usage_dict(usage: Usage) -> dict[str, int]:
-    """OpenAI's ``usage`` object."""
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    """OpenAI's ``usage`` object (OpenAI has no count of tokens written to a cache)."""
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens},
     }
 
 

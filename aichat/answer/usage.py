@@ -60,7 +60,9 @@ class Ledger:
         self.budgets = budgets
         self._tokens = LabelledCounts(
             "aichat_tokens",
-            "Tokens by client key, routed model, answering upstream and kind.",
+            "Tokens by client key, routed model, answering upstream and kind (prompt, "
+            "completion; cache_read and cache_write are the parts of prompt the upstream read "
+            "from or wrote to its prompt cache).",
             ("key", "model", "upstream", "kind"),
         )
         registry.register(self._tokens)
@@ -69,6 +71,10 @@ class Ledger:
         """Count one answer's tokens."""
         self._tokens.add((key, model, upstream, "prompt"), usage.prompt_tokens)
         self._tokens.add((key, model, upstream, "completion"), usage.completion_tokens)
+        if usage.cache_read_tokens:
+            self._tokens.add((key, model, upstream, "cache_read"), usage.cache_read_tokens)
+        if usage.cache_write_tokens:
+            self._tokens.add((key, model, upstream, "cache_write"), usage.cache_write_tokens)
         self.budgets.charge(key, model, usage)
 
 
@@ -156,6 +162,12 @@ def meter(request: web.Request, chat: ChatCompletionRequest, model: str, target:
         log_field(
             request, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
         )
+        if usage.cache_read_tokens or usage.cache_write_tokens:
+            log_field(
+                request,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+            )
         if ledger is not None:
             ledger.record(key, model, upstream, usage)
 

@@ -29,7 +29,6 @@ from aichat.answer.blocks import (
     BlockEvent,
     BlockStart,
     BlockStop,
-    End,
     collect,
     segment,
 )
@@ -46,6 +45,7 @@ from aichat.core.schemas import (
 )
 from aichat.core.tokens import count_tokens, prompt_tokens
 from aichat.operations.auth import KEY_POLICY
+from aichat.providers.base import Usage
 
 MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
@@ -413,8 +413,16 @@ def message_object(req: MessagesRequest, message_id: str, **fields: Any) -> dict
     }
 
 
-def _usage(end: End) -> dict[str, int]:
-    return {"input_tokens": end.usage.prompt_tokens, "output_tokens": end.usage.completion_tokens}
+def usage_object(usage: Usage) -> dict[str, int]:
+    """Anthropic's ``usage``: ``input_tokens`` counts what was neither read from nor written to
+    the prompt cache, as Anthropic defines it."""
+    cached = usage.cache_read_tokens + usage.cache_write_tokens
+    return {
+        "input_tokens": max(0, usage.prompt_tokens - cached),
+        "cache_creation_input_tokens": usage.cache_write_tokens,
+        "cache_read_input_tokens": usage.cache_read_tokens,
+        "output_tokens": usage.completion_tokens,
+    }
 
 
 async def whole_message(req: MessagesRequest, blocks: AsyncIterator[BlockEvent]) -> dict[str, Any]:
@@ -425,7 +433,7 @@ async def whole_message(req: MessagesRequest, blocks: AsyncIterator[BlockEvent])
         new_message_id(),
         content=[content_block(stop) for stop in stops],
         stop_reason=stop_reason(end.reason),
-        usage=_usage(end),
+        usage=usage_object(end.usage),
     )
 
 
@@ -472,7 +480,7 @@ async def stream_events(
             yield named_event("content_block_stop", data)
         else:
             ending = {"stop_reason": stop_reason(block.reason), "stop_sequence": None}
-            data = {"type": "message_delta", "delta": ending, "usage": _usage(block)}
+            data = {"type": "message_delta", "delta": ending, "usage": usage_object(block.usage)}
             yield named_event("message_delta", data)
             yield named_event("message_stop", {"type": "message_stop"})
 

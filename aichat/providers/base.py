@@ -58,10 +58,18 @@ class Finish:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts reported by the upstream."""
+    """Token counts of one answer, in OpenAI's sense whatever the upstream's API.
+
+    ``prompt_tokens`` counts every input token, cached or not; ``cache_read_tokens`` and
+    ``cache_write_tokens`` say how many of them were read from, or written to, the
+    upstream's prompt cache. (Anthropic counts its ``input_tokens`` without either: its
+    readers and writers convert.)
+    """
 
     prompt_tokens: int
     completion_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from aichat.core.errors import UpstreamError
 from aichat.core.schemas import ChatCompletionRequest
 from aichat.providers.base import Event, Finish, RawChunks, RawCompletion, Usage
 from aichat.providers.http import JSON_HEADERS, UpstreamBounds, upstream_body
+from aichat.providers.reported import openai_usage
 from aichat.providers.streaming import iter_line_batches
 
 # Quotes inside JSON strings are escaped: these cannot match answer text.
@@ -33,22 +34,19 @@ _USAGE_OBJECT = re.compile(r'"usage"\s*:\s*\{')
 _NO_CHOICES = re.compile(r'"choices"\s*:\s*\[\s*\]')
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
 def reported_usage(json_text: str) -> Usage | None:
-    """The usage an OpenAI chunk or completion reports; parsed only when it holds one."""
-    if '"usage"' not in json_text or _USAGE_OBJECT.search(json_text) is None:
+    """The usage an OpenAI chunk or completion reports; parsed only when it may hold one.
+
+    A key spelled with a JSON escape (``"\\u0075sage"``) is still a usage key: texts with an
+    escape are parsed too (rare, as upstreams write keys plainly).
+    """
+    if "\\u" not in json_text and _USAGE_OBJECT.search(json_text) is None:
         return None
     try:
         data = orjson.loads(json_text)
     except orjson.JSONDecodeError:
         return None
-    usage = data.get("usage") if isinstance(data, dict) else None
-    if not isinstance(usage, dict):
-        return None
-    return Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+    return openai_usage(data) if isinstance(data, dict) else None
 
 
 def read_payloads(lines: list[str]) -> tuple[list[str], bool, int | None]:

@@ -60,7 +60,12 @@ def test_role_finish_and_usage_chunks() -> None:
     assert finish["choices"][0]["finish_reason"] == "stop"
     usage = _decode(encoder.usage(Usage(3, 4)))
     assert usage["choices"] == []
-    assert usage["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert usage["usage"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 4,
+        "total_tokens": 7,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
 
 
 def _split(writes: list[bytes]) -> list[Any]:
