@@ -11,7 +11,7 @@ FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY aichat/ aichat/
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[tokens,speed]"
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[tokens,speed,tracing]"
 
 # Stage 2: only the installed wheels; no source tree, no build tools, no pip cache.
 FROM ${PYTHON_IMAGE}
@@ -25,7 +25,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # The wheels are bind-mounted from the build stage, so they never become a layer of this image.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/aichat \
-    && /opt/aichat/bin/pip install --no-cache-dir --no-index --find-links=/wheels "aichat[tokens,speed]" \
+    && /opt/aichat/bin/pip install --no-cache-dir --no-index --find-links=/wheels "aichat[tokens,speed,tracing]" \
     && useradd --system --user-group --uid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin aichat
 # Numeric, so orchestrators that require a non-root user can verify it without /etc/passwd.

@@ -11,11 +11,11 @@ $(BIN)/python:
 
 # Re-install whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[tokens,speed]'
+	$(BIN)/pip install -q -e '.[tokens,speed,tracing]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[tokens,speed,dev,build]'
+	$(BIN)/pip install -q -e '.[tokens,speed,tracing,dev,build]'
 	touch $@ $(VENV)/.installed
 
 # First run: a fresh random client key, kept in .env (git-ignored, readable by its owner
@@ -71,7 +71,7 @@ clean:
 BENCH_PEER_VENV := bench/.venv-litellm
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[tokens,bench]'
+	$(BIN)/pip install -q -e '.[tokens,tracing,bench]'
 	touch $@ $(VENV)/.installed
 
 # Full run (under 5 minutes): writes bench/results/<date>-full-<cpu>.json and the bench/README.md table.

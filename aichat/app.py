@@ -47,6 +47,7 @@ from aichat.operations.limits import (
 from aichat.operations.logs import REQUEST_ID_HEADER, access_log_middleware, add_request_id_header
 from aichat.operations.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
 from aichat.operations.timing import SERVER_TIMING_HEADER, add_server_timing
+from aichat.operations.trace_setup import configured_tracing
 
 log = logging.getLogger("aichat")
 
@@ -171,10 +172,13 @@ def create_app(settings: Settings) -> web.Application:
     keys = KeyRing.from_settings(settings)
     if not keys.enabled:
         log.warning("running WITHOUT authentication: anyone who can reach this port can use it")
-    # Outermost first: the access line sees the final status; errors are rendered for
-    # everything inside; drained requests never reach auth; limits apply per known key.
+    tracing = configured_tracing()
+    # Outermost first: a request's span covers all of it (when traced); the access line sees
+    # the final status; errors are rendered for everything inside; drained requests never
+    # reach auth; limits apply per known key.
     app = web.Application(
         middlewares=[
+            *([tracing.middleware] if tracing is not None else []),
             access_log_middleware,
             error_middleware,
             drain_middleware,
@@ -196,6 +200,9 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
     # Reverse order on the way out: answers still closing record their usage first.
     app.cleanup_ctx.extend([_counter_store, usage_ledger, _upstream_session, discovered_models])
+    if tracing is not None:
+        # First in, last out: spans of answers still closing are exported.
+        app.cleanup_ctx.insert(0, tracing.running)
     app.on_shutdown.append(_stop_taking_requests)
     app.on_response_prepare.append(_add_gateway_headers)
     app[OPENAPI] = openapi_document()

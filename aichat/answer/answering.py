@@ -22,6 +22,7 @@ from aichat.core.errors import UpstreamError
 from aichat.core.schemas import ChatCompletionRequest
 from aichat.operations.auth import KEY_POLICY
 from aichat.operations.timing import Timed, upstream_called
+from aichat.operations.tracing import REQUEST_TRACE
 
 log = logging.getLogger("aichat.answering")
 
@@ -41,19 +42,24 @@ async def start_answer(
     log_field(request, route=chain[0].name)
     await admit(request)
     upstream_called(request)
+    trace = request.get(REQUEST_TRACE)
     try:
-        answer = await open_answer(chain, chat, request.app[RETRY_POLICY])
+        answer = await open_answer(chain, chat, request.app[RETRY_POLICY], trace)
     except UpstreamError as err:
         # A request that failed on every attempt says where and how often it tried, too.
         log_field(request, upstream=err.upstream, attempts=err.attempts)
         raise
     watcher = meter(request, chat, chain[0].name, answer.target)
     answer.events = Timed(answer.first, answer.events, request, watcher)
+    if answer.trace is not None:
+        answer.events = answer.trace.traced(answer.events)
     log_field(request, upstream=answer.target.label, attempts=answer.attempts)
     headers = {UPSTREAM_HEADER: answer.target.label}
     ignored = dropped_params(chat.body, answer.target.capabilities, dropped)
     if ignored:
         headers[DROPPED_HEADER] = dropped_header(ignored)
+        if trace is not None:
+            trace.dropped(ignored)
         log.warning(
             "request parameters dropped",
             extra={"fields": {"upstream": answer.target.label, "dropped": headers[DROPPED_HEADER]}},

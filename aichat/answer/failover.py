@@ -23,6 +23,7 @@ from aichat.core.errors import UpstreamError
 from aichat.core.schemas import ChatCompletionRequest
 from aichat.operations.breaker import State
 from aichat.operations.metrics import Metrics
+from aichat.operations.tracing import AttemptTrace, RequestTrace
 from aichat.providers.base import Event, EventStream
 
 log = logging.getLogger("aichat.failover")
@@ -61,19 +62,26 @@ class Answer:
     first: Event
     events: EventStream
     attempts: int
+    trace: AttemptTrace | None = None  # its span, when traced
 
 
-async def _start(target: Target, request: ChatCompletionRequest) -> Answer:
+async def _start(
+    target: Target, request: ChatCompletionRequest, trace: RequestTrace | None, number: int
+) -> Answer:
+    attempt = None if trace is None else trace.attempt(target, number, request)
     events = target.provider.stream(request, target.upstream_model)
     try:
         first = await anext(events, None)
-    except BaseException:
+        if first is None:
+            raise UpstreamError(f"{target.provider.name} upstream sent no answer.")
+    except BaseException as exc:
+        if attempt is not None:
+            attempt.failed(exc)
         await events.aclose()
         raise
-    if first is None:
-        await events.aclose()
-        raise UpstreamError(f"{target.provider.name} upstream sent no answer.")
-    return Answer(target, first, events, 0)
+    if attempt is not None:
+        attempt.started(first)
+    return Answer(target, first, events, 0, attempt)
 
 
 class CircuitOpen(UpstreamError):
@@ -141,14 +149,17 @@ def _given_up(err: UpstreamError, target: Target, attempts: int) -> UpstreamErro
 
 
 async def open_answer(
-    chain: list[Target], request: ChatCompletionRequest, policy: RetryPolicy
+    chain: list[Target],
+    request: ChatCompletionRequest,
+    policy: RetryPolicy,
+    trace: RequestTrace | None = None,
 ) -> Answer:
     """The first target in ``chain`` that starts answering, retrying retryable failures.
 
     Targets whose circuit is open are skipped. Non-retryable errors (a bad request, an
     upstream 4xx) are raised at once; when every target has failed, the last error is
     raised, or ``CircuitOpen`` if none could even be tried. A target's circuit counts the
-    request as one failure once its retries are spent.
+    request as one failure once its retries are spent. With ``trace``, each attempt has a span.
     """
     started = time.perf_counter()
     attempts = 0
@@ -161,7 +172,7 @@ async def open_answer(
         while allowed:
             attempts += 1
             try:
-                answer = await _start(target, request)
+                answer = await _start(target, request, trace, attempts)
             except UpstreamError as err:
                 before = breaker.state
                 if not err.retryable:

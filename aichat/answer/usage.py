@@ -36,6 +36,7 @@ from aichat.core.tokens import count_tokens, prompt_tokens
 from aichat.operations.auth import KEY_POLICY
 from aichat.operations.budgets import Budgets, budget_limits, open_store
 from aichat.operations.metrics import METRICS, LabelledCounts
+from aichat.operations.tracing import REQUEST_TRACE
 from aichat.providers.base import (
     Event,
     RawChunks,
@@ -170,6 +171,9 @@ def meter(request: web.Request, chat: ChatCompletionRequest, model: str, target:
             )
         if ledger is not None:
             ledger.record(key, model, upstream, usage)
+        trace = request.get(REQUEST_TRACE)
+        if trace is not None:
+            trace.usage(usage)
 
     return Meter(chat, record)
 

@@ -11,6 +11,11 @@ wherever the upstream points.
 Every error names the upstream's host and port and what went wrong (DNS, connect, TLS,
 timeout, redirect or HTTP status) in words a person can act on; ``UpstreamError.cause``
 carries the same without the upstream's body, for logs and circuit reports.
+
+A trace (``aichat.operations.tracing``) reaches every upstream request through ``OUTBOUND``,
+a context variable: while an attempt is traced, its headers (W3C ``traceparent``) are added
+to the request and the URL it went to is noted for the attempt's span. Untraced, that is
+one ``ContextVar.get`` per upstream request.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import math
 import os
 import time
 from collections.abc import AsyncGenerator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import aiohttp
@@ -35,6 +41,17 @@ MIB = 1024 * 1024
 # Reads handed on between two turns given to the event loop: reads that are already
 # buffered return without waiting, and other requests, timers and signals need turns too.
 _YIELD_EVERY = 256 * 1024
+
+
+@dataclass(slots=True)
+class Outbound:
+    """What the upstream attempt being traced adds to its HTTP request, and learns from it."""
+
+    headers: dict[str, str]
+    url: str | None = None  # where the request went, once sent
+
+
+OUTBOUND: ContextVar[Outbound | None] = ContextVar("aichat_outbound", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +177,10 @@ async def upstream_body(
     stream stops the upstream.
     """
     answered = False  # response headers arrived: a timeout now means the upstream stalled
+    outbound = OUTBOUND.get()
+    if outbound is not None:
+        headers = {**headers, **outbound.headers}
+        outbound.url = url
     loop = asyncio.get_running_loop()
     deadline = Deadline(loop, bounds.first_byte, bounds.total)
     try:

@@ -1,0 +1,25 @@
+"""Gateways that trace to a receiver on 127.0.0.1, set up through the SDK's own variables."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.conftest import _start
+from tests.tracing.receiver import Receiver
+
+# The batch delay that tests wait for, instead of the default 5 s.
+QUICK_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "20", "OTEL_EXPORTER_OTLP_TIMEOUT": "2"}
+
+
+@pytest.fixture
+async def receiver(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Receiver]:
+    """A trace receiver; gateways made after this fixture export to it."""
+    fake = Receiver()
+    app_runner, url = await _start(fake.app())
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
+    for name, value in QUICK_EXPORT.items():
+        monkeypatch.setenv(name, value)
+    yield fake
+    await app_runner.cleanup()
