@@ -44,8 +44,19 @@ $(CHECKOV_VENV)/.installed: | $(BIN)/python
 	$(CHECKOV_VENV)/bin/pip install -q 'checkov==3.3.30'
 	touch $@
 
+# Arize Phoenix, the real trace receiver of tests/tracing/test_phoenix.py: about 860 MB with
+# pins of its own, so a venv of its own inside .venv too, installed once (about 2.5 minutes)
+# and kept while its pinned version matches the marker's.
+PHOENIX_VERSION := 20.26.1
+PHOENIX_VENV := $(VENV)/phoenix
+$(PHOENIX_VENV)/.installed-$(PHOENIX_VERSION): | $(BIN)/python
+	rm -rf $(PHOENIX_VENV)
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/pip install -q 'arize-phoenix==$(PHOENIX_VERSION)'
+	touch $@
+
 # Tests talk to a real Redis; scripts/ensure-redis starts one when none answers.
-test: lint $(CHECKOV_VENV)/.installed
+test: lint $(CHECKOV_VENV)/.installed $(PHOENIX_VENV)/.installed-$(PHOENIX_VERSION)
 	scripts/ensure-redis
 	$(BIN)/pytest
 

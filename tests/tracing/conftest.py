@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.conftest import _start
+from tests.tracing.phoenix_process import PYTHON as PHOENIX_PYTHON
+from tests.tracing.phoenix_process import Phoenix, running_phoenix
 from tests.tracing.receiver import Receiver
 
 # The batch delay that tests wait for, instead of the default 5 s.
@@ -23,3 +25,12 @@ async def receiver(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Receiver]:
         monkeypatch.setenv(name, value)
     yield fake
     await app_runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phoenix]:
+    """Arize Phoenix on 127.0.0.1, once per run (skipped where it is not installed)."""
+    if not PHOENIX_PYTHON.exists():
+        pytest.skip("Phoenix is not installed (`make test` puts it in .venv/phoenix)")
+    with running_phoenix(tmp_path_factory.mktemp("phoenix")) as running:
+        yield running
