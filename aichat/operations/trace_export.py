@@ -33,7 +33,7 @@ from collections.abc import Iterator
 
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Tracer
@@ -156,7 +156,8 @@ class _ExportCounts(Collector):
 
 def _resource() -> Resource:
     # The environment's OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES win; aichat otherwise.
-    resource = Resource.create({SERVICE_VERSION: __version__})
+    # The process id tells the workers of ``aichat serve --workers`` apart.
+    resource = Resource.create({SERVICE_VERSION: __version__, PROCESS_PID: os.getpid()})
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "aichat"}))
     return resource

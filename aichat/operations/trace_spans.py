@@ -39,6 +39,7 @@ from contextvars import Token
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from opentelemetry import propagate
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, set_span_in_context
@@ -375,7 +376,7 @@ class Tracing:
         await asyncio.to_thread(export.stop)
 
 
-def _middleware(tracing: Tracing) -> Any:
+def _middleware(tracing: Tracing) -> Middleware:
     @web.middleware
     async def trace_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
         tracer = tracing.tracer
