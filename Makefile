@@ -45,7 +45,7 @@ $(CHECKOV_VENV)/.installed: | $(BIN)/python
 	touch $@
 
 # Arize Phoenix, the real trace receiver of tests/tracing/test_phoenix.py: about 860 MB with
-# pins of its own, so a venv of its own inside .venv too, installed once (about 2.5 minutes)
+# pins of its own, so a venv of its own inside .venv too, installed once (2.5 to 6 minutes here)
 # and kept while its pinned version matches the marker's.
 PHOENIX_VERSION := 20.26.1
 PHOENIX_VENV := $(VENV)/phoenix
