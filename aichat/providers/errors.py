@@ -1,0 +1,68 @@
+"""Upstream errors in the client's terms, whatever API the upstream speaks.
+
+OpenAI-compatible servers, the Responses API and Anthropic all answer an error with a body
+holding an ``error`` object (``message``, ``type``, and for OpenAI ``code`` and ``param``);
+Anthropic wraps it in ``{"type": "error", ...}``. One reader serves them all. The status
+and message reach the client as the upstream gave them, and the type (Anthropic's
+``overloaded_error``, say) is kept for clients of that API; an upstream refusing the
+gateway's own credentials is a 502: the client's key was fine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from aichat.core.errors import UpstreamError
+
+
+def error_object(body: str) -> dict[str, Any]:
+    """The ``error`` object of an upstream's error body or event ({} when there is none)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return {}
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def upstream_error(err: UpstreamError, name: str) -> UpstreamError:
+    """An upstream's HTTP error re-shaped for the client, keeping its status and message."""
+    status = err.upstream_status
+    if status is None:
+        return err
+    details = error_object(err.upstream_body)
+    if status in (401, 403):
+        message = f"{name} upstream rejected the gateway's credentials (HTTP {status})."
+        status = 502
+    else:
+        message = str(details.get("message") or err.message)
+    shaped = UpstreamError(
+        message,
+        retryable=err.retryable,
+        retry_after=err.retry_after,
+        upstream_status=err.upstream_status,
+        status=status,
+        code=str(details["code"]) if details.get("code") else err.code,
+        cause=err.cause,
+    )
+    shaped.type = str(details.get("type") or err.type)
+    shaped.param = details.get("param") if isinstance(details.get("param"), str) else None
+    if err.retry_after is not None:
+        # Clients back off by it: a 429 passed on must keep its Retry-After.
+        shaped.headers["Retry-After"] = str(math.ceil(err.retry_after))
+    return shaped
+
+
+def event_error(details: dict[str, Any], name: str, *, retryable: bool) -> UpstreamError:
+    """The error an upstream reported as an event of its stream, its type and code kept."""
+    message = details.get("message")
+    err = UpstreamError(
+        f"{name} upstream failed: {message if isinstance(message, str) else 'unknown error'}",
+        retryable=retryable,
+        code=str(details["code"]) if details.get("code") else None,
+    )
+    if isinstance(details.get("type"), str):
+        err.type = details["type"]
+    return err
