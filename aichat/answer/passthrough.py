@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 import orjson
 
 from aichat.answer.sse import Final
-from aichat.core.errors import APIError
+from aichat.core.errors import APIError, UpstreamError
 from aichat.providers.base import Chained, Event, Finish, Incomplete, RawBody, RawEvents
 from aichat.providers.native import MODEL_PAIR
 
@@ -42,17 +42,23 @@ class Renamer:
 async def forward_events(
     first: Event, events: AsyncIterator[Event], model: str
 ) -> AsyncGenerator[bytes, None]:
-    """The events of a streamed answer as the upstream sent them, its model renamed."""
+    """The events of a streamed answer as the upstream sent them, its model renamed; the
+    upstream's own failure event, renamed too, goes with the error it raises."""
     rename = Renamer(model)
-    async for event in Chained(first, events):
-        if isinstance(event, RawEvents):
-            data = rename(event.data)
-            if event.last:  # the final event: out with the end of the body
-                yield Final(data)
+    try:
+        async for event in Chained(first, events):
+            if isinstance(event, RawEvents):
+                data = rename(event.data)
+                if event.last:  # the final event: out with the end of the body
+                    yield Final(data)
+                    return
+                yield data
+            elif isinstance(event, Finish):
                 return
-            yield data
-        elif isinstance(event, Finish):
-            return
+    except UpstreamError as err:
+        if err.verbatim is not None:
+            err.verbatim = rename(err.verbatim)
+        raise
     raise Incomplete()
 
 
@@ -66,5 +72,6 @@ async def forward_body(first: RawBody, events: AsyncIterator[Event], model: str)
 
 def verbatim_or(err: APIError, api: str) -> bytes | None:
     """The upstream's own error event for a client of ``api``, when it sent one."""
-    verbatim = getattr(err, "verbatim", None)
-    return verbatim if verbatim is not None and getattr(err, "verbatim_api", None) == api else None
+    if isinstance(err, UpstreamError) and err.verbatim_api == api:
+        return err.verbatim
+    return None
