@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from aichat.answer.sse import Final
+from aichat.core.errors import APIError, error_event
 from aichat.core.ids import new_id
 from aichat.core.schemas import ChatCompletionRequest, prompt_text
 from aichat.core.tokens import count_tokens, prompt_tokens
@@ -344,3 +345,25 @@ async def complete(
             "usage": usage_dict(usage or counted_usage(prompt_text(request), counted)),
         }
     )
+
+
+class ChatSpeaker:
+    """Chat Completions' words for an answer: chunks and ``[DONE]``, or a completion."""
+
+    __slots__ = ("_chat", "_completion")
+
+    def __init__(self, chat: ChatCompletionRequest) -> None:
+        self._chat = chat
+        self._completion = Completion.start(chat.model)
+
+    def stream(self, first: Event, events: AsyncIterator[Event]) -> AsyncGenerator[bytes, None]:
+        """The chunks of a streamed completion."""
+        return stream_chunks(first, events, self._chat, self._completion)
+
+    async def whole(self, first: Event, events: AsyncIterator[Event]) -> bytes:
+        """A whole ``chat.completion``."""
+        return await complete(first, events, self._chat, self._completion)
+
+    def failed(self, err: APIError) -> bytes:
+        """The error event that ends a failed stream (no ``[DONE]``)."""
+        return error_event(err)
