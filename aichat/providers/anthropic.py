@@ -13,19 +13,18 @@ any 5xx or 429.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-import orjson
 
 from aichat.core.prompt import Api, Prompt
+from aichat.core.schemas import ChatCompletionRequest
 from aichat.providers.anthropic_events import failure, merged_usage
 from aichat.providers.anthropic_request import messages_request
-from aichat.providers.base import Event, Usage
-from aichat.providers.errors import upstream_error
-from aichat.providers.http import JSON_HEADERS, UpstreamBounds
-from aichat.providers.native import Dialect, native_answer, prompt_body
+from aichat.providers.base import Usage
+from aichat.providers.http import UpstreamBounds, request_headers
+from aichat.providers.native import Dialect, NativeProvider
 from aichat.providers.reported import anthropic_usage
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -53,11 +52,12 @@ MESSAGES = Dialect(
 )
 
 
-class AnthropicProvider:
+class AnthropicProvider(NativeProvider):
     """Speaks Anthropic Messages to ``base_url``."""
 
     name = "anthropic"
     api: Api = "messages"
+    dialect = MESSAGES
 
     def __init__(
         self,
@@ -70,41 +70,20 @@ class AnthropicProvider:
         headers: Mapping[str, str] | None = None,
         max_tokens: int = 4096,
     ) -> None:
-        self._session = session
-        self._url = f"{base_url}/v1/messages"
-        self._bounds = bounds
+        auth = {"anthropic-version": version, **({"x-api-key": api_key} if api_key else {})}
+        super().__init__(session, f"{base_url}/v1/messages", bounds, request_headers(auth, headers))
         self._max_tokens = max_tokens
-        self._headers = {
-            **JSON_HEADERS,
-            "anthropic-version": version,
-            **({"x-api-key": api_key} if api_key else {}),
-            **(headers or {}),
-        }
 
-    def stream(self, prompt: Prompt, upstream_model: str) -> AsyncGenerator[Event, None]:
-        """The upstream's answer: ``RawEvents`` (or a ``RawBody``), then ``Finish``."""
+    def translate(
+        self, chat: ChatCompletionRequest, model: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The Messages request for ``chat`` (the route's ``max_tokens`` when it sets none)."""
+        return messages_request(chat, model, self._max_tokens)
 
-        def translated() -> bytes:
-            body, dropped = messages_request(prompt.chat(), upstream_model, self._max_tokens)
-            prompt.translated("messages", dropped)
-            return orjson.dumps(body)
-
-        headers = self._headers
-        if prompt.api == "messages":
-            given = {k: prompt.headers[k] for k in FORWARDED_HEADERS if k in prompt.headers}
-            headers = {**headers, **given}
-        body = prompt_body(prompt, "messages", upstream_model, translated)
-        return native_answer(
-            MESSAGES,
-            self._session,
-            self._url,
-            body=body,
-            headers={
-                **headers,
-                "Accept": "text/event-stream" if prompt.stream else "application/json",
-            },
-            bounds=self._bounds,
-            name=self.name,
-            stream=prompt.stream,
-            shaped=lambda err: upstream_error(err, self.name),
-        )
+    def headers(self, prompt: Prompt) -> dict[str, str]:
+        """The route's headers, and a Messages client's own ``anthropic-*`` ones."""
+        headers = self._headers[prompt.stream]
+        if prompt.api != "messages":
+            return headers
+        given = {k: prompt.headers[k] for k in FORWARDED_HEADERS if k in prompt.headers}
+        return {**headers, **given} if given else headers

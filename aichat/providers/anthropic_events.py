@@ -17,7 +17,7 @@ import orjson
 from aichat.core.errors import UpstreamError
 from aichat.core.schemas import as_object
 from aichat.providers.base import Event, ReasoningDelta, TextDelta, ToolCallDelta, Usage
-from aichat.providers.errors import event_error
+from aichat.providers.errors import event_error, json_object, malformed
 from aichat.providers.reported import anthropic_usage
 from aichat.providers.streaming import sse_events
 
@@ -31,20 +31,6 @@ FINISH_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-
-
-def _malformed() -> UpstreamError:
-    return UpstreamError("Upstream sent an answer that is not in Anthropic's format.")
-
-
-def _object(payload: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise _malformed()
-    return value
 
 
 def failure(event: dict[str, Any]) -> UpstreamError:
@@ -94,9 +80,9 @@ class MessagesReader:
         events: list[Event] = []
         try:
             for _, payload in sse_events(data):
-                self._event(_object(payload), events)
+                self._event(json_object(payload, "an Anthropic event"), events)
         except (AttributeError, TypeError, KeyError):
-            raise _malformed() from None
+            raise malformed("Anthropic") from None
         return events
 
     def _event(self, event: dict[str, Any], out: list[Event]) -> None:
@@ -146,13 +132,13 @@ class MessagesReader:
 
     def whole(self, data: bytes) -> list[Event]:
         """The neutral events of a whole ``message``."""
-        message = _object(data)
+        message = json_object(data, "an Anthropic message")
         events: list[Event] = []
         try:
             for index, block in enumerate(message.get("content") or ()):
                 self._block(index, block, events, streamed=False)
         except (AttributeError, TypeError, KeyError):
-            raise _malformed() from None
+            raise malformed("Anthropic") from None
         self._stop(message.get("stop_reason"))
         usage = anthropic_usage(message.get("usage"))
         return [*events, usage] if usage is not None else events

@@ -14,6 +14,8 @@ import json
 import math
 from typing import Any
 
+import orjson
+
 from aichat.core.errors import UpstreamError
 
 
@@ -25,6 +27,26 @@ def error_object(body: str) -> dict[str, Any]:
         return {}
     error = parsed.get("error") if isinstance(parsed, dict) else None
     return error if isinstance(error, dict) else {}
+
+
+def json_object(data: bytes | str, what: str) -> dict[str, Any]:
+    """``data`` parsed as the JSON object it must be; an upstream error naming ``what`` was
+    expected when it is not one (a broken answer: never retried, it would break again)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses but JSON allows: integers past 64 bits
+            value = json.loads(data)
+        except ValueError:
+            value = None
+    if not isinstance(value, dict):
+        raise UpstreamError(f"Upstream sent {what} that is not a JSON object.", retryable=False)
+    return value
+
+
+def malformed(api: str) -> UpstreamError:
+    """The error of an answer whose fields are not what ``api`` sends (never retried)."""
+    return UpstreamError(f"Upstream sent an answer that is not in {api}'s format.", retryable=False)
 
 
 def upstream_error(err: UpstreamError, name: str) -> UpstreamError:

@@ -30,7 +30,9 @@ import orjson
 
 from aichat.core.errors import UpstreamError
 from aichat.core.prompt import Api, Prompt
+from aichat.core.schemas import ChatCompletionRequest
 from aichat.providers.base import Event, Finish, RawBody, RawEvents, Usage
+from aichat.providers.errors import json_object, upstream_error
 from aichat.providers.http import UpstreamBounds, upstream_body
 from aichat.providers.streaming import EventSplitter, sse_events
 
@@ -53,6 +55,8 @@ def with_model(raw: bytes, body: Mapping[str, Any], model: str) -> bytes:
     return orjson.dumps({**body, "model": model})
 
 
+# A request in another API, and the fields of the original it could not carry.
+Translation = tuple[dict[str, Any], list[str]]
 Reader = Callable[[dict[str, Any], Usage | None], Usage | None]
 Failure = Callable[[dict[str, Any]], UpstreamError]
 
@@ -81,19 +85,9 @@ def _name(event: bytes) -> bytes:
     return b""
 
 
-def _object(payload: bytes, api: Api) -> dict[str, Any]:
-    try:
-        value = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise UpstreamError(f"Upstream sent a {api} event that is not a JSON object.")
-    return value
-
-
 def _typed(payload: bytes, api: Api) -> bytes:
     """The ``type`` of an event without an ``event:`` line (some servers write none)."""
-    kind = _object(payload, api).get("type")
+    kind = json_object(payload, f"a {api} answer").get("type")
     return kind.encode() if isinstance(kind, str) else b""
 
 
@@ -121,12 +115,12 @@ def _read(dialect: Dialect, data: bytes, state: _Stream) -> int:
             payload = fields[0][1]
             name = name or _typed(payload, dialect.api)
             if name in dialect.fails:
-                err = dialect.failure(_object(payload, dialect.api))
+                err = dialect.failure(json_object(payload, f"a {dialect.api} answer"))
                 err.verbatim, err.verbatim_api = block + b"\n\n", dialect.api
                 raise err
             reader = dialect.usage.get(name)
             if reader is not None:
-                state.usage = reader(_object(payload, dialect.api), state.usage)
+                state.usage = reader(json_object(payload, f"a {dialect.api} answer"), state.usage)
         if name in dialect.ends:
             state.ended = True
     return len(blocks)
@@ -161,45 +155,76 @@ async def stream_events(
 async def whole_body(dialect: Dialect, body: AsyncIterator[bytes]) -> AsyncGenerator[Event, None]:
     """A whole answer as ``RawBody`` with the usage it reports, then ``Finish``."""
     data = b"".join([chunk async for chunk in body])
-    answer = _object(data, dialect.api)
+    answer = json_object(data, f"a {dialect.api} answer")
     if "error" in answer and answer.get("type") == "error":
         raise dialect.failure(answer)
     yield RawBody(dialect.api, data, dialect.whole_usage(answer))
     yield Finish()
 
 
-async def native_answer(
-    dialect: Dialect,
-    session: aiohttp.ClientSession,
-    url: str,
-    *,
-    body: bytes,
-    headers: dict[str, str],
-    bounds: UpstreamBounds,
-    name: str,
-    stream: bool,
-    shaped: Callable[[UpstreamError], UpstreamError],
-) -> AsyncGenerator[Event, None]:
-    """POST ``body`` to ``url`` and yield the answer's events; HTTP errors through ``shaped``."""
-    upstream = upstream_body(
-        session, url, body=body, headers=headers, bounds=bounds, name=name, whole=not stream
-    )
-    try:
-        async with aclosing(upstream):
-            events = (
-                stream_events(dialect, upstream, bounds.max_line)
-                if stream
-                else whole_body(dialect, upstream)
-            )
-            async with aclosing(events) as answer:
-                async for event in answer:
-                    yield event
-    except UpstreamError as err:
-        raise shaped(err) from None
+class NativeProvider:
+    """Base of the providers whose upstream speaks Messages or Responses: a request in that
+    API goes as sent (``with_model``), any other is translated from its Chat Completions form
+    (``translate``); the answer comes back as the dialect's raw events."""
 
+    name: str
+    api: Api
+    dialect: Dialect
 
-def prompt_body(prompt: Prompt, api: Api, model: str, translate: Callable[[], bytes]) -> bytes:
-    """What goes upstream: the client's bytes when it speaks ``api``, else ``translate()``."""
-    if prompt.api == api:
-        return with_model(prompt.raw, prompt.body, model)
-    return translate()
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        bounds: UpstreamBounds,
+        headers: dict[bool, dict[str, str]],
+    ) -> None:
+        self._session = session
+        self._url = url
+        self._bounds = bounds
+        self._headers = headers
+
+    def translate(
+        self, chat: ChatCompletionRequest, model: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The request in this API for a Chat Completions request, and what it left out."""
+        raise NotImplementedError
+
+    def headers(self, prompt: Prompt) -> dict[str, str]:
+        """The headers ``prompt`` is sent with."""
+        return self._headers[prompt.stream]
+
+    def stream(self, prompt: Prompt, upstream_model: str) -> AsyncGenerator[Event, None]:
+        """The upstream's answer: ``RawEvents`` (or a ``RawBody``), then ``Finish``."""
+        if prompt.api == self.api:
+            body = with_model(prompt.raw, prompt.body, upstream_model)
+        else:
+            translated, dropped = self.translate(prompt.chat(), upstream_model)
+            prompt.translated(self.api, dropped)
+            body = orjson.dumps(translated)
+        return self._answer(body, self.headers(prompt), prompt.stream)
+
+    async def _answer(
+        self, body: bytes, headers: dict[str, str], stream: bool
+    ) -> AsyncGenerator[Event, None]:
+        bounds = self._bounds
+        upstream = upstream_body(
+            self._session,
+            self._url,
+            body=body,
+            headers=headers,
+            bounds=bounds,
+            name=self.name,
+            whole=not stream,
+        )
+        try:
+            async with aclosing(upstream):
+                events = (
+                    stream_events(self.dialect, upstream, bounds.max_line)
+                    if stream
+                    else whole_body(self.dialect, upstream)
+                )
+                async with aclosing(events) as answer:
+                    async for event in answer:
+                        yield event
+        except UpstreamError as err:
+            raise upstream_error(err, self.name) from None

@@ -25,7 +25,7 @@ from aichat.core.errors import UpstreamError
 from aichat.core.prompt import Api, Prompt
 from aichat.providers.base import Event, Finish, RawChunks, RawCompletion, Usage
 from aichat.providers.errors import error_object, event_error, upstream_error
-from aichat.providers.http import JSON_HEADERS, UpstreamBounds, upstream_body
+from aichat.providers.http import UpstreamBounds, request_headers, upstream_body
 from aichat.providers.reported import openai_usage
 from aichat.providers.streaming import iter_line_batches
 
@@ -131,10 +131,7 @@ class OpenAIProvider:
         self._url = f"{base_url}/chat/completions"
         self._bounds = bounds
         auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._headers = {
-            stream: {**auth, **JSON_HEADERS, "Accept": accept, **(headers or {})}
-            for stream, accept in ((True, "text/event-stream"), (False, "application/json"))
-        }
+        self._headers = request_headers(auth, headers)
 
     async def stream(self, prompt: Prompt, upstream_model: str) -> AsyncGenerator[Event, None]:
         """Yield the upstream's chunks (or its whole completion), then ``Finish``."""

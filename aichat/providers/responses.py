@@ -10,17 +10,16 @@ API is translated (``responses_request``), stateless (``store: false``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-import orjson
 
-from aichat.core.prompt import Api, Prompt
-from aichat.providers.base import Event, Usage
-from aichat.providers.errors import upstream_error
-from aichat.providers.http import JSON_HEADERS, UpstreamBounds
-from aichat.providers.native import Dialect, native_answer, prompt_body
+from aichat.core.prompt import Api
+from aichat.core.schemas import ChatCompletionRequest
+from aichat.providers.base import Usage
+from aichat.providers.http import UpstreamBounds, request_headers
+from aichat.providers.native import Dialect, NativeProvider
 from aichat.providers.reported import responses_usage
 from aichat.providers.responses_events import failure
 from aichat.providers.responses_request import responses_request
@@ -42,11 +41,12 @@ RESPONSES = Dialect(
 )
 
 
-class ResponsesProvider:
+class ResponsesProvider(NativeProvider):
     """Speaks the Responses API to an OpenAI-compatible ``base_url``."""
 
     name = "openai"
     api: Api = "responses"
+    dialect = RESPONSES
 
     def __init__(
         self,
@@ -56,31 +56,11 @@ class ResponsesProvider:
         bounds: UpstreamBounds,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self._session = session
-        self._url = f"{base_url}/responses"
-        self._bounds = bounds
         auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._headers = {
-            stream: {**auth, **JSON_HEADERS, "Accept": accept, **(headers or {})}
-            for stream, accept in ((True, "text/event-stream"), (False, "application/json"))
-        }
+        super().__init__(session, f"{base_url}/responses", bounds, request_headers(auth, headers))
 
-    def stream(self, prompt: Prompt, upstream_model: str) -> AsyncGenerator[Event, None]:
-        """The upstream's answer: ``RawEvents`` (or a ``RawBody``), then ``Finish``."""
-
-        def translated() -> bytes:
-            body, dropped = responses_request(prompt.chat(), upstream_model)
-            prompt.translated("responses", dropped)
-            return orjson.dumps(body)
-
-        return native_answer(
-            RESPONSES,
-            self._session,
-            self._url,
-            body=prompt_body(prompt, "responses", upstream_model, translated),
-            headers=self._headers[prompt.stream],
-            bounds=self._bounds,
-            name=self.name,
-            stream=prompt.stream,
-            shaped=lambda err: upstream_error(err, self.name),
-        )
+    def translate(
+        self, chat: ChatCompletionRequest, model: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The Responses request for ``chat``."""
+        return responses_request(chat, model)

@@ -18,7 +18,7 @@ import orjson
 from aichat.core.errors import UpstreamError
 from aichat.core.schemas import as_object
 from aichat.providers.base import Event, ReasoningDelta, TextDelta, ToolCallDelta
-from aichat.providers.errors import event_error
+from aichat.providers.errors import event_error, json_object, malformed
 from aichat.providers.reported import responses_usage
 from aichat.providers.streaming import sse_events
 
@@ -27,20 +27,6 @@ _REASONING_DELTAS = frozenset(
     {"response.reasoning_summary_text.delta", "response.reasoning_text.delta"}
 )
 _CALLS = frozenset({"function_call", "custom_tool_call"})
-
-
-def _malformed() -> UpstreamError:
-    return UpstreamError("Upstream sent an answer that is not in the Responses API's format.")
-
-
-def _object(payload: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise _malformed()
-    return value
 
 
 def failure(event: dict[str, Any]) -> UpstreamError:
@@ -75,9 +61,9 @@ class ResponsesReader:
         events: list[Event] = []
         try:
             for _, payload in sse_events(data):
-                self._event(_object(payload), events)
+                self._event(json_object(payload, "a Responses event"), events)
         except (AttributeError, TypeError, KeyError):
-            raise _malformed() from None
+            raise malformed("the Responses API") from None
         return events
 
     def _event(self, event: dict[str, Any], out: list[Event]) -> None:
@@ -136,7 +122,7 @@ class ResponsesReader:
 
     def whole(self, data: bytes) -> list[Event]:
         """The neutral events of a whole ``response``."""
-        response = _object(data)
+        response = json_object(data, "a response")
         if response.get("status") == "failed":
             raise failure({"response": response})
         events: list[Event] = []
@@ -144,7 +130,7 @@ class ResponsesReader:
             for item in response.get("output") or ():
                 self._item(item, events)
         except (AttributeError, TypeError, KeyError):
-            raise _malformed() from None
+            raise malformed("the Responses API") from None
         self._end(response, events)
         return events
 

@@ -301,6 +301,16 @@ async def test_cached_tokens_reach_every_client_in_its_own_terms(gw: Gateway) ->
     assert 'kind="cache_read",model="claude",upstream="claude (anthropic)"} 765.0' in metrics
 
 
+async def _claude_fails(gw: Gateway) -> anthropic.APIStatusError:
+    """The error a Messages client gets for a short request to the anthropic route."""
+    async with _claude(gw) as client:
+        with pytest.raises(anthropic.APIStatusError) as info:
+            await client.messages.create(
+                model="claude", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+            )
+    return info.value
+
+
 async def test_anthropic_overload_is_retried_then_answered(
     gw: Gateway, claude_up: tuple[FakeAnthropic, str]
 ) -> None:
@@ -316,13 +326,9 @@ async def test_anthropic_overload_that_lasts_keeps_its_type_for_messages_clients
     gw: Gateway, claude_up: tuple[FakeAnthropic, str]
 ) -> None:
     claude_up[0].error(529, "overloaded_error", "Overloaded")
-    async with _claude(gw) as client:
-        with pytest.raises(anthropic.APIStatusError) as info:
-            await client.messages.create(
-                model="claude", max_tokens=5, messages=[{"role": "user", "content": "x"}]
-            )
-    assert info.value.status_code == 529
-    assert info.value.body["error"]["type"] == "overloaded_error"
+    error = await _claude_fails(gw)
+    assert error.status_code == 529
+    assert error.body["error"]["type"] == "overloaded_error"
     assert len(claude_up[0].raw_requests) == 2  # one retry (AICHAT_RETRIES=1)
 
 
@@ -330,12 +336,9 @@ async def test_an_invalid_request_is_returned_at_once_in_the_client_s_shape(
     gw: Gateway, claude_up: tuple[FakeAnthropic, str]
 ) -> None:
     claude_up[0].error(400, "invalid_request_error", "max_tokens: too large")
-    async with _claude(gw) as client:
-        with pytest.raises(anthropic.BadRequestError) as info:
-            await client.messages.create(
-                model="claude", max_tokens=5, messages=[{"role": "user", "content": "x"}]
-            )
-    assert info.value.body == {
+    error = await _claude_fails(gw)
+    assert isinstance(error, anthropic.BadRequestError)
+    assert error.body == {
         "type": "error",
         "error": {"type": "invalid_request_error", "message": "max_tokens: too large"},
     }
@@ -352,12 +355,8 @@ async def test_an_upstream_refusing_the_gateway_s_key_is_a_502(
     gw: Gateway, claude_up: tuple[FakeAnthropic, str]
 ) -> None:
     claude_up[0].error(401, "authentication_error", "invalid x-api-key")
-    async with _claude(gw) as client:
-        with pytest.raises(anthropic.APIStatusError) as info:
-            await client.messages.create(
-                model="claude", max_tokens=5, messages=[{"role": "user", "content": "x"}]
-            )
-    assert info.value.status_code == 502
+    error = await _claude_fails(gw)
+    assert error.status_code == 502
 
 
 async def test_an_error_event_ends_a_forwarded_stream_as_the_upstream_sent_it(
