@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 from aichat.answer.routing import Target
 from aichat.core.errors import UpstreamError
-from aichat.core.schemas import ChatCompletionRequest
+from aichat.core.prompt import Prompt
+from aichat.core.trace import RequestTrace
 from aichat.operations.breaker import State
 from aichat.operations.metrics import Metrics
-from aichat.operations.tracing import AttemptTrace, RequestTrace
+from aichat.operations.tracing import traced
 from aichat.providers.base import Event, EventStream
 
 log = logging.getLogger("aichat.failover")
@@ -62,26 +63,23 @@ class Answer:
     first: Event
     events: EventStream
     attempts: int
-    trace: AttemptTrace | None = None  # its span, when traced
 
 
 async def _start(
-    target: Target, request: ChatCompletionRequest, trace: RequestTrace | None, number: int
+    target: Target, prompt: Prompt, trace: RequestTrace | None, attempt: int
 ) -> Answer:
-    attempt = None if trace is None else trace.attempt(target, number, request)
-    events = target.provider.stream(request, target.upstream_model)
+    events = traced(
+        trace, target, attempt, prompt, target.provider.stream(prompt, target.upstream_model)
+    )
     try:
         first = await anext(events, None)
-        if first is None:
-            raise UpstreamError(f"{target.provider.name} upstream sent no answer.")
-    except BaseException as exc:
-        if attempt is not None:
-            attempt.failed(exc)
+    except BaseException:
         await events.aclose()
         raise
-    if attempt is not None:
-        attempt.started(first)
-    return Answer(target, first, events, 0, attempt)
+    if first is None:
+        await events.aclose()
+        raise UpstreamError(f"{target.provider.name} upstream sent no answer.")
+    return Answer(target, first, events, 0)
 
 
 class CircuitOpen(UpstreamError):
@@ -149,17 +147,15 @@ def _given_up(err: UpstreamError, target: Target, attempts: int) -> UpstreamErro
 
 
 async def open_answer(
-    chain: list[Target],
-    request: ChatCompletionRequest,
-    policy: RetryPolicy,
-    trace: RequestTrace | None = None,
+    chain: list[Target], prompt: Prompt, policy: RetryPolicy, trace: RequestTrace | None = None
 ) -> Answer:
     """The first target in ``chain`` that starts answering, retrying retryable failures.
 
     Targets whose circuit is open are skipped. Non-retryable errors (a bad request, an
     upstream 4xx) are raised at once; when every target has failed, the last error is
     raised, or ``CircuitOpen`` if none could even be tried. A target's circuit counts the
-    request as one failure once its retries are spent. With ``trace``, each attempt has a span.
+    request as one failure once its retries are spent. With a ``trace``, every attempt has
+    a span.
     """
     started = time.perf_counter()
     attempts = 0
@@ -172,7 +168,7 @@ async def open_answer(
         while allowed:
             attempts += 1
             try:
-                answer = await _start(target, request, trace, attempts)
+                answer = await _start(target, prompt, trace, attempts)
             except UpstreamError as err:
                 before = breaker.state
                 if not err.retryable:

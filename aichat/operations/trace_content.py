@@ -1,7 +1,7 @@
 """Message contents for spans, in the GenAI conventions' shape, when an operator asks for them.
 
 Only used with ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` on
-(``aichat.operations.tracing``): prompts and answers are often personal or secret, and the
+(``aichat.operations.trace_setup``): prompts and answers are often personal or secret, and the
 trace receiver is another system with other readers. Decisions:
 
 - Shapes: ``gen_ai.input.messages`` and ``gen_ai.output.messages`` as JSON text (the
@@ -11,8 +11,9 @@ trace receiver is another system with other readers. Decisions:
 - Bounded: each attribute holds at most ``LIMIT`` characters of text; past it, texts are
   cut and the rest of an answer is not looked at, so a long answer costs no more than a
   short one.
-- Pass-through answers (OpenAI chunks) are parsed here for their text, chunk by chunk: a
-  cost only an operator who asked for contents pays.
+- An upstream's own words (Chat Completions chunks, Messages and Responses events) are
+  parsed here for their text, as they pass; a request in another API than Chat Completions
+  is read in its Chat Completions form: costs only an operator who asked for contents pays.
 """
 
 from __future__ import annotations
@@ -21,15 +22,19 @@ from typing import Any
 
 import orjson
 
-from aichat.core.schemas import ChatCompletionRequest, ChatMessage
+from aichat.core.errors import APIError
+from aichat.core.schemas import ChatMessage
+from aichat.core.trace import Asked
 from aichat.providers.base import (
-    Event,
+    RawBody,
     RawChunks,
     RawCompletion,
+    RawEvents,
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
 )
+from aichat.providers.neutral import Reader, reader
 
 LIMIT = 64 * 1024  # characters of message text per attribute
 
@@ -68,8 +73,13 @@ def _parts(message: ChatMessage) -> list[dict[str, Any]]:
     return parts
 
 
-def input_messages(chat: ChatCompletionRequest) -> str:
-    """``gen_ai.input.messages``: the conversation as sent upstream, cut at ``LIMIT``."""
+def input_messages(prompt: Asked) -> str | None:
+    """``gen_ai.input.messages``: the conversation, cut at ``LIMIT``; None for a request
+    that has no Chat Completions form."""
+    try:
+        chat = prompt.chat()
+    except APIError:
+        return None
     budget = LIMIT
     messages = []
     for message in chat.messages:
@@ -89,9 +99,10 @@ def input_messages(chat: ChatCompletionRequest) -> str:
 class Output:
     """What an answer said, gathered from its events up to ``LIMIT`` characters."""
 
-    __slots__ = ("_calls", "_chars", "_reasoning", "_texts")
+    __slots__ = ("_calls", "_chars", "_reader", "_reasoning", "_texts")
 
     def __init__(self) -> None:
+        self._reader: Reader | None = None  # of a Messages or Responses answer
         self._texts: list[str] = []
         self._reasoning: list[str] = []
         self._calls: dict[int, dict[str, Any]] = {}
@@ -112,7 +123,7 @@ class Output:
             call["arguments"] += arguments[: LIMIT - self._chars]
             self._chars += len(arguments)
 
-    def see(self, event: Event) -> None:
+    def see(self, event: object) -> None:
         """Take the text of one event, while under ``LIMIT``."""
         if self._chars >= LIMIT:
             return
@@ -127,6 +138,21 @@ class Output:
                 self._openai(text, "delta")
         elif isinstance(event, RawCompletion):
             self._openai(event.json, "message")
+        elif isinstance(event, RawEvents | RawBody):
+            self._native(event)
+
+    def _native(self, event: RawEvents | RawBody) -> None:
+        found = self._reader = self._reader or reader(event.api)
+        try:
+            inner = (
+                found.stream(event.data)
+                if isinstance(event, RawEvents)
+                else found.whole(event.data)
+            )
+        except APIError:  # what the answer path will report; the span keeps what came before
+            return
+        for each in inner:
+            self.see(each)
 
     def _openai(self, json_text: str, key: str) -> None:
         try:

@@ -1,6 +1,6 @@
 """Sending finished spans to an OTLP/HTTP receiver, off the event loop, never at a request's cost.
 
-Imported only when tracing is on (``aichat.operations.tracing``). Decisions:
+Imported only when tracing is on (``aichat.operations.trace_setup``). Decisions:
 
 - **The OpenTelemetry SDK and its OTLP/HTTP exporter** do what they are good at: spans,
   ids, the sampler (``OTEL_TRACES_SAMPLER``), the resource (``OTEL_SERVICE_NAME``,

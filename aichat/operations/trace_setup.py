@@ -8,9 +8,9 @@ Decisions:
   ``OTEL_TRACES_EXPORTER=none``. Spans go over OTLP/HTTP (protobuf); another exporter or
   protocol asked for is refused at start-up rather than silently not traced.
 - **Off costs nothing on the request path.** Nothing of OpenTelemetry is imported, no
-  middleware is installed, and the request path's hooks (``aichat.operations.tracing``) are
-  skipped on an absent request key and an unset context variable
-  (``aichat.providers.http.OUTBOUND``).
+  middleware is installed, and the request path's hooks (``aichat.core.trace``) are
+  skipped on a request's ``Exchange.trace`` being None and an unset context variable
+  (``aichat.core.trace.OUTBOUND``).
 - **On**, ``aichat.operations.trace_spans`` makes the spans and
   ``aichat.operations.trace_export`` sends them; they need the ``tracing`` extra
   (``pip install 'aichat[tracing]'``), which ``make run`` and the Docker image install.

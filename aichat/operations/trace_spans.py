@@ -1,32 +1,38 @@
 """The spans of one API request: a server span, and a client span per upstream attempt.
 
-Imported only when tracing is on (``aichat.operations.tracing``). Decisions:
+Imported only when tracing is on (``aichat.operations.trace_setup``). Decisions:
 
 - **GenAI semantic conventions** (OpenTelemetry's ``gen_ai.*``, development status, as
   published in 2026) on each upstream attempt: a ``CLIENT`` span named
   ``chat {upstream model}`` with ``gen_ai.operation.name`` (``chat``: Chat Completions,
-  Responses and Messages alike), ``gen_ai.provider.name`` (the route's provider: ``openai``
-  for any OpenAI-compatible upstream, ``aichats``, ``mock``), ``gen_ai.request.*`` as sent,
-  ``gen_ai.response.model`` / ``id`` / ``finish_reasons``, ``gen_ai.response.time_to_first_chunk``
-  (streams), ``gen_ai.usage.*`` (input tokens include the cached ones, which are also given
-  apart), ``server.address`` / ``server.port`` of the request actually sent, and ``error.type``
-  (the upstream's HTTP status, ``upstream_timeout``, ``cancelled``, ...) for an attempt that
-  failed. The conventions' one span per logical call would hide retries and fallbacks: here
-  each attempt is its own span, numbered (``aichat.attempt``).
+  Responses and Messages alike), ``gen_ai.provider.name`` (the route's provider:
+  ``openai`` for any OpenAI-compatible upstream, Chat Completions or Responses,
+  ``anthropic``, ``aichats``, ``mock``), ``gen_ai.request.*`` as the client sent them,
+  ``gen_ai.response.model`` / ``id`` / ``finish_reasons`` (in the upstream's words: Chat
+  Completions' ``finish_reason``, Messages' ``stop_reason``; Responses has none, so
+  ``stop``, or why it is incomplete), ``gen_ai.response.time_to_first_chunk`` (streams),
+  ``gen_ai.usage.*`` (the meter's count: input tokens include the cached ones, which are
+  also given apart), ``server.address`` / ``server.port`` of the request actually sent, and
+  ``error.type`` (the upstream's HTTP status, ``upstream_timeout``, ``cancelled``, ...) for
+  an attempt that failed. The conventions' one span per logical call would hide retries and
+  fallbacks: here each attempt is its own span, numbered (``aichat.attempt``).
 - **The server span** (``SERVER``, HTTP conventions: ``POST /v1/chat/completions``) carries
-  aichat's own attributes: ``aichat.key.name`` (the key's name, never the key),
-  ``aichat.route``, ``aichat.request.model`` (as the client asked), ``aichat.upstream``,
-  ``aichat.attempts``, ``aichat.dropped_params``, ``aichat.time_to_first_token`` (first
-  attempt to first event, retries included, as the metric), ``aichat.cost.usd`` when priced,
-  ``aichat.request.id`` (the access line's). No ``gen_ai.*`` there, so tools that add up token
-  counts over a trace count each answer once.
+  aichat's own attributes, read from the request's ``Exchange`` once it is answered:
+  ``aichat.key.name`` (the key's name, never the key), ``aichat.route``,
+  ``aichat.request.model`` (as the client asked), ``aichat.upstream``, ``aichat.attempts``,
+  ``aichat.error``, ``aichat.cost.usd`` (when priced: the access line's ``cost_usd``),
+  ``aichat.request.id`` (the access line's); and ``aichat.dropped_params`` and
+  ``aichat.time_to_first_token`` (from the upstream call to the first event, retries
+  included, as the metric). No ``gen_ai.*`` there, so tools that add up token counts over a
+  trace count each answer once.
 - **Context**: a client's ``traceparent`` (or whatever ``OTEL_PROPAGATORS`` names) parents
-  the server span; each attempt's own context goes upstream in its HTTP request, through
-  ``aichat.providers.http.OUTBOUND``. Spans are parented explicitly: nothing is made
+  the server span; each attempt's own context goes upstream in its HTTP request
+  (``aichat.core.trace.OUTBOUND``). Spans are parented explicitly: nothing is made
   "current", so no context variable is touched per event.
-- **Cheap per event**: a pass-through answer's finish reasons are found with a regular
-  expression over its chunks (quotes inside JSON strings are escaped, so only keys match),
-  and its response model and id in its first chunk only.
+- **Cheap per event**: an upstream's own words are not parsed. Finish reasons are found
+  with a regular expression, only in what can hold one (quotes inside JSON strings are
+  escaped, so only keys match), the response's model and id in its first event only, and
+  attributes are set in one call per span wherever they are known together.
 """
 
 from __future__ import annotations
@@ -34,8 +40,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextvars import Token
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -45,20 +50,20 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, set_span_in_context
 from yarl import URL
 
-from aichat.core.context import LOG_FIELDS, REQUEST_ID, Handler
 from aichat.core.errors import APIError, UpstreamError
-from aichat.core.schemas import ChatCompletionRequest
+from aichat.core.exchange import EXCHANGE, Exchange, Handler
+from aichat.core.trace import Asked, Outbound, Upstream
 from aichat.operations.metrics import METRICS
 from aichat.operations.trace_content import Output, input_messages
 from aichat.operations.trace_export import Export
-from aichat.operations.tracing import REQUEST_TRACE, Upstream
-from aichat.providers.base import Event, EventStream, Finish, RawChunks, RawCompletion, Usage
-from aichat.providers.http import OUTBOUND, Outbound
+from aichat.providers.base import Finish, RawBody, RawChunks, RawCompletion, RawEvents
 
 _FINISH_REASON = re.compile(r'"finish_reason"\s*:\s*"([^"\\]{1,64})"')
-_MODEL = re.compile(r'"model"\s*:\s*"([^"\\]{1,256})"')
-_ID = re.compile(r'"id"\s*:\s*"([^"\\]{1,256})"')
-# Access-log fields that become server span attributes.
+_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,256})"')
+_ID = re.compile(rb'"id"\s*:\s*"([^"\\]{1,256})"')
+_STOP_REASON = re.compile(rb'"stop_reason"\s*:\s*"([^"\\]{1,64})"')
+_INCOMPLETE = re.compile(rb'"incomplete_details"\s*:\s*\{\s*"reason"\s*:\s*"([^"\\]{1,64})"')
+# Access-line fields (``Exchange.fields``) that become server span attributes.
 _FIELDS = (
     ("key", "aichat.key.name"),
     ("route", "aichat.route"),
@@ -67,6 +72,23 @@ _FIELDS = (
     ("attempts", "aichat.attempts"),
     ("error", "aichat.error"),
 )
+# The meter's access-line fields (``aichat.answer.usage``) that become usage attributes.
+_USAGE = (
+    ("prompt_tokens", "gen_ai.usage.input_tokens"),
+    ("completion_tokens", "gen_ai.usage.output_tokens"),
+    ("cache_read_tokens", "gen_ai.usage.cache_read.input_tokens"),
+    ("cache_write_tokens", "gen_ai.usage.cache_creation.input_tokens"),
+)
+# Sampling parameters by their name in each API's request.
+_NUMBERS = {
+    "temperature": "gen_ai.request.temperature",
+    "top_p": "gen_ai.request.top_p",
+    "top_k": "gen_ai.request.top_k",
+    "frequency_penalty": "gen_ai.request.frequency_penalty",
+    "presence_penalty": "gen_ai.request.presence_penalty",
+    "seed": "gen_ai.request.seed",
+}
+_STOPS = {"chat": "stop", "messages": "stop_sequences"}  # Responses has none
 
 
 def _error_type(exc: BaseException) -> str:
@@ -75,174 +97,176 @@ def _error_type(exc: BaseException) -> str:
         return str(exc.upstream_status)
     if isinstance(exc, APIError):
         return exc.code or type(exc).__name__
-    if isinstance(exc, asyncio.CancelledError):
-        return "cancelled"
     return type(exc).__qualname__
 
 
-def _request_attributes(chat: ChatCompletionRequest) -> dict[str, Any]:
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _request_attributes(prompt: Asked) -> dict[str, Any]:
+    """What the client asked for, read from its own request (a client's values: checked)."""
+    body = prompt.body
     attributes: dict[str, Any] = {}
-    max_tokens = chat.max_completion_tokens or chat.max_tokens
-    if max_tokens is not None:
-        attributes["gen_ai.request.max_tokens"] = max_tokens
-    if chat.temperature is not None:
-        attributes["gen_ai.request.temperature"] = chat.temperature
-    if chat.top_p is not None:
-        attributes["gen_ai.request.top_p"] = chat.top_p
-    if chat.n is not None and chat.n != 1:
-        attributes["gen_ai.request.choice.count"] = chat.n
-    if chat.stop:
-        attributes["gen_ai.request.stop_sequences"] = (
-            [chat.stop] if isinstance(chat.stop, str) else chat.stop
-        )
-    if chat.stream:
+    if prompt.max_tokens is not None:
+        attributes["gen_ai.request.max_tokens"] = prompt.max_tokens
+    for name, attribute in _NUMBERS.items():
+        value = body.get(name)
+        if _number(value):
+            attributes[attribute] = value
+    stops = _STOPS.get(prompt.api)
+    stop = body.get(stops) if stops else None
+    if isinstance(stop, str):
+        stop = [stop]
+    if isinstance(stop, list) and stop and all(isinstance(item, str) for item in stop):
+        attributes["gen_ai.request.stop_sequences"] = stop[:16]
+    choices = body.get("n")
+    if prompt.api == "chat" and _number(choices) and choices != 1:
+        attributes["gen_ai.request.choice.count"] = choices
+    if prompt.stream:
         attributes["gen_ai.request.stream"] = True
     return attributes
+
+
+def _native_reasons(api: str, data: bytes, last: bool) -> list[str]:
+    """The finish reasons in Messages or Responses ``data`` (``last``: it ends the answer)."""
+    if api == "messages":
+        if b'"stop_reason"' not in data:
+            return []
+        return [reason.decode() for reason in _STOP_REASON.findall(data)]
+    if not last:
+        return []
+    incomplete = _INCOMPLETE.search(data)
+    return [incomplete[1].decode() if incomplete is not None else "stop"]
 
 
 class AttemptTrace:
     """The client span of one upstream attempt, from its request to the end of its answer.
 
-    Made by ``RequestTrace.attempt``; from then until ``started`` or ``failed``, upstream
-    requests made in this task carry the span's context. Then ``see`` each later event, and
-    ``end`` when the answer is closed (``TracedEvents`` does both).
+    Made by ``RequestTrace.attempt``; ``aichat.operations.tracing.TracedEvents`` tells it
+    its events. What it learns is kept and set on the span in one call, when it ends.
     """
 
     __slots__ = (
+        "_answered",
         "_complete",
+        "_failed",
         "_finish",
-        "_model_seen",
-        "_outbound",
+        "_learnt",
         "_output",
         "_request",
         "_span",
         "_started",
         "_stream",
-        "_token",
+        "outbound",
     )
 
-    def __init__(
-        self,
-        request: RequestTrace,
-        span: Span,
-        chat: ChatCompletionRequest,
-        capture: bool,
-    ) -> None:
+    def __init__(self, request: RequestTrace, span: Span, prompt: Asked, capture: bool) -> None:
         self._request = request
         self._span = span
-        self._stream = chat.stream
+        self._stream = prompt.stream
         self._started = time.perf_counter()
-        self._finish: list[str] = []  # finish reasons found in pass-through chunks
-        self._model_seen = False
+        self._learnt: dict[str, Any] = {}
+        self._finish: list[str] = []  # finish reasons in the upstream's words
+        self._complete: str | None = None  # the provider's finish reason, once complete
+        self._failed: str | None = None  # its error.type, once failed
+        self._answered = False  # its first event came
         self._output = Output() if capture else None
-        if capture:
-            span.set_attribute("gen_ai.input.messages", input_messages(chat))
         headers: dict[str, str] = {}
         propagate.inject(headers, context=set_span_in_context(span))
-        self._outbound = Outbound(headers)
-        self._token: Token[Outbound | None] | None = OUTBOUND.set(self._outbound)
-        # Whether the answer is complete (the provider's finish reason), else None.
-        self._complete: str | None = None
+        self.outbound = Outbound(headers)
 
-    def _stop_propagating(self) -> None:
-        token, self._token = self._token, None
-        if token is None:
-            return
-        OUTBOUND.reset(token)
-        url = self._outbound.url
+    def started(self, first: object) -> None:
+        """The upstream's first event arrived: this attempt answers the request."""
+        self._answered = True
+        learnt = self._learnt
+        if self._stream:
+            learnt["gen_ai.response.time_to_first_chunk"] = time.perf_counter() - self._started
+        url = self.outbound.url
         if url is not None:
             parsed = URL(url)
             if parsed.host:
-                self._span.set_attribute("server.address", parsed.host)
+                learnt["server.address"] = parsed.host
             if parsed.port:
-                self._span.set_attribute("server.port", parsed.port)
-
-    def started(self, first: Event) -> None:
-        """The upstream's first event arrived: this attempt answers the request."""
-        self._stop_propagating()
-        seconds = time.perf_counter() - self._started
-        if self._stream:
-            self._span.set_attribute("gen_ai.response.time_to_first_chunk", seconds)
+                learnt["server.port"] = parsed.port
+        if isinstance(first, RawChunks) and first.jsons:
+            self._identify(first.jsons[0].encode())
+        elif isinstance(first, RawCompletion):
+            self._identify(first.json.encode())
+        elif isinstance(first, RawEvents | RawBody):
+            self._identify(first.data)
         self._request.answered_by(self)
         self.see(first)
 
-    def see(self, event: Event) -> None:
+    def _identify(self, data: bytes) -> None:
+        """The response's model and id, from the start of an answer."""
+        model, response_id = _MODEL.search(data), _ID.search(data)
+        if model is not None:
+            self._learnt["gen_ai.response.model"] = model[1].decode()
+        if response_id is not None:
+            self._learnt["gen_ai.response.id"] = response_id[1].decode()
+
+    def see(self, event: object) -> None:
         """One event of the answer, as it passes."""
         if isinstance(event, RawChunks):
-            if not self._model_seen and event.jsons:
-                self._first_json(event.jsons[0])
             for text in event.jsons:
-                if "finish_reason" in text:
-                    self._finish.extend(_FINISH_REASON.findall(text))
-        elif isinstance(event, RawCompletion):
-            self._first_json(event.json)
-            self._finish.extend(_FINISH_REASON.findall(event.json))
-        if isinstance(event, Finish):
+                self._finish += _FINISH_REASON.findall(text)
+            if event.last:  # only Finish follows, maybe unread
+                self._complete = "stop"
+        elif isinstance(event, RawEvents):
+            self._finish += _native_reasons(event.api, event.data, event.last)
+            if event.last:
+                self._complete = "stop"
+        elif isinstance(event, Finish):
             self._complete = event.reason
-        elif isinstance(event, RawChunks) and event.last:  # only Finish follows, unread
-            self._complete = "stop"
+        elif isinstance(event, RawCompletion):
+            self._finish += _FINISH_REASON.findall(event.json)
+        elif isinstance(event, RawBody):
+            self._finish += _native_reasons(event.api, event.data, True)
         if self._output is not None:
             self._output.see(event)
 
-    def _first_json(self, text: str) -> None:
-        self._model_seen = True
-        model, response_id = _MODEL.search(text), _ID.search(text)
-        if model is not None:
-            self._span.set_attribute("gen_ai.response.model", model[1])
-        if response_id is not None:
-            self._span.set_attribute("gen_ai.response.id", response_id[1])
-
-    def usage(self, usage: Usage) -> None:
-        """The answer's token counts (reported by the upstream, or counted by aichat)."""
-        span = self._span
-        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
-        if usage.cache_read_tokens:
-            span.set_attribute("gen_ai.usage.cache_read.input_tokens", usage.cache_read_tokens)
-        if usage.cache_write_tokens:
-            span.set_attribute("gen_ai.usage.cache_write.input_tokens", usage.cache_write_tokens)
-
-    def traced(self, events: EventStream) -> TracedEvents:
-        """``events`` (the rest of this attempt's answer), seen by this span, which ends
-        when they are closed."""
-        return TracedEvents(events, self)
-
     def failed(self, exc: BaseException) -> None:
         """The attempt ended with ``exc``, before its first event or in the middle of it."""
-        self._stop_propagating()
-        if not self._span.is_recording():
+        if isinstance(exc, asyncio.CancelledError):  # the client left: no fault here
+            self._failed = self._learnt["error.type"] = "cancelled"
             return
-        error = _error_type(exc)
-        self._span.set_attribute("error.type", error)
-        if not isinstance(exc, asyncio.CancelledError):  # the client left: no fault here
-            cause = exc.cause if isinstance(exc, UpstreamError) else type(exc).__name__
-            self._span.set_status(StatusCode.ERROR, cause)
-            self._request.broke_off(self, error)
-        self._end(["error"])
+        cause = exc.cause if isinstance(exc, UpstreamError) else type(exc).__name__
+        self._fail(_error_type(exc), cause)
+
+    def _fail(self, error: str, cause: str) -> None:
+        self._failed = self._learnt["error.type"] = error
+        self._span.set_status(StatusCode.ERROR, cause)
+        self._request.broke_off(self, error)
 
     def end(self) -> None:
-        """The answer is closed: complete if the provider said so, else cut short."""
-        if not self._span.is_recording():
-            return
-        if self._complete is None:
-            self._end(["error"])
+        """The answer is closed (its usage is noted by then): complete if the provider said
+        so, else cut short."""
+        learnt = self._learnt
+        if not self._answered and self._failed is None:
+            self._fail("no_answer", "the upstream's answer ended before its first event")
+        if self._complete is None or self._failed is not None:
+            reasons = ["error"]
         else:
-            self._end(self._finish or [self._complete])
-
-    def _end(self, reasons: list[str]) -> None:
-        self._span.set_attribute("gen_ai.response.finish_reasons", reasons)
+            reasons = self._finish or [self._complete]
+        learnt["gen_ai.response.finish_reasons"] = reasons
+        self._request.usage_of(self, learnt)
         if self._output is not None:
-            self._span.set_attribute("gen_ai.output.messages", self._output.messages(reasons[0]))
+            learnt["gen_ai.output.messages"] = self._output.messages(reasons[0])
+        self._span.set_attributes(learnt)
         self._span.end()
 
 
 class RequestTrace:
     """The server span of one API request, and the parent of its attempts' spans."""
 
-    __slots__ = ("_answering", "_capture", "_context", "_error", "_first_try", "_span", "_tracer")
+    __slots__ = ("_answering", "_capture", "_context", "_error", "_exchange", "_span", "_tracer")
 
-    def __init__(self, tracer: Tracer, request: web.Request, capture: bool) -> None:
+    def __init__(
+        self, tracer: Tracer, request: web.Request, exchange: Exchange, capture: bool
+    ) -> None:
         self._tracer = tracer
+        self._exchange = exchange
         self._capture = capture
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else None
@@ -250,6 +274,7 @@ class RequestTrace:
             "http.request.method": request.method,
             "url.path": request.path,
             "url.scheme": request.scheme,
+            "aichat.request.id": exchange.request_id,
         }
         if route is not None:
             attributes["http.route"] = route
@@ -262,100 +287,75 @@ class RequestTrace:
             attributes=attributes,
         )
         self._context: Context = set_span_in_context(self._span)
-        self._first_try: float | None = None
         self._answering: AttemptTrace | None = None
         self._error: str | None = None
 
-    def attempt(self, upstream: Upstream, number: int, chat: ChatCompletionRequest) -> AttemptTrace:
+    def attempt(self, upstream: Upstream, number: int, prompt: Asked) -> AttemptTrace:
         """Start the span of attempt ``number`` to ``upstream``."""
-        if self._first_try is None:
-            self._first_try = time.perf_counter()
         model = upstream.upstream_model
+        provider = upstream.provider
         attributes = {
             "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": upstream.provider.name,
+            "gen_ai.provider.name": provider.name,
             "gen_ai.request.model": model,
             "aichat.route": upstream.name,
-            "aichat.upstream": upstream.label,
+            "aichat.upstream.api": provider.api,
             "aichat.attempt": number,
-            **_request_attributes(chat),
+            **_request_attributes(prompt),
         }
+        if self._capture:
+            messages = input_messages(prompt)
+            if messages is not None:
+                attributes["gen_ai.input.messages"] = messages
         span = self._tracer.start_span(
             f"chat {model}", context=self._context, kind=SpanKind.CLIENT, attributes=attributes
         )
-        return AttemptTrace(self, span, chat, self._capture)
+        return AttemptTrace(self, span, prompt, self._capture)
 
     def answered_by(self, attempt: AttemptTrace) -> None:
-        """``attempt`` sent the first event: time to first token, and where usage goes."""
+        """``attempt`` sent the first event: time to first token, and whose usage it is."""
         self._answering = attempt
-        if self._first_try is not None:
-            seconds = time.perf_counter() - self._first_try
-            self._span.set_attribute("aichat.time_to_first_token", seconds)
+        called = self._exchange.upstream_called
+        if called is not None:
+            self._span.set_attribute("aichat.time_to_first_token", time.perf_counter() - called)
 
-    def usage(self, usage: Usage) -> None:
-        """The answer's token counts, for the attempt that answered."""
-        if self._answering is not None:
-            self._answering.usage(usage)
+    def usage_of(self, attempt: AttemptTrace, attributes: dict[str, Any]) -> None:
+        """The answer's token counts as the meter noted them, if ``attempt`` answered."""
+        if attempt is not self._answering:
+            return
+        fields = self._exchange.fields
+        for field, attribute in _USAGE:
+            value = fields.get(field)
+            if value:
+                attributes[attribute] = value
 
-    def cost(self, usd: float) -> None:
-        """What the answer cost, in US dollars, once priced."""
-        self._span.set_attribute("aichat.cost.usd", usd)
-
-    def dropped(self, params: Iterable[str]) -> None:
-        """Request parameters the answering upstream did not honour."""
-        self._span.set_attribute("aichat.dropped_params", list(params))
+    def dropped(self, params: list[str]) -> None:
+        """Request parameters the answering upstream does not get."""
+        self._span.set_attribute("aichat.dropped_params", params)
 
     def broke_off(self, attempt: AttemptTrace, error: str) -> None:
         """``attempt`` failed: the request too, if it had answered (its status is sent)."""
         if attempt is self._answering:
             self._error = error
 
-    def end(self, status: int, fields: Mapping[str, Any], request_id: str | None) -> None:
-        """The response has been sent (``status``; 499: the client left first)."""
-        span = self._span
-        span.set_attribute("http.response.status_code", status)
+    def end(self, status: int) -> None:
+        """The request is answered with ``status`` (499: the client left first)."""
+        fields = self._exchange.fields
+        attributes: dict[str, Any] = {"http.response.status_code": status}
         for field, attribute in _FIELDS:
             value = fields.get(field)
             if value is not None:
-                span.set_attribute(attribute, value)
-        if request_id is not None:
-            span.set_attribute("aichat.request.id", request_id)
+                attributes[attribute] = value
+        cost = fields.get("cost_usd")
+        if cost is not None:
+            attributes["aichat.cost.usd"] = float(cost)
+        span = self._span
         if status >= 500 or self._error is not None:
             # The status, as the HTTP conventions say (the error's code is aichat.error).
-            span.set_attribute("error.type", self._error or str(status))
+            attributes["error.type"] = self._error or str(status)
             span.set_status(StatusCode.ERROR)
+        span.set_attributes(attributes)
         span.end()
-
-
-class TracedEvents:
-    """An answer's events, seen by the attempt that answers, whose span ends with them."""
-
-    __slots__ = ("_attempt", "_events")
-
-    def __init__(self, events: EventStream, attempt: AttemptTrace) -> None:
-        self._events = events
-        self._attempt = attempt
-
-    def __aiter__(self) -> TracedEvents:
-        return self
-
-    async def __anext__(self) -> Event:
-        try:
-            event = await self._events.__anext__()
-        except StopAsyncIteration:
-            raise
-        except BaseException as exc:
-            self._attempt.failed(exc)
-            raise
-        self._attempt.see(event)
-        return event
-
-    async def aclose(self) -> None:
-        """Close the answer's events (which records its usage), then end the span."""
-        try:
-            await self._events.aclose()
-        finally:
-            self._attempt.end()
 
 
 class Tracing:
@@ -382,7 +382,8 @@ def _middleware(tracing: Tracing) -> Middleware:
         tracer = tracing.tracer
         if tracer is None or not request.path.startswith("/v1/"):
             return await handler(request)
-        trace = request[REQUEST_TRACE] = RequestTrace(tracer, request, tracing.capture_content)
+        exchange = request[EXCHANGE]
+        trace = exchange.trace = RequestTrace(tracer, request, exchange, tracing.capture_content)
         status = 499  # the client went away before an answer was complete
         try:
             response = await handler(request)
@@ -392,6 +393,6 @@ def _middleware(tracing: Tracing) -> Middleware:
             status = exc.status
             raise
         finally:
-            trace.end(status, request.get(LOG_FIELDS) or {}, request.get(REQUEST_ID))
+            trace.end(status)
 
     return trace_requests

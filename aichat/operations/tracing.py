@@ -1,102 +1,69 @@
-"""What the request path tells a request's trace: the hooks, and where the trace is found.
+"""An upstream attempt's events, seen by the attempt's span when its request is traced.
 
-Tracing is optional (``aichat.operations.trace_setup`` decides); its implementation
-(``aichat.operations.trace_spans``) imports OpenTelemetry. The request path imports only
-this module, so a gateway that does not trace imports nothing of OpenTelemetry and pays one
-absent-key lookup per request: ``request.get(REQUEST_TRACE)`` is None, and every hook below
-is skipped. The hooks, in a request's order:
-
-1. the server span starts when the request arrives (the tracing middleware);
-2. ``RequestTrace.attempt`` before each upstream attempt (retries and fallbacks included):
-   from then until ``AttemptTrace.started`` or ``AttemptTrace.failed``, upstream HTTP
-   requests in this task carry the attempt's context;
-3. ``AttemptTrace.started`` with the first event, then ``AttemptTrace.see`` for each later
-   one (``AttemptTrace.traced`` wraps an event stream to do that, and ``failed`` / ``end``);
-4. ``RequestTrace.usage`` once the tokens are known, ``RequestTrace.cost`` once priced,
-   ``RequestTrace.dropped`` for parameters the upstream will not honour;
-5. the server span ends once the response is sent (the middleware).
+The answer path's one hook into an attempt (``aichat.answer.failover``) is ``traced``: it
+hands back the provider's events as they are when the request is not traced (one call and a
+``None`` test per attempt), and otherwise wraps them in ``TracedEvents``, which tells the
+attempt's span (``aichat.core.trace.AttemptTrace``) each event, a failure, and the end. No
+OpenTelemetry here: that is ``aichat.operations.trace_spans``, loaded only when tracing is on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol
-
-from aiohttp import web
-
-from aichat.core.schemas import ChatCompletionRequest
-from aichat.providers.base import Event, EventStream, Provider, Usage
+from aichat.core.prompt import Prompt
+from aichat.core.trace import OUTBOUND, AttemptTrace, RequestTrace, Upstream
+from aichat.providers.base import Event, EventStream
 
 
-class AttemptTrace(Protocol):
-    """The span of one upstream attempt."""
+class TracedEvents:
+    """An attempt's events, seen by its span, which ends when they fail or are closed.
 
-    def started(self, first: Event) -> None:
-        """The upstream's first event arrived: this attempt answers the request."""
-        ...
+    While the first event is awaited (the provider sends its HTTP request then), the
+    attempt's context is ``OUTBOUND``, set and reset here, in one frame.
+    """
 
-    def see(self, event: Event) -> None:
-        """A later event of the answer, as it passes."""
-        ...
+    __slots__ = ("_attempt", "_events", "_started")
 
-    def failed(self, exc: BaseException) -> None:
-        """The attempt ended with ``exc``, before its first event or mid-answer; ends it."""
-        ...
+    def __init__(self, events: EventStream, attempt: AttemptTrace) -> None:
+        self._events = events
+        self._attempt = attempt
+        self._started = False
 
-    def end(self) -> None:
-        """The answer is closed, complete or not; ends the span (once)."""
-        ...
+    def __aiter__(self) -> TracedEvents:
+        return self
 
-    def traced(self, events: EventStream) -> EventStream:
-        """``events`` (the rest of the answer), seen by this span, which fails with them or
-        ends when they are closed."""
-        ...
+    async def __anext__(self) -> Event:
+        attempt = self._attempt
+        token = None if self._started else OUTBOUND.set(attempt.outbound)
+        try:
+            event = await self._events.__anext__()
+        except StopAsyncIteration:
+            raise
+        except BaseException as exc:
+            attempt.failed(exc)
+            raise
+        finally:
+            if token is not None:
+                OUTBOUND.reset(token)
+        if self._started:
+            attempt.see(event)
+        else:
+            self._started = True
+            attempt.started(event)
+        return event
 
-
-class Upstream(Protocol):
-    """Where an attempt goes, as a span names it (``aichat.answer.routing.Target`` is one)."""
-
-    @property
-    def name(self) -> str:
-        """The route's name."""
-        ...
-
-    @property
-    def provider(self) -> Provider:
-        """The provider serving it."""
-        ...
-
-    @property
-    def upstream_model(self) -> str:
-        """The model asked of the upstream."""
-        ...
-
-    @property
-    def label(self) -> str:
-        """How logs name it: route and provider."""
-        ...
+    async def aclose(self) -> None:
+        """Close the events (the answer's usage is recorded by then), then end the span."""
+        try:
+            await self._events.aclose()
+        finally:
+            self._attempt.end()
 
 
-class RequestTrace(Protocol):
-    """The server span of one API request, parent of its attempts' spans."""
-
-    def attempt(self, upstream: Upstream, number: int, chat: ChatCompletionRequest) -> AttemptTrace:
-        """The span of attempt ``number`` (from 1) to send ``chat`` to ``upstream``, started
-        before its request."""
-        ...
-
-    def usage(self, usage: Usage) -> None:
-        """The answer's token counts, for the attempt that answered."""
-        ...
-
-    def cost(self, usd: float) -> None:
-        """What the answer cost, in US dollars, once priced."""
-        ...
-
-    def dropped(self, params: Iterable[str]) -> None:
-        """Request parameters the answering upstream does not honour."""
-        ...
-
-
-# The trace of the request being answered; absent when tracing is off.
-REQUEST_TRACE: web.RequestKey[RequestTrace] = web.RequestKey("trace")
+def traced(
+    trace: RequestTrace | None, upstream: Upstream, number: int, prompt: Prompt, events: EventStream
+) -> EventStream:
+    """``events``, attempt ``number`` to send ``prompt`` to ``upstream``, seen by its own span
+    when the request is traced (``trace``)."""
+    if trace is None:
+        return events
+    return TracedEvents(events, trace.attempt(upstream, number, prompt))

@@ -12,10 +12,10 @@ Every error names the upstream's host and port and what went wrong (DNS, connect
 timeout, redirect or HTTP status) in words a person can act on; ``UpstreamError.cause``
 carries the same without the upstream's body, for logs and circuit reports.
 
-A trace (``aichat.operations.tracing``) reaches every upstream request through ``OUTBOUND``,
-a context variable: while an attempt is traced, its headers (W3C ``traceparent``) are added
-to the request and the URL it went to is noted for the attempt's span. Untraced, that is
-one ``ContextVar.get`` per upstream request.
+A trace reaches every upstream request through ``aichat.core.trace.OUTBOUND``, a context
+variable: while an attempt is traced, its headers (W3C ``traceparent``) are added to the
+request and the URL it went to is noted for the attempt's span. Untraced, that is one
+``ContextVar.get`` per upstream request.
 """
 
 from __future__ import annotations
@@ -25,33 +25,33 @@ import email.utils
 import math
 import os
 import time
-from collections.abc import AsyncGenerator
-from contextvars import ContextVar
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 from yarl import URL
 
 from aichat.core.errors import UpstreamError, UpstreamTimeout
+from aichat.core.trace import OUTBOUND
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def request_headers(
+    auth: Mapping[str, str], extra: Mapping[str, str] | None = None
+) -> dict[bool, dict[str, str]]:
+    """The headers of a JSON request to an upstream, by whether it asks for a stream:
+    ``auth``, the content and accepted types, then the route's ``extra`` headers."""
+    return {
+        stream: {**auth, **JSON_HEADERS, "Accept": accept, **(extra or {})}
+        for stream, accept in ((True, "text/event-stream"), (False, "application/json"))
+    }
 
 
 MIB = 1024 * 1024
 # Reads handed on between two turns given to the event loop: reads that are already
 # buffered return without waiting, and other requests, timers and signals need turns too.
 _YIELD_EVERY = 256 * 1024
-
-
-@dataclass(slots=True)
-class Outbound:
-    """What the upstream attempt being traced adds to its HTTP request, and learns from it."""
-
-    headers: dict[str, str]
-    url: str | None = None  # where the request went, once sent
-
-
-OUTBOUND: ContextVar[Outbound | None] = ContextVar("aichat_outbound", default=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """Traces in a real receiver: Arize Phoenix, reading the gateway's OTLP/HTTP export.
 
-A streamed chat, a Messages request with a tool call, a retried request and a failed one
+A streamed chat, a Messages request with a tool call (to a native Anthropic upstream, with
+cached tokens), a retried request and a failed one
 each arrive as a server span under the client's own trace, with a span per upstream attempt
 under it, which Phoenix reads as LLM spans from their GenAI attributes. A Phoenix that stops
 answering changes nothing for clients.
@@ -19,7 +20,7 @@ import pytest
 from aichat.core.config import ModelConfig
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import FakeOpenAI
-from tests.tracing.conftest import QUICK_EXPORT
+from tests.tracing.conftest import QUICK_EXPORT, Natives
 from tests.tracing.phoenix_process import Phoenix
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -33,12 +34,21 @@ async def gw(
     monkeypatch: pytest.MonkeyPatch,
     make_gateway: GatewayFactory,
     openai_upstream: tuple[FakeOpenAI, str],
+    natives: Natives,
 ) -> Gateway:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", phoenix.url)
     for name, value in QUICK_EXPORT.items():
         monkeypatch.setenv(name, value)
     url = openai_upstream[1]
-    routes = (ModelConfig(name="up", provider="openai", base_url=url, upstream_model="gpt-up"),)
+    routes = (
+        ModelConfig(name="up", provider="openai", base_url=url, upstream_model="gpt-up"),
+        ModelConfig(
+            name="claude",
+            provider="anthropic",
+            base_url=natives.claude_url,
+            upstream_model="claude-sonnet-4-5",
+        ),
+    )
     return await make_gateway(routes=routes, retries=1, retry_backoff=0)
 
 
@@ -99,15 +109,15 @@ async def test_a_streamed_chat_arrives_under_the_clients_trace(
 
 
 async def test_a_messages_tool_call_arrives_with_its_finish_reason(
-    phoenix: Phoenix, gw: Gateway, openai_upstream: tuple[FakeOpenAI, str]
+    phoenix: Phoenix, gw: Gateway, natives: Natives
 ) -> None:
-    openai_upstream[0].tool_calls = True
+    natives.claude.tool = True
     trace = ClientTrace()
     claude = anthropic.AsyncAnthropic(
         base_url=gw.url, api_key=API_KEY, max_retries=0, default_headers=trace.headers
     )
     message = await claude.messages.create(
-        model="up",
+        model="claude",
         max_tokens=100,
         messages=[{"role": "user", "content": "Weather in Paris?"}],
         tools=[{"name": "get_weather", "input_schema": {"type": "object"}}],
@@ -115,8 +125,14 @@ async def test_a_messages_tool_call_arrives_with_its_finish_reason(
     assert message.stop_reason == "tool_use"
     server, (attempt,) = await trace.spans(phoenix, 2)
     assert server["name"] == "POST /v1/messages"
-    assert attempt["attributes"]["gen_ai.response.finish_reasons"] == ["tool_calls"]
-    assert attempt["attributes"]["gen_ai.request.max_tokens"] == 100
+    assert attempt["span_kind"] == "LLM"
+    attributes = attempt["attributes"]
+    assert attributes["gen_ai.provider.name"] == "anthropic"
+    assert attributes["gen_ai.response.finish_reasons"] == ["tool_use"]
+    assert attributes["gen_ai.request.max_tokens"] == 100
+    assert attributes["gen_ai.usage.input_tokens"] == 3 + 10 + 255
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == 255
+    assert attributes["gen_ai.usage.cache_creation.input_tokens"] == 10
 
 
 async def test_a_retried_request_arrives_as_two_attempts(

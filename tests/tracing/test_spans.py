@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 import anthropic
+import openai
 import pytest
 
 from aichat.core.config import ModelConfig, StartupError
@@ -21,6 +22,7 @@ from aichat.operations.trace_setup import configured_tracing
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.deploy.procs import run
 from tests.fakes import FakeOpenAI
+from tests.tracing.conftest import Natives
 from tests.tracing.receiver import Receiver, Span
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -44,8 +46,35 @@ async def gw(
     return await make_gateway(routes=routes(openai_upstream[1]), retries=1, retry_backoff=0)
 
 
+def native_routes(natives: Natives) -> tuple[ModelConfig, ...]:
+    return (
+        ModelConfig(
+            name="claude",
+            provider="anthropic",
+            base_url=natives.claude_url,
+            upstream_model="claude-sonnet-4-5",
+        ),
+        ModelConfig(
+            name="codex",
+            provider="openai",
+            api="responses",
+            base_url=natives.responses_url,
+            upstream_model="gpt-5-codex",
+        ),
+    )
+
+
+@pytest.fixture
+async def native_gw(receiver: Receiver, make_gateway: GatewayFactory, natives: Natives) -> Gateway:
+    return await make_gateway(routes=native_routes(natives), retries=0)
+
+
 def by_kind(spans: list[Span], kind: str) -> list[Span]:
     return [span for span in spans if span.kind == f"SPAN_KIND_{kind}"]
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
 async def test_a_streamed_chat_continues_the_clients_trace_with_genai_attributes(
@@ -74,7 +103,7 @@ async def test_a_streamed_chat_continues_the_clients_trace_with_genai_attributes
     assert server.attributes["aichat.route"] == "up"
     assert server.attributes["aichat.time_to_first_token"] > 0
     assert attempt.name == "chat gpt-up"
-    port = int(openai_upstream[1].rsplit(":", 1)[1].split("/")[0])
+    port = port_of(openai_upstream[1])
     expected = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",
@@ -188,6 +217,104 @@ async def test_a_messages_tool_call_has_its_finish_reason(
     assert attempt.attributes["gen_ai.request.max_tokens"] == 100
 
 
+async def test_a_messages_request_to_an_anthropic_route_is_an_anthropic_chat(
+    receiver: Receiver, native_gw: Gateway, natives: Natives
+) -> None:
+    natives.claude.tool = True
+    claude = anthropic.AsyncAnthropic(base_url=native_gw.url, api_key=API_KEY, max_retries=0)
+    async with claude.messages.stream(
+        model="claude",
+        max_tokens=100,
+        stop_sequences=["END"],
+        extra_body={"temperature": 0.2},
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[{"name": "get_weather", "input_schema": {"type": "object"}}],
+        extra_headers={"traceparent": TRACEPARENT},
+    ) as stream:
+        message = await stream.get_final_message()
+    assert message.stop_reason == "tool_use"
+    spans = await receiver.wait_for(2)
+    (server,), (attempt,) = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    assert (server.name, server.trace_id) == ("POST /v1/messages", CLIENT_TRACE)
+    assert server.attributes["aichat.route"] == "claude"
+    assert server.attributes["aichat.upstream"] == "claude (anthropic)"
+    expected = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": "claude-sonnet-4-5",
+        "gen_ai.request.max_tokens": 100,
+        "gen_ai.request.temperature": 0.2,
+        "gen_ai.request.stop_sequences": ["END"],
+        "gen_ai.request.stream": True,
+        "gen_ai.response.model": "claude-sonnet-4-5",
+        "gen_ai.response.id": "msg_01fake",
+        "gen_ai.response.finish_reasons": ["tool_use"],  # in Anthropic's own words
+        # Every input token, cached or not, then the cached ones apart (as the meter counts).
+        "gen_ai.usage.input_tokens": 3 + 10 + 255,
+        "gen_ai.usage.cache_read.input_tokens": 255,
+        "gen_ai.usage.cache_creation.input_tokens": 10,
+        "gen_ai.usage.output_tokens": 9,
+        "server.port": port_of(natives.claude_url),
+        "aichat.upstream.api": "messages",
+    }
+    assert {name: attempt.attributes.get(name) for name in expected} == expected
+    assert attempt.attributes["gen_ai.response.time_to_first_chunk"] > 0
+    sent = natives.claude.headers[-1]["traceparent"]
+    assert sent.split("-")[1:3] == [CLIENT_TRACE, attempt.span_id]
+
+
+async def test_a_responses_request_to_a_responses_route_is_an_openai_chat(
+    receiver: Receiver, native_gw: Gateway, natives: Natives
+) -> None:
+    async with openai.AsyncOpenAI(
+        base_url=f"{native_gw.url}/v1", api_key=API_KEY, max_retries=0
+    ) as client:
+        answer = await client.responses.create(
+            model="codex", input="Weather?", max_output_tokens=300, top_p=0.9
+        )
+    assert answer.output_text == "Hello from Responses"
+    spans = await receiver.wait_for(2)
+    (server,), (attempt,) = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    assert server.name == "POST /v1/responses"
+    expected = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-5-codex",
+        "gen_ai.request.max_tokens": 300,
+        "gen_ai.request.top_p": 0.9,
+        "gen_ai.request.stream": None,
+        "gen_ai.response.model": "gpt-5-codex",
+        "gen_ai.response.id": "resp_fake01",
+        "gen_ai.response.finish_reasons": ["stop"],
+        "gen_ai.usage.input_tokens": 256,
+        "gen_ai.usage.cache_read.input_tokens": 255,
+        "gen_ai.usage.cache_creation.input_tokens": None,
+        "gen_ai.usage.output_tokens": 12,
+        "aichat.upstream.api": "responses",
+        "aichat.route": "codex",
+    }
+    assert {name: attempt.attributes.get(name) for name in expected} == expected
+    assert "gen_ai.response.time_to_first_chunk" not in attempt.attributes  # not a stream
+
+
+async def test_an_error_event_mid_stream_fails_the_attempt_and_the_request(
+    receiver: Receiver, native_gw: Gateway, natives: Natives
+) -> None:
+    natives.claude.error_event_after = 4  # after message_start, ping, a block start, a delta
+    claude = anthropic.AsyncAnthropic(base_url=native_gw.url, api_key=API_KEY, max_retries=0)
+    with pytest.raises(anthropic.APIStatusError, match="Overloaded"):
+        async with claude.messages.stream(
+            model="claude", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        ) as stream:
+            await stream.get_final_message()
+    spans = await receiver.wait_for(2)
+    (server,), (attempt,) = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    assert attempt.status == server.status == "STATUS_CODE_ERROR"
+    assert attempt.attributes["gen_ai.response.finish_reasons"] == ["error"]
+    assert server.attributes["error.type"] == attempt.attributes["error.type"]
+    assert server.attributes["http.response.status_code"] == 200  # the stream had started
+
+
 async def test_message_contents_are_recorded_only_when_asked(
     receiver: Receiver,
     monkeypatch: pytest.MonkeyPatch,
@@ -210,6 +337,42 @@ async def test_message_contents_are_recorded_only_when_asked(
             "parts": [{"type": "text", "content": "Hi from upstream"}],
             "finish_reason": "stop",
         }
+    ]
+
+
+async def test_contents_of_a_native_answer_are_read_from_its_events(
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    make_gateway: GatewayFactory,
+    natives: Natives,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    natives.claude.tool = True
+    gateway = await make_gateway(routes=native_routes(natives))
+    claude = anthropic.AsyncAnthropic(base_url=gateway.url, api_key=API_KEY, max_retries=0)
+    async with claude.messages.stream(
+        model="claude",
+        max_tokens=100,
+        system="Be terse.",
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[{"name": "get_weather", "input_schema": {"type": "object"}}],
+    ) as stream:
+        await stream.get_final_message()
+    (attempt,) = by_kind(await receiver.wait_for(2), "CLIENT")
+    assert json.loads(attempt.attributes["gen_ai.input.messages"]) == [
+        {"role": "system", "parts": [{"type": "text", "content": "Be terse."}]},
+        {"role": "user", "parts": [{"type": "text", "content": "Weather in Paris?"}]},
+    ]
+    (output,) = json.loads(attempt.attributes["gen_ai.output.messages"])
+    assert output["finish_reason"] == "tool_use"
+    assert output["parts"] == [
+        {"type": "text", "content": "Hello from Claude"},
+        {
+            "type": "tool_call",
+            "id": "toolu_01",
+            "name": "get_weather",
+            "arguments": '{"city": "Paris"}',
+        },
     ]
 
 
