@@ -44,15 +44,18 @@ $(CHECKOV_VENV)/.installed: | $(BIN)/python
 	$(CHECKOV_VENV)/bin/pip install -q 'checkov==3.3.30'
 	touch $@
 
-# Arize Phoenix, the real trace receiver of tests/tracing/test_phoenix.py: about 860 MB with
-# pins of its own, so a venv of its own inside .venv too, installed once (2.5 to 6 minutes here)
-# and kept while its pinned version matches the marker's.
+# Arize Phoenix, the real trace receiver of tests/tracing/test_phoenix.py: 143 wheels, about
+# 190 MB to download, with pins of its own, so a venv of its own inside .venv too, installed
+# once and kept while its pinned version matches the marker's. --no-compile: byte-compiling
+# all of it is most of the install's CPU (650 MB installed without, 860 MB with); Phoenix
+# compiles what it imports at its first start instead. Measured on a busy 2-core machine
+# without a pip cache: 140 s (176 s compiling), and 45-70 s to start.
 PHOENIX_VERSION := 20.26.1
 PHOENIX_VENV := $(VENV)/phoenix
 $(PHOENIX_VENV)/.installed-$(PHOENIX_VERSION): | $(BIN)/python
 	rm -rf $(PHOENIX_VENV)
 	$(PYTHON) -m venv $(PHOENIX_VENV)
-	$(PHOENIX_VENV)/bin/pip install -q 'arize-phoenix==$(PHOENIX_VERSION)'
+	$(PHOENIX_VENV)/bin/pip install -q --no-compile 'arize-phoenix==$(PHOENIX_VERSION)'
 	touch $@
 
 # Tests talk to a real Redis; scripts/ensure-redis starts one when none answers.

@@ -260,7 +260,16 @@ class AttemptTrace:
 class RequestTrace:
     """The server span of one API request, and the parent of its attempts' spans."""
 
-    __slots__ = ("_answering", "_capture", "_context", "_error", "_exchange", "_span", "_tracer")
+    __slots__ = (
+        "_answering",
+        "_capture",
+        "_context",
+        "_error",
+        "_exchange",
+        "_first_token",
+        "_span",
+        "_tracer",
+    )
 
     def __init__(
         self, tracer: Tracer, request: web.Request, exchange: Exchange, capture: bool
@@ -289,6 +298,7 @@ class RequestTrace:
         self._context: Context = set_span_in_context(self._span)
         self._answering: AttemptTrace | None = None
         self._error: str | None = None
+        self._first_token: float | None = None  # seconds from the upstream call
 
     def attempt(self, upstream: Upstream, number: int, prompt: Asked) -> AttemptTrace:
         """Start the span of attempt ``number`` to ``upstream``."""
@@ -317,7 +327,7 @@ class RequestTrace:
         self._answering = attempt
         called = self._exchange.upstream_called
         if called is not None:
-            self._span.set_attribute("aichat.time_to_first_token", time.perf_counter() - called)
+            self._first_token = time.perf_counter() - called
 
     def usage_of(self, attempt: AttemptTrace, attributes: dict[str, Any]) -> None:
         """The answer's token counts as the meter noted them, if ``attempt`` answered."""
@@ -349,6 +359,8 @@ class RequestTrace:
         cost = fields.get("cost_usd")
         if cost is not None:
             attributes["aichat.cost.usd"] = float(cost)
+        if self._first_token is not None:
+            attributes["aichat.time_to_first_token"] = self._first_token
         span = self._span
         if status >= 500 or self._error is not None:
             # The status, as the HTTP conventions say (the error's code is aichat.error).

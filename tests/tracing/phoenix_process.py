@@ -1,6 +1,6 @@
 """Arize Phoenix as the real trace receiver: started once per test run, on 127.0.0.1 only.
 
-Phoenix is large (about 860 MB installed), so it has a venv of its own beside the project's
+Phoenix is large (about 650 MB installed), so it has a venv of its own beside the project's
 (``.venv/phoenix``, installed by ``make test`` with a pinned version and reused while that
 version matches). It starts in 20 to 80 seconds; the tests share one instance, keeping its
 data in a temporary directory, and tell their spans apart by trace id.
