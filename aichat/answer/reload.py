@@ -90,6 +90,7 @@ def build_target(route: ModelConfig, settings: Settings, session: aiohttp.Client
         route.fallbacks,
         CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown),
         capabilities_for(route),
+        route.context_window,
     )
 
 

@@ -21,6 +21,7 @@ class Target:
     fallbacks: tuple[str, ...] = ()
     breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(0, 1.0))
     capabilities: Capabilities = CAPABILITIES["openai"]
+    context_window: int | None = None  # tokens, where configured or told by the upstream
 
     @property
     def label(self) -> str:

@@ -27,6 +27,7 @@ from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 HistoryMode = Literal["transcript", "turns"]
+MAX_CONTEXT_WINDOW = 100_000_000  # tokens: a larger window is a mistake, not a model
 ProviderKind = Literal["aichats", "openai", "mock"]
 
 
@@ -68,6 +69,9 @@ class ModelConfig(BaseModel):
     # ``prefix`` + id.
     models: Literal["discover"] | None = None
     prefix: str = Field("", max_length=64)
+    # Tokens the model holds, prompt and answer together: told to clients in /v1/models and
+    # to coding agents. Unset: what the upstream says, where it says (discovered models).
+    context_window: int | None = Field(None, ge=1, le=MAX_CONTEXT_WINDOW)
 
     @field_validator("base_url")
     @classmethod
