@@ -18,6 +18,7 @@ from aichat.app import create_app
 from aichat.core.config import Settings
 from aichat.server import runner
 from tests.fakes import FakeAichats, FakeOpenAI
+from tests.llama.server import llama  # noqa: F401 (the real llama.cpp, for any test that asks)
 
 API_KEY = "sk-test-key-0123456789"
 # Test traffic stays on loopback even where a proxy is configured.

@@ -31,7 +31,7 @@ import aiohttp
 import pytest
 
 from tests.conformance.checks import parse_sse
-from tests.llama.conftest import SLOT_CONTEXT, SLOTS, Llama
+from tests.llama.server import SLOT_CONTEXT, SLOTS, Llama
 
 pytestmark = [pytest.mark.slow, pytest.mark.llama]
 

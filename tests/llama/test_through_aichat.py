@@ -18,13 +18,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from aichat.core.config import ModelConfig
 from tests.agents.recorder import Exchange, Recorder
 from tests.conformance.checks import READERS, Outcome, parse_sse
 from tests.conftest import API_KEY, Gateway, GatewayFactory, _start
-from tests.llama.conftest import SLOTS, Llama
+from tests.llama.server import SLOT_CONTEXT, SLOTS, Llama
 
 pytestmark = [pytest.mark.slow, pytest.mark.llama]
 
@@ -50,9 +49,7 @@ async def recorded(llama: Llama) -> AsyncIterator[tuple[Recorder, str]]:
     llama.cpp closes one after a stream (see test_llamacpp)."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
         recorder = Recorder(llama.url, session)
-        app = web.Application()
-        app.router.add_route("*", "/{path:.*}", recorder.handle)
-        runner, url = await _start(app)
+        runner, url = await _start(recorder.app())
         yield recorder, url
         await runner.cleanup()
 
@@ -67,10 +64,18 @@ def recorder(recorded: tuple[Recorder, str]) -> Recorder:
 async def gateway(
     make_gateway: GatewayFactory, llama: Llama, recorded: tuple[Recorder, str]
 ) -> Gateway:
-    """``smol`` through the recorder, ``smol-direct`` straight to llama.cpp."""
+    """``smol`` through the recorder, ``smol-direct`` straight to llama.cpp, and what
+    llama.cpp lists as ``local/...``, through the recorder."""
     routes = (
         ModelConfig(name="smol", provider="openai", base_url=f"{recorded[1]}/v1"),
         ModelConfig(name="smol-direct", provider="openai", base_url=f"{llama.url}/v1"),
+        ModelConfig(
+            name="local",
+            provider="openai",
+            base_url=f"{recorded[1]}/v1",
+            models="discover",
+            prefix="local/",
+        ),
     )
     return await make_gateway(routes=routes)
 
@@ -137,6 +142,21 @@ async def test_every_api_answers_with_the_usage_llamacpp_reported(
     else:  # Anthropic's input_tokens leave out what was read from the cache
         read = usage.get("cache_read_input_tokens") or 0
         assert (usage["input_tokens"] + read, usage["output_tokens"]) == (prompt, completion)
+
+
+async def test_the_listed_model_is_named_by_its_file_and_told_with_a_slots_window(
+    gateway: Gateway, recorder: Recorder, llama: Llama
+) -> None:
+    listed = await gateway.http.get(f"{gateway.url}/v1/models", headers=HEADERS)
+    models = {model["id"]: model for model in (await listed.json())["data"]}
+    name = f"local/{llama.model.name.removesuffix('.gguf')}"
+    assert name == "local/SmolLM2-135M-Instruct.Q4_1"
+    assert models[name]["context_window"] == SLOT_CONTEXT
+    assert "context_window" not in models["smol"]  # an explicit route says nothing unasked
+    outcome, _ = await ask(gateway, "chat", request("chat", name, "Hi", stream=False))
+    assert outcome.text, outcome
+    (sent,) = [e for e in recorder.exchanges if e.path == "/v1/chat/completions"]
+    assert sent.body["model"] == llama.model_id  # the id llama.cpp knows
 
 
 async def test_streams_and_whole_answers_take_turns_on_the_connection_pool(

