@@ -18,17 +18,14 @@ turns that off (``DISABLE_AUTO_COMPACT``) after showing that the window is in fo
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.agents.conftest import Clis, Run, _serve, run_agent
+from tests.agents.conftest import Clis, Run, recorded_gateway, run_agent
 from tests.agents.recorder import Recorder
 from tests.agents.test_agents import (
     APIS,
@@ -38,7 +35,7 @@ from tests.agents.test_agents import (
     codex_output,
     streamed_text,
 )
-from tests.deploy.procs import Server, free_port, server_env, started
+from tests.deploy.procs import Server
 from tests.llama.server import SLOT_CONTEXT, Llama
 
 pytestmark = [
@@ -64,21 +61,11 @@ class Gateway:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def gateway(llama: Llama, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
-    workdir = tmp_path_factory.mktemp("gateway")
-    config = workdir / "aichat.toml"
-    config.write_text(
-        f'[[models]]\nname = "llama"\nprovider = "openai"\nbase_url = "{llama.url}/v1"\n'
-        'models = "discover"\n'
-    )
-    env = server_env(free_port(), os.environ["PATH"], AICHAT_LOG_FORMAT="json")
-    command = [sys.executable, "-m", "aichat", "serve", "--config", str(config)]
-    async with started(command, env, workdir) as server, aiohttp.ClientSession() as session:
-        recorder = Recorder(server.url, session)
-        runner, url = await _serve(recorder.app())
-        try:
-            yield Gateway(server, recorder, url)
-        finally:
-            await runner.cleanup()
+    """A gateway serving whatever llama.cpp lists, for the module."""
+    config = f'[[models]]\nname = "llama"\nprovider = "openai"\nbase_url = "{llama.url}/v1"\n'
+    config += 'models = "discover"\n'
+    async with recorded_gateway(config, tmp_path_factory.mktemp("gateway")) as recorded:
+        yield Gateway(*recorded)
 
 
 async def _setup(
