@@ -34,6 +34,7 @@ from aichat.inbound.playground import add_playground
 from aichat.inbound.responses_api import create_response
 from aichat.operations.auth import FAILED_KEYS, FailedKeys, KeyRing, auth_middleware
 from aichat.operations.connections import SERVER_NAME
+from aichat.operations.history_db import keep_history
 from aichat.operations.lifecycle import LIFECYCLE, Lifecycle, drain_middleware
 from aichat.operations.limits import (
     LIMITER,
@@ -195,7 +196,9 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
     # Reverse order on the way out: answers still closing record their usage first.
-    app.cleanup_ctx.extend([_counter_store, usage_ledger, _upstream_session, discovered_models])
+    app.cleanup_ctx.extend(
+        [_counter_store, keep_history(settings), usage_ledger, _upstream_session, discovered_models]
+    )
     app.on_shutdown.append(_stop_taking_requests)
     app.on_response_prepare.append(_add_gateway_headers)
     app[OPENAPI] = openapi_document()
