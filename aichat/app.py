@@ -32,6 +32,7 @@ from aichat.inbound.meta import get_model, health, list_models, ready
 from aichat.inbound.openapi import OPENAPI, openapi_document, openapi_endpoint
 from aichat.inbound.playground import add_playground
 from aichat.inbound.responses_api import create_response
+from aichat.inbound.usage_page import add_usage_page
 from aichat.operations.auth import FAILED_KEYS, FailedKeys, KeyRing, auth_middleware
 from aichat.operations.connections import SERVER_NAME
 from aichat.operations.history_db import keep_history
@@ -218,5 +219,7 @@ def create_app(settings: Settings) -> web.Application:
     app[ERROR_RENDERERS] = renderers
     if settings.playground:
         add_playground(app.router)
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    add_usage_page(app, admin_key)
     _setup_cors(app, settings.cors_origins)
     return app
