@@ -48,6 +48,7 @@ from aichat.operations.limits import (
 )
 from aichat.operations.logs import REQUEST_ID_HEADER, access_log_middleware, add_request_id_header
 from aichat.operations.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
+from aichat.operations.pricing import load_price_table
 from aichat.operations.timing import SERVER_TIMING_HEADER, add_server_timing
 
 log = logging.getLogger("aichat")
@@ -159,11 +160,14 @@ def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
 
 def preload(settings: Settings) -> None:
     """Load what the configured routes need before their first request (once per process):
-    the tokenizer, where a route counts tokens itself."""
+    the tokenizer, where a route counts tokens itself, and the price table, where a route is
+    priced from it (about 6 MB; loaded before ``--workers`` fork, it is shared)."""
     if any(route.provider != "openai" for route in settings.model_routes):
         # aichats reports no usage and the mock counts exactly: both count here, from the
         # first request on.
         load_tokenizer()
+    if any(route.provider == "openai" and route.price is None for route in settings.model_routes):
+        load_price_table()
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -45,6 +45,7 @@ PAGE_HEADERS = {
 _ASSETS = {
     "/": ("index.html", "text/html"),
     "/static/app.js": ("app.js", "text/javascript"),
+    "/static/theme.css": ("theme.css", "text/css"),
     "/static/style.css": ("style.css", "text/css"),
 }
 

@@ -37,6 +37,7 @@ API_PATH = "/usage/api"
 _ASSETS = {
     "/usage": ("usage.html", "text/html"),
     "/usage/static/usage.js": ("usage.js", "text/javascript"),
+    "/usage/static/theme.css": ("theme.css", "text/css"),
     "/usage/static/usage.css": ("usage.css", "text/css"),
     "/usage/static/uPlot.iife.min.js": ("vendor/uplot/uPlot.iife.min.js", "text/javascript"),
     "/usage/static/uPlot.min.css": ("vendor/uplot/uPlot.min.css", "text/css"),

@@ -195,6 +195,13 @@ def _tier_starts(price: Any) -> list[int]:
     )
 
 
+def load_price_table() -> None:
+    """Read genai-prices' table now rather than at the first route priced from it."""
+    from genai_prices.data_snapshot import get_snapshot
+
+    get_snapshot()
+
+
 def _table_row(route: ModelConfig, model: str) -> tuple[Any, Any] | None:
     """genai-prices' (provider, model) for ``model`` at ``route``'s upstream, if it knows it."""
     from genai_prices.data_snapshot import get_snapshot
