@@ -19,6 +19,7 @@ from aichat.answer.state import RETRY_POLICY, ROUTER, SESSION, SETTINGS
 from aichat.answer.usage import usage_ledger
 from aichat.core.config import Settings
 from aichat.core.errors import ERROR_RENDERERS, ErrorRenderer, error_middleware
+from aichat.core.exchange import EXCHANGE
 from aichat.core.tokens import load_tokenizer
 from aichat.inbound.anthropic_api import (
     COUNT_TOKENS_PATH,
@@ -43,7 +44,6 @@ from aichat.operations.limits import (
     Limiter,
     MemoryStore,
     RedisStore,
-    add_rate_headers,
     limits_middleware,
 )
 from aichat.operations.logs import REQUEST_ID_HEADER, access_log_middleware, add_request_id_header
@@ -121,9 +121,11 @@ _CORS_HEADERS: web.AppKey[ResponseHook] = web.AppKey("cors_headers")
 async def _add_gateway_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: what every response carries (one hook: they run per response)."""
     response.headers[hdrs.SERVER] = SERVER_NAME  # no library versions
-    add_request_id_header(request, response)
-    add_rate_headers(request, response)
-    add_server_timing(request, response)
+    exchange = request.get(EXCHANGE)
+    if exchange is not None:
+        add_request_id_header(exchange, response)
+        response.headers.update(exchange.headers)  # rate limits and budgets
+        add_server_timing(exchange, response)
     if hdrs.ORIGIN in request.headers:  # browsers only: see _setup_cors
         await request.app[_CORS_HEADERS](request, response)
 

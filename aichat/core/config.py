@@ -28,7 +28,7 @@ from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 HistoryMode = Literal["transcript", "turns"]
-ProviderKind = Literal["aichats", "openai", "mock"]
+ProviderKind = Literal["aichats", "openai", "anthropic", "mock"]
 
 
 class StartupError(Exception):
@@ -62,8 +62,19 @@ class ModelConfig(BaseModel):
     name: str = Field(min_length=1)
     provider: ProviderKind
     upstream_model: str | None = None  # default: the same as ``name``
-    base_url: str | None = None  # required for openai; overrides AICHATS_BASE_URL for aichats
+    # Required for openai; anthropic: default https://api.anthropic.com; aichats: overrides
+    # AICHATS_BASE_URL.
+    base_url: str | None = None
     api_key_env: str | None = None  # the variable that holds the upstream key
+    # openai: the API spoken upstream, Chat Completions or Responses.
+    api: Literal["chat", "responses"] = "chat"
+    # anthropic: the anthropic-version header (a Messages client's own wins).
+    anthropic_version: str = "2023-06-01"
+    # Extra headers sent upstream with every request of this route.
+    headers: dict[str, str] = Field(default_factory=dict)
+    # The answer-length limit sent to upstreams that need one (Messages) when the client
+    # sets none.
+    max_tokens: int = Field(4096, ge=1)
     api_key: SecretStr | None = None  # resolved from ``api_key_env`` at load time
     fallbacks: tuple[str, ...] = ()
     # mock provider: a fixed answer (default: echo the last user message) and its pace.
@@ -455,8 +466,12 @@ def _checked_routes(
         ]
         if route.provider == "openai" and route.base_url is None:
             problems.append(f"{where} base_url: required for provider 'openai'")
-        if route.emulate_tools and route.provider == "openai":
-            problems.append(f"{where} emulate_tools: openai upstreams call tools themselves")
+        if route.api != "chat" and route.provider != "openai":
+            problems.append(f"{where} api: only an openai upstream speaks another API")
+        if route.emulate_tools and route.provider in ("openai", "anthropic"):
+            problems.append(
+                f"{where} emulate_tools: {route.provider} upstreams call tools themselves"
+            )
         if isinstance(route.price, str) and not _price_provider(route.price):
             problems.append(f"{where} price: genai-prices knows no provider {route.price!r}")
         if route.api_key is not None:

@@ -10,9 +10,10 @@ import genai_prices
 import pytest
 
 from aichat.core.config import ModelConfig, PriceConfig
-from tests.conftest import GatewayFactory
+from tests.conftest import GatewayFactory, _start
 from tests.e2e.test_usage import HELLO, api_lines
 from tests.fakes import FakeOpenAI
+from tests.fakes_native import FakeAnthropic
 
 CACHED_USAGE = {
     "prompt_tokens": 12_000,
@@ -81,3 +82,42 @@ async def test_cost_matches_genai_prices_cached_tokens_included_and_a_local_over
     for model, usd in expected.items():
         labels = f'key="key-1",model="{model}",upstream="{model} (openai)"'
         assert spend[labels] == pytest.approx(2 * float(usd), rel=1e-12)
+
+
+async def test_a_native_anthropic_upstream_prices_cache_writes_and_reads_as_anthropic(
+    make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "aichat.access")
+    fake = FakeAnthropic()
+    fake.usage = {
+        "input_tokens": 2_000,
+        "cache_creation_input_tokens": 5_000,
+        "cache_read_input_tokens": 30_000,
+        "output_tokens": 700,
+    }
+    app_runner, url = await _start(fake.app())
+    try:
+        # On loopback, no URL pattern matches: the Messages API is Anthropic's, so its prices.
+        route = ModelConfig(
+            name="claude", provider="anthropic", base_url=url, upstream_model="claude-sonnet-4-5"
+        )
+        gateway = await make_gateway(routes=(route,))
+        for stream in (False, True):
+            response = await gateway.post_chat(
+                {"model": "claude", "messages": HELLO, "stream": stream}
+            )
+            assert response.status == 200
+            await response.read()
+    finally:
+        await app_runner.cleanup()
+    usage = genai_prices.Usage(
+        input_tokens=37_000, output_tokens=700, cache_read_tokens=30_000, cache_write_tokens=5_000
+    )
+    expected = genai_prices.calc_price(usage, "claude-sonnet-4-5", provider_id="anthropic")
+    # $3 a million input, $3.75 cache writes, $0.30 cache reads, $15 output.
+    assert expected.total_price == Decimal("0.006") + Decimal("0.01875") + Decimal(
+        "0.009"
+    ) + Decimal("0.0105")
+    lines = api_lines(caplog)
+    assert [Decimal(line["cost_usd"]) for line in lines] == [expected.total_price] * 2
+    assert [line["cache_write_tokens"] for line in lines] == [5_000, 5_000]
