@@ -26,6 +26,7 @@ from aichat.answer.capabilities import capabilities_for
 from aichat.answer.routing import Target
 from aichat.core.config import ModelConfig, Settings
 from aichat.operations.breaker import CircuitBreaker
+from aichat.operations.pricing import pricing_for
 from aichat.providers.base import Provider
 from aichat.providers.registry import build_provider
 
@@ -140,8 +141,9 @@ class Discovery:
                     continue
                 taken.add(name)
                 names.add(name)
+                pricing = pricing_for(route, model)
                 targets.append(
-                    Target(name, provider, model, route.fallbacks, breaker, capabilities)
+                    Target(name, provider, model, route.fallbacks, breaker, capabilities, pricing)
                 )
         self.names = names
         return targets
