@@ -8,15 +8,24 @@ module only has to spell the block events in its own wire format.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from aichat.answer.openai_events import neutral_events
-from aichat.answer.translate import Incomplete, counted_usage
+from aichat.answer.translate import counted_usage
 from aichat.core.ids import new_call_id
-from aichat.core.schemas import ChatCompletionRequest
-from aichat.providers.base import Event, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from aichat.core.prompt import Prompt
+from aichat.providers.base import (
+    Chained,
+    Event,
+    Finish,
+    Incomplete,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from aichat.providers.neutral import neutral_events
 from aichat.providers.reasoning import ThinkSplitter
 
 
@@ -133,9 +142,9 @@ class _Segmenter:
 async def segment(
     first: Event,
     events: AsyncIterator[Event],
-    request: ChatCompletionRequest,
+    prompt: Prompt,
     reasoning: bool = True,
-) -> AsyncIterator[BlockEvent]:
+) -> AsyncGenerator[BlockEvent, None]:
     """Block events of one answer; raises ``Incomplete`` if it ends without ``Finish``.
 
     Tool calls are expected one after another (as OpenAI streams them): a piece for another
@@ -147,8 +156,8 @@ async def segment(
     splitter = ThinkSplitter()
     usage: Usage | None = None
     # Closed here when the answer ends at ``Finish``, not left to the garbage collector.
-    async with aclosing(neutral_events(first, events)) as neutral:
-        async for event in neutral:
+    async with aclosing(neutral_events(Chained(first, events))) as answer_events:
+        async for event in answer_events:
             found: list[BlockEvent] = []
             if isinstance(event, TextDelta):
                 found = blocks.text(splitter.feed(event.text), reasoning)
@@ -162,7 +171,7 @@ async def segment(
                 for block in blocks.text(splitter.flush(), reasoning) + blocks.close():
                     yield block
                 produced = "".join(blocks.produced)
-                yield End(event.reason, usage or counted_usage(request, produced))
+                yield End(event.reason, usage or counted_usage(prompt.texts(), produced))
                 return
             for block in found:
                 yield block

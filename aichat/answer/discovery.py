@@ -43,6 +43,7 @@ from aichat.answer.capabilities import capabilities_for
 from aichat.answer.routing import Target
 from aichat.core.config import MAX_CONTEXT_WINDOW, ModelConfig, Settings
 from aichat.operations.breaker import CircuitBreaker
+from aichat.operations.pricing import pricing_for
 from aichat.providers.base import Provider
 from aichat.providers.registry import build_provider
 
@@ -293,9 +294,17 @@ class Discovery:
                     continue
                 taken.add(name)
                 names.add(name)
-                window = route.context_window or model.window or told.get(model.id)
                 targets.append(
-                    Target(name, provider, model.id, route.fallbacks, breaker, capabilities, window)
+                    Target(
+                        name,
+                        provider,
+                        model.id,
+                        route.fallbacks,
+                        breaker,
+                        capabilities,
+                        pricing_for(route, model.id),
+                        route.context_window or model.window or told.get(model.id),
+                    )
                 )
         self.names = names
         return targets

@@ -6,11 +6,12 @@ Decisions:
   ``aichat.answer.answering`` hands to ``aichat.operations.timing.Timed`` (no iterator layer
   of its own). What the upstream reported wins; otherwise the prompt and the text the
   upstream sent are counted here, so a stream cut short still counts what was sent.
-- Pass-through chunks are not parsed here: the OpenAI provider asks its upstream for usage and
-  hands it over on the event (its ``reported_usage`` finds it, looking only at the chunk that
-  can hold it). A pass-through stream cut before its usage counts one token per chunk forwarded:
-  OpenAI-compatible upstreams send about one token per chunk, and parsing every chunk to
-  count exactly would cost every stream what only broken ones need.
+- An upstream's own words (raw chunks and events) are not parsed here: each provider reads
+  the usage they report and hands it over on the event (for Chat Completions, looking only at
+  the chunk that can hold it; for Messages and Responses, at the events that carry it). A
+  raw stream cut before its usage counts one token per chunk or event forwarded: upstreams
+  send about one token per chunk, and parsing every chunk to count exactly would cost every
+  stream what only broken ones need.
 - Bounded: the tokenizer counts at most ``EXACT_UP_TO`` characters of a prompt or an answer
   (a few milliseconds); longer ones are estimated from their length (four characters a
   token), so a huge answer costs neither memory nor a long stall of the event loop.
@@ -26,25 +27,29 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from aichat.answer.openai_events import completion_events
 from aichat.answer.routing import Target
 from aichat.answer.state import SETTINGS
-from aichat.core.context import log_field
 from aichat.core.errors import UpstreamError
-from aichat.core.schemas import ChatCompletionRequest, prompt_text
+from aichat.core.exchange import Exchange
+from aichat.core.prompt import Prompt
 from aichat.core.tokens import count_tokens, prompt_tokens
-from aichat.operations.auth import KEY_POLICY
 from aichat.operations.budgets import Budgets, budget_limits, open_store
+from aichat.operations.history import HISTORY, History
 from aichat.operations.metrics import METRICS, LabelledCounts
+from aichat.operations.pricing import Cost, usd
 from aichat.providers.base import (
     Event,
+    RawBody,
     RawChunks,
     RawCompletion,
+    RawEvents,
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
     Usage,
 )
+from aichat.providers.neutral import reader
+from aichat.providers.openai_events import completion_events
 
 EXACT_UP_TO = 16 * 1024  # characters counted with the tokenizer (about 3 ms of CPU)
 
@@ -54,10 +59,19 @@ def _estimate(chars: int) -> int:
 
 
 class Ledger:
-    """Where every answer's tokens go: the ``aichat_tokens_total`` metric and the budgets."""
+    """Where every answer's tokens and cost go: metrics, budgets and the usage history."""
 
-    def __init__(self, registry: CollectorRegistry, budgets: Budgets) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, budgets: Budgets, history: History | None = None
+    ) -> None:
         self.budgets = budgets
+        self.history = history
+        self._spend = LabelledCounts(
+            "aichat_spend_usd",
+            "US dollars spent, by client key, routed model and answering upstream.",
+            ("key", "model", "upstream"),
+        )
+        registry.register(self._spend)
         self._tokens = LabelledCounts(
             "aichat_tokens",
             "Tokens by client key, routed model, answering upstream and kind (prompt, "
@@ -67,8 +81,11 @@ class Ledger:
         )
         registry.register(self._tokens)
 
-    def record(self, key: str, model: str, upstream: str, usage: Usage) -> None:
-        """Count one answer's tokens."""
+    def record(self, key: str, model: str, upstream: str, usage: Usage, cost: Cost) -> None:
+        """Count one answer's tokens and cost."""
+        self._spend.add((key, model, upstream), cost.nano_usd / 1e9)
+        if self.history is not None:
+            self.history.add(key, model, upstream, usage, cost)
         self._tokens.add((key, model, upstream, "prompt"), usage.prompt_tokens)
         self._tokens.add((key, model, upstream, "completion"), usage.completion_tokens)
         if usage.cache_read_tokens:
@@ -84,10 +101,10 @@ LEDGER = web.AppKey("ledger", Ledger)
 class Meter:
     """What one answer costs, from the events it sees; recorded once, when closed."""
 
-    __slots__ = ("_chars", "_chat", "_chunks", "_record", "_texts", "_usage")
+    __slots__ = ("_chars", "_chunks", "_prompt", "_record", "_texts", "_usage")
 
-    def __init__(self, chat: ChatCompletionRequest, record: Callable[[Usage], None]) -> None:
-        self._chat = chat
+    def __init__(self, prompt: Prompt, record: Callable[[Usage], None]) -> None:
+        self._prompt = prompt
         self._record: Callable[[Usage], None] | None = record
         self._usage: Usage | None = None
         self._texts: list[str] | None = []  # None once past ``EXACT_UP_TO``
@@ -104,6 +121,10 @@ class Meter:
             self._add(event.text)
         elif isinstance(event, ToolCallDelta):
             self._add(event.arguments)
+        elif isinstance(event, RawEvents):
+            self._chunks += event.count
+            if event.usage is not None:
+                self._usage = event.usage
         elif isinstance(event, Usage):
             self._usage = event
         elif isinstance(event, RawCompletion):
@@ -112,6 +133,13 @@ class Meter:
             else:  # a whole answer without usage: its text is counted (rare, and once)
                 with contextlib.suppress(UpstreamError):
                     for inner in completion_events(event.json)[0]:
+                        self.see(inner)
+        elif isinstance(event, RawBody):
+            if event.usage is not None:
+                self._usage = event.usage
+            else:
+                with contextlib.suppress(UpstreamError):
+                    for inner in reader(event.api).whole(event.data):
                         self.see(inner)
 
     def _add(self, text: str) -> None:
@@ -130,7 +158,7 @@ class Meter:
             completion = _estimate(self._chars)
         else:
             completion = count_tokens("".join(self._texts)) if self._texts else 0
-        texts = prompt_text(self._chat)
+        texts = self._prompt.texts()
         chars = sum(len(text) for text in texts)
         prompt = prompt_tokens(texts) if chars <= EXACT_UP_TO else _estimate(chars)
         return Usage(prompt, self._chunks + completion)
@@ -142,36 +170,40 @@ class Meter:
             record(self.usage())
 
 
-async def admit(request: web.Request) -> None:
+async def admit(app: web.Application, exchange: Exchange) -> None:
     """Refuse a key over its token budget; its budget headers go on the answer."""
-    ledger = request.app.get(LEDGER)
-    if ledger is not None and request[KEY_POLICY].name in ledger.budgets.limits:
-        await ledger.budgets.admit(request)  # most keys have no budget: no await for them
+    ledger = app.get(LEDGER)
+    if ledger is not None and exchange.key.name in ledger.budgets.limits:
+        await ledger.budgets.admit(exchange)  # most keys have no budget: no await for them
 
 
-def meter(request: web.Request, chat: ChatCompletionRequest, model: str, target: Target) -> Meter:
+def meter(
+    app: web.Application, exchange: Exchange, prompt: Prompt, model: str, target: Target
+) -> Meter:
     """A meter recording an answer's tokens for the request's key when it closes.
 
     ``model`` is the routed name (never what a client typed: labels must stay bounded).
     """
-    ledger = request.app.get(LEDGER)
-    key = request[KEY_POLICY].name
+    ledger = app.get(LEDGER)
+    key = exchange.key.name
     upstream = target.label
 
     def record(usage: Usage) -> None:
-        log_field(
-            request, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
+        cost = target.pricing.cost(usage)
+        exchange.note(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=usd(cost.nano_usd),
         )
         if usage.cache_read_tokens or usage.cache_write_tokens:
-            log_field(
-                request,
+            exchange.note(
                 cache_read_tokens=usage.cache_read_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
             )
         if ledger is not None:
-            ledger.record(key, model, upstream, usage)
+            ledger.record(key, model, upstream, usage, cost)
 
-    return Meter(chat, record)
+    return Meter(prompt, record)
 
 
 async def usage_ledger(app: web.Application) -> AsyncIterator[None]:
@@ -180,6 +212,6 @@ async def usage_ledger(app: web.Application) -> AsyncIterator[None]:
     store = open_store(settings)
     fail_open = settings.redis_failure == "open"
     budgets = Budgets(store, budget_limits(settings), fail_open, every_key=bool(settings.redis_url))
-    app[LEDGER] = Ledger(app[METRICS].registry, budgets)
+    app[LEDGER] = Ledger(app[METRICS].registry, budgets, app.get(HISTORY))
     yield
     await store.close()

@@ -12,8 +12,8 @@ from aichat.answer.reload import LIVE
 from aichat.answer.routing import Target
 from aichat.answer.state import ROUTER
 from aichat.core.errors import InvalidRequest
+from aichat.core.exchange import EXCHANGE
 from aichat.inbound.codex_catalog import codex_catalog
-from aichat.operations.auth import KEY_POLICY
 from aichat.operations.lifecycle import LIFECYCLE
 from aichat.operations.metrics import require_metrics_key
 
@@ -66,7 +66,7 @@ async def list_models(request: web.Request) -> web.Response:
     """``GET /v1/models``: every routed model, in OpenAI's list shape, each with its
     ``context_window`` where known; with ``?client_version=``, the Codex CLI's catalog too."""
     created = request.app[LIFECYCLE].started_at
-    policy = request[KEY_POLICY]
+    policy = request[EXCHANGE].key
     targets = [target for target in request.app[ROUTER].targets if policy.allows(target.name)]
     body: dict[str, Any] = {
         "object": "list",
@@ -80,5 +80,5 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     """``GET /v1/models/{id}``: one model, or 404 ``model_not_found``."""
     model = request.match_info["model"]
-    (target, *_) = request.app[ROUTER].chain(model, request[KEY_POLICY].models)
+    (target, *_) = request.app[ROUTER].chain(model, request[EXCHANGE].key.models)
     return web.json_response(_model_object(target, request.app[LIFECYCLE].started_at))

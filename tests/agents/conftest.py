@@ -25,7 +25,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from tests.agents.recorder import Recorder
-from tests.agents.upstream import AgentAichats, AgentOpenAI
+from tests.agents.upstream import AgentAichats, AgentAnthropic, AgentOpenAI, AgentResponses
 from tests.deploy.procs import Server, free_port, run, server_env, started
 
 HERE = Path(__file__).resolve().parent
@@ -34,7 +34,15 @@ NPM = shutil.which("npm")
 NODE = shutil.which("node")
 # Every model the agents may ask for, by upstream kind; the mock answers this text.
 MOCK_TEXT = "Hello from the mock model."
-MODELS = {"mock": "agent-mock", "openai": "agent-openai", "aichats": "agent-aichats"}
+MODELS = {
+    "mock": "agent-mock",
+    "openai": "agent-openai",
+    "aichats": "agent-aichats",
+    "anthropic": "agent-anthropic",
+    "responses": "agent-responses",
+}
+# What the native routes call their models upstream (the agents never see these names).
+UPSTREAM_MODELS = {"anthropic": "claude-sonnet-4-5", "responses": "gpt-5-codex"}
 # No agent run may take longer than this, whatever it waits for.
 RUN_TIMEOUT = 120.0
 
@@ -91,7 +99,7 @@ def clis() -> Clis:
     return Clis(_claude_binary(), codex, versions)
 
 
-def _config(openai_url: str, aichats_url: str) -> str:
+def _config(openai_url: str, aichats_url: str, anthropic_url: str, responses_url: str) -> str:
     return f"""
 [[models]]
 name = "{MODELS["mock"]}"
@@ -108,6 +116,19 @@ name = "{MODELS["aichats"]}"
 provider = "aichats"
 base_url = "{aichats_url}"
 emulate_tools = true
+
+[[models]]
+name = "{MODELS["anthropic"]}"
+provider = "anthropic"
+base_url = "{anthropic_url}"
+upstream_model = "{UPSTREAM_MODELS["anthropic"]}"
+
+[[models]]
+name = "{MODELS["responses"]}"
+provider = "openai"
+api = "responses"
+base_url = "{responses_url}/v1"
+upstream_model = "{UPSTREAM_MODELS["responses"]}"
 """
 
 
@@ -119,6 +140,8 @@ class Stack:
     recorder: Recorder
     openai: AgentOpenAI
     aichats: AgentAichats
+    anthropic: AgentAnthropic
+    responses: AgentResponses
     url: str  # the recorder's: where the agents are pointed
 
     def _access_lines(self, since: int) -> list[dict[str, Any]]:
@@ -177,15 +200,18 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     """One gateway process for the module, between the recorder and the scripted upstreams."""
     workdir = tmp_path_factory.mktemp("gateway")
     openai, aichats = AgentOpenAI(), AgentAichats()
-    openai_runner, openai_url = await _serve(openai.app())
-    aichats_runner, aichats_url = await _serve(aichats.app())
+    anthropic, responses = AgentAnthropic(), AgentResponses()
+    runners, urls = [], []
+    for fake in (openai, aichats, anthropic, responses):
+        runner, url = await _serve(fake.app())
+        runners.append(runner)
+        urls.append(url)
     try:
-        async with recorded_gateway(_config(openai_url, aichats_url), workdir) as recorded:
-            server, recorder, url = recorded
-            yield Stack(server, recorder, openai, aichats, url)
+        async with recorded_gateway(_config(*urls), workdir) as (server, recorder, url):
+            yield Stack(server, recorder, openai, aichats, anthropic, responses, url)
     finally:
-        await openai_runner.cleanup()
-        await aichats_runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()
 
 
 @dataclass
