@@ -23,6 +23,7 @@ class Target:
     breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(0, 1.0))
     capabilities: Capabilities = CAPABILITIES["openai"]
     pricing: Pricing = field(default_factory=Free)
+    context_window: int | None = None  # tokens, where configured or told by the upstream
 
     @property
     def label(self) -> str:
