@@ -33,8 +33,10 @@ from aichat.inbound.meta import get_model, health, list_models, ready
 from aichat.inbound.openapi import OPENAPI, openapi_document, openapi_endpoint
 from aichat.inbound.playground import add_playground
 from aichat.inbound.responses_api import create_response
+from aichat.inbound.usage_page import add_usage_page
 from aichat.operations.auth import FAILED_KEYS, FailedKeys, KeyRing, auth_middleware
 from aichat.operations.connections import SERVER_NAME
+from aichat.operations.history_db import keep_history
 from aichat.operations.lifecycle import LIFECYCLE, Lifecycle, drain_middleware
 from aichat.operations.limits import (
     LIMITER,
@@ -46,6 +48,7 @@ from aichat.operations.limits import (
 )
 from aichat.operations.logs import REQUEST_ID_HEADER, access_log_middleware, add_request_id_header
 from aichat.operations.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
+from aichat.operations.pricing import load_price_table
 from aichat.operations.timing import SERVER_TIMING_HEADER, add_server_timing
 from aichat.operations.trace_setup import configured_tracing
 
@@ -160,11 +163,14 @@ def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
 
 def preload(settings: Settings) -> None:
     """Load what the configured routes need before their first request (once per process):
-    the tokenizer, where a route counts tokens itself."""
+    the tokenizer, where a route counts tokens itself, and the price table, where a route is
+    priced from it (about 6 MB; loaded before ``--workers`` fork, it is shared)."""
     if any(route.provider != "openai" for route in settings.model_routes):
         # aichats reports no usage and the mock counts exactly: both count here, from the
         # first request on.
         load_tokenizer()
+    if any(route.provider == "openai" and route.price is None for route in settings.model_routes):
+        load_price_table()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -201,7 +207,9 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
     # Reverse order on the way out: answers still closing record their usage first.
-    app.cleanup_ctx.extend([_counter_store, usage_ledger, _upstream_session, discovered_models])
+    app.cleanup_ctx.extend(
+        [_counter_store, keep_history(settings), usage_ledger, _upstream_session, discovered_models]
+    )
     if tracing is not None:
         # First in, last out: spans of answers still closing are exported.
         app.cleanup_ctx.insert(0, tracing.running)
@@ -224,5 +232,7 @@ def create_app(settings: Settings) -> web.Application:
     app[ERROR_RENDERERS] = renderers
     if settings.playground:
         add_playground(app.router)
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    add_usage_page(app, admin_key)
     _setup_cors(app, settings.cors_origins)
     return app

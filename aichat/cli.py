@@ -1,4 +1,4 @@
-"""The ``aichat`` command: ``aichat serve``, ``aichat config show`` and ``aichat usage``.
+"""The ``aichat`` command: ``serve``, ``config show``, ``usage`` and ``agent-env``.
 
 Help texts are plain text (argparse prints them as they are). Global options (``--env-file``)
 are accepted before or after the subcommand. Every start-up failure is one line on stderr
@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from aichat import __version__
+from aichat.agent_env import AGENTS, agent_env
 from aichat.core.config import ConfigError, Settings, StartupError, load_settings
 from aichat.operations.logs import configure_logging
-from aichat.usage_cli import print_usage
+from aichat.operations.usage_report import GROUPS
+from aichat.usage_cli import parse_day, print_usage
 from aichat.workers import run
 
 log = logging.getLogger("aichat")
@@ -79,11 +81,33 @@ def _parser() -> argparse.ArgumentParser:
     usage = commands.add_parser(
         "usage",
         parents=[late],
-        help="tokens per key and model, today and this month",
-        description="Print tokens and requests per key and model, today and this month.",
+        help="requests, tokens and spend from the usage history",
+        description=(
+            "Print requests, tokens and spend per key, model or upstream from the usage "
+            "history (AICHAT_USAGE_DB, or DATABASE_URL), over UTC days."
+        ),
     )
     usage.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
-    usage.add_argument("--json", action="store_true", help="one JSON object per key and model")
+    usage.add_argument("--since", type=parse_day, help="first day, YYYY-MM-DD (default: the 1st)")
+    usage.add_argument("--until", type=parse_day, help="last day, YYYY-MM-DD (default: today)")
+    usage.add_argument("--by", choices=GROUPS, default="key", help="one line per (default: key)")
+    formats = usage.add_mutually_exclusive_group()
+    formats.add_argument(
+        "--json", dest="output", action="store_const", const="json", help="one JSON object a line"
+    )
+    formats.add_argument("--csv", dest="output", action="store_const", const="csv", help="CSV")
+    agent = commands.add_parser(
+        "agent-env",
+        parents=[late],
+        help="settings for a coding agent to use a model through aichat",
+        description="Print the environment lines (claude) or the config.toml (codex) that point "
+        "a coding agent at a model of the running gateway, its context window included.",
+    )
+    agent.add_argument("agent", choices=AGENTS, help="Claude Code or the Codex CLI")
+    agent.add_argument("model", help="a model name the gateway serves")
+    agent.add_argument("--url", help="the gateway as the agent reaches it (default: its port here)")
+    agent.add_argument("--key", help="a client key to ask it with (default: APP_SECRET)")
+    agent.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
     return parser
 
 
@@ -127,7 +151,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(effective_config(settings), indent=2))
             return 0
         if args.command == "usage":
-            print_usage(settings, sys.stdout, args.json)
+            print_usage(
+                settings, sys.stdout, args.since, args.until, args.by, args.output or "table"
+            )
+            return 0
+        if args.command == "agent-env":
+            text, note = agent_env(settings, args.agent, args.model, args.url, args.key)
+            if note:
+                print(f"aichat: note: {note}", file=sys.stderr)
+            sys.stdout.write(text)
             return 0
         settings.require_auth_decision()
         configure_logging(settings.log_format, settings.log_level)

@@ -154,8 +154,12 @@ class FakeOpenAI:
     end_delay: float = 0.0  # seconds between ``[DONE]`` and the end of the body
     connections: set[object] = field(default_factory=set)  # client address of each request
     models: list[str] = field(default_factory=lambda: ["llama3.1", "qwen2.5"])  # GET /v1/models
+    listing: list[dict[str, Any]] | None = None  # GET /v1/models' data as given, if set
     models_status: int = 200
     report_usage: bool = True  # False: no usage anywhere, as some servers answer
+    usage: dict[str, Any] = field(
+        default_factory=lambda: {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    )
 
     def chunks(self, model: str, include_usage: bool) -> list[dict[str, Any]]:
         base = {
@@ -187,7 +191,7 @@ class FakeOpenAI:
                 {
                     **base,
                     "choices": [],
-                    "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+                    "usage": self.usage,
                 }
             )
         return out
@@ -237,7 +241,7 @@ class FakeOpenAI:
                         "finish_reason": finish_reason,
                     }
                 ],
-                "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+                "usage": self.usage,
             }
             if not self.report_usage:
                 del completion["usage"]
@@ -274,7 +278,9 @@ class FakeOpenAI:
     async def list_models(self, request: web.Request) -> web.Response:
         if self.models_status != 200:
             return web.json_response(self.error_body, status=self.models_status)
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
+        data = self.listing or [
+            {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models
+        ]
         return web.json_response({"object": "list", "data": data})
 
     def app(self) -> web.Application:

@@ -34,7 +34,9 @@ from aichat.core.exchange import Exchange
 from aichat.core.prompt import Prompt
 from aichat.core.tokens import count_tokens, prompt_tokens
 from aichat.operations.budgets import Budgets, budget_limits, open_store
+from aichat.operations.history import HISTORY, History
 from aichat.operations.metrics import METRICS, LabelledCounts
+from aichat.operations.pricing import Cost, usd
 from aichat.providers.base import (
     Event,
     RawBody,
@@ -57,10 +59,19 @@ def _estimate(chars: int) -> int:
 
 
 class Ledger:
-    """Where every answer's tokens go: the ``aichat_tokens_total`` metric and the budgets."""
+    """Where every answer's tokens and cost go: metrics, budgets and the usage history."""
 
-    def __init__(self, registry: CollectorRegistry, budgets: Budgets) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, budgets: Budgets, history: History | None = None
+    ) -> None:
         self.budgets = budgets
+        self.history = history
+        self._spend = LabelledCounts(
+            "aichat_spend_usd",
+            "US dollars spent, by client key, routed model and answering upstream.",
+            ("key", "model", "upstream"),
+        )
+        registry.register(self._spend)
         self._tokens = LabelledCounts(
             "aichat_tokens",
             "Tokens by client key, routed model, answering upstream and kind (prompt, "
@@ -70,8 +81,11 @@ class Ledger:
         )
         registry.register(self._tokens)
 
-    def record(self, key: str, model: str, upstream: str, usage: Usage) -> None:
-        """Count one answer's tokens."""
+    def record(self, key: str, model: str, upstream: str, usage: Usage, cost: Cost) -> None:
+        """Count one answer's tokens and cost."""
+        self._spend.add((key, model, upstream), cost.nano_usd / 1e9)
+        if self.history is not None:
+            self.history.add(key, model, upstream, usage, cost)
         self._tokens.add((key, model, upstream, "prompt"), usage.prompt_tokens)
         self._tokens.add((key, model, upstream, "completion"), usage.completion_tokens)
         if usage.cache_read_tokens:
@@ -175,14 +189,19 @@ def meter(
     upstream = target.label
 
     def record(usage: Usage) -> None:
-        exchange.note(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+        cost = target.pricing.cost(usage)
+        exchange.note(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=usd(cost.nano_usd),
+        )
         if usage.cache_read_tokens or usage.cache_write_tokens:
             exchange.note(
                 cache_read_tokens=usage.cache_read_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
             )
         if ledger is not None:
-            ledger.record(key, model, upstream, usage)
+            ledger.record(key, model, upstream, usage, cost)
 
     return Meter(prompt, record)
 
@@ -193,6 +212,6 @@ async def usage_ledger(app: web.Application) -> AsyncIterator[None]:
     store = open_store(settings)
     fail_open = settings.redis_failure == "open"
     budgets = Budgets(store, budget_limits(settings), fail_open, every_key=bool(settings.redis_url))
-    app[LEDGER] = Ledger(app[METRICS].registry, budgets)
+    app[LEDGER] = Ledger(app[METRICS].registry, budgets, app.get(HISTORY))
     yield
     await store.close()

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from decimal import Decimal
 from typing import Any
 
 import anthropic
 import openai
 import pytest
 
-from aichat.core.config import ModelConfig, StartupError
+from aichat.core.config import ModelConfig, PriceConfig, StartupError
 from aichat.operations.trace_setup import configured_tracing
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.deploy.procs import run
@@ -53,6 +54,12 @@ def native_routes(natives: Natives) -> tuple[ModelConfig, ...]:
             provider="anthropic",
             base_url=natives.claude_url,
             upstream_model="claude-sonnet-4-5",
+            price=PriceConfig(
+                input=Decimal(3),
+                output=Decimal(15),
+                cache_read=Decimal("0.3"),
+                cache_write=Decimal("3.75"),
+            ),
         ),
         ModelConfig(
             name="codex",
@@ -238,6 +245,9 @@ async def test_a_messages_request_to_an_anthropic_route_is_an_anthropic_chat(
     assert (server.name, server.trace_id) == ("POST /v1/messages", CLIENT_TRACE)
     assert server.attributes["aichat.route"] == "claude"
     assert server.attributes["aichat.upstream"] == "claude (anthropic)"
+    # The answer's price, as the access line's cost_usd: uncached, cache read, cache write, output.
+    dollars = (3 * 3 + 255 * 0.3 + 10 * 3.75 + 9 * 15) / 1e6
+    assert server.attributes["aichat.cost.usd"] == pytest.approx(dollars)
     expected = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "anthropic",
