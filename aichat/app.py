@@ -50,6 +50,7 @@ from aichat.operations.logs import REQUEST_ID_HEADER, access_log_middleware, add
 from aichat.operations.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
 from aichat.operations.pricing import load_price_table
 from aichat.operations.timing import SERVER_TIMING_HEADER, add_server_timing
+from aichat.operations.trace_setup import configured_tracing
 
 log = logging.getLogger("aichat")
 
@@ -179,11 +180,14 @@ def create_app(settings: Settings) -> web.Application:
     keys = KeyRing.from_settings(settings)
     if not keys.enabled:
         log.warning("running WITHOUT authentication: anyone who can reach this port can use it")
-    # Outermost first: the access line sees the final status; errors are rendered for
+    tracing = configured_tracing()
+    # Outermost first: the access line sees the final status; a request's span (when traced)
+    # starts with its Exchange and sees its error rendered; errors are rendered for
     # everything inside; drained requests never reach auth; limits apply per known key.
     app = web.Application(
         middlewares=[
             access_log_middleware,
+            *([tracing.middleware] if tracing is not None else []),
             error_middleware,
             drain_middleware,
             auth_middleware(keys),
@@ -206,6 +210,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend(
         [_counter_store, keep_history(settings), usage_ledger, _upstream_session, discovered_models]
     )
+    if tracing is not None:
+        # First in, last out: spans of answers still closing are exported.
+        app.cleanup_ctx.insert(0, tracing.running)
     app.on_shutdown.append(_stop_taking_requests)
     app.on_response_prepare.append(_add_gateway_headers)
     app[OPENAPI] = openapi_document()

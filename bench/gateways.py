@@ -10,7 +10,8 @@ aichat runs with one provider's route per process, as a deployment that needs on
 one would: its memory at rest is then what such a configuration costs (an OpenAI-only
 gateway never loads the tokenizer). It runs at its default settings (access log at INFO,
 written to a file; Server-Timing; limits in memory) unless ``muted``, which turns the access
-log off for comparison.
+log off for comparison, or ``traced``, which exports a trace of every request (the fake
+upstream takes the spans).
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class AichatOptions:
     provider: str  # its only route: "aichats" or "openai"
     pythonpath: str | None = None
     muted: bool = False  # access log off (AICHAT_LOG_LEVEL=WARNING)
+    traced: bool = False  # every request traced, spans exported to the fake upstream
     workers: int = 1
     cores: Cores = GATEWAY_CORE
     launcher: tuple[str, ...] = ()  # a command the gateway runs under (bench.instructions)
@@ -106,6 +108,8 @@ class AichatOptions:
         """The gateway's name in the results."""
         if self.workers > 1 or self.cores != GATEWAY_CORE:
             return f"aichat-w{self.workers}"
+        if self.traced:
+            return "aichat-traced"
         return "aichat-muted" if self.muted else "aichat"
 
 
@@ -124,6 +128,8 @@ def start_aichat(upstream_url: str, work: Path, options: AichatOptions) -> Gatew
     }
     if options.muted:
         env["AICHAT_LOG_LEVEL"] = "WARNING"
+    if options.traced:
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=upstream_url, OTEL_TRACES_SAMPLER="always_on")
     if options.workers > 1:
         env["AICHAT_WORKERS"] = str(options.workers)
     if options.provider == "aichats":

@@ -13,7 +13,16 @@ Run = dict[str, Any]
 README_START = "<!-- bench-results:start -->"
 README_END = "<!-- bench-results:end -->"
 WORKERS_TARGETS = ("aichat-w1", "aichat-w2")
-GATEWAYS = ("aichat", "aichat-muted", "floor", "hop", *WORKERS_TARGETS, "litellm", "litellm-rust")
+GATEWAYS = (
+    "aichat",
+    "aichat-muted",
+    "aichat-traced",
+    "floor",
+    "hop",
+    *WORKERS_TARGETS,
+    "litellm",
+    "litellm-rust",
+)
 # Issue 16's limits: aichat at its defaults against the floor, in the same run.
 CPU_VS_FLOOR = {"aichats": 1.5, "openai": 1.25}  # CPU per request, at most
 RPS_VS_FLOOR = 0.9  # requests/s at c16 and c64, at least
@@ -270,6 +279,12 @@ def render(result: dict[str, Any]) -> str:
             "`aichat` runs at its defaults (access log at INFO, to a file; Server-Timing; "
             "limits in memory); `aichat-muted` is the same with the access log off "
             "(`AICHAT_LOG_LEVEL=WARNING`), one round, for comparison."
+        )
+    if any(run["target"] == "aichat-traced" for run in result["runs"]):
+        notes.append(
+            "`aichat-traced` is `aichat` with every request traced "
+            "(`OTEL_TRACES_SAMPLER=always_on`): a server span and an upstream attempt span "
+            "each, exported over OTLP/HTTP to the fake upstream, one round."
         )
     if any(run["target"] == "aichat-w2" for run in result["runs"]):
         notes.append(

@@ -295,7 +295,8 @@ def profiled(gateway: Gateway, out: Path | None) -> Iterator[None]:
 
 
 def run_all(bench: Bench, args: argparse.Namespace) -> None:
-    """Per provider: aichat (a fresh gateway each), aichat with its access log muted, the
+    """Per provider: aichat (a fresh gateway each), aichat with its access log muted, with
+    every request traced, the
     floor and the hop for scale, then aichat's hold test; then the workers scenario; then
     LiteLLM's load phases and hold test (and its Rust path's), if it is installed.
     """
@@ -338,6 +339,8 @@ def _aichat_rows(bench: Bench, provider: str, args: argparse.Namespace) -> None:
             # Before the hold test, which slows whatever follows it.
             muted = replace(options, muted=True)
             _one_round(bench, provider, "aichat-muted", args.modes, muted)
+            traced = replace(options, traced=True)
+            _one_round(bench, provider, "aichat-traced", args.modes, traced)
             for name, (providers, modes) in BARE_PROXIES.items():
                 if provider in providers:
                     _one_round(bench, provider, name, tuple(m for m in modes if m in args.modes))

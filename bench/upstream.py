@@ -3,6 +3,7 @@
 - aichats: ``POST /chat/send2/`` answers ``data: <piece>`` lines.
 - OpenAI: ``POST /v1/chat/completions``, streamed (SSE chunks, optional usage chunk, ``[DONE]``)
   or whole, shaped like OpenAI's own answers so pass-through gateways do real work.
+- OTLP/HTTP traces: ``POST /v1/traces`` takes a traced gateway's spans and drops them.
 
 Every answer is built once per shape and cached as bytes: the upstream must cost as little CPU
 as possible, since it shares a core with the load generator. Run it as
@@ -135,6 +136,12 @@ async def models(_: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": "bench", "object": "model"}]})
 
 
+async def traces(request: web.Request) -> web.Response:
+    """An OTLP/HTTP trace receiver that keeps nothing, for ``aichat-traced``."""
+    await request.read()
+    return web.Response(body=b"", content_type="application/x-protobuf")
+
+
 def create_app() -> web.Application:
     """The fake upstream's routes."""
     app = web.Application()
@@ -143,6 +150,7 @@ def create_app() -> web.Application:
     app.router.add_post("/chat/completions", openai)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
+    app.router.add_post("/v1/traces", traces)
     return app
 
 

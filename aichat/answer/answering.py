@@ -65,7 +65,7 @@ async def respond(
     await admit(app, exchange)
     exchange.upstream_called = time.perf_counter()
     try:
-        answer = await open_answer(chain, prompt, app[RETRY_POLICY])
+        answer = await open_answer(chain, prompt, app[RETRY_POLICY], exchange.trace)
     except UpstreamError as err:
         # A request that failed on every attempt says where and how often it tried, too.
         exchange.note(upstream=err.upstream, attempts=err.attempts)
@@ -76,6 +76,8 @@ async def respond(
     ignored = dropped_params(prompt, target.provider.api, target.capabilities)
     if ignored:
         headers[DROPPED_HEADER] = dropped_header(ignored)
+        if exchange.trace is not None:
+            exchange.trace.dropped(ignored)
         log.warning(
             "request parameters dropped",
             extra={"fields": {"upstream": target.label, "dropped": headers[DROPPED_HEADER]}},

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from aichat.answer.routing import Target
 from aichat.core.errors import UpstreamError
 from aichat.core.prompt import Prompt
+from aichat.core.trace import RequestTrace
 from aichat.operations.breaker import State
 from aichat.operations.metrics import Metrics
+from aichat.operations.tracing import traced
 from aichat.providers.base import Event, EventStream
 
 log = logging.getLogger("aichat.failover")
@@ -63,8 +65,12 @@ class Answer:
     attempts: int
 
 
-async def _start(target: Target, prompt: Prompt) -> Answer:
-    events = target.provider.stream(prompt, target.upstream_model)
+async def _start(
+    target: Target, prompt: Prompt, trace: RequestTrace | None, attempt: int
+) -> Answer:
+    events = traced(
+        trace, target, attempt, prompt, target.provider.stream(prompt, target.upstream_model)
+    )
     try:
         first = await anext(events, None)
     except BaseException:
@@ -140,13 +146,16 @@ def _given_up(err: UpstreamError, target: Target, attempts: int) -> UpstreamErro
     return err
 
 
-async def open_answer(chain: list[Target], prompt: Prompt, policy: RetryPolicy) -> Answer:
+async def open_answer(
+    chain: list[Target], prompt: Prompt, policy: RetryPolicy, trace: RequestTrace | None = None
+) -> Answer:
     """The first target in ``chain`` that starts answering, retrying retryable failures.
 
     Targets whose circuit is open are skipped. Non-retryable errors (a bad request, an
     upstream 4xx) are raised at once; when every target has failed, the last error is
     raised, or ``CircuitOpen`` if none could even be tried. A target's circuit counts the
-    request as one failure once its retries are spent.
+    request as one failure once its retries are spent. With a ``trace``, every attempt has
+    a span.
     """
     started = time.perf_counter()
     attempts = 0
@@ -159,7 +168,7 @@ async def open_answer(chain: list[Target], prompt: Prompt, policy: RetryPolicy) 
         while allowed:
             attempts += 1
             try:
-                answer = await _start(target, prompt)
+                answer = await _start(target, prompt, trace, attempts)
             except UpstreamError as err:
                 before = breaker.state
                 if not err.retryable:

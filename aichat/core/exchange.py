@@ -21,6 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
+from aichat.core.trace import RequestTrace
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -59,6 +61,7 @@ class Exchange:
     headers: dict[str, str] = field(default_factory=dict)
     upstream_called: float | None = None
     upstream_done: float | None = None
+    trace: RequestTrace | None = None  # when traced (``aichat.core.trace``)
 
     def note(self, **fields: Any) -> None:
         """Add fields to the access line."""

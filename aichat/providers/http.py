@@ -11,6 +11,11 @@ wherever the upstream points.
 Every error names the upstream's host and port and what went wrong (DNS, connect, TLS,
 timeout, redirect or HTTP status) in words a person can act on; ``UpstreamError.cause``
 carries the same without the upstream's body, for logs and circuit reports.
+
+A trace reaches every upstream request through ``aichat.core.trace.OUTBOUND``, a context
+variable: while an attempt is traced, its headers (W3C ``traceparent``) are added to the
+request and the URL it went to is noted for the attempt's span. Untraced, that is one
+``ContextVar.get`` per upstream request.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import aiohttp
 from yarl import URL
 
 from aichat.core.errors import UpstreamError, UpstreamTimeout
+from aichat.core.trace import OUTBOUND
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -171,6 +177,10 @@ async def upstream_body(
     stream stops the upstream.
     """
     answered = False  # response headers arrived: a timeout now means the upstream stalled
+    outbound = OUTBOUND.get()
+    if outbound is not None:
+        headers = {**headers, **outbound.headers}
+        outbound.url = url
     loop = asyncio.get_running_loop()
     deadline = Deadline(loop, bounds.first_byte, bounds.total)
     try:

@@ -41,7 +41,7 @@ def test_builds_a_wheel_first_and_installs_only_wheels_last() -> None:
     (build_run,) = [run["value"] for run in instructions("RUN") if run not in final_stage("RUN")]
     assert build_run.startswith("pip wheel ")
     (install,) = [run["value"] for run in final_stage("RUN")]
-    assert "--no-index" in install and '"aichat[tokens,speed,postgres]"' in install
+    assert "--no-index" in install and '"aichat[tokens,speed,postgres,tracing]"' in install
     assert not final_stage("COPY") and not final_stage("ADD"), "no source tree in the image"
 
 

@@ -1,0 +1,443 @@
+"""The spans a traced gateway sends, as an OTLP receiver gets them, for real SDK clients.
+
+Each API request is a server span; each upstream attempt a client span under it with the
+GenAI conventions' attributes; a client's ``traceparent`` is continued and each attempt's
+context goes upstream. Tracing off leaves OpenTelemetry unimported; a receiver that is down
+changes nothing for clients and is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from decimal import Decimal
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from aichat.core.config import ModelConfig, PriceConfig, StartupError
+from aichat.operations.trace_setup import configured_tracing
+from tests.conftest import API_KEY, Gateway, GatewayFactory
+from tests.deploy.procs import run
+from tests.fakes import FakeOpenAI
+from tests.tracing.conftest import Natives
+from tests.tracing.receiver import Receiver, Span
+
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+HELLO = [{"role": "user", "content": "Say hello"}]
+
+
+def routes(url: str) -> tuple[ModelConfig, ...]:
+    return (
+        ModelConfig(name="up", provider="openai", base_url=url, upstream_model="gpt-up"),
+        ModelConfig(name="chained", provider="openai", base_url=url, fallbacks=("echo",)),
+        ModelConfig(name="echo", provider="mock", text="Echo here."),
+    )
+
+
+@pytest.fixture
+async def gw(
+    receiver: Receiver, make_gateway: GatewayFactory, openai_upstream: tuple[FakeOpenAI, str]
+) -> Gateway:
+    return await make_gateway(routes=routes(openai_upstream[1]), retries=1, retry_backoff=0)
+
+
+def native_routes(natives: Natives) -> tuple[ModelConfig, ...]:
+    return (
+        ModelConfig(
+            name="claude",
+            provider="anthropic",
+            base_url=natives.claude_url,
+            upstream_model="claude-sonnet-4-5",
+            price=PriceConfig(
+                input=Decimal(3),
+                output=Decimal(15),
+                cache_read=Decimal("0.3"),
+                cache_write=Decimal("3.75"),
+            ),
+        ),
+        ModelConfig(
+            name="codex",
+            provider="openai",
+            api="responses",
+            base_url=natives.responses_url,
+            upstream_model="gpt-5-codex",
+        ),
+    )
+
+
+@pytest.fixture
+async def native_gw(receiver: Receiver, make_gateway: GatewayFactory, natives: Natives) -> Gateway:
+    return await make_gateway(routes=native_routes(natives), retries=0)
+
+
+def by_kind(spans: list[Span], kind: str) -> list[Span]:
+    return [span for span in spans if span.kind == f"SPAN_KIND_{kind}"]
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+async def test_a_streamed_chat_continues_the_clients_trace_with_genai_attributes(
+    receiver: Receiver, gw: Gateway, openai_upstream: tuple[FakeOpenAI, str]
+) -> None:
+    async with gw.sdk() as client:
+        stream = await client.chat.completions.create(
+            model="up",
+            messages=HELLO,  # type: ignore[arg-type]
+            stream=True,
+            max_tokens=50,
+            temperature=0.5,
+            extra_headers={"traceparent": TRACEPARENT},
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "Hi from upstream"
+    spans = await receiver.wait_for(2)
+    (server,), (attempt,) = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    assert (server.trace_id, server.parent_id) == (CLIENT_TRACE, CLIENT_SPAN)
+    assert (attempt.trace_id, attempt.parent_id) == (CLIENT_TRACE, server.span_id)
+    assert server.name == "POST /v1/chat/completions"
+    assert server.resource["service.name"] == "aichat"
+    assert server.attributes["http.response.status_code"] == 200
+    assert server.attributes["aichat.key.name"] == "key-1"
+    assert API_KEY not in json.dumps([span.attributes for span in spans])
+    assert server.attributes["aichat.route"] == "up"
+    assert server.attributes["aichat.time_to_first_token"] > 0
+    assert attempt.name == "chat gpt-up"
+    port = port_of(openai_upstream[1])
+    expected = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-up",
+        "gen_ai.request.max_tokens": 50,
+        "gen_ai.request.temperature": 0.5,
+        "gen_ai.request.stream": True,
+        "gen_ai.response.model": "gpt-up",
+        "gen_ai.response.id": "chatcmpl-up",
+        "gen_ai.response.finish_reasons": ["stop"],
+        "gen_ai.usage.input_tokens": 7,
+        "gen_ai.usage.output_tokens": 3,
+        "server.address": "127.0.0.1",
+        "server.port": port,
+        "aichat.attempt": 1,
+    }
+    assert {name: attempt.attributes.get(name) for name in expected} == expected
+    assert attempt.attributes["gen_ai.response.time_to_first_chunk"] > 0
+    assert attempt.status == "STATUS_CODE_UNSET"
+    # Contents are not recorded unless an operator asks.
+    assert not any("messages" in name for span in spans for name in span.attributes)
+    # The upstream got the attempt's own context.
+    sent = openai_upstream[0].headers[-1]["traceparent"]
+    assert sent.split("-")[1:3] == [CLIENT_TRACE, attempt.span_id]
+
+
+async def test_a_retried_request_shows_each_attempt(
+    receiver: Receiver, gw: Gateway, openai_upstream: tuple[FakeOpenAI, str]
+) -> None:
+    fake = openai_upstream[0]
+    fake.status, fake.fail_times = 500, 1
+    async with gw.sdk() as client:
+        answer = await client.chat.completions.create(model="up", messages=HELLO)  # type: ignore[arg-type]
+    assert answer.choices[0].message.content == "Hi from upstream"
+    spans = await receiver.wait_for(3)
+    (server,) = by_kind(spans, "SERVER")
+    failed, answered = sorted(
+        by_kind(spans, "CLIENT"), key=lambda s: s.attributes["aichat.attempt"]
+    )
+    assert failed.parent_id == answered.parent_id == server.span_id
+    assert failed.attributes["error.type"] == "500"
+    assert failed.status == "STATUS_CODE_ERROR"
+    assert failed.attributes["gen_ai.response.finish_reasons"] == ["error"]
+    assert "error.type" not in answered.attributes
+    assert answered.attributes["gen_ai.response.finish_reasons"] == ["stop"]
+    assert "gen_ai.request.stream" not in answered.attributes
+    assert (server.status, server.attributes["aichat.attempts"]) == ("STATUS_CODE_UNSET", 2)
+    # Each attempt sent its own context upstream.
+    sent = [headers["traceparent"].split("-")[2] for headers in fake.headers]
+    assert sent == [failed.span_id, answered.span_id]
+
+
+async def test_a_fallback_is_an_attempt_of_its_own_provider_with_dropped_params(
+    receiver: Receiver, gw: Gateway, openai_upstream: tuple[FakeOpenAI, str]
+) -> None:
+    openai_upstream[0].status = 503
+    async with gw.sdk() as client:
+        answer = await client.chat.completions.with_raw_response.create(
+            model="chained",
+            messages=HELLO,  # type: ignore[arg-type]
+            max_tokens=20,
+        )
+    assert answer.parse().choices[0].message.content == "Echo here."
+    spans = await receiver.wait_for(4)
+    (server,) = by_kind(spans, "SERVER")
+    dropped = answer.headers["x-aichat-dropped-params"]
+    assert server.attributes["aichat.dropped_params"] == dropped.split(", ") == ["max_tokens"]
+    attempts = sorted(by_kind(spans, "CLIENT"), key=lambda s: s.attributes["aichat.attempt"])
+    assert [
+        (s.attributes["gen_ai.provider.name"], s.attributes.get("error.type")) for s in attempts
+    ] == [
+        ("openai", "503"),
+        ("openai", "503"),
+        ("mock", None),
+    ]
+    assert attempts[-1].attributes["aichat.route"] == "echo"
+    assert "server.address" not in attempts[-1].attributes  # the mock makes no HTTP request
+
+
+async def test_a_failed_request_is_an_error_span_naming_the_cause(
+    receiver: Receiver, gw: Gateway, openai_upstream: tuple[FakeOpenAI, str]
+) -> None:
+    openai_upstream[0].status = 500
+    response = await gw.post_chat({"model": "up", "messages": HELLO})
+    assert response.status == 500  # the upstream's own
+    spans = await receiver.wait_for(3)
+    (server,) = by_kind(spans, "SERVER")
+    assert server.status == "STATUS_CODE_ERROR"
+    assert server.attributes["error.type"] == "500"
+    assert server.attributes["aichat.error"] == (await response.json())["error"]["code"]
+    assert {s.attributes["error.type"] for s in by_kind(spans, "CLIENT")} == {"500"}
+
+
+async def test_a_messages_tool_call_has_its_finish_reason(
+    receiver: Receiver, gw: Gateway, openai_upstream: tuple[FakeOpenAI, str]
+) -> None:
+    openai_upstream[0].tool_calls = True
+    claude = anthropic.AsyncAnthropic(base_url=gw.url, api_key=API_KEY, max_retries=0)
+    async with claude.messages.stream(
+        model="up",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[{"name": "get_weather", "input_schema": {"type": "object"}}],
+    ) as stream:
+        message = await stream.get_final_message()
+    assert message.stop_reason == "tool_use"
+    spans = await receiver.wait_for(2)
+    (server,), (attempt,) = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    assert server.name == "POST /v1/messages"
+    assert attempt.attributes["gen_ai.response.finish_reasons"] == ["tool_calls"]
+    assert attempt.attributes["gen_ai.request.max_tokens"] == 100
+
+
+async def test_a_messages_request_to_an_anthropic_route_is_an_anthropic_chat(
+    receiver: Receiver, native_gw: Gateway, natives: Natives
+) -> None:
+    natives.claude.tool = True
+    claude = anthropic.AsyncAnthropic(base_url=native_gw.url, api_key=API_KEY, max_retries=0)
+    async with claude.messages.stream(
+        model="claude",
+        max_tokens=100,
+        stop_sequences=["END"],
+        extra_body={"temperature": 0.2},
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[{"name": "get_weather", "input_schema": {"type": "object"}}],
+        extra_headers={"traceparent": TRACEPARENT},
+    ) as stream:
+        message = await stream.get_final_message()
+    assert message.stop_reason == "tool_use"
+    spans = await receiver.wait_for(2)
+    (server,), (attempt,) = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    assert (server.name, server.trace_id) == ("POST /v1/messages", CLIENT_TRACE)
+    assert server.attributes["aichat.route"] == "claude"
+    assert server.attributes["aichat.upstream"] == "claude (anthropic)"
+    # The answer's price, as the access line's cost_usd: uncached, cache read, cache write, output.
+    dollars = (3 * 3 + 255 * 0.3 + 10 * 3.75 + 9 * 15) / 1e6
+    assert server.attributes["aichat.cost.usd"] == pytest.approx(dollars)
+    expected = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": "claude-sonnet-4-5",
+        "gen_ai.request.max_tokens": 100,
+        "gen_ai.request.temperature": 0.2,
+        "gen_ai.request.stop_sequences": ["END"],
+        "gen_ai.request.stream": True,
+        "gen_ai.response.model": "claude-sonnet-4-5",
+        "gen_ai.response.id": "msg_01fake",
+        "gen_ai.response.finish_reasons": ["tool_use"],  # in Anthropic's own words
+        # Every input token, cached or not, then the cached ones apart (as the meter counts).
+        "gen_ai.usage.input_tokens": 3 + 10 + 255,
+        "gen_ai.usage.cache_read.input_tokens": 255,
+        "gen_ai.usage.cache_creation.input_tokens": 10,
+        "gen_ai.usage.output_tokens": 9,
+        "server.port": port_of(natives.claude_url),
+        "aichat.upstream.api": "messages",
+    }
+    assert {name: attempt.attributes.get(name) for name in expected} == expected
+    assert attempt.attributes["gen_ai.response.time_to_first_chunk"] > 0
+    sent = natives.claude.headers[-1]["traceparent"]
+    assert sent.split("-")[1:3] == [CLIENT_TRACE, attempt.span_id]
+
+
+async def test_a_responses_request_to_a_responses_route_is_an_openai_chat(
+    receiver: Receiver, native_gw: Gateway, natives: Natives
+) -> None:
+    async with openai.AsyncOpenAI(
+        base_url=f"{native_gw.url}/v1", api_key=API_KEY, max_retries=0
+    ) as client:
+        answer = await client.responses.create(
+            model="codex", input="Weather?", max_output_tokens=300, top_p=0.9
+        )
+    assert answer.output_text == "Hello from Responses"
+    spans = await receiver.wait_for(2)
+    (server,), (attempt,) = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    assert server.name == "POST /v1/responses"
+    expected = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-5-codex",
+        "gen_ai.request.max_tokens": 300,
+        "gen_ai.request.top_p": 0.9,
+        "gen_ai.request.stream": None,
+        "gen_ai.response.model": "gpt-5-codex",
+        "gen_ai.response.id": "resp_fake01",
+        "gen_ai.response.finish_reasons": ["stop"],
+        "gen_ai.usage.input_tokens": 256,
+        "gen_ai.usage.cache_read.input_tokens": 255,
+        "gen_ai.usage.cache_creation.input_tokens": None,
+        "gen_ai.usage.output_tokens": 12,
+        "aichat.upstream.api": "responses",
+        "aichat.route": "codex",
+    }
+    assert {name: attempt.attributes.get(name) for name in expected} == expected
+    assert "gen_ai.response.time_to_first_chunk" not in attempt.attributes  # not a stream
+
+
+async def test_an_error_event_mid_stream_fails_the_attempt_and_the_request(
+    receiver: Receiver, native_gw: Gateway, natives: Natives
+) -> None:
+    natives.claude.error_event_after = 4  # after message_start, ping, a block start, a delta
+    claude = anthropic.AsyncAnthropic(base_url=native_gw.url, api_key=API_KEY, max_retries=0)
+    with pytest.raises(anthropic.APIStatusError, match="Overloaded"):
+        async with claude.messages.stream(
+            model="claude", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        ) as stream:
+            await stream.get_final_message()
+    spans = await receiver.wait_for(2)
+    (server,), (attempt,) = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
+    assert attempt.status == server.status == "STATUS_CODE_ERROR"
+    assert attempt.attributes["gen_ai.response.finish_reasons"] == ["error"]
+    assert server.attributes["error.type"] == attempt.attributes["error.type"]
+    assert server.attributes["http.response.status_code"] == 200  # the stream had started
+
+
+async def test_message_contents_are_recorded_only_when_asked(
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    make_gateway: GatewayFactory,
+    openai_upstream: tuple[FakeOpenAI, str],
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    gateway = await make_gateway(routes=routes(openai_upstream[1]))
+    async with gateway.sdk() as client:
+        stream = await client.chat.completions.create(model="up", messages=HELLO, stream=True)  # type: ignore[arg-type]
+        async for _ in stream:
+            pass
+    (attempt,) = by_kind(await receiver.wait_for(2), "CLIENT")
+    assert json.loads(attempt.attributes["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "Say hello"}]}
+    ]
+    assert json.loads(attempt.attributes["gen_ai.output.messages"]) == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "Hi from upstream"}],
+            "finish_reason": "stop",
+        }
+    ]
+
+
+async def test_contents_of_a_native_answer_are_read_from_its_events(
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    make_gateway: GatewayFactory,
+    natives: Natives,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    natives.claude.tool = True
+    gateway = await make_gateway(routes=native_routes(natives))
+    claude = anthropic.AsyncAnthropic(base_url=gateway.url, api_key=API_KEY, max_retries=0)
+    async with claude.messages.stream(
+        model="claude",
+        max_tokens=100,
+        system="Be terse.",
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[{"name": "get_weather", "input_schema": {"type": "object"}}],
+    ) as stream:
+        await stream.get_final_message()
+    (attempt,) = by_kind(await receiver.wait_for(2), "CLIENT")
+    assert json.loads(attempt.attributes["gen_ai.input.messages"]) == [
+        {"role": "system", "parts": [{"type": "text", "content": "Be terse."}]},
+        {"role": "user", "parts": [{"type": "text", "content": "Weather in Paris?"}]},
+    ]
+    (output,) = json.loads(attempt.attributes["gen_ai.output.messages"])
+    assert output["finish_reason"] == "tool_use"
+    assert output["parts"] == [
+        {"type": "text", "content": "Hello from Claude"},
+        {
+            "type": "tool_call",
+            "id": "toolu_01",
+            "name": "get_weather",
+            "arguments": '{"city": "Paris"}',
+        },
+    ]
+
+
+async def test_a_receiver_that_is_down_changes_nothing_for_clients_and_is_counted(
+    monkeypatch: pytest.MonkeyPatch, make_gateway: GatewayFactory
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # discard: refused
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    gateway = await make_gateway(routes=(ModelConfig(name="echo", provider="mock", text="Hi"),))
+    async with gateway.sdk() as client:
+        for _ in range(3):
+            answer = await client.chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
+            assert answer.choices[0].message.content == "Hi"
+    metrics: dict[str, Any] = {}
+    for _ in range(100):
+        body = await (await gateway.http.get(f"{gateway.url}/metrics")).text()
+        metrics = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in body.splitlines()
+            if line.startswith("aichat_trace_spans")
+        }
+        if metrics.get('aichat_trace_spans_dropped_total{reason="export_failed"}', 0) >= 6:
+            break
+        await asyncio.sleep(0.1)
+    assert metrics['aichat_trace_spans_dropped_total{reason="export_failed"}'] == 6
+    assert metrics["aichat_trace_spans_exported_total"] == 0
+
+
+def test_tracing_off_imports_nothing_of_opentelemetry() -> None:
+    program = (
+        "import sys\n"
+        "from aichat.app import create_app\n"
+        "from aichat.core.config import Settings\n"
+        "app = create_app(Settings(api_keys=('sk-x-0123456789abcdef',)))\n"
+        "print(len(app.middlewares), [m for m in sys.modules if m.startswith('opentelemetry')])\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+    off = run(sys.executable, "-c", program, env=env)
+    on = run(
+        sys.executable,
+        "-c",
+        program,
+        env={**env, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"},
+    )
+    assert off.stdout.split() == ["5", "[]"], off.stderr
+    assert on.stdout.split()[0] == "6" and "'opentelemetry.sdk.trace'" in on.stdout, on.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_TRACES_EXPORTER", "zipkin")],
+)
+def test_what_aichat_cannot_export_is_refused_at_start(name: str, value: str) -> None:
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", name: value}
+    with pytest.raises(StartupError, match=name):
+        configured_tracing(environ)
+    assert configured_tracing({**environ, "OTEL_SDK_DISABLED": "true"}) is None
