@@ -12,8 +12,8 @@ Decisions:
   OpenAI-compatible upstreams send about one token per chunk, and parsing every chunk to
   count exactly would cost every stream what only broken ones need.
 - Bounded: the tokenizer counts at most ``EXACT_UP_TO`` characters of a prompt or an answer
-  (a few milliseconds); longer ones are estimated from their length (four characters a
-  token), so a huge answer costs neither memory nor a long stall of the event loop.
+  (``aichat.core.tokens``); of a longer answer only the length is kept, so a huge answer
+  costs neither memory nor a long stall of the event loop.
 - Recorded when the handler closes the answer's events, which it does on every path, a
   client leaving included; recording never awaits, so a cancelled task loses nothing.
 """
@@ -32,7 +32,7 @@ from aichat.answer.state import SETTINGS
 from aichat.core.context import log_field
 from aichat.core.errors import UpstreamError
 from aichat.core.schemas import ChatCompletionRequest, prompt_text
-from aichat.core.tokens import count_tokens, prompt_tokens
+from aichat.core.tokens import EXACT_UP_TO, count_tokens, prompt_tokens
 from aichat.operations.auth import KEY_POLICY
 from aichat.operations.budgets import Budgets, budget_limits, open_store
 from aichat.operations.metrics import METRICS, LabelledCounts
@@ -45,8 +45,6 @@ from aichat.providers.base import (
     ToolCallDelta,
     Usage,
 )
-
-EXACT_UP_TO = 16 * 1024  # characters counted with the tokenizer (about 3 ms of CPU)
 
 
 def _estimate(chars: int) -> int:
@@ -130,10 +128,7 @@ class Meter:
             completion = _estimate(self._chars)
         else:
             completion = count_tokens("".join(self._texts)) if self._texts else 0
-        texts = prompt_text(self._chat)
-        chars = sum(len(text) for text in texts)
-        prompt = prompt_tokens(texts) if chars <= EXACT_UP_TO else _estimate(chars)
-        return Usage(prompt, self._chunks + completion)
+        return Usage(prompt_tokens(prompt_text(self._chat)), self._chunks + completion)
 
     def close(self) -> None:
         """Record the usage, once."""

@@ -7,7 +7,13 @@ with margins of ten and more over what the code needs.
 from __future__ import annotations
 
 import json
+import logging
+import random
+import string
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from aichat.core.config import ModelConfig
 from tests.conftest import API_KEY, GatewayFactory
@@ -16,6 +22,17 @@ from tests.fuzz.wire import exchange, http_request, openai_error
 AUTH = (b"Authorization", f"Bearer {API_KEY}".encode())
 JSON = (b"Content-Type", b"application/json")
 ROUTES = (ModelConfig(name="gpt-4o", provider="mock"),)
+
+
+@pytest.fixture(autouse=True)
+def _no_errors_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The gateway's own code logs no error (no traceback) for any of these attacks."""
+    with caplog.at_level(logging.WARNING):
+        yield
+    errors = [
+        r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("aichat")
+    ]
+    assert not errors, [r.getMessage() for r in errors]
 
 
 def responses(body: dict[str, object]) -> bytes:
@@ -42,3 +59,41 @@ async def test_namespace_tools_of_one_name_are_flattened_in_linear_time(
         else:
             assert openai_error(answer, 404)["code"] == "model_not_found"
     assert time.process_time() - cpu < 3, "flattening namespace tools took seconds of CPU"
+
+
+def _dense_text(chars: int) -> str:
+    """Text of about three tokens per four characters, with nothing JSON must escape."""
+    alphabet = string.ascii_letters + string.digits + "!#$%&()*+,-./:;<=>?@[]^_{|}~ "
+    return "".join(random.Random(0).choices(alphabet, k=chars))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [_dense_text(450_000), "a" * 1_000_000],
+    ids=["over-200k-tokens", "a-million-characters"],
+)
+async def test_prompts_the_tokenizer_refuses_are_counted_on_every_api(
+    make_gateway: GatewayFactory, text: str
+) -> None:
+    # Under the 1 MiB body limit, yet past what the tokenizer encodes (a million
+    # characters, 200,000 tokens): each of these was a 500 and a traceback.
+    gateway = await make_gateway(routes=ROUTES)
+    headers = {"Authorization": f"Bearer {API_KEY}", "anthropic-version": "2023-06-01"}
+    messages = [{"role": "user", "content": text}]
+    calls: list[tuple[str, dict[str, object]]] = [
+        ("/v1/chat/completions", {"model": "gpt-4o", "messages": messages}),
+        ("/v1/responses", {"model": "gpt-4o", "input": text}),
+        ("/v1/messages", {"model": "gpt-4o", "max_tokens": 5, "messages": messages}),
+        (
+            "/v1/messages",
+            {"model": "gpt-4o", "max_tokens": 5, "messages": messages, "stream": True},
+        ),
+        ("/v1/messages/count_tokens", {"model": "gpt-4o", "messages": messages}),
+    ]
+    for path, body in calls:
+        async with gateway.http.post(gateway.url + path, json=body, headers=headers) as answer:
+            assert answer.status == 200, (path, await answer.text())
+            if path.endswith("count_tokens"):
+                assert (await answer.json())["input_tokens"] > len(text) // 5
+            else:
+                await answer.read()
