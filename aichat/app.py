@@ -46,6 +46,7 @@ from aichat.operations.limits import (
 )
 from aichat.operations.logs import REQUEST_ID_HEADER, access_log_middleware, add_request_id_header
 from aichat.operations.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
+from aichat.operations.redis_pool import REDIS_POOL, RedisPool
 from aichat.operations.timing import SERVER_TIMING_HEADER, add_server_timing
 
 log = logging.getLogger("aichat")
@@ -81,18 +82,25 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         app[LIFECYCLE].ready = False
 
 
+async def _redis_pool(app: web.Application) -> AsyncIterator[None]:
+    """The process's one Redis pool, when ``REDIS_URL`` is set; closed after its users."""
+    settings = app[SETTINGS]
+    if settings.redis_url is None:
+        yield
+        return
+    pool = app[REDIS_POOL] = RedisPool(
+        settings.redis_url, settings.redis_max_connections, settings.queue_timeout
+    )
+    yield
+    await pool.close()
+
+
 async def _counter_store(app: web.Application) -> AsyncIterator[None]:
     """Rate-limit counters: in Redis when ``REDIS_URL`` is set, else in this process."""
     settings = app[SETTINGS]
+    pool = app.get(REDIS_POOL)
     store: CounterStore = (
-        RedisStore(
-            settings.redis_url,
-            settings.redis_prefix,
-            settings.redis_max_connections,
-            settings.queue_timeout,
-        )
-        if settings.redis_url
-        else MemoryStore()
+        RedisStore(pool, settings.redis_prefix) if pool is not None else MemoryStore()
     )
     limiter = app[LIMITER] = Limiter(
         store,
@@ -104,7 +112,6 @@ async def _counter_store(app: web.Application) -> AsyncIterator[None]:
     limiter.start()
     yield
     await limiter.stop()
-    await store.close()
 
 
 async def _stop_taking_requests(app: web.Application) -> None:
@@ -195,7 +202,9 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
     # Reverse order on the way out: answers still closing record their usage first.
-    app.cleanup_ctx.extend([_counter_store, usage_ledger, _upstream_session, discovered_models])
+    app.cleanup_ctx.extend(
+        [_redis_pool, _counter_store, usage_ledger, _upstream_session, discovered_models]
+    )
     app.on_shutdown.append(_stop_taking_requests)
     app.on_response_prepare.append(_add_gateway_headers)
     app[OPENAPI] = openapi_document()

@@ -12,7 +12,8 @@ import time
 from typing import TextIO
 
 from aichat.core.config import ConfigError, Settings
-from aichat.operations.budgets import RedisUsage, StoreDown, rows, window_ids
+from aichat.operations.budgets import RedisUsage, rows, window_ids
+from aichat.operations.redis_pool import RedisPool, StoreUnavailable
 
 _COLUMNS = (
     "key",
@@ -28,11 +29,11 @@ _COLUMNS = (
 
 async def _read(settings: Settings, windows: tuple[str, str]) -> tuple[dict[str, int], ...]:
     assert settings.redis_url is not None
-    store = RedisUsage(settings.redis_url, settings.redis_prefix)
+    pool = RedisPool(settings.redis_url)
     try:
-        return await store.read(windows)
+        return await RedisUsage(pool, settings.redis_prefix).read(windows)
     finally:
-        await store.close()
+        await pool.close()
 
 
 def print_usage(settings: Settings, out: TextIO, as_json: bool = False) -> None:
@@ -45,7 +46,7 @@ def print_usage(settings: Settings, out: TextIO, as_json: bool = False) -> None:
     windows = window_ids(time.time())
     try:
         day, month = asyncio.run(_read(settings, windows))
-    except StoreDown as exc:
+    except StoreUnavailable as exc:
         raise ConfigError(f"REDIS_URL: cannot read usage ({exc})") from None
     table = list(rows(day, month))
     if as_json:

@@ -36,6 +36,7 @@ from aichat.core.tokens import EXACT_UP_TO, count_tokens, prompt_tokens
 from aichat.operations.auth import KEY_POLICY
 from aichat.operations.budgets import Budgets, budget_limits, open_store
 from aichat.operations.metrics import METRICS, LabelledCounts
+from aichat.operations.redis_pool import REDIS_POOL
 from aichat.providers.base import (
     Event,
     RawChunks,
@@ -172,7 +173,7 @@ def meter(request: web.Request, chat: ChatCompletionRequest, model: str, target:
 async def usage_ledger(app: web.Application) -> AsyncIterator[None]:
     """``cleanup_ctx``: the ledger and its store, which writes what is pending on the way out."""
     settings = app[SETTINGS]
-    store = open_store(settings)
+    store = open_store(settings, app.get(REDIS_POOL))
     fail_open = settings.redis_failure == "open"
     budgets = Budgets(store, budget_limits(settings), fail_open, every_key=bool(settings.redis_url))
     app[LEDGER] = Ledger(app[METRICS].registry, budgets)

@@ -13,6 +13,9 @@ Decisions:
   (bounded by keys x models) while a write is in flight, so a burst becomes one pipeline and
   a request never waits for Redis to record what it used. A write that fails is kept and
   retried. Keys without a budget are never read.
+- Redis is reached through the process's one bounded pool (``aichat.operations.redis_pool``),
+  shared with the rate limits: a burst beyond it waits for a connection, then gets 503; a
+  busy pool never lets a request past its budget, nor refuses it as if Redis were down.
 """
 
 from __future__ import annotations
@@ -23,14 +26,15 @@ import math
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import web
 
 from aichat.core.config import Settings
 from aichat.core.errors import APIError
 from aichat.operations.auth import KEY_POLICY
-from aichat.operations.limits import RATE_HEADERS, Overloaded
+from aichat.operations.limits import RATE_HEADERS, Overloaded, at_capacity
+from aichat.operations.redis_pool import RedisPool, StoreBusy, StoreUnavailable
 from aichat.providers.base import Usage
 
 log = logging.getLogger("aichat.budgets")
@@ -80,10 +84,6 @@ def charges(key: str, model: str, usage: Usage) -> dict[str, int]:
     }
 
 
-class StoreDown(Exception):
-    """The usage store cannot be reached."""
-
-
 class UsageStore(Protocol):
     """Where token usage is counted, per window hash."""
 
@@ -100,7 +100,7 @@ class UsageStore(Protocol):
         ...
 
     async def close(self) -> None:
-        """Write what is pending and release connections."""
+        """Write what is pending."""
         ...
 
 
@@ -147,13 +147,9 @@ class MemoryUsage:
 class RedisUsage:
     """Usage in Redis, shared by every replica using the same prefix."""
 
-    def __init__(self, url: str, prefix: str) -> None:
-        from redis.asyncio import from_url  # only deployments with Redis import it
-        from redis.exceptions import RedisError
-
-        self._errors = (RedisError, OSError, TimeoutError)
-        # Short timeouts: a dead Redis must cost a request milliseconds, not seconds.
-        self._redis: Any = from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    def __init__(self, pool: RedisPool, prefix: str) -> None:
+        self._pool = pool
+        self._redis = pool.client
         self._prefix = prefix
         self._pending: dict[str, dict[str, int]] = {}
         self._writer: asyncio.Task[None] | None = None
@@ -176,7 +172,7 @@ class RedisUsage:
             batch, self._pending = self._pending, {}
             try:
                 await self._send(batch)
-            except StoreDown as exc:
+            except (StoreUnavailable, StoreBusy) as exc:
                 self._merge_back(batch)
                 self._warn(f"usage not written yet ({exc}); retrying")
                 await asyncio.sleep(RETRY_WRITE)
@@ -187,7 +183,7 @@ class RedisUsage:
             for item, amount in counts.items():
                 pipe.hincrby(name, item, amount)
             pipe.expire(name, _KEEP["day" if ":day:" in name else "month"])
-        await self._call(pipe.execute())
+        await self._pool.call(pipe.execute)
 
     def _merge_back(self, batch: dict[str, dict[str, int]]) -> None:
         for name, counts in batch.items():
@@ -201,19 +197,13 @@ class RedisUsage:
             self._warned_at = now
             log.warning(message)
 
-    async def _call(self, operation: Any) -> Any:
-        try:
-            return await operation
-        except self._errors as exc:
-            raise StoreDown(type(exc).__name__) from None
-
     async def spent(self, windows: tuple[str, str], key: str) -> tuple[int, int]:
         """The key's totals in Redis, plus what this process has not written yet."""
         names = [self._key(kind, window) for kind, window in zip(WINDOWS, windows, strict=True)]
         pipe = self._redis.pipeline(transaction=False)
         for name in names:
             pipe.hget(name, key)
-        stored = await self._call(pipe.execute())
+        stored = await self._pool.call(pipe.execute)
         day, month = (
             int(value or 0) + self._pending.get(name, {}).get(key, 0)
             for name, value in zip(names, stored, strict=True)
@@ -227,19 +217,18 @@ class RedisUsage:
             pipe.hgetall(self._key(kind, window))
         day, month = (
             {item.decode(): int(value) for item, value in stored.items()}
-            for stored in await self._call(pipe.execute())
+            for stored in await self._pool.call(pipe.execute)
         )
         return day, month
 
     async def close(self) -> None:
-        """Write what is pending (briefly: Redis may be down), then close the pool."""
+        """Write what is pending (briefly: Redis may be down); the pool is closed by its owner."""
         if self._writer is not None:
             try:
                 async with asyncio.timeout(2):
                     await self._writer
             except TimeoutError:
                 log.warning("usage not written to Redis before shutdown: %s", self._pending)
-        await self._redis.aclose()
 
 
 def budget_limits(settings: Settings) -> dict[str, tuple[int, int]]:
@@ -301,9 +290,11 @@ class Budgets:
         now = time.time()
         try:
             spent = await self.store.spent(self._current_windows(now), name)
-        except StoreDown as exc:
+        except StoreUnavailable as exc:
             self._store_down(str(exc))
             return
+        except StoreBusy:
+            raise at_capacity() from None
         headers = _headers(limits, spent, now)
         if RATE_HEADERS in request:
             request[RATE_HEADERS].update(headers)
@@ -331,10 +322,10 @@ class Budgets:
             log.warning("usage store unavailable (%s): allowing requests", why)
 
 
-def open_store(settings: Settings) -> UsageStore:
-    """Redis when ``REDIS_URL`` is set, else this process's memory."""
-    if settings.redis_url:
-        return RedisUsage(settings.redis_url, settings.redis_prefix)
+def open_store(settings: Settings, pool: RedisPool | None) -> UsageStore:
+    """Redis when the process has a pool (``REDIS_URL`` is set), else this process's memory."""
+    if pool is not None:
+        return RedisUsage(pool, settings.redis_prefix)
     return MemoryUsage()
 
 
