@@ -11,8 +11,12 @@ Decisions:
   a key is just under its budget may overshoot it by their own size.
 - Usage goes to Redis from one writer task per process: charges wait in a small table
   (bounded by keys x models) while a write is in flight, so a burst becomes one pipeline and
-  a request never waits for Redis to record what it used. A write that fails is kept and
-  retried. Keys without a budget are never read.
+  a request never waits for Redis to record what it used. Keys without a budget are never
+  read.
+- A write that does not reach Redis is kept and retried whole. One that Redis refuses in
+  part (an increment past 2^63 on a stored count, a key of the wrong type) is never retried:
+  Redis has applied the rest of it, and a retry would apply the rest again every second,
+  for ever. The refused increments are dropped and logged.
 - Redis is reached through the process's one bounded pool (``aichat.operations.redis_pool``),
   shared with the rate limits: a burst beyond it waits for a connection, then gets 503; a
   busy pool never lets a request past its budget, nor refuses it as if Redis were down.
@@ -183,7 +187,12 @@ class RedisUsage:
             for item, amount in counts.items():
                 pipe.hincrby(name, item, amount)
             pipe.expire(name, _KEEP["day" if ":day:" in name else "month"])
-        await self._pool.call(pipe.execute)
+        # Each command's answer, a refusal included: only a batch that never reached Redis
+        # raises (and is retried).
+        answers = await self._pool.call(lambda: pipe.execute(raise_on_error=False))
+        refused = [answer for answer in answers if isinstance(answer, Exception)]
+        if refused:
+            self._warn(f"{len(refused)} usage increments refused by Redis, dropped: {refused[0]}")
 
     def _merge_back(self, batch: dict[str, dict[str, int]]) -> None:
         for name, counts in batch.items():

@@ -17,8 +17,10 @@ from collections import Counter
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 
 from aichat.core.config import KeyConfig, ModelConfig
+from aichat.operations import budgets
 from tests.conftest import API_KEY, GatewayFactory
 from tests.fuzz.wire import exchange, http_request, openai_error
 
@@ -124,3 +126,44 @@ async def test_a_burst_on_a_spent_budget_is_refused_whole_with_redis_healthy(
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         statuses = Counter(await asyncio.gather(*(one(http) for _ in range(300))))
     assert statuses == {429: 300}
+
+
+async def test_an_increment_redis_refuses_is_dropped_and_the_rest_counted_once(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stored count at 2^63 - 1 (or an upstream's 2^63 tokens) made Redis refuse one
+    # increment of the usage writer's batch; the batch was retried every second with its
+    # other increments applied each time, so every stored count climbed for ever.
+    monkeypatch.setattr(budgets, "RETRY_WRITE", 0.05)
+    prefix = f"aichat-test:{uuid.uuid4().hex}:"
+    gateway = await make_gateway(routes=ROUTES, redis_url=REDIS_URL, redis_prefix=prefix)
+    day, month = (
+        f"{prefix}usage:{kind}:{window}"
+        for kind, window in zip(budgets.WINDOWS, budgets.window_ids(time.time()), strict=True)
+    )
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        await redis.hset(day, "key-1\tgpt-4o\tprompt", 2**63 - 1)
+        answer = await gateway.post_chat(
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+        )
+        assert answer.status == 200
+        await asyncio.sleep(1)  # twenty retries, had the batch been retried
+        stored = {
+            kind: await redis.hgetall(name) for kind, name in (("day", day), ("month", month))
+        }
+    finally:
+        await redis.delete(day, month)
+        await redis.aclose()
+    assert stored["day"] == {
+        b"key-1\tgpt-4o\tprompt": str(2**63 - 1).encode(),  # refused, dropped
+        b"key-1\tgpt-4o\tcompletion": b"1",
+        b"key-1\tgpt-4o\trequests": b"1",
+        b"key-1": b"8",
+    }
+    assert stored["month"] == {
+        b"key-1\tgpt-4o\tprompt": b"7",
+        b"key-1\tgpt-4o\tcompletion": b"1",
+        b"key-1\tgpt-4o\trequests": b"1",
+        b"key-1": b"8",
+    }
