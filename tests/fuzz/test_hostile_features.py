@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from aichat.core.config import KeyConfig, ModelConfig
 from aichat.operations import budgets
 from tests.conftest import API_KEY, GatewayFactory
+from tests.fakes import FakeOpenAI
 from tests.fuzz.wire import exchange, http_request, openai_error
 
 AUTH = (b"Authorization", f"Bearer {API_KEY}".encode())
@@ -167,3 +168,23 @@ async def test_an_increment_redis_refuses_is_dropped_and_the_rest_counted_once(
         b"key-1\tgpt-4o\trequests": b"1",
         b"key-1": b"8",
     }
+
+
+@pytest.mark.parametrize(
+    "retry_after", ["1e400", "inf", "-1e400", "9" * 400, "Fri, 31 Dec 9999 23:59:59 GMT"]
+)
+async def test_an_upstreams_retry_after_is_believed_only_within_a_day(
+    make_gateway: GatewayFactory, openai_upstream: tuple[FakeOpenAI, str], retry_after: str
+) -> None:
+    # An infinite Retry-After made the gateway's passed-on 429 a 500 and a traceback; a
+    # huge one reached the client as hundreds of digits.
+    fake, url = openai_upstream
+    fake.status = 429
+    fake.error_headers = {"Retry-After": retry_after}
+    route = ModelConfig(name="up", provider="openai", base_url=url)
+    gateway = await make_gateway(routes=(route,), retries=0)
+    answer = await gateway.post_chat(
+        {"model": "up", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert answer.status == 429, await answer.text()
+    assert "Retry-After" not in answer.headers
