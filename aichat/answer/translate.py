@@ -117,13 +117,26 @@ def tool_call_delta(call: ToolCallDelta) -> dict[str, Any]:
     return {**head, "function": function}
 
 
-def _merge_tool_call(calls: dict[int, dict[str, Any]], call: ToolCallDelta) -> None:
-    merged = calls.setdefault(
-        call.index, {"id": call.id, "type": "function", "function": {"name": "", "arguments": ""}}
-    )
-    merged["id"] = merged["id"] or call.id
-    merged["function"]["name"] += call.name or ""
-    merged["function"]["arguments"] += call.arguments
+class _CallParts:
+    """One tool call of a whole answer as its pieces arrive, joined once at the end (``+=``
+    on a string kept in a dict copies all of it for every piece)."""
+
+    __slots__ = ("arguments", "id", "names")
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.names: list[str] = []
+        self.arguments: list[str] = []
+
+    def add(self, call: ToolCallDelta) -> None:
+        self.id = self.id or call.id
+        if call.name:
+            self.names.append(call.name)
+        self.arguments.append(call.arguments)
+
+    def json(self) -> dict[str, Any]:
+        function = {"name": "".join(self.names), "arguments": "".join(self.arguments)}
+        return {"id": self.id, "type": "function", "function": function}
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
@@ -304,16 +317,16 @@ async def complete(
     completion: Completion,
 ) -> bytes:
     """The whole ``chat.completion`` as JSON, once all events have arrived."""
-    parts: list[str] = []
-    calls: dict[int, dict[str, Any]] = {}
+    texts: list[str] = []
+    parts: dict[int, _CallParts] = {}
     finish: Finish | None = None
     usage: Usage | None = None
     forwarded: str | None = None
     async for event in Chained(first, events):
         if isinstance(event, TextDelta):
-            parts.append(event.text)
+            texts.append(event.text)
         elif isinstance(event, ToolCallDelta):
-            _merge_tool_call(calls, event)
+            parts.setdefault(event.index, _CallParts()).add(event)
         elif isinstance(event, Finish):
             finish = event
         elif isinstance(event, Usage):
@@ -324,12 +337,13 @@ async def complete(
         raise Incomplete()
     if forwarded is not None:
         return rename_model(forwarded, completion.model).encode()
-    text = "".join(parts)
+    text = "".join(texts)
+    calls = [call.json() for call in parts.values()]
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
     if calls:
         # As OpenAI answers: no text next to tool calls is null, not "".
-        message.update(content=text or None, tool_calls=list(calls.values()))
-    arguments = "".join(call["function"]["arguments"] for call in calls.values())
+        message.update(content=text or None, tool_calls=calls)
+    arguments = "".join(call["function"]["arguments"] for call in calls)
     return _dumps(
         {
             "id": completion.id,

@@ -6,7 +6,11 @@ some models as a ``<think>...</think>`` section at the very start of the text. W
 module decides:
 
 - Only a section that opens the answer counts as reasoning: ``<think>`` later in the text is
-  answer text (a model explaining the tag, say), so nothing else is ever held back.
+  answer text (a model explaining the tag, say), so nothing else is ever held back. Nor is
+  whitespace past ``MAX_LEAD`` characters: an answer that has not opened with the tag by
+  then is text.
+- Every piece is looked at once, and only the tail a tag could start in is held: time is
+  linear in the answer, whatever its pieces (a whitespace-only answer included).
 - An upstream's own fields are read by ``openai_events``; ``ThinkSplitter`` finds the tags.
   The inbound APIs that have a place for reasoning (Responses' ``reasoning`` items,
   Anthropic's ``thinking`` blocks) get it there; Chat Completions gets it as the upstream
@@ -44,13 +48,16 @@ REASONING_FIELDS = ("reasoning_content", "reasoning", "reasoning_details")
 
 Piece = tuple[bool, str]  # (is reasoning, text)
 
+MAX_LEAD = 1024  # whitespace held before ``<think>`` at most
+
 
 class ThinkSplitter:
     """Splits an answer's text, streamed in pieces, into a leading ``<think>`` section and
     the answer; ``feed`` what arrives, ``flush`` at the end.
 
-    Holds back at most the length of a tag: the whitespace and partial ``<think>`` before
-    it knows whether the answer opens with one, and a partial ``</think>`` inside it.
+    Holds back at most the length of a tag (and ``MAX_LEAD`` characters of whitespace before
+    it) while it does not know whether the answer opens with one, and a partial ``</think>``
+    inside it.
     """
 
     __slots__ = ("_held", "_state")
@@ -67,7 +74,7 @@ class ThinkSplitter:
         self._held = ""
         if self._state == "start":
             opening = text.lstrip()
-            if len(opening) < len(OPEN) and OPEN.startswith(opening):
+            if len(opening) < len(OPEN) and OPEN.startswith(opening) and len(text) <= MAX_LEAD:
                 self._held = text  # whitespace, or what may still become ``<think>``
                 return []
             if not opening.startswith(OPEN):

@@ -188,3 +188,34 @@ async def test_an_upstreams_retry_after_is_believed_only_within_a_day(
     )
     assert answer.status == 429, await answer.text()
     assert "Retry-After" not in answer.headers
+
+
+@pytest.mark.parametrize(
+    ("path", "model"),
+    [("/v1/responses", "up"), ("/v1/messages", "up"), ("/v1/chat/completions", "stripped")],
+    ids=["responses", "messages", "strip"],
+)
+async def test_a_whitespace_only_answer_is_passed_on_in_linear_time(
+    make_gateway: GatewayFactory,
+    openai_upstream: tuple[FakeOpenAI, str],
+    path: str,
+    model: str,
+) -> None:
+    # Whitespace that might still precede <think> was held and re-read for every piece:
+    # 5 MB took 29 s of the event loop, 20 MB about 6 minutes.
+    fake, url = openai_upstream
+    fake.text_pieces = [" " * 512] * 10_000  # 5 MB
+    routes = (
+        ModelConfig(name="up", provider="openai", base_url=url),
+        ModelConfig(name="stripped", provider="openai", base_url=url, reasoning="strip"),
+    )
+    gateway = await make_gateway(routes=routes)
+    headers = {"Authorization": f"Bearer {API_KEY}", "anthropic-version": "2023-06-01"}
+    body: dict[str, object] = {"model": model, "stream": True, "max_tokens": 5}
+    body["input" if path == "/v1/responses" else "messages"] = [{"role": "user", "content": "hi"}]
+    cpu = time.process_time()
+    async with gateway.http.post(gateway.url + path, json=body, headers=headers) as answer:
+        assert answer.status == 200, await answer.text()
+        data = await answer.read()
+    assert time.process_time() - cpu < 3, "a blank answer took seconds of CPU"
+    assert data.count(b" " * 512) >= 10_000  # and it reached the client

@@ -20,7 +20,11 @@ from aichat.providers.base import (
     TextDelta,
     Usage,
 )
-from aichat.providers.reasoning import StrippedReasoning, ThinkSplitter
+from aichat.providers.reasoning import (
+    MAX_LEAD,
+    StrippedReasoning,
+    ThinkSplitter,
+)
 
 
 def _split(pieces: list[str]) -> tuple[str, str]:
@@ -62,6 +66,11 @@ def test_think_later_in_the_text_is_answer_text() -> None:
 
 def test_an_unclosed_think_section_is_all_reasoning() -> None:
     assert _split(["<think>still thinking", "</thi"]) == ("still thinking</thi", "")
+
+
+def test_whitespace_past_the_bound_is_answer_text() -> None:
+    blank = [" "] * (MAX_LEAD + 1)
+    assert _split([*blank, "<think>a</think>b"]) == ("", "".join(blank) + "<think>a</think>b")
 
 
 def test_the_splitter_holds_back_no_more_than_a_tag() -> None:
