@@ -10,13 +10,19 @@ Decisions:
 - Explicit ``[[models]]`` always win: a discovered name that is also configured is skipped.
 - Every model of one discovery route shares the route's provider and circuit: they are one
   upstream server, which fails as a whole. Both carry over while the route is unchanged.
-- Listings are bounded: ``MAX_BYTES`` of JSON, ``MAX_MODELS`` ids, ``LIST_TIMEOUT`` seconds.
+- Listings are bounded: ``MAX_BYTES`` of JSON (read to the end, however many network reads
+  that takes), ``MAX_MODELS`` ids, ``LIST_TIMEOUT`` seconds.
+- A listed id becomes a model name in headers, logs and ``/v1/models``: one that is empty,
+  longer than 256 characters or holds a control character is skipped.
+- Redirects are followed only where the route's ``follow_redirects`` allows them, as for
+  its answers: a listing must not lead the gateway, and the route's key, to another host.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TypeGuard
 
 import aiohttp
 import orjson
@@ -51,8 +57,22 @@ def _ids(body: bytes) -> tuple[str, ...]:
     if not isinstance(data, list):
         raise ListingFailed("the answer has no 'data' list")
     ids = [item.get("id") for item in data if isinstance(item, dict)]
-    found = tuple(dict.fromkeys(i for i in ids if isinstance(i, str) and 0 < len(i) <= 256))
+    found = tuple(dict.fromkeys(i for i in ids if _usable(i)))
     return found[:MAX_MODELS]
+
+
+def _usable(model: object) -> TypeGuard[str]:
+    return isinstance(model, str) and 0 < len(model) <= 256 and model.isprintable()
+
+
+async def _body(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body, however many reads it takes; ``ListingFailed`` past ``MAX_BYTES``."""
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > MAX_BYTES:
+            raise ListingFailed(f"the list is larger than {MAX_BYTES} bytes")
+    return bytes(body)
 
 
 async def list_models(session: aiohttp.ClientSession, route: ModelConfig) -> tuple[str, ...]:
@@ -63,17 +83,20 @@ async def list_models(session: aiohttp.ClientSession, route: ModelConfig) -> tup
     try:
         async with (
             asyncio.timeout(LIST_TIMEOUT),
-            session.get(f"{route.base_url}/models", headers=headers) as response,
+            session.get(
+                f"{route.base_url}/models",
+                headers=headers,
+                allow_redirects=route.follow_redirects,
+            ) as response,
         ):
             if response.status != 200:
-                raise ListingFailed(f"HTTP {response.status}")
-            body = await response.content.read(MAX_BYTES + 1)
+                redirect = " (a redirect: see follow_redirects)" if response.status < 400 else ""
+                raise ListingFailed(f"HTTP {response.status}{redirect}")
+            body = await _body(response)
     except (aiohttp.ClientError, OSError) as exc:
         raise ListingFailed(type(exc).__name__) from None
     except TimeoutError:
         raise ListingFailed(f"no answer within {LIST_TIMEOUT:.0f} s") from None
-    if len(body) > MAX_BYTES:
-        raise ListingFailed(f"the list is larger than {MAX_BYTES} bytes")
     return _ids(body)
 
 

@@ -14,14 +14,16 @@ import string
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
 
 from aichat.core.config import KeyConfig, ModelConfig
 from aichat.operations import budgets
-from tests.conftest import API_KEY, GatewayFactory
+from tests.conftest import API_KEY, GatewayFactory, _start
 from tests.fakes import FakeOpenAI
 from tests.fuzz.wire import exchange, http_request, openai_error
 
@@ -219,3 +221,91 @@ async def test_a_whitespace_only_answer_is_passed_on_in_linear_time(
         data = await answer.read()
     assert time.process_time() - cpu < 3, "a blank answer took seconds of CPU"
     assert data.count(b" " * 512) >= 10_000  # and it reached the client
+
+
+@dataclass
+class Lister:
+    """An upstream that lists its models as told, and answers chats with one of them."""
+
+    ids: list[str]
+    redirect_to: str | None = None
+    piece: int = 16 * 1024  # bytes per write, each after a pause: many network reads
+    authorizations: list[str | None] = field(default_factory=list)
+
+    async def models(self, request: web.Request) -> web.StreamResponse:
+        self.authorizations.append(request.headers.get("Authorization"))
+        if self.redirect_to is not None:
+            raise web.HTTPTemporaryRedirect(self.redirect_to)
+        data = [{"id": i, "object": "model", "created": 0, "owned_by": "x"} for i in self.ids]
+        body = json.dumps({"object": "list", "data": data}).encode()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for start in range(0, len(body), self.piece):
+            await response.write(body[start : start + self.piece])
+            await asyncio.sleep(0.01)
+        await response.write_eof()
+        return response
+
+    async def start(self) -> tuple[web.AppRunner, str]:
+        app = web.Application()
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        runner, url = await _start(app)
+        return runner, f"{url}/v1"
+
+    async def chat(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        message = {"role": "assistant", "content": body["model"]}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return web.json_response({"object": "chat.completion", "model": "m", "choices": [choice]})
+
+
+async def _discovered(make_gateway: GatewayFactory, url: str) -> set[str]:
+    route = ModelConfig(
+        name="d", provider="openai", base_url=url, models="discover", api_key="sk-upstream"
+    )
+    gateway = await make_gateway(routes=(route,))
+    async with gateway.http.get(
+        f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {API_KEY}"}
+    ) as answer:
+        return {model["id"] for model in (await answer.json())["data"]}
+
+
+async def test_a_list_of_models_is_read_to_its_end_over_many_network_reads(
+    make_gateway: GatewayFactory,
+) -> None:
+    # Only the first network read was parsed: a valid 268 KB list of 1,000 ids was "not JSON".
+    lister = Lister([f"model-{i:04d}-" + "x" * 200 for i in range(1_000)])
+    runner, url = await lister.start()
+    try:
+        assert len(await _discovered(make_gateway, url)) == 1_000
+    finally:
+        await runner.cleanup()
+
+
+async def test_discovery_follows_no_redirect_to_another_host(
+    make_gateway: GatewayFactory,
+) -> None:
+    elsewhere = Lister(["planted"])
+    runner_b, url_b = await elsewhere.start()
+    lister = Lister(["real"], redirect_to=f"{url_b}/models")
+    runner_a, url_a = await lister.start()
+    try:
+        assert await _discovered(make_gateway, url_a) == set()
+    finally:
+        await runner_a.cleanup()
+        await runner_b.cleanup()
+    assert lister.authorizations == ["Bearer sk-upstream"]
+    assert elsewhere.authorizations == []  # the route's key never left for another host
+
+
+async def test_a_listed_id_with_control_characters_is_skipped(
+    make_gateway: GatewayFactory,
+) -> None:
+    # It became the x-aichat-upstream header of every answer: a 500 and a traceback each.
+    lister = Lister(["fine", "evil\r\nX-Injected: 1", "tab\there", "nul\x00"])
+    runner, url = await lister.start()
+    try:
+        assert await _discovered(make_gateway, url) == {"fine"}
+    finally:
+        await runner.cleanup()
