@@ -48,7 +48,8 @@ class ListingFailed(Exception):
     """The upstream's model list could not be read; the message says why."""
 
 
-def _ids(body: bytes) -> tuple[str, ...]:
+def listed_ids(body: bytes) -> tuple[str, ...]:
+    """The usable model ids of a ``GET /models`` answer, in order, each once."""
     try:
         listing = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -97,7 +98,7 @@ async def list_models(session: aiohttp.ClientSession, route: ModelConfig) -> tup
         raise ListingFailed(type(exc).__name__) from None
     except TimeoutError:
         raise ListingFailed(f"no answer within {LIST_TIMEOUT:.0f} s") from None
-    return _ids(body)
+    return listed_ids(body)
 
 
 class Discovery:
