@@ -75,7 +75,10 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         router = app[ROUTER] = build_router(settings, session)
         failed_keys = app[FAILED_KEYS]
         app[METRICS].watch(
-            app[LIMITER].rejection_counts, router.circuits, lambda: failed_keys.total
+            app[LIMITER].rejection_counts,
+            router.circuits,
+            lambda: failed_keys.total,
+            router.metric_names,
         )
         app[LIFECYCLE].ready = True
         yield

@@ -47,7 +47,7 @@ async def start_answer(
         # A request that failed on every attempt says where and how often it tried, too.
         log_field(request, upstream=err.upstream, attempts=err.attempts)
         raise
-    watcher = meter(request, chat, chain[0].name, answer.target)
+    watcher = meter(request, chat, chain[0].metric_name, answer.target)
     answer.events = Timed(answer.first, answer.events, request, watcher)
     log_field(request, upstream=answer.target.label, attempts=answer.attempts)
     headers = {UPSTREAM_HEADER: answer.target.label}

@@ -165,7 +165,9 @@ class Discovery:
                 taken.add(name)
                 names.add(name)
                 targets.append(
-                    Target(name, provider, model, route.fallbacks, breaker, capabilities)
+                    Target(
+                        name, provider, model, route.fallbacks, breaker, capabilities, route.name
+                    )
                 )
         self.names = names
         return targets

@@ -148,11 +148,12 @@ async def admit(request: web.Request) -> None:
 def meter(request: web.Request, chat: ChatCompletionRequest, model: str, target: Target) -> Meter:
     """A meter recording an answer's tokens for the request's key when it closes.
 
-    ``model`` is the routed name (never what a client typed: labels must stay bounded).
+    ``model`` is the routed name's metric name (never what a client typed, nor what an
+    upstream listed: labels must stay bounded).
     """
     ledger = request.app.get(LEDGER)
     key = request[KEY_POLICY].name
-    upstream = target.label
+    upstream = target.metric_label
 
     def record(usage: Usage) -> None:
         log_field(

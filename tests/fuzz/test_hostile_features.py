@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from aichat.core.config import KeyConfig, ModelConfig
 from aichat.operations import budgets
-from tests.conftest import API_KEY, GatewayFactory, _start
+from tests.conftest import API_KEY, Gateway, GatewayFactory, _start
 from tests.fakes import FakeOpenAI
 from tests.fuzz.wire import exchange, http_request, openai_error
 
@@ -309,3 +309,55 @@ async def test_a_listed_id_with_control_characters_is_skipped(
         assert await _discovered(make_gateway, url) == {"fine"}
     finally:
         await runner.cleanup()
+
+
+async def _metric_lines(gateway: Gateway, name: str) -> list[str]:
+    async with gateway.http.get(f"{gateway.url}/metrics") as answer:
+        text = await answer.text()
+    return sorted(line for line in text.splitlines() if line.startswith(name + "{"))
+
+
+async def test_error_codes_an_upstream_sends_are_no_metric_labels(
+    make_gateway: GatewayFactory, openai_upstream: tuple[FakeOpenAI, str]
+) -> None:
+    # Each distinct code became a series: 20,000 codes, an 84 MB /metrics.
+    fake, url = openai_upstream
+    fake.status = 503
+    gateway = await make_gateway(
+        routes=(ModelConfig(name="up", provider="openai", base_url=url),),
+        retries=0,
+        breaker_failures=0,  # every request reaches the upstream
+    )
+    for i in range(30):
+        error = {"message": "no", "type": "server_error", "code": f"code-{i}", "param": None}
+        fake.error_body = {"error": error}
+        answer = await gateway.post_chat(
+            {"model": "up", "messages": [{"role": "user", "content": "hi"}]}
+        )
+        assert answer.status == 503
+    assert await _metric_lines(gateway, "aichat_upstream_errors_total") == [
+        'aichat_upstream_errors_total{code="other",upstream="up (openai)"} 30.0'
+    ]
+
+
+async def test_discovered_models_are_counted_under_their_discovery_route(
+    make_gateway: GatewayFactory,
+) -> None:
+    lister = Lister([f"listed-{i}" for i in range(5)])
+    runner, url = await lister.start()
+    try:
+        route = ModelConfig(name="d", provider="openai", base_url=url, models="discover")
+        gateway = await make_gateway(routes=(route,))
+        for i in range(5):
+            answer = await gateway.post_chat(
+                {"model": f"listed-{i}", "messages": [{"role": "user", "content": "hi"}]}
+            )
+            assert answer.headers["x-aichat-upstream"] == f"listed-{i} (openai)"
+    finally:
+        await runner.cleanup()
+    assert await _metric_lines(gateway, "aichat_requests_total") == [
+        'aichat_requests_total{model="d",status="200",upstream="d (openai)"} 5.0'
+    ]
+    assert await _metric_lines(gateway, "aichat_circuit_state") == [
+        'aichat_circuit_state{upstream="d (openai)"} 0.0'
+    ]
