@@ -122,6 +122,9 @@ async def _stop_taking_requests(app: web.Application) -> None:
 
 
 ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[object]]
+# Operational endpoints are for probes and scrapers, not browsers: no CORS, so no web page a
+# user visits can read them (what they show names routes and upstreams).
+_NOT_FOR_BROWSERS = frozenset({"/metrics", "/ready", "/health"})
 _CORS_HEADERS: web.AppKey[ResponseHook] = web.AppKey("cors_headers")
 
 
@@ -155,7 +158,8 @@ def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
     hooks = len(app.on_response_prepare)
     cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(origins, options))
     for route in list(app.router.routes()):
-        cors.add(route)
+        if route.resource is None or route.resource.canonical not in _NOT_FOR_BROWSERS:
+            cors.add(route)
     # aiohttp-cors looks up the route's CORS settings for every response, though it only
     # acts on requests with an Origin header, which API clients other than browsers never
     # send: its hook is taken out and run by the gateway's own, for those requests only.

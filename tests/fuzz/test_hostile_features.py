@@ -361,3 +361,20 @@ async def test_discovered_models_are_counted_under_their_discovery_route(
     assert await _metric_lines(gateway, "aichat_circuit_state") == [
         'aichat_circuit_state{upstream="d (openai)"} 0.0'
     ]
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/ready?verbose=1", "/health"])
+async def test_operational_endpoints_are_not_readable_by_web_pages(
+    make_gateway: GatewayFactory, path: str
+) -> None:
+    # Without a metrics key, any page a user visited could read every route and upstream.
+    gateway = await make_gateway(routes=ROUTES)  # AICHAT_CORS_ORIGINS: "*", the default
+    origin = {"Origin": "https://evil.example"}
+    async with gateway.http.get(gateway.url + path, headers=origin) as answer:
+        assert answer.status == 200
+        assert "Access-Control-Allow-Origin" not in answer.headers
+    preflight = {**origin, "Access-Control-Request-Method": "GET"}
+    async with gateway.http.options(gateway.url + path, headers=preflight) as answer:
+        assert "Access-Control-Allow-Origin" not in answer.headers
+    async with gateway.http.get(f"{gateway.url}/v1/models", headers=origin) as api:
+        assert api.headers["Access-Control-Allow-Origin"] in ("*", "https://evil.example")
