@@ -18,7 +18,7 @@ import orjson
 from aichat.core.errors import UpstreamError
 from aichat.core.ids import new_id
 from aichat.core.schemas import ChatCompletionRequest, prompt_text
-from aichat.core.tokens import count_tokens, prompt_tokens
+from aichat.core.tokens import TextTally, count_tokens, prompt_tokens
 from aichat.providers.base import (
     Event,
     Finish,
@@ -149,9 +149,9 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
     }
 
 
-def counted_usage(request: ChatCompletionRequest, answer: str) -> Usage:
+def counted_usage(request: ChatCompletionRequest, completion_tokens: int) -> Usage:
     """Usage counted locally, for upstreams that report none."""
-    return Usage(prompt_tokens(prompt_text(request)), count_tokens(answer))
+    return Usage(prompt_tokens(prompt_text(request)), completion_tokens)
 
 
 class Incomplete(UpstreamError):
@@ -263,7 +263,7 @@ async def _translated_chunks(
 ) -> AsyncGenerator[bytes, None]:
     encoder = ChunkEncoder(completion)
     want_usage = request.include_usage
-    answer: list[str] = []
+    answer = TextTally()  # counted only when the client wants usage
     finish: Finish | None = None
     usage: Usage | None = None
     # The role chunk goes out with the first delta: one write, the first token no later.
@@ -271,12 +271,12 @@ async def _translated_chunks(
     async for event in Chained(first, events):
         if isinstance(event, TextDelta):
             if want_usage:
-                answer.append(event.text)
+                answer.add(event.text)
             yield head + encoder.text(event.text)
             head = b""
         elif isinstance(event, ToolCallDelta):
             if want_usage:
-                answer.append(event.arguments)
+                answer.add(event.arguments)
             yield head + encoder.tool_call(event)
             head = b""
         elif isinstance(event, Finish):
@@ -288,7 +288,7 @@ async def _translated_chunks(
     # The closing chunks in one write.
     tail = head + encoder.finish(finish.reason)
     if want_usage:
-        tail += encoder.usage(usage or counted_usage(request, "".join(answer)))
+        tail += encoder.usage(usage or counted_usage(request, answer.tokens()))
     yield tail + DONE
 
 
@@ -358,6 +358,6 @@ async def complete(
                     "finish_reason": finish.reason,
                 }
             ],
-            "usage": usage_dict(usage or counted_usage(request, text + arguments)),
+            "usage": usage_dict(usage or counted_usage(request, count_tokens(text + arguments))),
         }
     )

@@ -29,10 +29,11 @@ from prometheus_client import CollectorRegistry
 from aichat.answer.openai_events import completion_events
 from aichat.answer.routing import Target
 from aichat.answer.state import SETTINGS
+from aichat.answer.translate import counted_usage
 from aichat.core.context import log_field
 from aichat.core.errors import UpstreamError
-from aichat.core.schemas import ChatCompletionRequest, prompt_text
-from aichat.core.tokens import EXACT_UP_TO, count_tokens, prompt_tokens
+from aichat.core.schemas import ChatCompletionRequest
+from aichat.core.tokens import TextTally
 from aichat.operations.auth import KEY_POLICY
 from aichat.operations.budgets import Budgets, budget_limits, open_store
 from aichat.operations.metrics import METRICS, LabelledCounts
@@ -46,10 +47,6 @@ from aichat.providers.base import (
     ToolCallDelta,
     Usage,
 )
-
-
-def _estimate(chars: int) -> int:
-    return (chars + 3) // 4
 
 
 class Ledger:
@@ -83,14 +80,13 @@ LEDGER = web.AppKey("ledger", Ledger)
 class Meter:
     """What one answer costs, from the events it sees; recorded once, when closed."""
 
-    __slots__ = ("_chars", "_chat", "_chunks", "_record", "_texts", "_usage")
+    __slots__ = ("_chat", "_chunks", "_record", "_text", "_usage")
 
     def __init__(self, chat: ChatCompletionRequest, record: Callable[[Usage], None]) -> None:
         self._chat = chat
         self._record: Callable[[Usage], None] | None = record
         self._usage: Usage | None = None
-        self._texts: list[str] | None = []  # None once past ``EXACT_UP_TO``
-        self._chars = 0
+        self._text = TextTally()
         self._chunks = 0
 
     def see(self, event: Event) -> None:
@@ -100,9 +96,9 @@ class Meter:
             if event.usage is not None:
                 self._usage = event.usage
         elif isinstance(event, (TextDelta, ReasoningDelta)):  # a tuple: quicker than a union
-            self._add(event.text)
+            self._text.add(event.text)
         elif isinstance(event, ToolCallDelta):
-            self._add(event.arguments)
+            self._text.add(event.arguments)
         elif isinstance(event, Usage):
             self._usage = event
         elif isinstance(event, RawCompletion):
@@ -113,23 +109,11 @@ class Meter:
                     for inner in completion_events(event.json)[0]:
                         self.see(inner)
 
-    def _add(self, text: str) -> None:
-        self._chars += len(text)
-        if self._texts is not None:
-            if self._chars > EXACT_UP_TO:
-                self._texts = None
-            else:
-                self._texts.append(text)
-
     def usage(self) -> Usage:
         """What the upstream reported, or else the local count of what it sent."""
         if self._usage is not None:
             return self._usage
-        if self._texts is None:
-            completion = _estimate(self._chars)
-        else:
-            completion = count_tokens("".join(self._texts)) if self._texts else 0
-        return Usage(prompt_tokens(prompt_text(self._chat)), self._chunks + completion)
+        return counted_usage(self._chat, self._chunks + self._text.tokens())
 
     def close(self) -> None:
         """Record the usage, once."""

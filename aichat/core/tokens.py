@@ -62,9 +62,36 @@ def count_tokens(text: str) -> int:
     return _Counter.count(text) if len(text) <= EXACT_UP_TO else _estimate(text)
 
 
+class TextTally:
+    """The tokens of a text that arrives in pieces, in bounded memory: pieces are kept up to
+    ``EXACT_UP_TO`` characters and counted; past it only their length is, and estimated (four
+    characters a token)."""
+
+    __slots__ = ("_chars", "_texts")
+
+    def __init__(self) -> None:
+        self._texts: list[str] | None = []  # None once past ``EXACT_UP_TO``
+        self._chars = 0
+
+    def add(self, text: str) -> None:
+        """One more piece."""
+        self._chars += len(text)
+        if self._texts is not None:
+            if self._chars > EXACT_UP_TO:
+                self._texts = None
+            else:
+                self._texts.append(text)
+
+    def tokens(self) -> int:
+        """Tokens of all the pieces so far."""
+        if self._texts is None:
+            return (self._chars + 3) // 4
+        return count_tokens("".join(self._texts)) if self._texts else 0
+
+
 def prompt_tokens(texts: Sequence[str]) -> int:
     """Tokens of a conversation given the text of each message (estimated when all of them
     together are longer than ``EXACT_UP_TO`` characters)."""
     exact = sum(len(text) for text in texts) <= EXACT_UP_TO
-    count = _Counter.count if exact else _estimate
+    count = count_tokens if exact else _estimate
     return _REPLY_PRIMING + sum(_PER_MESSAGE + count(text) for text in texts)

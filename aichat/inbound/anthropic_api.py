@@ -32,6 +32,7 @@ from aichat.answer.blocks import (
     collect,
     segment,
 )
+from aichat.answer.reload import LIVE
 from aichat.answer.sse import named_event, write_sse
 from aichat.answer.state import ROUTER
 from aichat.core.errors import APIError, InvalidRequest, UpstreamError
@@ -491,7 +492,11 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     chat, dropped = to_chat_request(req)
     answer, headers = await start_answer(request, chat, dropped)
     async with aclosing(answer.events) as events:
-        blocks = segment(answer.first, events, chat, reasoning=req.shows_thinking)
+        # A whole message holds its blocks' text; a stream repeats only tool calls' input.
+        limit = request.app[LIVE].settings.max_answer_bytes
+        blocks = segment(
+            answer.first, events, chat, req.shows_thinking, limit=limit, texts=not req.stream
+        )
         if req.stream:
             return await write_sse(request, stream_events(req, chat, blocks), error_event, headers)
         return web.json_response(await whole_message(req, blocks), headers=headers)

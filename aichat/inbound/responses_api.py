@@ -35,6 +35,7 @@ from aichat.answer.blocks import (
     collect,
     segment,
 )
+from aichat.answer.reload import LIVE
 from aichat.answer.sse import named_event, write_sse
 from aichat.core.errors import APIError, InvalidRequest
 from aichat.core.ids import new_id
@@ -534,7 +535,9 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     answer, headers = await start_answer(request, chat, dropped)
     envelope = Envelope.start(req, tools)
     async with aclosing(answer.events) as events:
-        blocks = segment(answer.first, events, chat)
+        # Both answers repeat every item whole at their end: that much is kept, bounded.
+        limit = request.app[LIVE].settings.max_answer_bytes
+        blocks = segment(answer.first, events, chat, limit=limit)
         if req.stream:
             stream = ResponseStream(envelope)
             return await write_sse(request, stream.events(blocks), stream.failed, headers)

@@ -12,6 +12,7 @@ import os
 import random
 import string
 import time
+import tracemalloc
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -378,3 +379,59 @@ async def test_operational_endpoints_are_not_readable_by_web_pages(
         assert "Access-Control-Allow-Origin" not in answer.headers
     async with gateway.http.get(f"{gateway.url}/v1/models", headers=origin) as api:
         assert api.headers["Access-Control-Allow-Origin"] in ("*", "https://evil.example")
+
+
+async def _endless(request: web.Request) -> web.StreamResponse:
+    """10 MB of reasoning or text in 10,000 chunks, made as they are sent."""
+    field = "reasoning_content" if (await request.json())["model"] == "thinks" else "content"
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+    delta = {"index": 0, "delta": {field: "x" * 1000}, "finish_reason": None}
+    line = b"data: " + json.dumps({**chunk, "choices": [delta]}).encode() + b"\n\n"
+    for _ in range(10_000):
+        await response.write(line)
+    end = {"index": 0, "delta": {}, "finish_reason": "stop"}
+    await response.write(b"data: " + json.dumps({**chunk, "choices": [end]}).encode() + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
+    return response
+
+
+@pytest.mark.parametrize("api", ["responses", "messages"])
+async def test_a_huge_streamed_answer_costs_bounded_memory(
+    make_gateway: GatewayFactory, api: str
+) -> None:
+    # A Responses stream kept everything it sent (50 MB of reasoning: +300 MB); a Messages
+    # stream kept every block's text too, which it never repeats.
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", _endless)
+    runner, url = await _start(app)
+    routes = tuple(
+        ModelConfig(name=name, provider="openai", base_url=f"{url}/v1")
+        for name in ("thinks", "talks")
+    )
+    gateway = await make_gateway(routes=routes, max_answer_bytes=1024 * 1024)
+    headers = {"Authorization": f"Bearer {API_KEY}", "anthropic-version": "2023-06-01"}
+    hi = [{"role": "user", "content": "hi"}]
+    if api == "responses":
+        path, body = "/v1/responses", {"model": "thinks", "input": hi, "stream": True}
+    else:
+        path = "/v1/messages"
+        body = {"model": "talks", "max_tokens": 5, "messages": hi, "stream": True}
+    tracemalloc.start()  # the peak of what Python allocates meanwhile, whatever came before
+    try:
+        async with gateway.http.post(gateway.url + path, json=body, headers=headers) as answer:
+            assert answer.status == 200
+            tail = b""
+            async for piece in answer.content.iter_any():
+                tail = (tail + piece)[-4096:]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        await runner.cleanup()
+    assert peak < 20 * 1024 * 1024
+    if api == "responses":  # it must repeat all of it at its end: past the bound, it fails
+        assert b"event: response.failed" in tail
+        assert b"AICHAT_MAX_ANSWER_BYTES" in tail
+    else:  # nothing to repeat: the whole answer streams
+        assert tail.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
