@@ -11,23 +11,31 @@ FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY aichat/ aichat/
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[tokens,speed]"
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[tokens,speed,postgres]"
 
 # Stage 2: only the installed wheels; no source tree, no build tools, no pip cache.
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="aichat" \
       org.opencontainers.image.description="OpenAI-compatible gateway for chat services that do not speak the OpenAI API" \
       org.opencontainers.image.licenses="MIT"
-# No .pyc writes: the container is meant to run with a read-only root filesystem.
+# No .pyc writes: the container is meant to run with a read-only root filesystem. The usage
+# history (README: Usage history) is a SQLite file on the /var/lib/aichat volume, unless
+# DATABASE_URL names a PostgreSQL.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PATH=/opt/aichat/bin:$PATH
+    PATH=/opt/aichat/bin:$PATH \
+    AICHAT_USAGE_DB=/var/lib/aichat/usage.db
 # The wheels are bind-mounted from the build stage, so they never become a layer of this image.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/aichat \
-    && /opt/aichat/bin/pip install --no-cache-dir --no-index --find-links=/wheels "aichat[tokens,speed]" \
+    && /opt/aichat/bin/pip install --no-cache-dir --no-index --find-links=/wheels \
+       "aichat[tokens,speed,postgres]" \
     && useradd --system --user-group --uid 10001 --no-create-home --home-dir /nonexistent \
-       --shell /usr/sbin/nologin aichat
+       --shell /usr/sbin/nologin aichat \
+    && install -d -o 10001 -g 10001 -m 0700 /var/lib/aichat
+# A volume, so the history outlives the container (a named volume copies this directory's
+# owner on first use) and stays writable under --read-only.
+VOLUME ["/var/lib/aichat"]
 # Numeric, so orchestrators that require a non-root user can verify it without /etc/passwd.
 USER 10001:10001
 

@@ -19,6 +19,7 @@ from aichat.answer.state import RETRY_POLICY, ROUTER, SESSION, SETTINGS
 from aichat.answer.usage import usage_ledger
 from aichat.core.config import Settings
 from aichat.core.errors import ERROR_RENDERERS, ErrorRenderer, error_middleware
+from aichat.core.exchange import EXCHANGE
 from aichat.core.tokens import load_tokenizer
 from aichat.inbound.anthropic_api import (
     COUNT_TOKENS_PATH,
@@ -32,8 +33,10 @@ from aichat.inbound.meta import get_model, health, list_models, ready
 from aichat.inbound.openapi import OPENAPI, openapi_document, openapi_endpoint
 from aichat.inbound.playground import add_playground
 from aichat.inbound.responses_api import create_response
+from aichat.inbound.usage_page import add_usage_page
 from aichat.operations.auth import FAILED_KEYS, FailedKeys, KeyRing, auth_middleware
 from aichat.operations.connections import SERVER_NAME
+from aichat.operations.history_db import keep_history
 from aichat.operations.lifecycle import LIFECYCLE, Lifecycle, drain_middleware
 from aichat.operations.limits import (
     LIMITER,
@@ -41,11 +44,11 @@ from aichat.operations.limits import (
     Limiter,
     MemoryStore,
     RedisStore,
-    add_rate_headers,
     limits_middleware,
 )
 from aichat.operations.logs import REQUEST_ID_HEADER, access_log_middleware, add_request_id_header
 from aichat.operations.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
+from aichat.operations.pricing import load_price_table
 from aichat.operations.redis_pool import REDIS_POOL, RedisPool
 from aichat.operations.timing import SERVER_TIMING_HEADER, add_server_timing
 
@@ -131,9 +134,11 @@ _CORS_HEADERS: web.AppKey[ResponseHook] = web.AppKey("cors_headers")
 async def _add_gateway_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: what every response carries (one hook: they run per response)."""
     response.headers[hdrs.SERVER] = SERVER_NAME  # no library versions
-    add_request_id_header(request, response)
-    add_rate_headers(request, response)
-    add_server_timing(request, response)
+    exchange = request.get(EXCHANGE)
+    if exchange is not None:
+        add_request_id_header(exchange, response)
+        response.headers.update(exchange.headers)  # rate limits and budgets
+        add_server_timing(exchange, response)
     if hdrs.ORIGIN in request.headers:  # browsers only: see _setup_cors
         await request.app[_CORS_HEADERS](request, response)
 
@@ -171,11 +176,14 @@ def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
 
 def preload(settings: Settings) -> None:
     """Load what the configured routes need before their first request (once per process):
-    the tokenizer, where a route counts tokens itself."""
+    the tokenizer, where a route counts tokens itself, and the price table, where a route is
+    priced from it (about 6 MB; loaded before ``--workers`` fork, it is shared)."""
     if any(route.provider != "openai" for route in settings.model_routes):
         # aichats reports no usage and the mock counts exactly: both count here, from the
         # first request on.
         load_tokenizer()
+    if any(route.provider == "openai" and route.price is None for route in settings.model_routes):
+        load_price_table()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -210,7 +218,14 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
     # Reverse order on the way out: answers still closing record their usage first.
     app.cleanup_ctx.extend(
-        [_redis_pool, _counter_store, usage_ledger, _upstream_session, discovered_models]
+        [
+            _redis_pool,
+            _counter_store,
+            keep_history(settings),
+            usage_ledger,
+            _upstream_session,
+            discovered_models,
+        ]
     )
     app.on_shutdown.append(_stop_taking_requests)
     app.on_response_prepare.append(_add_gateway_headers)
@@ -231,5 +246,7 @@ def create_app(settings: Settings) -> web.Application:
     app[ERROR_RENDERERS] = renderers
     if settings.playground:
         add_playground(app.router)
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    add_usage_page(app, admin_key)
     _setup_cors(app, settings.cors_origins)
     return app

@@ -18,7 +18,8 @@ from typing import Any
 from aichat import __version__
 from aichat.core.config import ConfigError, Settings, StartupError, load_settings
 from aichat.operations.logs import configure_logging
-from aichat.usage_cli import print_usage
+from aichat.operations.usage_report import GROUPS
+from aichat.usage_cli import parse_day, print_usage
 from aichat.workers import run
 
 log = logging.getLogger("aichat")
@@ -79,11 +80,21 @@ def _parser() -> argparse.ArgumentParser:
     usage = commands.add_parser(
         "usage",
         parents=[late],
-        help="tokens per key and model, today and this month",
-        description="Print tokens and requests per key and model, today and this month.",
+        help="requests, tokens and spend from the usage history",
+        description=(
+            "Print requests, tokens and spend per key, model or upstream from the usage "
+            "history (AICHAT_USAGE_DB, or DATABASE_URL), over UTC days."
+        ),
     )
     usage.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
-    usage.add_argument("--json", action="store_true", help="one JSON object per key and model")
+    usage.add_argument("--since", type=parse_day, help="first day, YYYY-MM-DD (default: the 1st)")
+    usage.add_argument("--until", type=parse_day, help="last day, YYYY-MM-DD (default: today)")
+    usage.add_argument("--by", choices=GROUPS, default="key", help="one line per (default: key)")
+    formats = usage.add_mutually_exclusive_group()
+    formats.add_argument(
+        "--json", dest="output", action="store_const", const="json", help="one JSON object a line"
+    )
+    formats.add_argument("--csv", dest="output", action="store_const", const="csv", help="CSV")
     return parser
 
 
@@ -127,7 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(effective_config(settings), indent=2))
             return 0
         if args.command == "usage":
-            print_usage(settings, sys.stdout, args.json)
+            print_usage(
+                settings, sys.stdout, args.since, args.until, args.by, args.output or "table"
+            )
             return 0
         settings.require_auth_decision()
         configure_logging(settings.log_format, settings.log_level)

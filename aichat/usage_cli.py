@@ -1,61 +1,94 @@
-"""``aichat usage``: tokens and requests per key and model, today and this month (UTC).
+"""``aichat usage``: requests, tokens and spend per key, model or upstream from the usage history.
 
-Read from the store the gateways write (Redis, ``REDIS_URL``): a gateway without Redis counts
-in its own memory, which no other process can read, so the command refuses to guess.
+It reads the database the gateways write (``aichat.operations.history_db``): PostgreSQL with
+``DATABASE_URL``, else the SQLite file ``AICHAT_USAGE_DB``, which must exist (the command never
+creates an empty history to report on). Days are UTC, ``--since`` and ``--until`` both included;
+the default is this month so far. The figures are those of the usage page and its API
+(``aichat.operations.usage_report``), as a table, JSON lines or CSV.
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
-import time
-from typing import TextIO
+from datetime import UTC, date, datetime
+from typing import Any, TextIO
 
 from aichat.core.config import ConfigError, Settings
-from aichat.operations.budgets import RedisUsage, rows, window_ids
-from aichat.operations.redis_pool import RedisPool, StoreUnavailable
+from aichat.operations.history import DatabaseDown, Row
+from aichat.operations.history_db import open_database
+from aichat.operations.usage_report import MAX_DAYS, GroupBy, table
 
-_COLUMNS = (
-    "key",
-    "model",
-    "today_prompt",
-    "today_completion",
-    "today_requests",
-    "month_prompt",
-    "month_completion",
-    "month_requests",
+COLUMNS = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "cache_saved_usd",
 )
 
 
-async def _read(settings: Settings, windows: tuple[str, str]) -> tuple[dict[str, int], ...]:
-    assert settings.redis_url is not None
-    pool = RedisPool(settings.redis_url)
+def parse_day(value: str) -> date:
+    """An ISO date for ``--since`` / ``--until`` (argparse shows the error)."""
+    return date.fromisoformat(value)
+
+
+async def _read(settings: Settings, since: date, until: date) -> list[Row]:
+    database = open_database(settings)
     try:
-        return await RedisUsage(pool, settings.redis_prefix).read(windows)
+        return await database.read(since.isoformat(), until.isoformat())
     finally:
-        await pool.close()
+        await database.close()
 
 
-def print_usage(settings: Settings, out: TextIO, as_json: bool = False) -> None:
-    """Print the usage table (or JSON lines); ``ConfigError`` when there is no store to read."""
-    if not settings.redis_url:
+def usage_rows(
+    settings: Settings, since: date | None, until: date | None, by: GroupBy
+) -> tuple[date, date, list[dict[str, Any]]]:
+    """The range read and one summary per ``by`` value; ``ConfigError`` if there is no history."""
+    until = until or datetime.now(UTC).date()
+    since = since or until.replace(day=1)
+    if since > until or (until - since).days >= MAX_DAYS:
         raise ConfigError(
-            "aichat usage reads the usage gateways keep in Redis: set REDIS_URL "
-            "(without it each gateway counts in its own memory; see /metrics)."
+            f"--since must be on or before --until, and at most {MAX_DAYS} days before it"
         )
-    windows = window_ids(time.time())
+    if settings.database_url is None and not settings.usage_db.is_file():
+        raise ConfigError(
+            f"no usage history at {settings.usage_db}: set AICHAT_USAGE_DB to the file the "
+            "gateway writes (or DATABASE_URL to its PostgreSQL)"
+        )
     try:
-        day, month = asyncio.run(_read(settings, windows))
-    except StoreUnavailable as exc:
-        raise ConfigError(f"REDIS_URL: cannot read usage ({exc})") from None
-    table = list(rows(day, month))
-    if as_json:
-        for key, model, counts in table:
-            out.write(json.dumps(dict(zip(_COLUMNS, [key, model, *counts], strict=True))) + "\n")
+        rows = asyncio.run(_read(settings, since, until))
+    except DatabaseDown as exc:
+        raise ConfigError(f"cannot read the usage history: {exc}") from None
+    return since, until, table(rows, by)
+
+
+def print_usage(
+    settings: Settings,
+    out: TextIO,
+    since: date | None = None,
+    until: date | None = None,
+    by: GroupBy = "key",
+    output: str = "table",
+) -> None:
+    """Print the usage of ``since`` to ``until`` per ``by`` as a table, JSON lines or CSV."""
+    since, until, summaries = usage_rows(settings, since, until, by)
+    columns = (by, *COLUMNS)
+    if output == "json":
+        for summary in summaries:
+            out.write(json.dumps({name: summary[name] for name in columns}) + "\n")
         return
-    out.write(f"UTC day {windows[0]}, month {windows[1]}\n")
-    cells = [list(_COLUMNS), *[[key, model, *map(str, counts)] for key, model, counts in table]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(_COLUMNS))]
+    if output == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([summary[name] for name in columns] for summary in summaries)
+        return
+    out.write(f"UTC {since.isoformat()} to {until.isoformat()}\n")
+    cells = [list(columns), *[[str(summary[name]) for name in columns] for summary in summaries]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     for row in cells:
         out.write(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

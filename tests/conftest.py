@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from aichat.app import create_app
 from aichat.core.config import Settings
 from aichat.server import runner
 from tests.fakes import FakeAichats, FakeOpenAI
+from tests.postgres import Cluster, binaries, cluster
 
 API_KEY = "sk-test-key-0123456789"
 # Test traffic stays on loopback even where a proxy is configured.
@@ -81,8 +82,13 @@ GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture
-async def make_gateway(upstream: tuple[FakeAichats, str]) -> AsyncIterator[GatewayFactory]:
-    """Start gateways in front of the fake upstream; keyword arguments override settings."""
+async def make_gateway(
+    upstream: tuple[FakeAichats, str], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[GatewayFactory]:
+    """Start gateways in front of the fake upstream; keyword arguments override settings.
+
+    Each keeps its usage history in a SQLite file of its own, unless told otherwise.
+    """
     started: list[web.AppRunner] = []
     http = aiohttp.ClientSession()
 
@@ -92,6 +98,7 @@ async def make_gateway(upstream: tuple[FakeAichats, str]) -> AsyncIterator[Gatew
             "api_keys": (API_KEY,),
             "host": "127.0.0.1",
             "port": 0,
+            "usage_db": tmp_path_factory.mktemp("history") / "usage.db",
         }
         values.update(overrides)
         app = create_app(Settings(**values))
@@ -126,3 +133,21 @@ async def inside_one_rate_window(seconds: float) -> None:
     left = 60 - time.time() % 60
     if left < seconds:
         await asyncio.sleep(left + 0.1)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """A private PostgreSQL server for the whole run (``tests.postgres``)."""
+    if binaries() is None:
+        pytest.skip(
+            "PostgreSQL tests need Debian's postgresql package (/usr/lib/postgresql/*/bin): "
+            "apt-get install postgresql (.ci/run does this when it is missing)"
+        )
+    with cluster() as server:
+        yield server
+
+
+@pytest.fixture
+async def database_url(postgres: Cluster) -> str:
+    """The URL of a new, empty database on the private PostgreSQL server."""
+    return await postgres.create_database()

@@ -156,6 +156,9 @@ class FakeOpenAI:
     models: list[str] = field(default_factory=lambda: ["llama3.1", "qwen2.5"])  # GET /v1/models
     models_status: int = 200
     report_usage: bool = True  # False: no usage anywhere, as some servers answer
+    usage: dict[str, Any] = field(
+        default_factory=lambda: {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    )
 
     def chunks(self, model: str, include_usage: bool) -> list[dict[str, Any]]:
         base = {
@@ -187,7 +190,7 @@ class FakeOpenAI:
                 {
                     **base,
                     "choices": [],
-                    "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+                    "usage": self.usage,
                 }
             )
         return out
@@ -237,7 +240,7 @@ class FakeOpenAI:
                         "finish_reason": finish_reason,
                     }
                 ],
-                "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+                "usage": self.usage,
             }
             if not self.report_usage:
                 del completion["usage"]

@@ -1,7 +1,8 @@
-"""The part every inbound API shares: route a request, start an answer, name its headers.
+"""The answer path every inbound API shares: route, admit, start, meter and write an answer.
 
-Each inbound API (Chat Completions, Responses, Anthropic Messages) turns its request into a
-``ChatCompletionRequest``, calls ``start_answer`` and spells the events in its own format.
+Each inbound API (Chat Completions, Responses, Anthropic Messages) reads its request into a
+``Prompt`` and calls ``respond`` once, with the request's ``Exchange`` and the ``Speaker``
+that spells answers in its words; everything after that goes down the layers from here.
 Until the first event arrives nothing has been sent: failures are still HTTP errors, and
 retries and fallbacks are still possible.
 """
@@ -9,53 +10,81 @@ retries and fallbacks are still possible.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Protocol
 
 from aiohttp import web
 
 from aichat.answer.capabilities import DROPPED_HEADER, dropped_header, dropped_params
-from aichat.answer.failover import Answer, open_answer
+from aichat.answer.failover import open_answer
+from aichat.answer.sse import write_sse
 from aichat.answer.state import RETRY_POLICY, ROUTER
 from aichat.answer.usage import admit, meter
-from aichat.core.context import log_field
-from aichat.core.errors import UpstreamError
-from aichat.core.schemas import ChatCompletionRequest
-from aichat.operations.auth import KEY_POLICY
-from aichat.operations.timing import Timed, upstream_called
+from aichat.core.errors import APIError, UpstreamError
+from aichat.core.exchange import Exchange
+from aichat.core.prompt import Prompt
+from aichat.operations.timing import Timed
+from aichat.providers.base import Event
 
 log = logging.getLogger("aichat.answering")
 
 UPSTREAM_HEADER = "x-aichat-upstream"
 
 
-async def start_answer(
-    request: web.Request, chat: ChatCompletionRequest, dropped: Iterable[str] = ()
-) -> tuple[Answer, dict[str, str]]:
-    """The started answer to ``chat`` and the response headers that describe it.
+class Speaker(Protocol):
+    """How one inbound API spells an answer's events for its client."""
 
-    ``dropped`` names request parameters the inbound API could not carry over; parameters
-    the answering upstream will not honour are added, logged and reported in a header.
+    def stream(self, first: Event, events: AsyncIterator[Event]) -> AsyncGenerator[bytes, None]:
+        """The server-sent events of a streamed answer, ending honestly."""
+        ...
+
+    async def whole(self, first: Event, events: AsyncIterator[Event]) -> bytes:
+        """The JSON body of a whole answer."""
+        ...
+
+    def failed(self, err: APIError) -> bytes:
+        """The event that ends a stream that failed after it started."""
+        ...
+
+
+async def respond(
+    request: web.Request, exchange: Exchange, prompt: Prompt, speaker: Speaker
+) -> web.StreamResponse:
+    """Answer ``prompt`` for ``exchange``, streamed or whole, in ``speaker``'s words.
+
+    Parameters the answering upstream will not get (its API has no place for them, or it
+    ignores them) are logged and named in a header.
     """
-    log_field(request, model=chat.model, stream=chat.stream)
-    chain = request.app[ROUTER].chain(chat.model, request[KEY_POLICY].models)
-    log_field(request, route=chain[0].name)
-    await admit(request)
-    upstream_called(request)
+    app = request.app
+    exchange.note(model=prompt.model, stream=prompt.stream)
+    chain = app[ROUTER].chain(prompt.model, exchange.key.models)
+    route = chain[0].name
+    exchange.note(route=route)
+    await admit(app, exchange)
+    exchange.upstream_called = time.perf_counter()
     try:
-        answer = await open_answer(chain, chat, request.app[RETRY_POLICY])
+        answer = await open_answer(chain, prompt, app[RETRY_POLICY])
     except UpstreamError as err:
         # A request that failed on every attempt says where and how often it tried, too.
-        log_field(request, upstream=err.upstream, attempts=err.attempts)
+        exchange.note(upstream=err.upstream, attempts=err.attempts)
         raise
-    watcher = meter(request, chat, chain[0].metric_name, answer.target)
-    answer.events = Timed(answer.first, answer.events, request, watcher)
-    log_field(request, upstream=answer.target.label, attempts=answer.attempts)
-    headers = {UPSTREAM_HEADER: answer.target.label}
-    ignored = dropped_params(chat.body, answer.target.capabilities, dropped)
+    target = answer.target
+    exchange.note(upstream=target.label, attempts=answer.attempts)
+    headers = {UPSTREAM_HEADER: target.label}
+    ignored = dropped_params(prompt, target.provider.api, target.capabilities)
     if ignored:
         headers[DROPPED_HEADER] = dropped_header(ignored)
         log.warning(
             "request parameters dropped",
-            extra={"fields": {"upstream": answer.target.label, "dropped": headers[DROPPED_HEADER]}},
+            extra={"fields": {"upstream": target.label, "dropped": headers[DROPPED_HEADER]}},
         )
-    return answer, headers
+    watcher = meter(app, exchange, prompt, chain[0].metric_name, target)
+    events = Timed(answer.first, answer.events, exchange, watcher)
+    async with aclosing(events):
+        if prompt.stream:
+            chunks = speaker.stream(answer.first, events)
+            return await write_sse(request, exchange, chunks, speaker.failed, headers)
+        body = await speaker.whole(answer.first, events)
+        return web.Response(body=body, content_type="application/json", headers=headers)

@@ -15,17 +15,26 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from aichat.answer.openai_events import neutral_events
-from aichat.answer.translate import Incomplete, counted_usage
+from aichat.answer.translate import counted_usage
 from aichat.core.errors import UpstreamError
 from aichat.core.ids import new_call_id
-from aichat.core.schemas import ChatCompletionRequest
+from aichat.core.prompt import Prompt
 from aichat.core.tokens import TextTally
-from aichat.providers.base import Event, Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
+from aichat.providers.base import (
+    Chained,
+    Event,
+    Finish,
+    Incomplete,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from aichat.providers.neutral import neutral_events
 from aichat.providers.reasoning import ThinkSplitter
 
 
@@ -162,12 +171,12 @@ class _Segmenter:
 async def segment(
     first: Event,
     events: AsyncIterator[Event],
-    request: ChatCompletionRequest,
+    prompt: Prompt,
     reasoning: bool = True,
     *,
     limit: float = math.inf,
     texts: bool = True,
-) -> AsyncIterator[BlockEvent]:
+) -> AsyncGenerator[BlockEvent, None]:
     """Block events of one answer; raises ``Incomplete`` if it ends without ``Finish``.
 
     ``BlockStop`` carries the whole text of tool calls, and of text and reasoning blocks
@@ -182,8 +191,8 @@ async def segment(
     splitter = ThinkSplitter()
     usage: Usage | None = None
     # Closed here when the answer ends at ``Finish``, not left to the garbage collector.
-    async with aclosing(neutral_events(first, events)) as neutral:
-        async for event in neutral:
+    async with aclosing(neutral_events(Chained(first, events))) as answer_events:
+        async for event in answer_events:
             found: list[BlockEvent] = []
             if isinstance(event, TextDelta):
                 found = blocks.text(splitter.feed(event.text), reasoning)
@@ -196,7 +205,7 @@ async def segment(
             elif isinstance(event, Finish):
                 for block in blocks.text(splitter.flush(), reasoning) + blocks.close():
                     yield block
-                counted = usage or counted_usage(request, blocks.produced.tokens())
+                counted = usage or counted_usage(prompt.texts(), blocks.produced.tokens())
                 yield End(event.reason, counted)
                 return
             for block in found:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from aichat.core.config import ModelConfig, ProviderKind
+from aichat.core.prompt import Api, Prompt
 
 ToolSupport = Literal["native", "emulated", "none"]
 
@@ -69,6 +69,9 @@ CAPABILITIES: dict[ProviderKind, Capabilities] = {
     ),
     # Forwards the request as sent: whatever the upstream supports, it gets.
     "openai": Capabilities("native", vision=True, usage=True, stream_options=True, params=None),
+    # The client's own Messages request as sent; other APIs' translated, and what the
+    # translation could not carry is named by it.
+    "anthropic": Capabilities("native", vision=True, usage=True, stream_options=False, params=None),
     # Echo or fixed text; exact usage, no sampling.
     "mock": Capabilities(
         "none", vision=False, usage=True, stream_options=False, params=frozenset()
@@ -82,15 +85,14 @@ def capabilities_for(model: ModelConfig) -> Capabilities:
     return dataclasses.replace(caps, tools="emulated") if model.emulate_tools else caps
 
 
-def dropped_params(
-    body: Mapping[str, Any], caps: Capabilities, also: Iterable[str] = ()
-) -> list[str]:
-    """The parameters in ``body`` that ``caps``'s upstream will not honour, plus ``also``."""
-    dropped = set(also)
+def dropped_params(prompt: Prompt, api: Api, caps: Capabilities) -> list[str]:
+    """What an upstream speaking ``api`` with ``caps`` will not get of ``prompt``: what its
+    API has no place for, and generation parameters it ignores."""
+    dropped = set(prompt.dropped_for(api))
     if caps.params is not None:
         dropped.update(
             key
-            for key, value in body.items()
+            for key, value in prompt.chat().body.items()
             if value is not None and key in GENERATION_PARAMS and key not in caps.params
         )
     return sorted(dropped)

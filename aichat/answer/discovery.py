@@ -32,6 +32,7 @@ from aichat.answer.capabilities import capabilities_for
 from aichat.answer.routing import Target
 from aichat.core.config import ModelConfig, Settings
 from aichat.operations.breaker import CircuitBreaker
+from aichat.operations.pricing import pricing_for
 from aichat.providers.base import Provider
 from aichat.providers.registry import build_provider
 
@@ -164,9 +165,17 @@ class Discovery:
                     continue
                 taken.add(name)
                 names.add(name)
+                pricing = pricing_for(route, model)
                 targets.append(
                     Target(
-                        name, provider, model, route.fallbacks, breaker, capabilities, route.name
+                        name,
+                        provider,
+                        model,
+                        route.fallbacks,
+                        breaker,
+                        capabilities,
+                        pricing,
+                        listed_by=route.name,
                     )
                 )
         self.names = names

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from aichat.answer.routing import Target
 from aichat.core.errors import UpstreamError
-from aichat.core.schemas import ChatCompletionRequest
+from aichat.core.prompt import Prompt
 from aichat.operations.breaker import State
 from aichat.operations.metrics import Metrics
 from aichat.providers.base import Event, EventStream
@@ -63,8 +63,8 @@ class Answer:
     attempts: int
 
 
-async def _start(target: Target, request: ChatCompletionRequest) -> Answer:
-    events = target.provider.stream(request, target.upstream_model)
+async def _start(target: Target, prompt: Prompt) -> Answer:
+    events = target.provider.stream(prompt, target.upstream_model)
     try:
         first = await anext(events, None)
     except BaseException:
@@ -140,9 +140,7 @@ def _given_up(err: UpstreamError, target: Target, attempts: int) -> UpstreamErro
     return err
 
 
-async def open_answer(
-    chain: list[Target], request: ChatCompletionRequest, policy: RetryPolicy
-) -> Answer:
+async def open_answer(chain: list[Target], prompt: Prompt, policy: RetryPolicy) -> Answer:
     """The first target in ``chain`` that starts answering, retrying retryable failures.
 
     Targets whose circuit is open are skipped. Non-retryable errors (a bad request, an
@@ -161,7 +159,7 @@ async def open_answer(
         while allowed:
             attempts += 1
             try:
-                answer = await _start(target, request)
+                answer = await _start(target, prompt)
             except UpstreamError as err:
                 before = breaker.state
                 if not err.retryable:

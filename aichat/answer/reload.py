@@ -44,6 +44,7 @@ from aichat.core.tokens import load_tokenizer
 from aichat.operations.auth import KeyRing
 from aichat.operations.breaker import CircuitBreaker
 from aichat.operations.budgets import budget_limits
+from aichat.operations.pricing import pricing_for
 from aichat.providers.registry import build_provider
 
 log = logging.getLogger("aichat.reload")
@@ -90,6 +91,7 @@ def build_target(route: ModelConfig, settings: Settings, session: aiohttp.Client
         route.fallbacks,
         CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown),
         capabilities_for(route),
+        pricing_for(route, route.target_model),
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from aichat.answer.capabilities import CAPABILITIES, Capabilities
 from aichat.core.errors import NotFound
 from aichat.operations.breaker import CircuitBreaker
+from aichat.operations.pricing import Free, Pricing
 from aichat.providers.base import Provider
 
 
@@ -21,6 +22,7 @@ class Target:
     fallbacks: tuple[str, ...] = ()
     breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(0, 1.0))
     capabilities: Capabilities = CAPABILITIES["openai"]
+    pricing: Pricing = field(default_factory=Free)
     listed_by: str | None = None  # the discovery route whose upstream listed this model
 
     @property

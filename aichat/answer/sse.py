@@ -12,18 +12,22 @@ from typing import Any
 from aiohttp import web
 
 from aichat.core.errors import APIError
+from aichat.core.exchange import Exchange
 from aichat.operations.lifecycle import ShuttingDown, is_drain
 from aichat.operations.metrics import METRICS
 
 log = logging.getLogger("aichat.sse")
 
-_DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache",
     # Tells nginx-style proxies not to buffer: each event must reach the client at once.
     "X-Accel-Buffering": "no",
 }
+
+
+class Final(bytes):
+    """A stream's last bytes: written with the end of the body, in one write."""
 
 
 class _SSEResponse(web.StreamResponse):
@@ -41,6 +45,7 @@ def named_event(name: str, data: dict[str, Any]) -> bytes:
 
 async def write_sse(
     request: web.Request,
+    exchange: Exchange,
     events: AsyncGenerator[bytes, None],
     error_event: Callable[[APIError], bytes],
     headers: dict[str, str] | None = None,
@@ -61,13 +66,14 @@ async def write_sse(
         try:
             async with aclosing(events):
                 async for event in events:
-                    if event.endswith(_DONE):
+                    if type(event) is Final:
                         # The last event goes out with the end of the body: one write fewer.
                         tail = event
                         break
                     await response.write(event)
         except APIError as err:
             log.warning("stream failed after start: %s", err.message)
+            exchange.note(error=err.code)
             tail = error_event(err)
         except asyncio.CancelledError as exc:
             if not is_drain(exc):

@@ -1,7 +1,9 @@
 """Provider events -> OpenAI Chat Completions chunks or a whole completion.
 
-Pure translation, no I/O. Streamed chunks are written from byte templates prepared once per
-completion: only the text of each delta is JSON-encoded on the hot path.
+Pure translation, no I/O. Chunks from a Chat Completions upstream are forwarded with only
+the model renamed; any other answer is taken apart into neutral events and written from
+byte templates prepared once per completion: only the text of each delta is JSON-encoded
+on the hot path. Reasoning goes out as ``reasoning_content``, as vLLM and DeepSeek send it.
 """
 
 from __future__ import annotations
@@ -15,19 +17,24 @@ from typing import Any
 
 import orjson
 
-from aichat.core.errors import UpstreamError
+from aichat.answer.sse import Final
+from aichat.core.errors import APIError, error_event
 from aichat.core.ids import new_id
 from aichat.core.schemas import ChatCompletionRequest, prompt_text
 from aichat.core.tokens import TextTally, count_tokens, prompt_tokens
 from aichat.providers.base import (
+    Chained,
     Event,
     Finish,
+    Incomplete,
     RawChunks,
     RawCompletion,
+    ReasoningDelta,
     TextDelta,
     ToolCallDelta,
     Usage,
 )
+from aichat.providers.neutral import neutral
 
 DONE = b"data: [DONE]\n\n"
 
@@ -82,6 +89,10 @@ class ChunkEncoder:
     def text(self, text: str) -> bytes:
         """A content delta."""
         return self._text_prefix + _dumps(text) + self._TEXT_SUFFIX
+
+    def reasoning(self, text: str) -> bytes:
+        """A reasoning delta, in the ``reasoning_content`` field vLLM and DeepSeek use."""
+        return self._delta_prefix + b'"reasoning_content":' + _dumps(text) + self._TEXT_SUFFIX
 
     def tool_call(self, call: ToolCallDelta) -> bytes:
         """A tool-call delta: id, type and name on a call's first piece, then arguments."""
@@ -149,16 +160,10 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
     }
 
 
-def counted_usage(request: ChatCompletionRequest, completion_tokens: int) -> Usage:
-    """Usage counted locally, for upstreams that report none."""
-    return Usage(prompt_tokens(prompt_text(request)), completion_tokens)
-
-
-class Incomplete(UpstreamError):
-    """The upstream's events ended without ``Finish``: the answer must not look complete."""
-
-    def __init__(self) -> None:
-        super().__init__("Upstream ended the answer without finishing it.", retryable=False)
+def counted_usage(prompt: list[str], completion_tokens: int) -> Usage:
+    """Usage counted locally from the prompt's texts and the answer's tokens, for upstreams
+    that report none."""
+    return Usage(prompt_tokens(prompt), completion_tokens)
 
 
 # The top-level "model" key of an OpenAI chunk. Quotes inside JSON strings are escaped, so
@@ -169,32 +174,6 @@ _MODEL_KEY = re.compile(r'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
 def rename_model(json_text: str, model: str) -> str:
     """``json_text`` with its ``model`` value replaced by ``model`` (the name the client used)."""
     return _MODEL_KEY.sub(lambda _: '"model":' + json.dumps(model), json_text, count=1)
-
-
-class Chained:
-    """``first`` followed by ``events``: an answer's events as one stream.
-
-    An iterator rather than a generator: a consumer may stop at ``Finish`` and drop it,
-    and a dropped generator is closed by the garbage collector through a task of its own;
-    this leaves nothing to close (``events`` belongs to the request handler, which closes
-    it).
-    """
-
-    __slots__ = ("_events", "_first")
-
-    def __init__(self, first: Event, events: AsyncIterator[Event]) -> None:
-        self._first: Event | None = first
-        self._events = events
-
-    def __aiter__(self) -> Chained:
-        return self
-
-    async def __anext__(self) -> Event:
-        first = self._first
-        if first is None:
-            return await self._events.__anext__()
-        self._first = None
-        return first
 
 
 class ModelRenamer:
@@ -245,12 +224,12 @@ async def _forwarded_chunks(
         if isinstance(event, RawChunks):
             data = rename.events(event.jsons).encode()
             if event.last:  # the end was in the same read: one write for both
-                yield data + DONE
+                yield Final(data + DONE)
                 return
             yield data
         elif isinstance(event, Finish):
             # Now, not once the upstream's body has ended: the client's answer is complete.
-            yield DONE
+            yield Final(DONE)
             return
     raise Incomplete()
 
@@ -268,28 +247,34 @@ async def _translated_chunks(
     usage: Usage | None = None
     # The role chunk goes out with the first delta: one write, the first token no later.
     head = encoder.role()
-    async for event in Chained(first, events):
-        if isinstance(event, TextDelta):
-            if want_usage:
-                answer.add(event.text)
-            yield head + encoder.text(event.text)
-            head = b""
-        elif isinstance(event, ToolCallDelta):
-            if want_usage:
-                answer.add(event.arguments)
-            yield head + encoder.tool_call(event)
-            head = b""
-        elif isinstance(event, Finish):
-            finish = event
-        elif isinstance(event, Usage):
-            usage = event
+    async with neutral(first, events) as answer_events:
+        async for event in answer_events:
+            if isinstance(event, TextDelta):
+                if want_usage:
+                    answer.add(event.text)
+                yield head + encoder.text(event.text)
+                head = b""
+            elif isinstance(event, ToolCallDelta):
+                if want_usage:
+                    answer.add(event.arguments)
+                yield head + encoder.tool_call(event)
+                head = b""
+            elif isinstance(event, ReasoningDelta):
+                if want_usage:
+                    answer.add(event.text)
+                yield head + encoder.reasoning(event.text)
+                head = b""
+            elif isinstance(event, Finish):
+                finish = event
+            elif isinstance(event, Usage):
+                usage = event
     if finish is None:
         raise Incomplete()
     # The closing chunks in one write.
     tail = head + encoder.finish(finish.reason)
     if want_usage:
-        tail += encoder.usage(usage or counted_usage(request, answer.tokens()))
-    yield tail + DONE
+        tail += encoder.usage(usage or counted_usage(prompt_text(request), answer.tokens()))
+    yield Final(tail + DONE)
 
 
 def stream_chunks(
@@ -310,6 +295,15 @@ def stream_chunks(
     return _translated_chunks(first, events, request, completion)
 
 
+async def _forwarded_completion(
+    first: RawCompletion, events: AsyncIterator[Event], completion: Completion
+) -> bytes:
+    async for event in Chained(first, events):
+        if isinstance(event, Finish):
+            return rename_model(first.json, completion.model).encode()
+    raise Incomplete()
+
+
 async def complete(
     first: Event,
     events: AsyncIterator[Event],
@@ -317,33 +311,37 @@ async def complete(
     completion: Completion,
 ) -> bytes:
     """The whole ``chat.completion`` as JSON, once all events have arrived."""
+    if isinstance(first, RawCompletion):
+        return await _forwarded_completion(first, events, completion)
     texts: list[str] = []
+    thoughts: list[str] = []
     parts: dict[int, _CallParts] = {}
     finish: Finish | None = None
     usage: Usage | None = None
-    forwarded: str | None = None
-    async for event in Chained(first, events):
-        if isinstance(event, TextDelta):
-            texts.append(event.text)
-        elif isinstance(event, ToolCallDelta):
-            parts.setdefault(event.index, _CallParts()).add(event)
-        elif isinstance(event, Finish):
-            finish = event
-        elif isinstance(event, Usage):
-            usage = event
-        elif isinstance(event, RawCompletion):
-            forwarded = event.json
+    async with neutral(first, events) as answer_events:
+        async for event in answer_events:
+            if isinstance(event, TextDelta):
+                texts.append(event.text)
+            elif isinstance(event, ToolCallDelta):
+                parts.setdefault(event.index, _CallParts()).add(event)
+            elif isinstance(event, ReasoningDelta):
+                thoughts.append(event.text)
+            elif isinstance(event, Finish):
+                finish = event
+            elif isinstance(event, Usage):
+                usage = event
     if finish is None:
         raise Incomplete()
-    if forwarded is not None:
-        return rename_model(forwarded, completion.model).encode()
     text = "".join(texts)
     calls = [call.json() for call in parts.values()]
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if thoughts:
+        message["reasoning_content"] = "".join(thoughts)
     if calls:
         # As OpenAI answers: no text next to tool calls is null, not "".
         message.update(content=text or None, tool_calls=calls)
     arguments = "".join(call["function"]["arguments"] for call in calls)
+    counted = count_tokens(text + arguments + "".join(thoughts))
     return _dumps(
         {
             "id": completion.id,
@@ -358,6 +356,28 @@ async def complete(
                     "finish_reason": finish.reason,
                 }
             ],
-            "usage": usage_dict(usage or counted_usage(request, count_tokens(text + arguments))),
+            "usage": usage_dict(usage or counted_usage(prompt_text(request), counted)),
         }
     )
+
+
+class ChatSpeaker:
+    """Chat Completions' words for an answer: chunks and ``[DONE]``, or a completion."""
+
+    __slots__ = ("_chat", "_completion")
+
+    def __init__(self, chat: ChatCompletionRequest) -> None:
+        self._chat = chat
+        self._completion = Completion.start(chat.model)
+
+    def stream(self, first: Event, events: AsyncIterator[Event]) -> AsyncGenerator[bytes, None]:
+        """The chunks of a streamed completion."""
+        return stream_chunks(first, events, self._chat, self._completion)
+
+    async def whole(self, first: Event, events: AsyncIterator[Event]) -> bytes:
+        """A whole ``chat.completion``."""
+        return await complete(first, events, self._chat, self._completion)
+
+    def failed(self, err: APIError) -> bytes:
+        """The error event that ends a failed stream (no ``[DONE]``)."""
+        return error_event(err)

@@ -6,11 +6,12 @@ Decisions:
   ``aichat.answer.answering`` hands to ``aichat.operations.timing.Timed`` (no iterator layer
   of its own). What the upstream reported wins; otherwise the prompt and the text the
   upstream sent are counted here, so a stream cut short still counts what was sent.
-- Pass-through chunks are not parsed here: the OpenAI provider asks its upstream for usage and
-  hands it over on the event (its ``reported_usage`` finds it, looking only at the chunk that
-  can hold it). A pass-through stream cut before its usage counts one token per chunk forwarded:
-  OpenAI-compatible upstreams send about one token per chunk, and parsing every chunk to
-  count exactly would cost every stream what only broken ones need.
+- An upstream's own words (raw chunks and events) are not parsed here: each provider reads
+  the usage they report and hands it over on the event (for Chat Completions, looking only at
+  the chunk that can hold it; for Messages and Responses, at the events that carry it). A
+  raw stream cut before its usage counts one token per chunk or event forwarded: upstreams
+  send about one token per chunk, and parsing every chunk to count exactly would cost every
+  stream what only broken ones need.
 - Bounded: the tokenizer counts at most ``EXACT_UP_TO`` characters of a prompt or an answer
   (``aichat.core.tokens``); of a longer answer only the length is kept, so a huge answer
   costs neither memory nor a long stall of the event loop.
@@ -26,34 +27,47 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from aichat.answer.openai_events import completion_events
 from aichat.answer.routing import Target
 from aichat.answer.state import SETTINGS
 from aichat.answer.translate import counted_usage
-from aichat.core.context import log_field
 from aichat.core.errors import UpstreamError
-from aichat.core.schemas import ChatCompletionRequest
+from aichat.core.exchange import Exchange
+from aichat.core.prompt import Prompt
 from aichat.core.tokens import TextTally
-from aichat.operations.auth import KEY_POLICY
 from aichat.operations.budgets import Budgets, budget_limits, open_store
+from aichat.operations.history import HISTORY, History
 from aichat.operations.metrics import METRICS, LabelledCounts
+from aichat.operations.pricing import Cost, usd
 from aichat.operations.redis_pool import REDIS_POOL
 from aichat.providers.base import (
     Event,
+    RawBody,
     RawChunks,
     RawCompletion,
+    RawEvents,
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
     Usage,
 )
+from aichat.providers.neutral import reader
+from aichat.providers.openai_events import completion_events
 
 
 class Ledger:
-    """Where every answer's tokens go: the ``aichat_tokens_total`` metric and the budgets."""
+    """Where every answer's tokens and cost go: metrics, budgets and the usage history."""
 
-    def __init__(self, registry: CollectorRegistry, budgets: Budgets) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, budgets: Budgets, history: History | None = None
+    ) -> None:
         self.budgets = budgets
+        self.history = history
+        self._spend = LabelledCounts(
+            "aichat_spend_usd",
+            "US dollars spent, by client key, routed model and answering upstream.",
+            ("key", "model", "upstream"),
+        )
+        registry.register(self._spend)
         self._tokens = LabelledCounts(
             "aichat_tokens",
             "Tokens by client key, routed model, answering upstream and kind (prompt, "
@@ -63,8 +77,11 @@ class Ledger:
         )
         registry.register(self._tokens)
 
-    def record(self, key: str, model: str, upstream: str, usage: Usage) -> None:
-        """Count one answer's tokens."""
+    def record(self, key: str, model: str, upstream: str, usage: Usage, cost: Cost) -> None:
+        """Count one answer's tokens and cost."""
+        self._spend.add((key, model, upstream), cost.nano_usd / 1e9)
+        if self.history is not None:
+            self.history.add(key, model, upstream, usage, cost)
         self._tokens.add((key, model, upstream, "prompt"), usage.prompt_tokens)
         self._tokens.add((key, model, upstream, "completion"), usage.completion_tokens)
         if usage.cache_read_tokens:
@@ -80,10 +97,10 @@ LEDGER = web.AppKey("ledger", Ledger)
 class Meter:
     """What one answer costs, from the events it sees; recorded once, when closed."""
 
-    __slots__ = ("_chat", "_chunks", "_record", "_text", "_usage")
+    __slots__ = ("_chunks", "_prompt", "_record", "_text", "_usage")
 
-    def __init__(self, chat: ChatCompletionRequest, record: Callable[[Usage], None]) -> None:
-        self._chat = chat
+    def __init__(self, prompt: Prompt, record: Callable[[Usage], None]) -> None:
+        self._prompt = prompt
         self._record: Callable[[Usage], None] | None = record
         self._usage: Usage | None = None
         self._text = TextTally()
@@ -99,6 +116,10 @@ class Meter:
             self._text.add(event.text)
         elif isinstance(event, ToolCallDelta):
             self._text.add(event.arguments)
+        elif isinstance(event, RawEvents):
+            self._chunks += event.count
+            if event.usage is not None:
+                self._usage = event.usage
         elif isinstance(event, Usage):
             self._usage = event
         elif isinstance(event, RawCompletion):
@@ -108,12 +129,19 @@ class Meter:
                 with contextlib.suppress(UpstreamError):
                     for inner in completion_events(event.json)[0]:
                         self.see(inner)
+        elif isinstance(event, RawBody):
+            if event.usage is not None:
+                self._usage = event.usage
+            else:
+                with contextlib.suppress(UpstreamError):
+                    for inner in reader(event.api).whole(event.data):
+                        self.see(inner)
 
     def usage(self) -> Usage:
         """What the upstream reported, or else the local count of what it sent."""
         if self._usage is not None:
             return self._usage
-        return counted_usage(self._chat, self._chunks + self._text.tokens())
+        return counted_usage(self._prompt.texts(), self._chunks + self._text.tokens())
 
     def close(self) -> None:
         """Record the usage, once."""
@@ -122,37 +150,41 @@ class Meter:
             record(self.usage())
 
 
-async def admit(request: web.Request) -> None:
+async def admit(app: web.Application, exchange: Exchange) -> None:
     """Refuse a key over its token budget; its budget headers go on the answer."""
-    ledger = request.app.get(LEDGER)
-    if ledger is not None and request[KEY_POLICY].name in ledger.budgets.limits:
-        await ledger.budgets.admit(request)  # most keys have no budget: no await for them
+    ledger = app.get(LEDGER)
+    if ledger is not None and exchange.key.name in ledger.budgets.limits:
+        await ledger.budgets.admit(exchange)  # most keys have no budget: no await for them
 
 
-def meter(request: web.Request, chat: ChatCompletionRequest, model: str, target: Target) -> Meter:
+def meter(
+    app: web.Application, exchange: Exchange, prompt: Prompt, model: str, target: Target
+) -> Meter:
     """A meter recording an answer's tokens for the request's key when it closes.
 
     ``model`` is the routed name's metric name (never what a client typed, nor what an
     upstream listed: labels must stay bounded).
     """
-    ledger = request.app.get(LEDGER)
-    key = request[KEY_POLICY].name
+    ledger = app.get(LEDGER)
+    key = exchange.key.name
     upstream = target.metric_label
 
     def record(usage: Usage) -> None:
-        log_field(
-            request, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
+        cost = target.pricing.cost(usage)
+        exchange.note(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=usd(cost.nano_usd),
         )
         if usage.cache_read_tokens or usage.cache_write_tokens:
-            log_field(
-                request,
+            exchange.note(
                 cache_read_tokens=usage.cache_read_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
             )
         if ledger is not None:
-            ledger.record(key, model, upstream, usage)
+            ledger.record(key, model, upstream, usage, cost)
 
-    return Meter(chat, record)
+    return Meter(prompt, record)
 
 
 async def usage_ledger(app: web.Application) -> AsyncIterator[None]:
@@ -161,6 +193,6 @@ async def usage_ledger(app: web.Application) -> AsyncIterator[None]:
     store = open_store(settings, app.get(REDIS_POOL))
     fail_open = settings.redis_failure == "open"
     budgets = Budgets(store, budget_limits(settings), fail_open, every_key=bool(settings.redis_url))
-    app[LEDGER] = Ledger(app[METRICS].registry, budgets)
+    app[LEDGER] = Ledger(app[METRICS].registry, budgets, app.get(HISTORY))
     yield
     await store.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +28,7 @@ from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 HistoryMode = Literal["transcript", "turns"]
-ProviderKind = Literal["aichats", "openai", "mock"]
+ProviderKind = Literal["aichats", "openai", "anthropic", "mock"]
 
 
 class StartupError(Exception):
@@ -38,6 +39,21 @@ class ConfigError(StartupError):
     """Configuration that cannot be used; the message names the variable to fix."""
 
 
+class PriceConfig(BaseModel):
+    """A route's own prices in US dollars per million tokens (``aichat.operations.pricing``).
+
+    ``cache_read`` and ``cache_write`` (parts of the prompt the upstream read from or wrote to
+    its prompt cache) cost as much as other input unless set.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: Decimal = Field(ge=0, le=1_000_000)
+    output: Decimal = Field(ge=0, le=1_000_000)
+    cache_read: Decimal | None = Field(None, ge=0, le=1_000_000)
+    cache_write: Decimal | None = Field(None, ge=0, le=1_000_000)
+
+
 class ModelConfig(BaseModel):
     """One ``[[models]]`` table: a name clients ask for and where it is served."""
 
@@ -46,8 +62,19 @@ class ModelConfig(BaseModel):
     name: str = Field(min_length=1)
     provider: ProviderKind
     upstream_model: str | None = None  # default: the same as ``name``
-    base_url: str | None = None  # required for openai; overrides AICHATS_BASE_URL for aichats
+    # Required for openai; anthropic: default https://api.anthropic.com; aichats: overrides
+    # AICHATS_BASE_URL.
+    base_url: str | None = None
     api_key_env: str | None = None  # the variable that holds the upstream key
+    # openai: the API spoken upstream, Chat Completions or Responses.
+    api: Literal["chat", "responses"] = "chat"
+    # anthropic: the anthropic-version header (a Messages client's own wins).
+    anthropic_version: str = "2023-06-01"
+    # Extra headers sent upstream with every request of this route.
+    headers: dict[str, str] = Field(default_factory=dict)
+    # The answer-length limit sent to upstreams that need one (Messages) when the client
+    # sets none.
+    max_tokens: int = Field(4096, ge=1)
     api_key: SecretStr | None = None  # resolved from ``api_key_env`` at load time
     fallbacks: tuple[str, ...] = ()
     # mock provider: a fixed answer (default: echo the last user message) and its pace.
@@ -68,6 +95,10 @@ class ModelConfig(BaseModel):
     # ``prefix`` + id.
     models: Literal["discover"] | None = None
     prefix: str = Field("", max_length=64)
+    # What its answers cost: its own prices, or the genai-prices provider whose prices apply
+    # (a proxy of OpenAI: "openai"); unset: the provider its base_url names (aichats and
+    # mock: nothing).
+    price: PriceConfig | str | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -137,6 +168,9 @@ class Settings(BaseModel):
     breaker_cooldown: float = Field(30.0, gt=0)
     drain_timeout: float = Field(30.0, ge=0)
     metrics_key: SecretStr | None = None
+    admin_key: SecretStr | None = None
+    usage_db: Path = Path("aichat-usage.db")
+    database_url: SecretStr | None = None
     retries: int = Field(2, ge=0, le=10)
     retry_backoff: float = Field(0.25, ge=0)
     retry_max_wait: float = Field(5.0, ge=0)
@@ -162,6 +196,15 @@ class Settings(BaseModel):
     @classmethod
     def _base_url(cls, value: str) -> str:
         return _http_url(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("must be a PostgreSQL URL: postgresql://user:password@host/db")
+        return value
 
     @field_validator("models", "cors_origins")
     @classmethod
@@ -267,6 +310,12 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "Seconds in-flight requests get to finish on SIGTERM before they end with an error.",
     ),
     "AICHAT_METRICS_KEY": ("metrics_key", "If set, `GET /metrics` needs this bearer key."),
+    "AICHAT_ADMIN_KEY": (
+        "admin_key",
+        "Bearer key of the usage page's data (`/usage/api`); unset, it is not served.",
+    ),
+    "AICHAT_USAGE_DB": ("usage_db", "SQLite file of the usage history (without DATABASE_URL)."),
+    "DATABASE_URL": ("database_url", "PostgreSQL URL of the usage history, shared by replicas."),
     "AICHAT_MAX_BODY_BYTES": ("max_body_bytes", "Largest accepted request body (413 beyond)."),
     "AICHAT_BODY_TIMEOUT": ("body_timeout", "Seconds a client may take to send its body (408)."),
     "AICHAT_HEADER_TIMEOUT": (
@@ -391,6 +440,13 @@ def _secret_from_env(
     return SecretStr(value)
 
 
+def _price_provider(name: str) -> bool:
+    """Whether genai-prices has a provider of that id (``price = "openai"``)."""
+    from genai_prices.data_snapshot import find_provider_by_id, get_snapshot
+
+    return find_provider_by_id(get_snapshot().providers, name) is not None
+
+
 def _checked_routes(
     routes: list[ModelConfig], env: Mapping[str, str | None], problems: list[str]
 ) -> tuple[ModelConfig, ...]:
@@ -410,8 +466,14 @@ def _checked_routes(
         ]
         if route.provider == "openai" and route.base_url is None:
             problems.append(f"{where} base_url: required for provider 'openai'")
-        if route.emulate_tools and route.provider == "openai":
-            problems.append(f"{where} emulate_tools: openai upstreams call tools themselves")
+        if route.api != "chat" and route.provider != "openai":
+            problems.append(f"{where} api: only an openai upstream speaks another API")
+        if route.emulate_tools and route.provider in ("openai", "anthropic"):
+            problems.append(
+                f"{where} emulate_tools: {route.provider} upstreams call tools themselves"
+            )
+        if isinstance(route.price, str) and not _price_provider(route.price):
+            problems.append(f"{where} price: genai-prices knows no provider {route.price!r}")
         if route.api_key is not None:
             problems.append(
                 f"{where} api_key: put the key in the environment, name it in api_key_env"

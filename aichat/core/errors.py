@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from aichat.core.context import Handler, log_field
+from aichat.core.exchange import EXCHANGE, Handler
 
 log = logging.getLogger("aichat.errors")
 
@@ -90,7 +90,8 @@ class UpstreamError(APIError):
     ``upstream_status`` and ``upstream_body`` (its start) are what the upstream answered,
     when it answered at all. ``cause`` is the short reason for logs and circuit reports
     (host and what went wrong, never the upstream's body); ``upstream`` and ``attempts``
-    are filled in by the router when it gives up.
+    are filled in by the router when it gives up. ``verbatim`` is the upstream's own error
+    event, in the API ``verbatim_api``: a client of that API gets it as it came.
     """
 
     status = 502
@@ -117,6 +118,8 @@ class UpstreamError(APIError):
         self.cause = cause or message
         self.upstream: str | None = None
         self.attempts = 0
+        self.verbatim: bytes | None = None
+        self.verbatim_api: str | None = None
 
 
 class UpstreamTimeout(UpstreamError):
@@ -171,13 +174,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except APIError as err:
-        log_field(request, error=err.code)
+        request[EXCHANGE].note(error=err.code)
         return _respond(request, err)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         shaped = from_http_exception(exc)
-        log_field(request, error=shaped.code)
+        request[EXCHANGE].note(error=shaped.code)
         return _respond(request, shaped)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)

@@ -187,6 +187,40 @@ def validate_body(model: type[_Model], body: Any) -> _Model:
         ) from None
 
 
+def as_object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: for reading optional nested
+    objects of JSON that may be malformed."""
+    return value if isinstance(value, dict) else {}
+
+
+def routing_fields(body: Any, limit_field: str) -> tuple[str, bool, int | None]:
+    """What the gateway itself needs of a request in any API: its ``model``, whether it
+    streams, and its answer's token limit (``limit_field``) when it sets a valid one.
+
+    The rest is left to whoever reads the request next: the upstream, for a request that
+    reaches one in its own API, or the translation to another API.
+    """
+    if not isinstance(body, dict):
+        raise InvalidRequest("Request body must be a JSON object.", code="invalid_body")
+    model, stream, limit = body.get("model"), body.get("stream", False), body.get(limit_field)
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest(
+            "Invalid value for 'model': a non-empty string is required.",
+            param="model",
+            code="invalid_value",
+        )
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise InvalidRequest(
+            "Invalid value for 'stream': a boolean is required.",
+            param="stream",
+            code="invalid_value",
+        )
+    valid_limit = type(limit) is int and limit >= 1
+    return model, stream, limit if valid_limit else None
+
+
 def parse_chat_request(body: Any) -> ChatCompletionRequest:
     """Validate a decoded JSON body; raise a 400 naming the first offending field."""
     request = validate_body(ChatCompletionRequest, body)

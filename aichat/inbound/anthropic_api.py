@@ -1,29 +1,33 @@
-"""``POST /v1/messages``: Anthropic's Messages API, translated onto the chat-completions path.
+"""``POST /v1/messages``: Anthropic's Messages API.
 
-The request becomes a ``ChatCompletionRequest`` (``system`` a system message, ``system``
-turns inside ``messages`` system messages at their place, ``tool_use`` blocks tool calls,
-``tool_result`` blocks tool messages); the answer's content blocks become ``text``,
-``tool_use`` and — when the request enables thinking — ``thinking`` blocks, from the
-upstream's reasoning. Server tools, schema-less Anthropic tools and the records of server
-tools in earlier turns are dropped and reported; earlier thinking is never sent upstream as
-text. Streams are Anthropic's named events: ``message_start``, ``ping``,
-``content_block_start``/``_delta``/``_stop``, ``message_delta`` with the stop reason and
-usage, and ``message_stop`` only when the upstream finished; a failure after the start ends
-with an ``error`` event instead. Every error on this path, 401 included, is in Anthropic's
-shape: ``{"type": "error", "error": {"type", "message"}}``.
+A route whose upstream speaks Messages gets the request as it was sent (only ``model``,
+``stream`` and ``max_tokens`` are read here, and the client's ``anthropic-beta`` and
+``anthropic-version`` headers go with it), and its answer comes back as the upstream sent
+it. For any other upstream the request becomes a ``ChatCompletionRequest`` (``system`` a
+system message, ``system`` turns inside ``messages`` system messages at their place,
+``tool_use`` blocks tool calls, ``tool_result`` blocks tool messages); the answer's content
+blocks become ``text``, ``tool_use`` and — when the request enables thinking — ``thinking``
+blocks, from the upstream's reasoning. Server tools, schema-less Anthropic tools and the
+records of server tools in earlier turns are dropped and reported; earlier thinking is
+never sent upstream as text. Streams are Anthropic's named events: ``message_start``,
+``ping``, ``content_block_start``/``_delta``/``_stop``, ``message_delta`` with the stop
+reason and usage, and ``message_stop`` only when the upstream finished; a failure after the
+start ends with an ``error`` event instead. Every error on this path, 401 included, is in
+Anthropic's shape: ``{"type": "error", "error": {"type", "message"}}``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any, Literal
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from aichat.answer.answering import start_answer
+from aichat.answer.answering import respond
 from aichat.answer.blocks import (
     BlockDelta,
     BlockEvent,
@@ -32,21 +36,25 @@ from aichat.answer.blocks import (
     collect,
     segment,
 )
+from aichat.answer.passthrough import forward_body, forward_events, verbatim_or
 from aichat.answer.reload import LIVE
-from aichat.answer.sse import named_event, write_sse
+from aichat.answer.sse import Final, named_event
 from aichat.answer.state import ROUTER
 from aichat.core.errors import APIError, InvalidRequest, UpstreamError
+from aichat.core.exchange import EXCHANGE
 from aichat.core.ids import new_id
+from aichat.core.prompt import Prompt
 from aichat.core.schemas import (
     ChatCompletionRequest,
     parse_chat_request,
     prompt_text,
     read_json,
+    routing_fields,
     validate_body,
 )
 from aichat.core.tokens import count_tokens, prompt_tokens
-from aichat.operations.auth import KEY_POLICY
-from aichat.providers.base import Usage
+from aichat.providers.anthropic import FORWARDED_HEADERS
+from aichat.providers.base import Event, RawBody, RawEvents, Usage
 
 MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
@@ -108,10 +116,17 @@ _ERROR_TYPES = {
 }
 
 
+# Anthropic's own error types: an upstream's is kept when it is one of them (its 529
+# ``overloaded_error``, say), so that a client sees what Anthropic would have said.
+_KNOWN_TYPES = frozenset({*_ERROR_TYPES.values(), "api_error", "billing_error"})
+
+
 def error_object(err: APIError) -> dict[str, Any]:
     """``{"type": "error", "error": {...}}``, the body and stream event of a failure."""
     fallback = "invalid_request_error" if err.status < 500 else "api_error"
     kind = _ERROR_TYPES.get(err.status, fallback)
+    if isinstance(err, UpstreamError) and err.type in _KNOWN_TYPES:
+        kind = err.type
     return {"type": "error", "error": {"type": kind, "message": err.message}}
 
 
@@ -448,58 +463,116 @@ def _delta_type(block: BlockStart) -> tuple[str, str]:
 
 
 async def stream_events(
-    req: MessagesRequest, chat: ChatCompletionRequest, blocks: AsyncIterator[BlockEvent]
+    req: MessagesRequest, prompt: Prompt, blocks: AsyncGenerator[BlockEvent, None]
 ) -> AsyncGenerator[bytes, None]:
-    """Every event of a streamed message, ending ``message_stop`` only if it finished."""
+    """Every event of a streamed message, ending ``message_stop`` only if it finished.
+
+    ``blocks`` is closed here: the stream's end leaves with ``message_stop``, before the
+    blocks' generator has seen that it is over.
+    """
     # The upstream's own count, when it has one, comes with message_delta at the end.
-    usage = {"input_tokens": prompt_tokens(prompt_text(chat)), "output_tokens": 0}
+    usage = {"input_tokens": prompt_tokens(prompt.texts()), "output_tokens": 0}
     start = message_object(req, new_message_id(), usage=usage)
     yield named_event("message_start", {"type": "message_start", "message": start})
     yield named_event("ping", {"type": "ping"})
     kind, field = "text_delta", "text"
-    async for block in blocks:
-        if isinstance(block, BlockStart):
-            data = {
-                "type": "content_block_start",
-                "index": block.index,
-                "content_block": content_block(block),
-            }
-            yield named_event("content_block_start", data)
-            kind, field = _delta_type(block)
-        elif isinstance(block, BlockDelta):
-            delta = {"type": kind, field: block.text}
-            data = {"type": "content_block_delta", "index": block.index, "delta": delta}
-            yield named_event("content_block_delta", data)
-        elif isinstance(block, BlockStop):
-            if block.tool is not None:
-                tool_input(block.text)  # a broken call fails the stream instead of reaching you
-            if block.reasoning:
-                signed = {"type": "signature_delta", "signature": SIGNATURE}
-                data = {"type": "content_block_delta", "index": block.index, "delta": signed}
+    async with aclosing(blocks):
+        async for block in blocks:
+            if isinstance(block, BlockStart):
+                data = {
+                    "type": "content_block_start",
+                    "index": block.index,
+                    "content_block": content_block(block),
+                }
+                yield named_event("content_block_start", data)
+                kind, field = _delta_type(block)
+            elif isinstance(block, BlockDelta):
+                delta = {"type": kind, field: block.text}
+                data = {"type": "content_block_delta", "index": block.index, "delta": delta}
                 yield named_event("content_block_delta", data)
-            data = {"type": "content_block_stop", "index": block.index}
-            yield named_event("content_block_stop", data)
-        else:
-            ending = {"stop_reason": stop_reason(block.reason), "stop_sequence": None}
-            data = {"type": "message_delta", "delta": ending, "usage": usage_object(block.usage)}
-            yield named_event("message_delta", data)
-            yield named_event("message_stop", {"type": "message_stop"})
+            elif isinstance(block, BlockStop):
+                if block.tool is not None:
+                    tool_input(block.text)  # a broken call fails the stream instead of reaching you
+                if block.reasoning:
+                    signed = {"type": "signature_delta", "signature": SIGNATURE}
+                    data = {"type": "content_block_delta", "index": block.index, "delta": signed}
+                    yield named_event("content_block_delta", data)
+                data = {"type": "content_block_stop", "index": block.index}
+                yield named_event("content_block_stop", data)
+            else:
+                ending = {"stop_reason": stop_reason(block.reason), "stop_sequence": None}
+                data = {
+                    "type": "message_delta",
+                    "delta": ending,
+                    "usage": usage_object(block.usage),
+                }
+                yield named_event("message_delta", data)
+                yield Final(named_event("message_stop", {"type": "message_stop"}))
+
+
+def messages_prompt(body: dict[str, Any], raw: bytes, headers: Mapping[str, str]) -> Prompt:
+    """A Messages request as the answer path carries it: validated and translated to Chat
+    Completions only for an upstream of another API."""
+    model, stream, max_tokens = routing_fields(body, "max_tokens")
+
+    def to_chat() -> tuple[ChatCompletionRequest, list[str]]:
+        return to_chat_request(validate_body(MessagesRequest, body))
+
+    given = {name: headers[name] for name in FORWARDED_HEADERS if name in headers}
+    return Prompt("messages", model, stream, body, raw, to_chat, max_tokens, given)
+
+
+class MessagesSpeaker:
+    """Anthropic's words for an answer: its named events, or a whole ``message``."""
+
+    __slots__ = ("_limit", "_prompt", "_request")
+
+    def __init__(self, prompt: Prompt, limit: float) -> None:
+        self._prompt = prompt
+        self._request: MessagesRequest | None = None
+        self._limit = limit  # characters of an answer kept to repeat at its end
+
+    def _req(self) -> MessagesRequest:
+        if self._request is None:
+            self._request = validate_body(MessagesRequest, self._prompt.body)
+        return self._request
+
+    def _blocks(
+        self, first: Event, events: AsyncIterator[Event]
+    ) -> AsyncGenerator[BlockEvent, None]:
+        # A whole message holds its blocks' text; a stream repeats only tool calls' input.
+        return segment(
+            first,
+            events,
+            self._prompt,
+            self._req().shows_thinking,
+            limit=self._limit,
+            texts=not self._prompt.stream,
+        )
+
+    def stream(self, first: Event, events: AsyncIterator[Event]) -> AsyncGenerator[bytes, None]:
+        """The events of a streamed message: the upstream's own, when it speaks Messages."""
+        if isinstance(first, RawEvents) and first.api == "messages":
+            return forward_events(first, events, self._prompt.model)
+        return stream_events(self._req(), self._prompt, self._blocks(first, events))
+
+    async def whole(self, first: Event, events: AsyncIterator[Event]) -> bytes:
+        """A whole message: the upstream's own, when it speaks Messages."""
+        if isinstance(first, RawBody) and first.api == "messages":
+            return await forward_body(first, events, self._prompt.model)
+        message = await whole_message(self._req(), self._blocks(first, events))
+        return orjson.dumps(message)
+
+    def failed(self, err: APIError) -> bytes:
+        """The ``error`` event: the upstream's own, when it speaks Messages."""
+        return verbatim_or(err, "messages") or error_event(err)
 
 
 async def create_message(request: web.Request) -> web.StreamResponse:
     """Answer one Anthropic Messages request, streamed or whole."""
-    req = validate_body(MessagesRequest, await read_json(request))
-    chat, dropped = to_chat_request(req)
-    answer, headers = await start_answer(request, chat, dropped)
-    async with aclosing(answer.events) as events:
-        # A whole message holds its blocks' text; a stream repeats only tool calls' input.
-        limit = request.app[LIVE].settings.max_answer_bytes
-        blocks = segment(
-            answer.first, events, chat, req.shows_thinking, limit=limit, texts=not req.stream
-        )
-        if req.stream:
-            return await write_sse(request, stream_events(req, chat, blocks), error_event, headers)
-        return web.json_response(await whole_message(req, blocks), headers=headers)
+    prompt = messages_prompt(await read_json(request), await request.read(), request.headers)
+    limit = request.app[LIVE].settings.max_answer_bytes
+    return await respond(request, request[EXCHANGE], prompt, MessagesSpeaker(prompt, limit))
 
 
 async def count_message_tokens(request: web.Request) -> web.Response:
@@ -508,7 +581,7 @@ async def count_message_tokens(request: web.Request) -> web.Response:
     No upstream is asked (none of them counts for us); the model must exist for the key.
     """
     req = validate_body(CountTokensRequest, await read_json(request))
-    request.app[ROUTER].chain(req.model, request[KEY_POLICY].models)
+    request.app[ROUTER].chain(req.model, request[EXCHANGE].key.models)
     chat, _ = to_chat_request(req)
     tools = count_tokens(json.dumps(chat.tools)) if chat.tools else 0
     return web.json_response({"input_tokens": prompt_tokens(prompt_text(chat)) + tools})

@@ -12,7 +12,7 @@ from aichat.answer.reload import LIVE
 from aichat.answer.routing import Target
 from aichat.answer.state import ROUTER
 from aichat.core.errors import InvalidRequest
-from aichat.operations.auth import KEY_POLICY
+from aichat.core.exchange import EXCHANGE
 from aichat.operations.lifecycle import LIFECYCLE
 from aichat.operations.metrics import require_metrics_key
 
@@ -61,7 +61,7 @@ def _model_object(target: Target, created: int) -> dict[str, Any]:
 async def list_models(request: web.Request) -> web.Response:
     """``GET /v1/models``: every routed model, in OpenAI's list shape."""
     created = request.app[LIFECYCLE].started_at
-    policy = request[KEY_POLICY]
+    policy = request[EXCHANGE].key
     data = [
         _model_object(target, created)
         for target in request.app[ROUTER].targets
@@ -73,5 +73,5 @@ async def list_models(request: web.Request) -> web.Response:
 async def get_model(request: web.Request) -> web.Response:
     """``GET /v1/models/{id}``: one model, or 404 ``model_not_found``."""
     model = request.match_info["model"]
-    (target, *_) = request.app[ROUTER].chain(model, request[KEY_POLICY].models)
+    (target, *_) = request.app[ROUTER].chain(model, request[EXCHANGE].key.models)
     return web.json_response(_model_object(target, request.app[LIFECYCLE].started_at))

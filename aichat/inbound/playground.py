@@ -45,6 +45,7 @@ PAGE_HEADERS = {
 _ASSETS = {
     "/": ("index.html", "text/html"),
     "/static/app.js": ("app.js", "text/javascript"),
+    "/static/theme.css": ("theme.css", "text/css"),
     "/static/style.css": ("style.css", "text/css"),
 }
 
@@ -63,15 +64,25 @@ class _Asset:
         )
 
 
-def add_playground(router: web.UrlDispatcher) -> None:
-    """Route ``GET /`` and the page's assets; files are read once, here, not per request."""
+def add_pages(
+    router: web.UrlDispatcher, assets: dict[str, tuple[str, str]], page: str, fix: str
+) -> None:
+    """Route each of ``page``'s ``assets`` (URL path -> file in ``static``, content type).
+
+    Files are read once, here, not per request; a missing one stops the start, saying ``fix``.
+    """
     static = files("aichat.inbound") / "static"
-    for path, (name, content_type) in _ASSETS.items():
+    for path, (name, content_type) in assets.items():
         try:
             body = (static / name).read_bytes()
         except FileNotFoundError:
             raise StartupError(
-                f"the playground's {name} is missing from this installation of aichat "
-                "(package data aichat/inbound/static): reinstall it, or set AICHAT_PLAYGROUND=0"
+                f"the {page}'s {name} is missing from this installation of aichat "
+                f"(package data aichat/inbound/static): {fix}"
             ) from None
         router.add_get(path, _Asset(body, content_type).handle)
+
+
+def add_playground(router: web.UrlDispatcher) -> None:
+    """Route ``GET /`` and the page's assets."""
+    add_pages(router, _ASSETS, "playground", "reinstall it, or set AICHAT_PLAYGROUND=0")

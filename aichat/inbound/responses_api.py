@@ -1,17 +1,21 @@
-"""``POST /v1/responses``: OpenAI's Responses API, translated onto the chat-completions path.
+"""``POST /v1/responses``: OpenAI's Responses API.
 
-The request becomes a ``ChatCompletionRequest`` (whose body is a proper chat-completions body,
-for pass-through upstreams); tools are mapped by ``responses_tools``. The answer's content
-blocks become output items: a ``message`` for text, a ``reasoning`` item (summary text) for
-the model's reasoning, a ``function_call`` or ``custom_tool_call`` per tool call. Streams are
-the documented typed events, each with a ``sequence_number``, ending in
-``response.completed`` (or ``response.incomplete``) only when the upstream finished; a
-failure after the start ends with ``error`` and ``response.failed``.
+A route whose upstream speaks Responses gets the request as it was sent (only ``model``,
+``stream`` and ``max_output_tokens`` are read here) and its answer comes back as the
+upstream sent it: stored state, encrypted reasoning and hosted tools are the upstream's to
+serve. For any other upstream the request becomes a ``ChatCompletionRequest`` (a proper
+chat-completions body, for Chat Completions upstreams); tools are mapped by
+``responses_tools``. The answer's content blocks become output items: a ``message`` for
+text, a ``reasoning`` item (summary text) for the model's reasoning, a ``function_call`` or
+``custom_tool_call`` per tool call. Streams are the documented typed events, each with a
+``sequence_number``, ending in ``response.completed`` (or ``response.incomplete``) only when
+the upstream finished; a failure after the start ends with ``error`` and ``response.failed``.
 
-The gateway stores nothing: ``previous_response_id``, ``store: true``, ``conversation``,
-``background`` and item references are refused with a 400 naming the parameter. Items that
-record a hosted tool's work are dropped and reported, as hosted tools are; earlier
-``reasoning`` items are context for the client only and never reach the upstream as text.
+Translated, the gateway stores nothing: ``previous_response_id``, ``store: true``,
+``conversation``, ``background`` and item references are refused with a 400 naming the
+parameter. Items that record a hosted tool's work are dropped and reported, as hosted tools
+are; earlier ``reasoning`` items are context for the client only and never reach the
+upstream as text.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from aichat.answer.answering import start_answer
+from aichat.answer.answering import respond
 from aichat.answer.blocks import (
     BlockDelta,
     BlockEvent,
@@ -35,11 +40,20 @@ from aichat.answer.blocks import (
     collect,
     segment,
 )
+from aichat.answer.passthrough import forward_body, forward_events, verbatim_or
 from aichat.answer.reload import LIVE
-from aichat.answer.sse import named_event, write_sse
+from aichat.answer.sse import Final, named_event
 from aichat.core.errors import APIError, InvalidRequest
+from aichat.core.exchange import EXCHANGE
 from aichat.core.ids import new_id
-from aichat.core.schemas import ChatCompletionRequest, parse_chat_request, read_json, validate_body
+from aichat.core.prompt import Prompt
+from aichat.core.schemas import (
+    ChatCompletionRequest,
+    parse_chat_request,
+    read_json,
+    routing_fields,
+    validate_body,
+)
 from aichat.inbound.responses_tools import (
     ToolMap,
     custom_arguments,
@@ -47,7 +61,7 @@ from aichat.inbound.responses_tools import (
     map_tool_choice,
     map_tools,
 )
-from aichat.providers.base import Usage
+from aichat.providers.base import Event, RawBody, RawEvents, Usage
 
 
 class ResponsesRequest(BaseModel):
@@ -498,24 +512,25 @@ class ResponseStream:
             self._event("response.output_item.done", output_index=stop.index, item=item),
         ]
 
-    async def events(self, blocks: AsyncIterator[BlockEvent]) -> AsyncGenerator[bytes, None]:
+    async def events(self, blocks: AsyncGenerator[BlockEvent, None]) -> AsyncGenerator[bytes, None]:
         """Every event of the response, ending ``response.completed`` only if it completed."""
         started = self._envelope.response("in_progress", [])
         yield self._event("response.created", response=started)
         yield self._event("response.in_progress", response=started)
-        async for block in blocks:
-            if isinstance(block, BlockStart):
-                events = self._start(block)
-            elif isinstance(block, BlockDelta):
-                events = self._delta(block)
-            elif isinstance(block, BlockStop):
-                events = self._stop(block)
-            else:
-                status, fields = ending(block)
-                final = self._envelope.response(status, self._output, **fields)
-                events = [self._event(f"response.{status}", response=final)]
-            for event in events:
-                yield event
+        async with aclosing(blocks):
+            async for block in blocks:
+                if isinstance(block, BlockStart):
+                    events = self._start(block)
+                elif isinstance(block, BlockDelta):
+                    events = self._delta(block)
+                elif isinstance(block, BlockStop):
+                    events = self._stop(block)
+                else:
+                    status, fields = ending(block)
+                    final = self._envelope.response(status, self._output, **fields)
+                    events = [Final(self._event(f"response.{status}", response=final))]
+                for event in events:
+                    yield event
 
     def failed(self, err: APIError) -> bytes:
         """The end of a stream that failed after it started: ``error``, ``response.failed``."""
@@ -528,17 +543,61 @@ class ResponseStream:
         ) + self._event("response.failed", response=final)
 
 
+def responses_prompt(body: dict[str, Any], raw: bytes) -> Prompt:
+    """A Responses request as the answer path carries it: validated and translated to Chat
+    Completions only for an upstream of another API."""
+    model, stream, max_tokens = routing_fields(body, "max_output_tokens")
+
+    def to_chat() -> tuple[ChatCompletionRequest, list[str]]:
+        chat, dropped, _ = to_chat_request(validate_body(ResponsesRequest, body))
+        return chat, dropped
+
+    return Prompt("responses", model, stream, body, raw, to_chat, max_tokens)
+
+
+class ResponsesSpeaker:
+    """The Responses API's words for an answer: its typed events, or a whole response."""
+
+    __slots__ = ("_envelope", "_limit", "_prompt", "_stream")
+
+    def __init__(self, prompt: Prompt, limit: float) -> None:
+        self._prompt = prompt
+        # Characters of an answer kept: both answers repeat every item whole at their end.
+        self._limit = limit
+        self._envelope: Envelope | None = None
+        self._stream: ResponseStream | None = None
+
+    def _started(self) -> Envelope:
+        if self._envelope is None:
+            req = validate_body(ResponsesRequest, self._prompt.body)
+            self._envelope = Envelope.start(req, map_tools(req.tools or [])[0])
+        return self._envelope
+
+    def stream(self, first: Event, events: AsyncIterator[Event]) -> AsyncGenerator[bytes, None]:
+        """The events of a streamed response: the upstream's own, when it speaks Responses."""
+        if isinstance(first, RawEvents) and first.api == "responses":
+            return forward_events(first, events, self._prompt.model)
+        self._stream = ResponseStream(self._started())
+        return self._stream.events(segment(first, events, self._prompt, limit=self._limit))
+
+    async def whole(self, first: Event, events: AsyncIterator[Event]) -> bytes:
+        """A whole response: the upstream's own, when it speaks Responses."""
+        if isinstance(first, RawBody) and first.api == "responses":
+            return await forward_body(first, events, self._prompt.model)
+        blocks = segment(first, events, self._prompt, limit=self._limit)
+        return orjson.dumps(await whole_response(self._started(), blocks))
+
+    def failed(self, err: APIError) -> bytes:
+        """``error`` and ``response.failed``: the upstream's own, when it speaks Responses."""
+        verbatim = verbatim_or(err, "responses")
+        if verbatim is not None:
+            return verbatim
+        stream = self._stream or ResponseStream(self._started())
+        return stream.failed(err)
+
+
 async def create_response(request: web.Request) -> web.StreamResponse:
     """Answer one Responses API request, streamed or whole."""
-    req = validate_body(ResponsesRequest, await read_json(request))
-    chat, dropped, tools = to_chat_request(req)
-    answer, headers = await start_answer(request, chat, dropped)
-    envelope = Envelope.start(req, tools)
-    async with aclosing(answer.events) as events:
-        # Both answers repeat every item whole at their end: that much is kept, bounded.
-        limit = request.app[LIVE].settings.max_answer_bytes
-        blocks = segment(answer.first, events, chat, limit=limit)
-        if req.stream:
-            stream = ResponseStream(envelope)
-            return await write_sse(request, stream.events(blocks), stream.failed, headers)
-        return web.json_response(await whole_response(envelope, blocks), headers=headers)
+    prompt = responses_prompt(await read_json(request), await request.read())
+    limit = request.app[LIVE].settings.max_answer_bytes
+    return await respond(request, request[EXCHANGE], prompt, ResponsesSpeaker(prompt, limit))

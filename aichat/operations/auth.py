@@ -7,14 +7,13 @@ import hmac
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from aichat.core.config import Settings
-from aichat.core.context import Handler, log_field
 from aichat.core.errors import AuthenticationError
+from aichat.core.exchange import ANONYMOUS, EXCHANGE, Handler, KeyPolicy
 
 log = logging.getLogger("aichat.auth")
 
@@ -64,27 +63,6 @@ class FailedKeys:
 
 
 FAILED_KEYS = web.AppKey("failed_keys", FailedKeys)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyPolicy:
-    """What one client key may do. 0 means unlimited; ``models`` None means every model."""
-
-    name: str
-    requests_per_minute: int = 0
-    max_concurrent: int = 0
-    models: frozenset[str] | None = None
-
-    def allows(self, model: str) -> bool:
-        """Whether this key may use ``model``."""
-        return self.models is None or model in self.models
-
-
-# The policy of every request when the operator chose to run without keys.
-ANONYMOUS = KeyPolicy("anonymous")
-
-# The policy of the key that authenticated this request (set by the auth middleware).
-KEY_POLICY = web.RequestKey("key_policy", KeyPolicy)
 
 
 class KeyRing:
@@ -153,7 +131,7 @@ def presented_key(request: web.Request) -> str | None:
 
 
 def auth_middleware(keys: KeyRing, prefix: str = "/v1/") -> Middleware:
-    """Require a valid key on API paths and remember its policy for the request.
+    """Require a valid key on API paths and put its policy on the request's ``Exchange``.
 
     Health checks, metrics (which has its own key) and CORS preflight stay open.
     """
@@ -168,8 +146,9 @@ def auth_middleware(keys: KeyRing, prefix: str = "/v1/") -> Middleware:
                     "Incorrect or missing API key. Send it as 'Authorization: Bearer <key>' "
                     "or 'x-api-key: <key>'."
                 )
-            request[KEY_POLICY] = policy
-            log_field(request, key=policy.name)
+            exchange = request[EXCHANGE]
+            exchange.key, exchange.authenticated = policy, True
+            exchange.note(key=policy.name)
         return await handler(request)
 
     return middleware

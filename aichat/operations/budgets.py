@@ -32,12 +32,10 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
-from aiohttp import web
-
 from aichat.core.config import Settings
 from aichat.core.errors import APIError
-from aichat.operations.auth import KEY_POLICY
-from aichat.operations.limits import RATE_HEADERS, Overloaded, at_capacity
+from aichat.core.exchange import Exchange
+from aichat.operations.limits import Overloaded, at_capacity
 from aichat.operations.redis_pool import RedisPool, StoreBusy, StoreUnavailable
 from aichat.providers.base import Usage
 
@@ -290,9 +288,9 @@ class Budgets:
             self._windows_end = window_resets(now)[0].timestamp()
         return self._windows
 
-    async def admit(self, request: web.Request) -> None:
+    async def admit(self, exchange: Exchange) -> None:
         """Raise ``QuotaExceeded`` if the request's key has used a budget; set its headers."""
-        name = request[KEY_POLICY].name
+        name = exchange.key.name
         limits = self.limits.get(name)
         if limits is None:
             return
@@ -305,8 +303,7 @@ class Budgets:
         except StoreBusy:
             raise at_capacity() from None
         headers = _headers(limits, spent, now)
-        if RATE_HEADERS in request:
-            request[RATE_HEADERS].update(headers)
+        exchange.headers.update(headers)
         for window, limit, used, reset in zip(
             WINDOWS, limits, spent, window_resets(now), strict=True
         ):

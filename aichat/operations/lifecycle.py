@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from aichat.core.context import Handler
 from aichat.core.errors import APIError
+from aichat.core.exchange import Handler
 
 log = logging.getLogger("aichat.lifecycle")
 

@@ -24,10 +24,9 @@ from typing import Protocol
 
 from aiohttp import hdrs, web
 
-from aichat.core.context import Handler
 from aichat.core.errors import APIError, InvalidRequest
+from aichat.core.exchange import EXCHANGE, Handler, KeyPolicy
 from aichat.core.ids import new_id
-from aichat.operations.auth import KEY_POLICY, KeyPolicy
 from aichat.operations.redis_pool import RedisPool, StoreBusy, StoreUnavailable, acquire_within
 
 log = logging.getLogger("aichat.limits")
@@ -35,7 +34,6 @@ log = logging.getLogger("aichat.limits")
 WINDOW = 60.0  # seconds: limits are per minute
 LEASE = 30.0  # seconds a concurrency slot is held at most if its holder stops renewing it
 RENEW_EVERY = LEASE / 3  # a missed renewal or two still leaves the lease alive
-RATE_HEADERS = web.RequestKey("rate_headers", dict[str, str])
 
 
 class RateLimited(APIError):
@@ -367,13 +365,6 @@ class Slot:
 LIMITER = web.AppKey("limiter", Limiter)
 
 
-def add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """The key's rate headers, on every answer."""
-    headers = request.get(RATE_HEADERS)
-    if headers is not None:
-        response.headers.update(headers)
-
-
 def _check_body_head(request: web.Request) -> None:
     """Refuse, before reading a byte of it, a body announced too large or compressed.
 
@@ -396,11 +387,12 @@ def _check_body_head(request: web.Request) -> None:
 @web.middleware
 async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count every authenticated API request; hold slots while upstream work is in flight."""
-    policy = request.get(KEY_POLICY)
-    if policy is None:
+    exchange = request[EXCHANGE]
+    if not exchange.authenticated:
         return await handler(request)
+    policy = exchange.key
     limiter = request.app[LIMITER]
-    request[RATE_HEADERS] = await limiter.check_rate(policy)
+    exchange.headers.update(await limiter.check_rate(policy))
     if request.method != "POST":
         return await handler(request)
     _check_body_head(request)

@@ -25,10 +25,10 @@ from typing import Any, TextIO
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from aichat.core.context import LOG_FIELDS, REQUEST_ID, Handler
+from aichat.core.exchange import EXCHANGE, Exchange, Handler
 from aichat.core.ids import new_id
 from aichat.operations.metrics import METRICS
-from aichat.operations.timing import TIMING, Timing, overhead_fields
+from aichat.operations.timing import overhead_fields
 
 access_log = logging.getLogger("aichat.access")
 
@@ -264,11 +264,9 @@ def _request_id(request: web.Request) -> str:
     return given if _SAFE_ID.fullmatch(given) else new_id(hex_digits=16)
 
 
-def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+def add_request_id_header(exchange: Exchange, response: web.StreamResponse) -> None:
     """The request id, on every response, streamed or not."""
-    request_id = request.get(REQUEST_ID)
-    if request_id is not None:
-        response.headers[REQUEST_ID_HEADER] = request_id
+    response.headers[REQUEST_ID_HEADER] = exchange.request_id
 
 
 def _size(response: web.StreamResponse) -> int:
@@ -280,11 +278,8 @@ def _size(response: web.StreamResponse) -> int:
 
 @web.middleware
 async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Start the request's clock, assign its id, and write one access line when it ends."""
-    timing = request[TIMING] = Timing(time.perf_counter())
-    request[REQUEST_ID] = _request_id(request)
-    extra: dict[str, Any] = {}
-    request[LOG_FIELDS] = extra
+    """Start the request's ``Exchange`` (its clock and id); write its access line at the end."""
+    exchange = request[EXCHANGE] = Exchange(_request_id(request), time.perf_counter())
     status, size = 499, 0  # 499: the client went away before an answer was complete
     try:
         response = await handler(request)
@@ -300,9 +295,9 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         return response
     finally:
         now = time.perf_counter()
-        seconds = now - timing.arrived
+        seconds = now - exchange.arrived
         if request.path.startswith("/v1/"):
-            request.app[METRICS].observe_request(status, extra, seconds)
+            request.app[METRICS].observe_request(status, exchange.fields, seconds)
         if access_log.isEnabledFor(INFO):
             fields: dict[str, Any] = {
                 "method": request.method,
@@ -313,6 +308,6 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
                 "duration_ms": round(seconds * 1000, 2),
                 "bytes_out": size,
             }
-            fields.update(extra, request_id=request[REQUEST_ID])
-            fields.update(overhead_fields(timing, now))
+            fields.update(exchange.fields, request_id=exchange.request_id)
+            fields.update(overhead_fields(exchange, now))
             write_access_line(fields)

@@ -11,11 +11,11 @@ has finished, so they carry ``gw-pre`` only; the access-log line gets ``gw_pre_m
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Protocol
 
 from aiohttp import web
 
+from aichat.core.exchange import Exchange
 from aichat.providers.base import Event, EventStream, ends_answer
 
 SERVER_TIMING_HEADER = "Server-Timing"
@@ -30,52 +30,28 @@ def _dur(seconds: float) -> str:
     return f"{seconds * 1000:.2f}"
 
 
-@dataclass(slots=True)
-class Timing:
-    """When a request arrived, called its upstream, and saw the upstream's last event."""
-
-    arrived: float
-    upstream_called: float | None = None
-    upstream_done: float | None = None
-
-    def header(self, now: float) -> str:
-        """The ``Server-Timing`` value as known at ``now``."""
-        if self.upstream_called is None:
-            return f"gw;dur={_dur(now - self.arrived)}"
-        value = f"gw-pre;dur={_dur(self.upstream_called - self.arrived)}"
-        if self.upstream_done is not None:
-            value += (
-                f", upstream;dur={_dur(self.upstream_done - self.upstream_called)}"
-                f", gw-post;dur={_dur(now - self.upstream_done)}"
-            )
-        return value
+def server_timing(exchange: Exchange, now: float) -> str:
+    """The ``Server-Timing`` value of ``exchange`` as known at ``now``."""
+    called, done = exchange.upstream_called, exchange.upstream_done
+    if called is None:
+        return f"gw;dur={_dur(now - exchange.arrived)}"
+    value = f"gw-pre;dur={_dur(called - exchange.arrived)}"
+    if done is not None:
+        value += f", upstream;dur={_dur(done - called)}, gw-post;dur={_dur(now - done)}"
+    return value
 
 
-TIMING = web.RequestKey("timing", Timing)
-
-
-def overhead_fields(timing: Timing, now: float) -> dict[str, float]:
+def overhead_fields(exchange: Exchange, now: float) -> dict[str, float]:
     """The gateway's own time around a stream's upstream, for its access-log line."""
-    if timing.upstream_called is None or timing.upstream_done is None:
+    called, done = exchange.upstream_called, exchange.upstream_done
+    if called is None or done is None:
         return {}
-    return {
-        "gw_pre_ms": _ms(timing.upstream_called - timing.arrived),
-        "gw_post_ms": _ms(now - timing.upstream_done),
-    }
+    return {"gw_pre_ms": _ms(called - exchange.arrived), "gw_post_ms": _ms(now - done)}
 
 
-def add_server_timing(request: web.Request, response: web.StreamResponse) -> None:
+def add_server_timing(exchange: Exchange, response: web.StreamResponse) -> None:
     """The ``Server-Timing`` header, on every response, streamed or whole."""
-    timing = request.get(TIMING)
-    if timing is not None:
-        response.headers[SERVER_TIMING_HEADER] = timing.header(time.perf_counter())
-
-
-def upstream_called(request: web.Request) -> None:
-    """Mark the moment the gateway hands the request to its upstream."""
-    timing = request.get(TIMING)
-    if timing is not None:
-        timing.upstream_called = time.perf_counter()
+    response.headers[SERVER_TIMING_HEADER] = server_timing(exchange, time.perf_counter())
 
 
 class Watcher(Protocol):
@@ -99,17 +75,17 @@ class Timed:
     through an iterator of its own: one layer less on every event of every stream.
     """
 
-    __slots__ = ("_events", "_timing", "_watcher")
+    __slots__ = ("_events", "_exchange", "_watcher")
 
     def __init__(
         self,
         first: Event,
         events: EventStream,
-        request: web.Request,
+        exchange: Exchange,
         watcher: Watcher | None = None,
     ) -> None:
         self._events = events
-        self._timing = request.get(TIMING)
+        self._exchange = exchange
         self._watcher = watcher
         if watcher is not None:
             watcher.see(first)
@@ -142,6 +118,6 @@ class Timed:
             await self._events.aclose()
 
     def _done(self) -> None:
-        timing = self._timing
-        if timing is not None and timing.upstream_done is None:
-            timing.upstream_done = time.perf_counter()
+        exchange = self._exchange
+        if exchange.upstream_done is None:
+            exchange.upstream_done = time.perf_counter()

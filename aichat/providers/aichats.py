@@ -22,6 +22,7 @@ import orjson
 
 from aichat.core.config import HistoryMode
 from aichat.core.errors import InvalidRequest, UpstreamError
+from aichat.core.prompt import Api, Prompt
 from aichat.core.schemas import ChatCompletionRequest, text_of
 from aichat.providers.base import Event, Finish, TextDelta
 from aichat.providers.http import JSON_HEADERS, UpstreamBounds, upstream_body
@@ -104,6 +105,7 @@ class AichatsProvider:
     """Streams answers from the aichats web chat."""
 
     name = "aichats"
+    api: Api = "chat"
 
     def __init__(
         self,
@@ -124,10 +126,9 @@ class AichatsProvider:
             **JSON_HEADERS,
         }
 
-    async def stream(
-        self, request: ChatCompletionRequest, upstream_model: str
-    ) -> AsyncGenerator[Event, None]:
+    async def stream(self, prompt: Prompt, upstream_model: str) -> AsyncGenerator[Event, None]:
         """Yield the answer's text pieces as they arrive, then ``Finish``."""
+        request = prompt.chat()
         payload = {"type": "chat", "messagesHistory": build_history(request, self._history)}
         body = upstream_body(
             self._session,

@@ -1,10 +1,13 @@
 """The one interface every provider implements, and the neutral events it produces.
 
-A provider turns a validated request into an async stream of events. It knows its upstream's
-wire format and quirks and nothing about how the answer is sent to the client: translation
-into OpenAI chunks or a whole completion happens once, in ``aichat.answer.translate``. Upstreams
-that already speak OpenAI's format hand over their chunks as ``RawChunks``/``RawCompletion``
-rather than being taken apart and rebuilt.
+A provider turns a request (a ``Prompt``) into an async stream of events. It knows its
+upstream's wire format and quirks and nothing about how the answer is sent to the client.
+An upstream speaks one of the three APIs (``Provider.api``): a request in that same API goes
+to it as the client sent it, and its answer comes back in its own words, as raw events
+(``RawChunks``/``RawCompletion`` for Chat Completions, ``RawEvents``/``RawBody`` for the
+Responses and Messages APIs), which a client of that API gets as they came. A client of
+another API gets them taken apart into the neutral events (``aichat.providers.neutral``) and
+spelled in its own API's words, once, in ``aichat.answer``.
 
 Failures before the first event are raised as ``APIError`` (``InvalidRequest`` for requests
 the provider cannot serve, ``UpstreamError`` / ``UpstreamTimeout`` for upstream trouble), so
@@ -17,7 +20,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
-from aichat.core.schemas import ChatCompletionRequest
+from aichat.core.errors import UpstreamError
+from aichat.core.prompt import Api, Prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +102,48 @@ class RawCompletion:
     usage: Usage | None = None  # what it reports
 
 
-Event = TextDelta | ReasoningDelta | ToolCallDelta | Finish | Usage | RawChunks | RawCompletion
+@dataclass(frozen=True, slots=True)
+class RawEvents:
+    """Server-sent events from an upstream speaking the Responses or Messages API that
+    arrived in one read: complete events, as the upstream wrote them (lines end in ``\n``).
+
+    A client of the same API gets ``data`` as it is, with only the model name rewritten;
+    ``usage`` is what the upstream has reported so far, ``count`` how many events ``data``
+    holds, and ``last`` says the answer's final event is among them.
+    """
+
+    api: Api
+    data: bytes
+    count: int
+    last: bool = False
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RawBody:
+    """A whole answer from an upstream speaking the Responses or Messages API, as sent."""
+
+    api: Api
+    data: bytes
+    usage: Usage | None = None
+
+
+Event = (
+    TextDelta
+    | ReasoningDelta
+    | ToolCallDelta
+    | Finish
+    | Usage
+    | RawChunks
+    | RawCompletion
+    | RawEvents
+    | RawBody
+)
 
 
 def ends_answer(event: Event) -> bool:
     """Whether the upstream has nothing more to send after ``event``."""
-    return isinstance(event, Finish) or (isinstance(event, RawChunks) and event.last)
+    return isinstance(event, Finish) or (isinstance(event, RawChunks | RawEvents) and event.last)
 
 
 class EventStream(Protocol):
@@ -123,21 +163,54 @@ class EventStream(Protocol):
 
 
 class Provider(Protocol):
-    """An upstream behind one interface."""
+    """An upstream behind one interface; ``api`` is the API it speaks."""
 
     name: str
+    api: Api
 
-    def stream(
-        self, request: ChatCompletionRequest, upstream_model: str
-    ) -> AsyncGenerator[Event, None]:
+    def stream(self, prompt: Prompt, upstream_model: str) -> AsyncGenerator[Event, None]:
         """Events of one answer; must end with ``Finish`` when the answer is complete."""
         ...
 
 
 class Wrapper:
     """Base of a provider that reworks another's events (reasoning stripped, tools emulated):
-    it keeps the inner provider's name, which logs and metrics show."""
+    it keeps the inner provider's name, which logs and metrics show, and its API."""
 
     def __init__(self, inner: Provider) -> None:
         self._inner = inner
         self.name = inner.name
+        self.api: Api = inner.api
+
+
+class Chained:
+    """``first`` followed by ``events``: an answer's events as one stream.
+
+    An iterator rather than a generator: a consumer may stop at ``Finish`` and drop it,
+    and a dropped generator is closed by the garbage collector through a task of its own;
+    this leaves nothing to close (``events`` belongs to the request handler, which closes
+    it).
+    """
+
+    __slots__ = ("_events", "_first")
+
+    def __init__(self, first: Event, events: AsyncIterator[Event]) -> None:
+        self._first: Event | None = first
+        self._events = events
+
+    def __aiter__(self) -> Chained:
+        return self
+
+    async def __anext__(self) -> Event:
+        first = self._first
+        if first is None:
+            return await self._events.__anext__()
+        self._first = None
+        return first
+
+
+class Incomplete(UpstreamError):
+    """The upstream's events ended without ``Finish``: the answer must not look complete."""
+
+    def __init__(self) -> None:
+        super().__init__("Upstream ended the answer without finishing it.", retryable=False)

@@ -20,7 +20,7 @@ import email.utils
 import math
 import os
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -29,6 +29,17 @@ from yarl import URL
 from aichat.core.errors import UpstreamError, UpstreamTimeout
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def request_headers(
+    auth: Mapping[str, str], extra: Mapping[str, str] | None = None
+) -> dict[bool, dict[str, str]]:
+    """The headers of a JSON request to an upstream, by whether it asks for a stream:
+    ``auth``, the content and accepted types, then the route's ``extra`` headers."""
+    return {
+        stream: {**auth, **JSON_HEADERS, "Accept": accept, **(extra or {})}
+        for stream, accept in ((True, "text/event-stream"), (False, "application/json"))
+    }
 
 
 MIB = 1024 * 1024

@@ -14,7 +14,8 @@ import re
 from collections.abc import AsyncGenerator
 
 from aichat.core.errors import UpstreamError
-from aichat.core.schemas import ChatCompletionRequest, last_user_text, prompt_text
+from aichat.core.prompt import Api, Prompt
+from aichat.core.schemas import last_user_text, prompt_text
 from aichat.core.tokens import count_tokens, prompt_tokens
 from aichat.providers.base import Event, Finish, TextDelta, Usage
 
@@ -32,6 +33,7 @@ class MockProvider:
     """Answers locally, deterministically, at a set pace."""
 
     name = "mock"
+    api: Api = "chat"
 
     def __init__(
         self,
@@ -45,10 +47,9 @@ class MockProvider:
         self._gap = 1 / tokens_per_second if tokens_per_second else 0.0
         self._first_delay = first_token_delay
 
-    async def stream(
-        self, request: ChatCompletionRequest, upstream_model: str
-    ) -> AsyncGenerator[Event, None]:
+    async def stream(self, prompt: Prompt, upstream_model: str) -> AsyncGenerator[Event, None]:
         """Yield the answer piece by piece, then exact usage and ``Finish``."""
+        request = prompt.chat()
         answer = self._text if self._text is not None else last_user_text(request)
         if self._first_delay:
             await asyncio.sleep(self._first_delay)

@@ -13,9 +13,8 @@ accounting needs; a client that did not ask does not get the usage chunk.
 from __future__ import annotations
 
 import json
-import math
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing, suppress
 from typing import Any
 
@@ -23,9 +22,10 @@ import aiohttp
 import orjson
 
 from aichat.core.errors import UpstreamError
-from aichat.core.schemas import ChatCompletionRequest
+from aichat.core.prompt import Api, Prompt
 from aichat.providers.base import Event, Finish, RawChunks, RawCompletion, Usage
-from aichat.providers.http import JSON_HEADERS, UpstreamBounds, upstream_body
+from aichat.providers.errors import error_object, event_error, upstream_error
+from aichat.providers.http import UpstreamBounds, request_headers, upstream_body
 from aichat.providers.reported import openai_usage
 from aichat.providers.streaming import iter_line_batches
 
@@ -79,47 +79,9 @@ def usage_only(json_text: str) -> bool:
 END_GRACE = 1.0  # seconds an upstream has to end its body after ``[DONE]``
 
 
-def _error_object(body: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return {}
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    return error if isinstance(error, dict) else {}
-
-
-def upstream_error(err: UpstreamError, name: str) -> UpstreamError:
-    """An upstream's HTTP error re-shaped for the client, keeping its status and message."""
-    status = err.upstream_status
-    if status is None:
-        return err
-    details = _error_object(err.upstream_body)
-    if status in (401, 403):
-        message = f"{name} upstream rejected the gateway's credentials (HTTP {status})."
-        status = 502
-    else:
-        message = str(details.get("message") or err.message)
-    shaped = UpstreamError(
-        message,
-        retryable=err.retryable,
-        retry_after=err.retry_after,
-        upstream_status=err.upstream_status,
-        status=status,
-        code=str(details["code"]) if details.get("code") else err.code,
-        cause=err.cause,
-    )
-    shaped.type = str(details.get("type") or err.type)
-    shaped.param = details.get("param") if isinstance(details.get("param"), str) else None
-    if err.retry_after is not None:
-        # Clients back off by it: a 429 passed on must keep its Retry-After.
-        shaped.headers["Retry-After"] = str(math.ceil(err.retry_after))
-    return shaped
-
-
 def _stream_error(payload: str, name: str) -> UpstreamError:
     """The error an upstream reported inside its stream (a ``{"error": ...}`` event)."""
-    details = _error_object(payload)
-    return UpstreamError(f"{name} upstream failed: {details.get('message', 'unknown error')}")
+    return event_error(error_object(payload), name, retryable=True)
 
 
 def _request_json(body: dict[str, Any]) -> bytes:
@@ -155,6 +117,7 @@ class OpenAIProvider:
     """Forwards chat completions to an OpenAI-compatible ``base_url``."""
 
     name = "openai"
+    api: Api = "chat"
 
     def __init__(
         self,
@@ -162,20 +125,17 @@ class OpenAIProvider:
         base_url: str,
         api_key: str | None,
         bounds: UpstreamBounds,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self._session = session
         self._url = f"{base_url}/chat/completions"
         self._bounds = bounds
         auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._headers = {
-            stream: {**auth, **JSON_HEADERS, "Accept": accept}
-            for stream, accept in ((True, "text/event-stream"), (False, "application/json"))
-        }
+        self._headers = request_headers(auth, headers)
 
-    async def stream(
-        self, request: ChatCompletionRequest, upstream_model: str
-    ) -> AsyncGenerator[Event, None]:
+    async def stream(self, prompt: Prompt, upstream_model: str) -> AsyncGenerator[Event, None]:
         """Yield the upstream's chunks (or its whole completion), then ``Finish``."""
+        request = prompt.chat()
         sent = {**request.body, "model": upstream_model}
         if request.stream:
             sent["stream_options"] = _with_usage(request.body.get("stream_options"))

@@ -21,7 +21,8 @@ module decides:
 - ``reasoning = "strip"`` on a model removes it for every inbound API before anything else
   sees the answer (``StrippedReasoning``): the reasoning fields from OpenAI chunks, the
   ``<think>`` section from the text. That costs a JSON parse per chunk, which only models
-  that turn it on pay.
+  that turn it on pay. A Responses or Messages upstream's answer is taken apart into neutral
+  events first: its reasoning items and thinking blocks have no other way out.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from aichat.core.schemas import ChatCompletionRequest
+from aichat.core.prompt import Prompt
 from aichat.providers.base import (
     Event,
     Finish,
@@ -43,6 +44,7 @@ from aichat.providers.base import (
     Wrapper,
 )
 from aichat.providers.markers import held_back
+from aichat.providers.neutral import neutral_events
 
 OPEN, CLOSE = "<think>", "</think>"
 
@@ -200,13 +202,16 @@ def _empty(choice: Any) -> bool:
 class StrippedReasoning(Wrapper):
     """Wraps a provider so that no reasoning of its model reaches any client."""
 
-    async def stream(
-        self, request: ChatCompletionRequest, upstream_model: str
-    ) -> AsyncGenerator[Event, None]:
+    async def stream(self, prompt: Prompt, upstream_model: str) -> AsyncGenerator[Event, None]:
         """The inner provider's events without reasoning fields, events or sections."""
         splitter = ThinkSplitter()
         chunks = _ChunkStripper()
-        async with aclosing(self._inner.stream(request, upstream_model)) as events:
+        inner = self._inner.stream(prompt, upstream_model)
+        native = self._inner.api != "chat"
+        async with (
+            aclosing(inner),
+            aclosing(neutral_events(inner) if native else inner) as events,
+        ):
             async for event in events:
                 if isinstance(event, TextDelta):
                     text = answer_text(splitter.feed(event.text))

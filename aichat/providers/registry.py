@@ -6,11 +6,14 @@ import aiohttp
 
 from aichat.core.config import ModelConfig, Settings
 from aichat.providers.aichats import AichatsProvider
+from aichat.providers.anthropic import DEFAULT_BASE_URL as ANTHROPIC_URL
+from aichat.providers.anthropic import AnthropicProvider
 from aichat.providers.base import Provider
 from aichat.providers.http import UpstreamBounds
 from aichat.providers.mock import MockProvider
 from aichat.providers.openai import OpenAIProvider
 from aichat.providers.reasoning import StrippedReasoning
+from aichat.providers.responses import ResponsesProvider
 from aichat.providers.tool_emulation import EmulatedTools
 
 
@@ -37,10 +40,22 @@ def _upstream(model: ModelConfig, settings: Settings, session: aiohttp.ClientSes
     if model.provider == "aichats":
         base_url = model.base_url or settings.aichats_base_url
         return AichatsProvider(session, base_url, settings.aichats_history, bounds)
+    key = model.api_key.get_secret_value() if model.api_key else None
+    if model.provider == "anthropic":
+        return AnthropicProvider(
+            session,
+            model.base_url or ANTHROPIC_URL,
+            key,
+            bounds,
+            version=model.anthropic_version,
+            headers=model.headers,
+            max_tokens=model.max_tokens,
+        )
     if model.provider == "openai":
         assert model.base_url is not None  # checked when the config was loaded
-        key = model.api_key.get_secret_value() if model.api_key else None
-        return OpenAIProvider(session, model.base_url, key, bounds)
+        if model.api == "responses":
+            return ResponsesProvider(session, model.base_url, key, bounds, model.headers)
+        return OpenAIProvider(session, model.base_url, key, bounds, model.headers)
     return MockProvider(
         model.text, model.tokens_per_second, model.first_token_delay, model.fail_after
     )

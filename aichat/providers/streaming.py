@@ -107,3 +107,72 @@ def sse_payloads(lines: list[str]) -> list[str]:
         for line in lines
         if line.startswith("data:")
     ]
+
+
+class EventTooLong(UpstreamError):
+    """An upstream event grew past the bound: an upstream gone wrong, or hostile (502)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"upstream sent an event longer than {limit} bytes (AICHAT_MAX_LINE_BYTES).",
+            retryable=False,
+        )
+
+
+class EventSplitter:
+    """Stateful bytes -> complete server-sent events, kept as bytes; ``feed`` what arrives.
+
+    An event ends at a blank line. What a read completes is handed on as it came (``\\r\\n``
+    line ends made ``\\n``), so a client of the same API gets the upstream's own bytes; the
+    unfinished rest waits, at most ``max_event`` bytes of it. Only the bytes a read adds are
+    searched for the end of an event: a trickled event costs time linear in its length.
+    """
+
+    __slots__ = ("_buffer", "_max_event")
+
+    def __init__(self, max_event: int = DEFAULT_MAX_LINE) -> None:
+        self._buffer = bytearray()
+        self._max_event = max_event
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The events ``chunk`` completes, each ending with its blank line (maybe none)."""
+        buffer = self._buffer
+        start = max(0, len(buffer) - 3)  # a separator may straddle two reads
+        buffer += chunk
+        if b"\r" in chunk:
+            # A "\r\n" may straddle two reads too: re-read from before the chunk.
+            buffer[start:] = buffer[start:].replace(b"\r\n", b"\n")
+        end = buffer.rfind(b"\n\n", start)
+        if end < 0:
+            if len(buffer) > self._max_event:
+                raise EventTooLong(self._max_event)
+            return b""
+        done = bytes(buffer[: end + 2])
+        del buffer[: end + 2]
+        if len(buffer) > self._max_event:
+            raise EventTooLong(self._max_event)
+        return done
+
+    @property
+    def pending(self) -> bytes:
+        """What arrived after the last complete event."""
+        return bytes(self._buffer)
+
+
+def sse_events(data: bytes) -> list[tuple[bytes, bytes]]:
+    """``(name, payload)`` of each complete event in ``data`` (the ``event:`` line's value, or
+    b"" without one; the ``data:`` lines joined by ``\\n``). Comments and ids are skipped."""
+    events = []
+    for block in data.split(b"\n\n"):
+        if not block:
+            continue
+        name = b""
+        lines = []
+        for line in block.split(b"\n"):
+            if line.startswith(b"data:"):
+                lines.append(line[6:] if line.startswith(b"data: ") else line[5:])
+            elif line.startswith(b"event:"):
+                name = line[6:].strip()
+        if lines:
+            events.append((name, b"\n".join(lines)))
+    return events

@@ -19,6 +19,7 @@ from contextlib import aclosing
 from typing import Any
 
 from aichat.core.ids import new_call_id
+from aichat.core.prompt import Prompt
 from aichat.core.schemas import ChatCompletionRequest, ChatMessage, parse_chat_request
 from aichat.providers.base import Event, Finish, TextDelta, ToolCallDelta, Wrapper
 from aichat.providers.markers import held_back
@@ -187,20 +188,18 @@ def needs_emulation(request: ChatCompletionRequest) -> bool:
 class EmulatedTools(Wrapper):
     """Wraps a text-only provider so that it can answer with tool calls."""
 
-    async def stream(
-        self, request: ChatCompletionRequest, upstream_model: str
-    ) -> AsyncGenerator[Event, None]:
+    async def stream(self, prompt: Prompt, upstream_model: str) -> AsyncGenerator[Event, None]:
         """The inner provider's events, with a tool-call block turned into tool calls."""
+        request = prompt.chat()
         if not needs_emulation(request):
-            async with aclosing(self._inner.stream(request, upstream_model)) as events:
+            async with aclosing(self._inner.stream(prompt, upstream_model)) as events:
                 async for event in events:
                     yield event
             return
         allowed = {spec.get("name", "") for spec in _tool_specs(request.tools or [])}
         scanner = CallScanner()
-        async with aclosing(
-            self._inner.stream(prompted_request(request), upstream_model)
-        ) as events:
+        prompted = Prompt.of_chat(prompted_request(request), b"")
+        async with aclosing(self._inner.stream(prompted, upstream_model)) as events:
             async for event in events:
                 if isinstance(event, TextDelta):
                     text = scanner.feed(event.text)

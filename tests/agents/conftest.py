@@ -24,7 +24,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from tests.agents.recorder import Recorder
-from tests.agents.upstream import AgentAichats, AgentOpenAI
+from tests.agents.upstream import AgentAichats, AgentAnthropic, AgentOpenAI, AgentResponses
 from tests.deploy.procs import Server, free_port, run, server_env, started
 
 HERE = Path(__file__).resolve().parent
@@ -33,7 +33,15 @@ NPM = shutil.which("npm")
 NODE = shutil.which("node")
 # Every model the agents may ask for, by upstream kind; the mock answers this text.
 MOCK_TEXT = "Hello from the mock model."
-MODELS = {"mock": "agent-mock", "openai": "agent-openai", "aichats": "agent-aichats"}
+MODELS = {
+    "mock": "agent-mock",
+    "openai": "agent-openai",
+    "aichats": "agent-aichats",
+    "anthropic": "agent-anthropic",
+    "responses": "agent-responses",
+}
+# What the native routes call their models upstream (the agents never see these names).
+UPSTREAM_MODELS = {"anthropic": "claude-sonnet-4-5", "responses": "gpt-5-codex"}
 # No agent run may take longer than this, whatever it waits for.
 RUN_TIMEOUT = 120.0
 
@@ -90,7 +98,7 @@ def clis() -> Clis:
     return Clis(_claude_binary(), codex, versions)
 
 
-def _config(openai_url: str, aichats_url: str) -> str:
+def _config(openai_url: str, aichats_url: str, anthropic_url: str, responses_url: str) -> str:
     return f"""
 [[models]]
 name = "{MODELS["mock"]}"
@@ -107,6 +115,19 @@ name = "{MODELS["aichats"]}"
 provider = "aichats"
 base_url = "{aichats_url}"
 emulate_tools = true
+
+[[models]]
+name = "{MODELS["anthropic"]}"
+provider = "anthropic"
+base_url = "{anthropic_url}"
+upstream_model = "{UPSTREAM_MODELS["anthropic"]}"
+
+[[models]]
+name = "{MODELS["responses"]}"
+provider = "openai"
+api = "responses"
+base_url = "{responses_url}/v1"
+upstream_model = "{UPSTREAM_MODELS["responses"]}"
 """
 
 
@@ -118,6 +139,8 @@ class Stack:
     recorder: Recorder
     openai: AgentOpenAI
     aichats: AgentAichats
+    anthropic: AgentAnthropic
+    responses: AgentResponses
     url: str  # the recorder's: where the agents are pointed
 
     def _access_lines(self, since: int) -> list[dict[str, Any]]:
@@ -158,21 +181,25 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     """One gateway process for the module, between the recorder and the scripted upstreams."""
     workdir = tmp_path_factory.mktemp("gateway")
     openai, aichats = AgentOpenAI(), AgentAichats()
-    openai_runner, openai_url = await _serve(openai.app())
-    aichats_runner, aichats_url = await _serve(aichats.app())
+    anthropic, responses = AgentAnthropic(), AgentResponses()
+    runners, urls = [], []
+    for fake in (openai, aichats, anthropic, responses):
+        runner, url = await _serve(fake.app())
+        runners.append(runner)
+        urls.append(url)
     config = workdir / "aichat.toml"
-    config.write_text(_config(openai_url, aichats_url))
+    config.write_text(_config(*urls))
     env = server_env(free_port(), os.environ["PATH"], AICHAT_LOG_FORMAT="json")
     command = [sys.executable, "-m", "aichat", "serve", "--config", str(config)]
     async with started(command, env, workdir) as server, aiohttp.ClientSession() as session:
         recorder = Recorder(server.url, session)
         recorder_runner, recorder_url = await _serve(recorder.app())
         try:
-            yield Stack(server, recorder, openai, aichats, recorder_url)
+            yield Stack(server, recorder, openai, aichats, anthropic, responses, recorder_url)
         finally:
             await recorder_runner.cleanup()
-            await openai_runner.cleanup()
-            await aichats_runner.cleanup()
+            for runner in runners:
+                await runner.cleanup()
 
 
 @dataclass

@@ -44,6 +44,7 @@ class Exchange:
     path: str  # with the query string
     headers: dict[str, str]
     body: Any
+    raw: bytes = b""  # the body's bytes as the agent sent them
     status: int = 0
     response_headers: dict[str, str] = field(default_factory=dict)
     response: bytes = b""
@@ -61,7 +62,7 @@ class Recorder:
         """Forward ``request`` and stream the answer back as it arrives."""
         raw = await request.read()
         body = json.loads(raw) if raw else None
-        exchange = Exchange(request.method, request.path_qs, dict(request.headers), body)
+        exchange = Exchange(request.method, request.path_qs, dict(request.headers), body, raw)
         self.exchanges.append(exchange)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
         async with self.session.request(

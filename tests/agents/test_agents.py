@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
-from tests.agents.conftest import MOCK_TEXT, MODELS, Clis, Run, Stack, run_agent
+from tests.agents.conftest import MOCK_TEXT, MODELS, UPSTREAM_MODELS, Clis, Run, Stack, run_agent
 from tests.agents.recorder import Exchange, Recording
-from tests.agents.upstream import THOUGHT, AgentUpstream, Task
+from tests.agents.upstream import SIGNATURE, THOUGHT, AgentUpstream, Task
 from tests.conformance.checks import READERS, Outcome, parse_sse
 from tests.deploy.procs import API_KEY
 
@@ -333,3 +333,46 @@ async def test_codex_routes_a_call_of_a_namespaced_tool(
     ]
     assert calls and calls[0]["namespace"] == "multi_agent_v1", calls
     assert calls[0]["name"] == "close_agent"
+
+
+# The upstream of each agent's own API: reached untranslated.
+NATIVE = {"claude": "anthropic", "codex": "responses"}
+
+
+@pytest.mark.parametrize("agent", ["claude", "codex"])
+async def test_agent_reaches_an_upstream_of_its_own_api_untranslated(
+    clis: Clis, stack: Stack, agent: str, tmp_path: Path
+) -> None:
+    """Claude Code to an ``anthropic`` route, Codex to a ``responses`` one: every request
+    reaches the upstream as the agent sent it, byte for byte but for the model, and every
+    answer reaches the agent as the upstream sent it, its model renamed; the tool round trip
+    and the thinking work as with the agent's own provider."""
+    kind = NATIVE[agent]
+    upstream = stack.anthropic if kind == "anthropic" else stack.responses
+    secret = f"note-{secrets.token_hex(6)}"
+    tool, argument = TOOLS[agent]
+    task = Task(tool, {argument: COMMAND}, secret)
+    upstream.start(task)
+    requests_from, sent_from = len(upstream.raw_requests), len(upstream.sent)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "note.txt").write_text(secret + "\n")
+    output, exchanges = await _run(clis, stack, agent, kind, PROMPT_TOOL, tmp_path)
+    assert output.answer == task.final
+    assert any(secret in text for text in output.command_outputs), output
+    assert upstream.saw_secret() and output.reasoning == THOUGHT
+    client, model = MODELS[kind].encode(), UPSTREAM_MODELS[kind].encode()
+    sent_as = [
+        e.raw.replace(b'"model":"' + client + b'"', b'"model":"' + model + b'"', 1)
+        for e in exchanges
+    ]
+    assert sorted(sent_as) == sorted(upstream.raw_requests[requests_from:])
+    came_back = [
+        s.replace(b'"model": "' + model + b'"', b'"model":"' + client + b'"')
+        for s in upstream.sent[sent_from:]
+    ]
+    assert sorted(e.response for e in exchanges) == sorted(came_back)
+    if agent == "claude":  # Anthropic checks the signed thinking it gets back with a tool result
+        follow_up = next(
+            raw for raw in upstream.raw_requests[requests_from:] if secret.encode() in raw
+        )
+        assert SIGNATURE.encode() in follow_up

@@ -13,7 +13,10 @@ proves that the agent really ran the tool and sent its output back. Like a think
 fake reasons (``THOUGHT``) before it calls the tool, in its upstream kind's own way.
 :class:`AgentOpenAI` streams chat-completions chunks: ``reasoning_content``, then a native
 tool call. :class:`AgentAichats` writes text: a ``<think>`` section, then the call as an
-emulated ``<tool_calls>`` block.
+emulated ``<tool_calls>`` block. :class:`AgentAnthropic` (Messages) and
+:class:`AgentResponses` (Responses) answer in their API's own events, thinking with a
+signature and reasoning with an encrypted part, and keep every request's and answer's bytes:
+a coding agent speaking that API reaches them untranslated.
 """
 
 from __future__ import annotations
@@ -193,4 +196,174 @@ class AgentAichats(AgentUpstream):
         """The fake as an aiohttp application."""
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/chat/send2/", self.handle)
+        return app
+
+
+SIGNATURE = "EqQBagent-signature"
+
+
+def _named(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+@dataclass
+class _Native(AgentUpstream):
+    """A native API's fake: every request's bytes and every answer's bytes, in order."""
+
+    raw_requests: list[bytes] = field(default_factory=list)
+    sent: list[bytes] = field(default_factory=list)
+
+    async def _answer(self, request: web.Request, events: list[bytes]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in events:
+            await response.write(event)
+        self.sent.append(b"".join(events))
+        await response.write_eof()
+        return response
+
+
+class AgentAnthropic(_Native):
+    """Anthropic's Messages API (``POST /v1/messages``), streamed: thinking, then a call."""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        self.raw_requests.append(raw)
+        body = json.loads(raw)
+        names = {tool.get("name") for tool in body.get("tools") or ()}
+        task = self.task
+        answer = self.reply(body, task is not None and task.tool in names)
+        usage = {"input_tokens": 20, "output_tokens": 1, "cache_read_input_tokens": 100}
+        message = {
+            "id": "msg_agent",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        events = [_named("message_start", {"type": "message_start", "message": message})]
+        blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        if isinstance(answer, str):
+            text = [{"type": "text_delta", "text": piece} for piece in words(answer)]
+            blocks.append(({"type": "text", "text": ""}, text))
+            stop = "end_turn"
+        else:
+            thought = [
+                {"type": "thinking_delta", "thinking": THOUGHT},
+                {"type": "signature_delta", "signature": SIGNATURE},
+            ]
+            blocks.append(({"type": "thinking", "thinking": "", "signature": ""}, thought))
+            arguments = json.dumps(answer["arguments"])
+            call = {"type": "tool_use", "id": "toolu_agent_1", "name": answer["name"], "input": {}}
+            pieces = [arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]]
+            json_deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
+            blocks.append((call, json_deltas))
+            stop = "tool_use"
+        for index, (block, deltas) in enumerate(blocks):
+            start = {"type": "content_block_start", "index": index, "content_block": block}
+            events.append(_named("content_block_start", start))
+            for delta in deltas:
+                data = {"type": "content_block_delta", "index": index, "delta": delta}
+                events.append(_named("content_block_delta", data))
+            events.append(
+                _named("content_block_stop", {"type": "content_block_stop", "index": index})
+            )
+        ending = {"stop_reason": stop, "stop_sequence": None}
+        end = {"type": "message_delta", "delta": ending, "usage": {"output_tokens": 5}}
+        events.append(_named("message_delta", end))
+        events.append(_named("message_stop", {"type": "message_stop"}))
+        return await self._answer(request, events)
+
+    def app(self) -> web.Application:
+        """The fake as an aiohttp application."""
+        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.router.add_post("/v1/messages", self.handle)
+        return app
+
+
+class AgentResponses(_Native):
+    """OpenAI's Responses API (``POST /v1/responses``), streamed: reasoning, then a call."""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        self.raw_requests.append(raw)
+        body = json.loads(raw)
+        names = {tool.get("name") for tool in body.get("tools") or ()}
+        task = self.task
+        answer = self.reply(body, task is not None and task.tool in names)
+        items: list[dict[str, Any]] = []
+        if isinstance(answer, str):
+            part = {"type": "output_text", "text": answer, "annotations": [], "logprobs": []}
+            items.append(
+                {
+                    "id": "msg_agent",
+                    "type": "message",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [part],
+                }
+            )
+        else:
+            summary = [{"type": "summary_text", "text": THOUGHT}]
+            items.append(
+                {
+                    "id": "rs_agent",
+                    "type": "reasoning",
+                    "summary": summary,
+                    "encrypted_content": "gAAAAagent",
+                }
+            )
+            items.append(
+                {
+                    "id": "fc_agent",
+                    "type": "function_call",
+                    "status": "completed",
+                    "call_id": "call_agent_1",
+                    "name": answer["name"],
+                    "arguments": json.dumps(answer["arguments"]),
+                }
+            )
+        response = {
+            "id": "resp_agent",
+            "object": "response",
+            "created_at": 1_700_000_000,
+            "status": "in_progress",
+            "model": body["model"],
+            "output": [],
+            "usage": None,
+        }
+        events = [("response.created", {"response": response})]
+        for index, item in enumerate(items):
+            place = {"item_id": item["id"], "output_index": index}
+            events.append(("response.output_item.added", {"output_index": index, "item": item}))
+            if item["type"] == "message":
+                for piece in words(answer if isinstance(answer, str) else ""):
+                    delta = {**place, "content_index": 0, "delta": piece, "logprobs": []}
+                    events.append(("response.output_text.delta", delta))
+            elif item["type"] == "reasoning":
+                delta = {**place, "summary_index": 0, "delta": THOUGHT}
+                events.append(("response.reasoning_summary_text.delta", delta))
+            events.append(("response.output_item.done", {"output_index": index, "item": item}))
+        usage = {
+            "input_tokens": 20,
+            "input_tokens_details": {"cached_tokens": 16, "cache_write_tokens": 0},
+            "output_tokens": 5,
+            "output_tokens_details": {"reasoning_tokens": 2},
+            "total_tokens": 25,
+        }
+        done = {**response, "status": "completed", "output": items, "usage": usage}
+        events.append(("response.completed", {"response": done}))
+        encoded = [
+            _named(name, {"type": name, **data, "sequence_number": n})
+            for n, (name, data) in enumerate(events)
+        ]
+        return await self._answer(request, encoded)
+
+    def app(self) -> web.Application:
+        """The fake as an aiohttp application."""
+        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.router.add_post("/v1/responses", self.handle)
         return app

@@ -90,7 +90,7 @@ def _first_event_then(pieces: list[str], **behaviour: Any) -> FakeAichats:
     return FakeAichats(pieces=pieces, chunk_size=first, **behaviour)
 
 
-async def _start_servers() -> Servers:
+async def _start_servers(history: Path) -> Servers:
     broken = FakeAichats(status=500)
     cut = _first_event_then([HALF, " and the rest"], delay_between=0.3, drop_after=1)
     stuck = _first_event_then(["Thinking", " about it"], stall_after=1)
@@ -110,7 +110,14 @@ async def _start_servers() -> Servers:
         ModelConfig(name="stuck", provider="aichats", base_url=urls["stuck"]),
         ModelConfig(name="limited", provider="openai", base_url=f"{urls['limited']}/v1"),
     )
-    settings = Settings(api_keys=(API_KEY,), routes=routes, retries=0, host="127.0.0.1", port=0)
+    settings = Settings(
+        api_keys=(API_KEY,),
+        routes=routes,
+        retries=0,
+        host="127.0.0.1",
+        port=0,
+        usage_db=history,
+    )
     app = create_app(settings)
     app_runner, url = await _start(app, runner(app, shutdown_timeout=1))
     return Servers(url, broken, stuck, [app_runner, *runners])
@@ -122,10 +129,10 @@ async def _stop_servers(servers: Servers) -> None:
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[Servers]:
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     """The gateway and its upstreams, on their own loop and thread for the whole module."""
     loop = LoopThread()
-    started = loop.run(_start_servers())
+    started = loop.run(_start_servers(tmp_path_factory.mktemp("history") / "usage.db"))
     try:
         yield started
     finally:

@@ -51,6 +51,11 @@ def test_gateway_is_configured_from_env_and_waits_for_redis(stack: dict[str, Any
     assert gateway["healthcheck"]["test"] == ["CMD", *healthcheck_command()]
 
 
+def test_gateway_keeps_its_usage_history_on_a_named_volume(stack: dict[str, Any]) -> None:
+    assert stack["services"]["aichat"]["volumes"] == ["usage:/var/lib/aichat"]
+    assert "usage" in stack["volumes"]
+
+
 def test_gateway_gets_time_to_drain_open_streams(stack: dict[str, Any]) -> None:
     grace = stack["services"]["aichat"]["stop_grace_period"]
     drain = Settings.model_fields["drain_timeout"].default

@@ -41,8 +41,16 @@ def test_builds_a_wheel_first_and_installs_only_wheels_last() -> None:
     (build_run,) = [run["value"] for run in instructions("RUN") if run not in final_stage("RUN")]
     assert build_run.startswith("pip wheel ")
     (install,) = [run["value"] for run in final_stage("RUN")]
-    assert "--no-index" in install and '"aichat[tokens,speed]"' in install
+    assert "--no-index" in install and '"aichat[tokens,speed,postgres]"' in install
     assert not final_stage("COPY") and not final_stage("ADD"), "no source tree in the image"
+
+
+def test_keeps_the_usage_history_on_a_volume_the_user_owns() -> None:
+    (install,) = [run["value"] for run in final_stage("RUN")]
+    assert "install -d -o 10001 -g 10001 -m 0700 /var/lib/aichat" in install
+    assert [volume["value"] for volume in final_stage("VOLUME")] == ['["/var/lib/aichat"]']
+    env = " ".join(item["value"] for item in final_stage("ENV"))
+    assert "AICHAT_USAGE_DB=/var/lib/aichat/usage.db" in env
 
 
 def test_runs_as_a_non_root_user() -> None:
@@ -196,9 +204,14 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-def _image_env(venv: Path, port: int) -> dict[str, str]:
-    """The container's environment: the image's ENV, its PATH pointing at ``venv``, the key."""
-    image_env = {k: v for k, v in DOCKERFILE.envs.items() if k != "PATH"}
+def _image_env(venv: Path, port: int, volume: Path) -> dict[str, str]:
+    """The container's environment: the image's ENV, its PATH pointing at ``venv``, the key;
+    its volume, /var/lib/aichat, is the directory ``volume`` here."""
+    image_env = {
+        k: v.replace("/var/lib/aichat", str(volume))
+        for k, v in DOCKERFILE.envs.items()
+        if k != "PATH"
+    }
     return server_env(port, f"{venv / 'bin'}:/usr/bin:/bin", **image_env)
 
 
@@ -212,7 +225,7 @@ def _probe(env: dict[str, str], workdir: Path) -> int:
 async def test_the_image_commands_serve_probe_and_stop(
     installed_wheel: Path, tmp_path: Path
 ) -> None:
-    env = _image_env(installed_wheel, free_port())
+    env = _image_env(installed_wheel, free_port(), tmp_path)
     assert await asyncio.to_thread(_probe, env, tmp_path) == 1, "unhealthy before it listens"
     async with started(run_command(), env, tmp_path) as server:
         assert await asyncio.to_thread(_probe, env, tmp_path) == 0, server.output()
@@ -221,3 +234,4 @@ async def test_the_image_commands_serve_probe_and_stop(
         assert await server.stop() == 0, server.output()
         assert loop.time() - began < 5, "an idle gateway stops promptly on SIGTERM"
     assert "listening on http://127.0.0.1" in server.output()
+    assert (tmp_path / "usage.db").is_file(), "the history is kept on the image's volume"

@@ -6,6 +6,7 @@ the rendered objects themselves.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -30,7 +31,10 @@ WITH_SERVICE_MONITOR = "prod+servicemonitor"
 RENDERINGS = (*OVERLAYS, WITH_SERVICE_MONITOR)
 # Custom resources have no schema in the core API; these are the only ones allowed.
 CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
-SECRET_VARIABLES = {"APP_SECRET", "AICHAT_API_KEYS", "AICHAT_METRICS_KEY", "REDIS_URL"}
+SECRET_VARIABLES = {
+    *("APP_SECRET", "AICHAT_API_KEYS", "AICHAT_METRICS_KEY", "AICHAT_ADMIN_KEY"),
+    *("REDIS_URL", "DATABASE_URL"),
+}
 # `aichat serve` at rest, measured (README, "Kubernetes"): the memory request covers it.
 RESTING_RSS_MIB = 200
 
@@ -300,6 +304,37 @@ def test_dev_runs_its_own_redis_that_only_the_gateway_reaches(
     assert gateway(objects).get("topologySpreadConstraints") is None  # one laptop node
 
 
+def database_secret(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """Where the gateway reads ``DATABASE_URL``: the Secret's name and key."""
+    (database,) = [e for e in container(objects)["env"] if e["name"] == "DATABASE_URL"]
+    ref: dict[str, str] = database["valueFrom"]["secretKeyRef"]
+    return ref
+
+
+def test_dev_keeps_the_usage_history_in_its_own_postgresql_on_a_persistent_volume(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objects = rendered["dev"]
+    ref = database_secret(objects)
+    secret = only(objects, "Secret", ref["name"])
+    url = base64.b64decode(secret["data"][ref["key"]]).decode()
+    found = re.fullmatch(r"postgresql://aichat:[\w-]+@([\w-]+):(\d+)/aichat", url)
+    assert found, url
+    assert load_settings(env={"DATABASE_URL": url}, dotenv_path=None).database_url is not None
+    (port,) = only(objects, "Service", found[1])["spec"]["ports"]
+    assert port["port"] == int(found[2])
+    postgres = only(objects, "StatefulSet", "postgres")["spec"]
+    (claim,) = postgres["volumeClaimTemplates"]
+    (mount,) = [
+        m
+        for m in postgres["template"]["spec"]["containers"][0]["volumeMounts"]
+        if m["name"] == claim["metadata"]["name"]
+    ]
+    assert mount["mountPath"] == "/var/lib/postgresql/data"
+    (rule,) = only(objects, "NetworkPolicy", "postgres")["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "aichat"}}}]
+
+
 def test_prod_runs_three_or_more_replicas_spread_over_nodes_with_redis_from_a_secret(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
@@ -316,6 +351,8 @@ def test_prod_runs_three_or_more_replicas_spread_over_nodes_with_redis_from_a_se
     (redis,) = [e for e in container(objects)["env"] if e["name"] == "REDIS_URL"]
     assert redis["valueFrom"]["secretKeyRef"] == {"name": "aichat-redis", "key": "REDIS_URL"}
     assert not any(o["kind"] == "Deployment" and o["metadata"]["name"] == "redis" for o in objects)
+    assert database_secret(objects) == {"name": "aichat-database", "key": "DATABASE_URL"}
+    assert not any(o["kind"] == "StatefulSet" for o in objects)
     budget = only(objects, "PodDisruptionBudget", "aichat")["spec"]
     assert budget["maxUnavailable"] < hpa["minReplicas"]
 
@@ -340,5 +377,5 @@ def test_readme_kubernetes_section_names_real_paths_and_secrets() -> None:
     assert "kubectl apply -k deploy/kubernetes/overlays/dev" in section
     for path in re.findall(r"deploy/kubernetes[\w./-]*\w", section):
         assert (ROOT / path).exists(), path
-    for secret in ("aichat-keys", "aichat-redis"):  # the names the manifests refer to
+    for secret in ("aichat-keys", "aichat-redis", "aichat-database"):  # what manifests name
         assert f"secret generic {secret}" in section, secret

@@ -62,6 +62,11 @@ def test_runs_as_a_dedicated_unprivileged_user() -> None:
     assert _one("AmbientCapabilities") == ""
 
 
+def test_keeps_the_usage_history_in_its_state_directory() -> None:
+    assert _one("StateDirectory") == "aichat"
+    assert _one("Environment") == "AICHAT_USAGE_DB=/var/lib/aichat/usage.db"
+
+
 def test_is_hardened() -> None:
     for key in (
         "NoNewPrivileges",

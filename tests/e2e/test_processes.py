@@ -112,7 +112,9 @@ async def test_the_tokenizer_is_loaded_at_start_only_where_a_route_counts(tmp_pa
         env = server_env(free_port(), AICHAT_CONFIG=config)
         async with started(_command(), env, tmp_path / name) as server:
             rss[name] = _rss_mb(server.process.pid)
-    assert rss["openai"] < 60, rss  # the README's figure for memory at rest
+    # The README's figure for memory at rest, genai-prices' table included (the route is
+    # priced from it).
+    assert rss["openai"] < 66, rss
     assert rss["mock"] > rss["openai"] + 100, rss  # loaded before the first request
 
 

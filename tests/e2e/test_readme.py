@@ -225,7 +225,19 @@ async def check_config_show(walk: Walk, out: Output) -> None:
     shown = json.loads(out.stdout)
     assert "models" not in shown  # the file's routes replace AICHAT_MODELS
     names = [route["name"] for route in shown["routes"]]
-    assert names == ["gpt-4o", "local-llama", "demo", "demo-broken", "gpt-4o-tools"]
+    assert names == [
+        "gpt-4o",
+        "local-llama",
+        "demo",
+        "demo-broken",
+        "gpt-4o-tools",
+        "claude",
+        "codex",
+    ]
+    claude, codex = shown["routes"][-2:]
+    assert (claude["provider"], claude["anthropic_version"]) == ("anthropic", "2023-06-01")
+    assert claude["headers"] == {"anthropic-beta": "context-1m-2025-08-07"}
+    assert (codex["provider"], codex["api"]) == ("openai", "responses")
     assert "LLAMA_KEY is not set" in out.stderr
 
 

@@ -1,4 +1,4 @@
-"""Real gateway processes share one token budget through Redis; ``aichat usage`` reads it."""
+"""Real gateway processes share one token budget through Redis and one usage history."""
 
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ async def test_two_replicas_share_one_token_budget_and_aichat_usage_reports_it(
         "REDIS_URL": REDIS_URL,
         "AICHAT_REDIS_PREFIX": f"aichat-test:{uuid.uuid4().hex}:",
         "TEAM_KEY": TEAM_KEY,
+        # One SQLite history for both, as gateways on one host (or --workers) share it.
+        "AICHAT_USAGE_DB": str(tmp_path / "usage.db"),
     }
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
@@ -63,6 +65,7 @@ async def test_two_replicas_share_one_token_budget_and_aichat_usage_reports_it(
         for server in (first, second, first, second):
             answers.append(await _ask(http, server.url))
             await asyncio.sleep(0.3)  # the usage write leaves right after the answer
+        assert await asyncio.gather(first.stop(), second.stop()) == [0, 0]
     cost = answers[0][1]["usage"]["total_tokens"]
     assert 2 * cost < 25 <= 3 * cost, cost  # three start under the budget, the fourth not
     assert [status for status, _ in answers] == [200, 200, 200, 429], answers
@@ -74,22 +77,25 @@ async def test_two_replicas_share_one_token_budget_and_aichat_usage_reports_it(
     prompt = answers[0][1]["usage"]["prompt_tokens"]
     assert row == {
         "key": "team",
-        "model": "quick",
-        "today_prompt": 3 * prompt,
-        "today_completion": 3 * (cost - prompt),
-        "today_requests": 3,
-        "month_prompt": 3 * prompt,
-        "month_completion": 3 * (cost - prompt),
-        "month_requests": 3,
+        "requests": 3,
+        "input_tokens": 3 * prompt,
+        "output_tokens": 3 * (cost - prompt),
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "cost_usd": 0.0,  # the mock model is free
+        "cache_saved_usd": 0.0,
     }
-    table = run(sys.executable, "-m", "aichat", "usage", env=env, cwd=tmp_path)
-    printed = readme_section("Token budgets").split("```console\n", 1)[1].splitlines()
+    table = run(sys.executable, "-m", "aichat", "usage", "--by", "model", env=env, cwd=tmp_path)
+    printed = readme_section("Usage history").split("```console\n", 1)[1].splitlines()
     assert table.stdout.splitlines()[1].split() == printed[2].split()  # the README's header
-    assert table.stdout.splitlines()[2].split()[:3] == ["team", "quick", str(3 * prompt)]
+    assert table.stdout.splitlines()[2].split()[:3] == ["quick", "3", str(3 * prompt)]
+    csv_out = run(sys.executable, "-m", "aichat", "usage", "--csv", env=env, cwd=tmp_path)
+    assert csv_out.stdout.splitlines()[1].split(",")[:3] == ["team", "3", str(3 * prompt)]
 
 
-def test_aichat_usage_without_redis_says_where_usage_is(tmp_path: Path) -> None:
+def test_aichat_usage_without_a_history_says_where_it_looked(tmp_path: Path) -> None:
     env = server_env(0, path=str(Path(sys.executable).parent))
     result = run(sys.executable, "-m", "aichat", "usage", env=env, cwd=tmp_path)
     assert result.returncode == 2
-    assert "REDIS_URL" in result.stderr
+    assert "aichat-usage.db" in result.stderr and "DATABASE_URL" in result.stderr
+    assert not (tmp_path / "aichat-usage.db").exists()

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aichat.core.errors import InvalidRequest, UpstreamError, UpstreamTimeout
+from aichat.core.prompt import Prompt
 from aichat.core.schemas import parse_chat_request
 from aichat.providers.aichats import AichatsProvider, answer_text, build_history, piece_text
 from aichat.providers.base import Finish, TextDelta
@@ -95,7 +96,8 @@ def test_piece_text_inverts_the_services_escaping(text: str) -> None:
 
 
 async def _collect(provider: AichatsProvider) -> list[Any]:
-    return [event async for event in provider.stream(_request(USER1), "gpt-4o")]
+    prompt = Prompt.of_chat(_request(USER1), b"")
+    return [event async for event in provider.stream(prompt, "gpt-4o")]
 
 
 def _provider(session: aiohttp.ClientSession, mode: str = "transcript") -> AichatsProvider:

@@ -15,7 +15,8 @@ from aiohttp.http_exceptions import BadHttpMessage
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aichat.operations.auth import KeyPolicy, KeyRing, _digest, key_matches
+from aichat.core.exchange import KeyPolicy
+from aichat.operations.auth import KeyRing, _digest, key_matches
 from aichat.operations.logs import (
     JsonFormatter,
     LogHandler,

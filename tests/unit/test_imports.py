@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 # Each module is imported first thing, with every aichat module forgotten before it.
 SCRIPT = """
@@ -55,10 +56,11 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("redis", "opentelemet
 """
 
 
-def test_redis_is_not_imported_without_redis_url() -> None:
+def test_redis_is_not_imported_without_redis_url(tmp_path: Path) -> None:
     # redis and what it pulls in are about 8 MB of a gateway's memory at rest.
     result = subprocess.run(  # noqa: S603 (our own interpreter and script)
         [sys.executable, "-c", WITHOUT_REDIS],
+        cwd=tmp_path,  # where its usage history goes
         capture_output=True,
         text=True,
         timeout=60,

@@ -9,13 +9,22 @@ import pytest
 
 from aichat.answer.blocks import BlockDelta, BlockStart, BlockStop, End, segment
 from aichat.answer.capabilities import CAPABILITIES, dropped_params
-from aichat.answer.openai_events import chunk_events
-from aichat.answer.translate import Incomplete
 from aichat.core.errors import InvalidRequest
+from aichat.core.exchange import Exchange
+from aichat.core.prompt import Prompt
 from aichat.core.schemas import parse_chat_request
 from aichat.inbound import anthropic_api, responses_api
-from aichat.operations.timing import Timing
-from aichat.providers.base import Event, Finish, RawChunks, TextDelta, ToolCallDelta, Usage
+from aichat.operations.timing import server_timing
+from aichat.providers.base import (
+    Event,
+    Finish,
+    Incomplete,
+    RawChunks,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from aichat.providers.openai_events import chunk_events
 
 
 def _responses(body: dict[str, object]) -> responses_api.ResponsesRequest:
@@ -178,7 +187,7 @@ async def test_segment_opens_and_closes_blocks() -> None:
         Usage(1, 2),
         Finish(),
     )
-    got = [e async for e in segment(TextDelta("a"), stream, request)]
+    got = [e async for e in segment(TextDelta("a"), stream, Prompt.of_chat(request, b""))]
     assert [type(e) for e in got] == [
         BlockStart,
         BlockDelta,
@@ -199,19 +208,36 @@ async def test_segment_opens_and_closes_blocks() -> None:
 async def test_segment_without_finish_is_incomplete() -> None:
     request = parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}]})
     with pytest.raises(Incomplete):
-        _ = [e async for e in segment(TextDelta("a"), _events(), request)]
+        _ = [e async for e in segment(TextDelta("a"), _events(), Prompt.of_chat(request, b""))]
 
 
 def test_dropped_params_follow_the_capability_table() -> None:
     body = {"model": "m", "seed": 1, "temperature": 0.2, "stream": True, "stop": None}
-    assert dropped_params(body, CAPABILITIES["aichats"]) == ["seed", "temperature"]
-    assert dropped_params(body, CAPABILITIES["openai"], ["top_k"]) == ["top_k"]
+    chat = parse_chat_request({**body, "messages": [{"role": "user", "content": "x"}]})
+    prompt = Prompt.of_chat(chat, b"")
+    assert dropped_params(prompt, "chat", CAPABILITIES["aichats"]) == ["seed", "temperature"]
+    assert dropped_params(prompt, "chat", CAPABILITIES["openai"]) == []
+
+
+def test_what_a_translation_leaves_out_is_dropped_only_for_another_api() -> None:
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "top_k": 3,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    prompt = anthropic_api.messages_prompt(body, json.dumps(body).encode(), {})
+    prompt.chat()
+    assert dropped_params(prompt, "chat", CAPABILITIES["openai"]) == ["top_k"]
+    assert dropped_params(prompt, "messages", CAPABILITIES["anthropic"]) == []
 
 
 def test_server_timing_header_says_what_is_known() -> None:
-    timing = Timing(arrived=10.0)
-    assert timing.header(10.002) == "gw;dur=2.00"
-    timing.upstream_called = 10.001
-    assert timing.header(10.5) == "gw-pre;dur=1.00"
-    timing.upstream_done = 10.4
-    assert timing.header(10.4005) == "gw-pre;dur=1.00, upstream;dur=399.00, gw-post;dur=0.50"
+    exchange = Exchange("id", arrived=10.0)
+    assert server_timing(exchange, 10.002) == "gw;dur=2.00"
+    exchange.upstream_called = 10.001
+    assert server_timing(exchange, 10.5) == "gw-pre;dur=1.00"
+    exchange.upstream_done = 10.4
+    assert (
+        server_timing(exchange, 10.4005) == "gw-pre;dur=1.00, upstream;dur=399.00, gw-post;dur=0.50"
+    )

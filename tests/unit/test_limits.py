@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from aichat.core.errors import APIError
+from aichat.core.exchange import KeyPolicy
 from aichat.operations import limits
-from aichat.operations.auth import KeyPolicy
 from aichat.operations.limits import Limiter, MemoryStore, RateLimited, RedisStore
 from aichat.operations.redis_pool import RedisPool, StoreUnavailable
 from tests.conftest import inside_one_rate_window

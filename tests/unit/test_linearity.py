@@ -28,7 +28,6 @@ import pytest
 from aichat.answer.blocks import collect, segment
 from aichat.answer.capabilities import dropped_header
 from aichat.answer.discovery import listed_ids
-from aichat.answer.openai_events import chunk_events, completion_events
 from aichat.answer.translate import Completion, ModelRenamer, complete, stream_chunks
 from aichat.answer.usage import Meter
 from aichat.core.schemas import ChatCompletionRequest, parse_chat_request, prompt_text
@@ -40,6 +39,7 @@ from aichat.inbound.responses_tools import map_tools
 from aichat.providers.aichats import answer_text, build_history
 from aichat.providers.base import Event, Finish, RawChunks, TextDelta, ToolCallDelta
 from aichat.providers.openai import read_payloads, reported_usage
+from aichat.providers.openai_events import chunk_events, completion_events
 from aichat.providers.reasoning import MAX_LEAD, StrippedReasoning, ThinkSplitter
 from aichat.providers.streaming import LineDecoder, sse_payloads
 from aichat.providers.tool_emulation import CallScanner, prompted_request

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aichat.core.config import ConfigError, load_config_file
+from aichat.core.config import ConfigError, PriceConfig, load_config_file
 from aichat.operations.budgets import window_ids, window_resets
 
 DISCOVER = """
@@ -68,13 +68,14 @@ def readme_section(title: str) -> str:
     return readme.split(f"\n### {title}\n", 1)[1].split("\n#", 1)[0]
 
 
-def test_the_readme_budget_and_discovery_tables_load_as_printed(tmp_path: Path) -> None:
+def test_the_readme_budget_discovery_and_price_tables_load_as_printed(tmp_path: Path) -> None:
     blocks = [
         readme_section(title).split("```toml\n", 1)[1].split("```", 1)[0]
-        for title in ("Discovered models", "Token budgets")
+        for title in ("Discovered models", "Token budgets", "Prices")
     ]
     path = tmp_path / "aichat.toml"
     path.write_text("\n".join(blocks))
-    (route,), (key,) = load_config_file(path, {"TEAM_B_KEY": "sk-team-b"})
+    (route, *priced), (key,) = load_config_file(path, {"TEAM_B_KEY": "sk-team-b"})
     assert route.discovers and route.prefix == "ollama/"
+    assert [r.price for r in priced] == [None, "anthropic", PriceConfig(input=0, output=0)]
     assert (key.tokens_per_day, key.tokens_per_month) == (200000, 3000000)

@@ -18,7 +18,7 @@ from aichat.inbound import playground
 
 ROOT = Path(__file__).parents[2]
 STATIC = ROOT / "aichat" / "inbound" / "static"
-FILES = ("index.html", "app.js", "style.css")
+FILES = ("index.html", "app.js", "theme.css", "style.css")
 
 
 class _Page(HTMLParser):

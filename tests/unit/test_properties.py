@@ -21,16 +21,17 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from aichat.answer.blocks import BlockDelta, BlockStart, BlockStop, End, segment
-from aichat.answer.openai_events import chunk_events, completion_events
 from aichat.answer.translate import Completion, ModelRenamer, complete, rename_model, stream_chunks
 from aichat.core.config import ConfigError, load_settings
 from aichat.core.errors import InvalidRequest, UpstreamError
-from aichat.core.schemas import ChatCompletionRequest, parse_chat_request, read_json
+from aichat.core.prompt import Prompt
+from aichat.core.schemas import parse_chat_request, read_json
 from aichat.operations.auth import KeyRing, _digest, presented_key
 from aichat.providers.aichats import piece_text
 from aichat.providers.base import Event, Finish, RawChunks, TextDelta, ToolCallDelta, Usage
 from aichat.providers.http import MAX_RETRY_AFTER, UpstreamBounds, retry_after_seconds
 from aichat.providers.openai import OpenAIProvider
+from aichat.providers.openai_events import chunk_events, completion_events
 from aichat.providers.streaming import iter_line_batches, sse_payloads
 from tests.fakes import aichats_body, sse_events
 
@@ -68,10 +69,9 @@ def run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
 
 
-def chat_request(**extra: Any) -> ChatCompletionRequest:
-    return parse_chat_request(
-        {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], **extra}
-    )
+def chat_request(**extra: Any) -> Prompt:
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], **extra}
+    return Prompt.of_chat(parse_chat_request(body), json.dumps(body).encode())
 
 
 # The aichats service escapes a newline as the two characters \ and n, and cannot send a
@@ -221,7 +221,7 @@ def test_streamed_and_whole_answers_agree(
     events: list[Event] = [TextDelta(p) for p in pieces]
     events += [usage] if usage else []
     events.append(Finish(reason))
-    request = chat_request(stream=True, stream_options={"include_usage": include_usage})
+    request = chat_request(stream=True, stream_options={"include_usage": include_usage}).chat()
     completion = Completion("chatcmpl-x", 1, "gpt-4o")
 
     async def both() -> tuple[list[bytes], bytes]:

@@ -10,7 +10,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from aichat.answer.blocks import BlockDelta, BlockStart, BlockStop, End, segment
-from aichat.core.schemas import ChatCompletionRequest, parse_chat_request
+from aichat.core.prompt import Prompt
+from aichat.core.schemas import parse_chat_request
 from aichat.providers.base import (
     Event,
     Finish,
@@ -90,8 +91,9 @@ def test_the_splitter_holds_back_no_more_than_a_tag() -> None:
     assert splitter.feed("ink>done") == [(False, "done")]
 
 
-def _request() -> ChatCompletionRequest:
-    return parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+def _request() -> Prompt:
+    chat = parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    return Prompt.of_chat(chat, b"")
 
 
 async def _events(*events: Event) -> AsyncIterator[Event]:
@@ -133,11 +135,12 @@ async def test_reasoning_counts_as_completion_tokens_when_the_upstream_reports_n
 
 class _Upstream:
     name = "fake"
+    api = "chat"
 
     def __init__(self, *events: Event) -> None:
         self._events = events
 
-    async def stream(self, request: ChatCompletionRequest, upstream_model: str) -> Any:
+    async def stream(self, prompt: Prompt, upstream_model: str) -> Any:
         for event in self._events:
             yield event
 

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
-
-from aichat.operations.timing import TIMING, Timed, Timing
+from aichat.core.exchange import Exchange
+from aichat.operations.timing import Timed
 from aichat.providers.base import Event, Finish, RawChunks, TextDelta
 
 
-def _request(timing: Timing) -> web.Request:
-    request = make_mocked_request("POST", "/v1/chat/completions")
-    request[TIMING] = timing
-    return request
+def _exchange() -> Exchange:
+    return Exchange("id", arrived=0.0, upstream_called=0.0)
 
 
 async def test_closing_an_unread_answer_closes_the_provider() -> None:
@@ -30,9 +26,9 @@ async def test_closing_an_unread_answer_closes_the_provider() -> None:
 
     events = provider()
     await anext(events)  # where the provider stands after its first event
-    timing = Timing(arrived=0.0, upstream_called=0.0)
-    timed = Timed(RawChunks(("{}",), last=True), events, _request(timing))
-    assert timing.upstream_done is not None  # the first event was the upstream's last
+    exchange = _exchange()
+    timed = Timed(RawChunks(("{}",), last=True), events, exchange)
+    assert exchange.upstream_done is not None  # the first event was the upstream's last
     await timed.aclose()
     assert released == [True]
 
@@ -42,9 +38,9 @@ async def test_upstream_done_at_the_last_event() -> None:
         yield TextDelta("b")
         yield Finish()
 
-    timing = Timing(arrived=0.0, upstream_called=0.0)
-    timed = Timed(TextDelta("a"), provider(), _request(timing))
+    exchange = _exchange()
+    timed = Timed(TextDelta("a"), provider(), exchange)
     assert isinstance(await anext(timed), TextDelta)
-    assert timing.upstream_done is None
+    assert exchange.upstream_done is None
     assert isinstance(await anext(timed), Finish)
-    assert timing.upstream_done is not None
+    assert exchange.upstream_done is not None

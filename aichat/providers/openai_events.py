@@ -8,32 +8,11 @@ first choice is read: those APIs have one answer.
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from aichat.answer.translate import Chained
-from aichat.core.errors import UpstreamError
-from aichat.providers.base import (
-    Event,
-    Finish,
-    RawChunks,
-    RawCompletion,
-    ReasoningDelta,
-    TextDelta,
-    ToolCallDelta,
-)
+from aichat.providers.base import Event, ReasoningDelta, TextDelta, ToolCallDelta
+from aichat.providers.errors import json_object, malformed
 from aichat.providers.reported import openai_usage
-
-
-def _object(json_text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(json_text)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise UpstreamError("Upstream sent an answer that is not a JSON object.", retryable=False)
-    return data
 
 
 def _first_choice(data: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +64,7 @@ def _content(message: dict[str, Any]) -> list[Event]:
 
 
 def _events(json_text: str, part: str) -> tuple[list[Event], str | None]:
-    data = _object(json_text)
+    data = json_object(json_text, "an answer")
     try:
         choice = _first_choice(data)
         events = _content(choice.get(part) or {}) + _usage(data)
@@ -93,9 +72,7 @@ def _events(json_text: str, part: str) -> tuple[list[Event], str | None]:
     except (AttributeError, TypeError, ValueError, OverflowError):
         # A field of the wrong JSON type: the upstream broke OpenAI's format, which is an
         # upstream failure (502, or an error event), not a fault of the gateway (500).
-        raise UpstreamError(
-            "Upstream sent an answer that is not in OpenAI's format.", retryable=False
-        ) from None
+        raise malformed("OpenAI") from None
 
 
 def chunk_events(json_text: str) -> tuple[list[Event], str | None]:
@@ -106,28 +83,3 @@ def chunk_events(json_text: str) -> tuple[list[Event], str | None]:
 def completion_events(json_text: str) -> tuple[list[Event], str | None]:
     """The events of a whole ``chat.completion``, and its ``finish_reason``."""
     return _events(json_text, "message")
-
-
-async def neutral_events(first: Event, events: AsyncIterator[Event]) -> AsyncGenerator[Event, None]:
-    """``first`` and ``events`` with OpenAI JSON taken apart into neutral events.
-
-    The upstream's ``finish_reason`` (``tool_calls``, ``length``, ...) is carried on the
-    provider's own ``Finish``, which alone says the answer is complete: a chunk with a
-    finish reason followed by a broken connection is still an unfinished answer.
-    """
-    reason: str | None = None
-    async for event in Chained(first, events):
-        if isinstance(event, RawChunks | RawCompletion):
-            parsed_all = (
-                [chunk_events(text) for text in event.jsons]
-                if isinstance(event, RawChunks)
-                else [completion_events(event.json)]
-            )
-            for parsed, event_reason in parsed_all:
-                reason = event_reason or reason
-                for inner in parsed:
-                    yield inner
-        elif isinstance(event, Finish):
-            yield Finish(reason or event.reason)
-        else:
-            yield event
