@@ -30,6 +30,7 @@ from aichat.answer.capabilities import dropped_header
 from aichat.answer.discovery import listed_ids
 from aichat.answer.translate import Completion, ModelRenamer, complete, stream_chunks
 from aichat.answer.usage import Meter
+from aichat.core.prompt import Prompt
 from aichat.core.schemas import ChatCompletionRequest, parse_chat_request, prompt_text
 from aichat.core.tokens import prompt_tokens
 from aichat.inbound import anthropic_api, responses_api
@@ -37,10 +38,12 @@ from aichat.inbound.anthropic_api import MessagesRequest
 from aichat.inbound.responses_api import Envelope, ResponsesRequest, ResponseStream
 from aichat.inbound.responses_tools import map_tools
 from aichat.providers.aichats import answer_text, build_history
+from aichat.providers.anthropic_events import MessagesReader
 from aichat.providers.base import Event, Finish, RawChunks, TextDelta, ToolCallDelta
 from aichat.providers.openai import read_payloads, reported_usage
 from aichat.providers.openai_events import chunk_events, completion_events
 from aichat.providers.reasoning import MAX_LEAD, StrippedReasoning, ThinkSplitter
+from aichat.providers.responses_events import ResponsesReader
 from aichat.providers.streaming import LineDecoder, sse_payloads
 from aichat.providers.tool_emulation import CallScanner, prompted_request
 
@@ -68,6 +71,7 @@ class Case:
 USER = {"role": "user", "content": "hi"}
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 CHAT = ChatCompletionRequest.model_validate({"model": "m", "messages": [USER]})
+PROMPT = Prompt.of_chat(CHAT, b"")
 
 
 def chat_body(**fields: Any) -> dict[str, Any]:
@@ -130,6 +134,37 @@ def completion(message: dict[str, Any]) -> str:
     return json.dumps({"id": "c", "object": "chat.completion", "model": "m", "choices": [choice]})
 
 
+def sse(kind: str, data: dict[str, Any]) -> bytes:
+    """One server-sent event."""
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def messages_deltas(n: int) -> bytes:
+    """A Messages stream's text block of n deltas, as one read."""
+    start = sse(
+        "content_block_start",
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    )
+    delta = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": "x"},
+    }
+    return start + sse("content_block_delta", delta) * n
+
+
+def responses_deltas(n: int) -> bytes:
+    """A Responses stream's n text deltas, as one read."""
+    delta = {
+        "type": "response.output_text.delta",
+        "item_id": "m",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "x",
+    }
+    return sse("response.output_text.delta", delta) * n
+
+
 def texts(piece: str, head: str = "", tail: str = "") -> Callable[[int], list[Event]]:
     """n text deltas of ``piece`` (after ``head``, before ``tail``), then ``Finish``."""
 
@@ -160,7 +195,7 @@ async def events_of(events: list[Event]) -> AsyncIterator[Event]:
 
 async def blocks_of(events: list[Event], reasoning: bool = True) -> None:
     """Every block event of an answer."""
-    await collect(segment(events[0], events_of(events[1:]), CHAT, reasoning))
+    await collect(segment(events[0], events_of(events[1:]), PROMPT, reasoning))
 
 
 async def drain(stream: AsyncIterator[Any]) -> None:
@@ -172,13 +207,13 @@ async def drain(stream: AsyncIterator[Any]) -> None:
 async def responses_stream(events: list[Event]) -> None:
     """Every event of a streamed Responses answer."""
     stream = ResponseStream(Envelope.start(responses_body(), map_tools([])[0]))
-    await drain(stream.events(segment(events[0], events_of(events[1:]), CHAT)))
+    await drain(stream.events(segment(events[0], events_of(events[1:]), PROMPT)))
 
 
 async def messages_stream(events: list[Event]) -> None:
     """Every event of a streamed Anthropic Messages answer."""
-    blocks = segment(events[0], events_of(events[1:]), CHAT)
-    await drain(anthropic_api.stream_events(messages_body(), CHAT, blocks))
+    blocks = segment(events[0], events_of(events[1:]), PROMPT)
+    await drain(anthropic_api.stream_events(messages_body(), PROMPT, blocks))
 
 
 async def chat_stream(events: list[Event]) -> None:
@@ -195,18 +230,19 @@ class _Inner:
     """A provider that answers with the events it is given."""
 
     name = "inner"
+    api = "chat"
 
     def __init__(self, events: list[Event]) -> None:
         self._events = events
 
-    async def stream(self, request: ChatCompletionRequest, model: str) -> AsyncIterator[Event]:
+    async def stream(self, prompt: Prompt, model: str) -> AsyncIterator[Event]:
         for event in self._events:
             yield event
 
 
 async def stripped(events: list[Event]) -> None:
     """An answer with ``reasoning = "strip"``."""
-    await drain(StrippedReasoning(_Inner(events)).stream(CHAT, "m"))
+    await drain(StrippedReasoning(_Inner(events)).stream(PROMPT, "m"))
 
 
 def split_think(pieces: list[str]) -> None:
@@ -235,7 +271,7 @@ def decode_lines(reads: list[bytes]) -> None:
 
 def meter(events: list[Event]) -> None:
     """A usage meter that sees every event."""
-    counted = Meter(CHAT, lambda usage: None)
+    counted = Meter(PROMPT, lambda usage: None)
     for event in events:
         counted.see(event)
     counted.close()
@@ -369,6 +405,34 @@ CASES = [
     ),
     Case("chat whole: n text deltas", texts("x"), chat_whole),
     Case("chat whole: n tool-call argument pieces", argument_pieces, chat_whole),
+    Case(
+        "messages upstream: n deltas in one read",
+        messages_deltas,
+        lambda data: MessagesReader().stream(data),
+    ),
+    Case(
+        "messages upstream: a whole message of n blocks",
+        lambda n: json.dumps(
+            {"content": [{"type": "text", "text": "x"}] * n, "stop_reason": "end_turn"}
+        ).encode(),
+        lambda data: MessagesReader().whole(data),
+    ),
+    Case(
+        "responses upstream: n deltas in one read",
+        responses_deltas,
+        lambda data: ResponsesReader().stream(data),
+    ),
+    Case(
+        "responses upstream: a whole response of n items",
+        lambda n: json.dumps(
+            {
+                "status": "completed",
+                "output": [{"type": "message", "content": [{"type": "output_text", "text": "x"}]}]
+                * n,
+            }
+        ).encode(),
+        lambda data: ResponsesReader().whole(data),
+    ),
     # Blocks, reasoning, tool-call text.
     Case("blocks: n text deltas", texts("x"), blocks_of),
     Case("blocks: n blank deltas", BLANK, blocks_of),
