@@ -176,6 +176,7 @@ class Discovery:
                         capabilities,
                         pricing,
                         listed_by=route.name,
+                        max_tokens=route.max_tokens,
                     )
                 )
         self.names = names

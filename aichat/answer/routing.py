@@ -24,6 +24,8 @@ class Target:
     capabilities: Capabilities = CAPABILITIES["openai"]
     pricing: Pricing = field(default_factory=Free)
     listed_by: str | None = None  # the discovery route whose upstream listed this model
+    # The answer-length limit when a request sets none: what budgets hold for its answer.
+    max_tokens: int = 4096
 
     @property
     def label(self) -> str:

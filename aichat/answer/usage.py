@@ -33,8 +33,8 @@ from aichat.answer.translate import counted_usage
 from aichat.core.errors import UpstreamError
 from aichat.core.exchange import Exchange
 from aichat.core.prompt import Prompt
-from aichat.core.tokens import TextTally
-from aichat.operations.budgets import Budgets, budget_limits, open_store
+from aichat.core.tokens import TextTally, prompt_tokens
+from aichat.operations.budgets import Budgets, Hold, budget_limits, open_store
 from aichat.operations.history import HISTORY, History
 from aichat.operations.metrics import METRICS, LabelledCounts
 from aichat.operations.pricing import Cost, usd
@@ -150,17 +150,35 @@ class Meter:
             record(self.usage())
 
 
-async def admit(app: web.Application, exchange: Exchange) -> None:
-    """Refuse a key over its token budget; its budget headers go on the answer."""
+async def admit(
+    app: web.Application, exchange: Exchange, prompt: Prompt, target: Target
+) -> Hold | None:
+    """Refuse a key over its token budget, else hold the request's worst case (its prompt
+    and its max_tokens, or the route's) until it ends; its budget headers go on the answer."""
     ledger = app.get(LEDGER)
-    if ledger is not None and exchange.key.name in ledger.budgets.limits:
-        await ledger.budgets.admit(exchange)  # most keys have no budget: no await for them
+    if ledger is None or exchange.key.name not in ledger.budgets.limits:
+        return None  # most keys have no budget: no await, no count for them
+    worst = prompt_tokens(prompt.texts()) + (prompt.max_tokens or target.max_tokens)
+    return await ledger.budgets.admit(exchange, worst)
+
+
+def release(app: web.Application, hold: Hold | None) -> None:
+    """Give back what a request that never got an answer held."""
+    ledger = app.get(LEDGER)
+    if ledger is not None:
+        ledger.budgets.release(hold)
 
 
 def meter(
-    app: web.Application, exchange: Exchange, prompt: Prompt, model: str, target: Target
+    app: web.Application,
+    exchange: Exchange,
+    prompt: Prompt,
+    model: str,
+    target: Target,
+    hold: Hold | None = None,
 ) -> Meter:
-    """A meter recording an answer's tokens for the request's key when it closes.
+    """A meter recording an answer's tokens for the request's key when it closes, and
+    releasing what the request held of its budget.
 
     ``model`` is the routed name's metric name (never what a client typed, nor what an
     upstream listed: labels must stay bounded).
@@ -183,6 +201,7 @@ def meter(
             )
         if ledger is not None:
             ledger.record(key, model, upstream, usage, cost)
+            ledger.budgets.release(hold)  # after the charge: never counted by neither
 
     return Meter(prompt, record)
 

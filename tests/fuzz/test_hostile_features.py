@@ -435,3 +435,37 @@ async def test_a_huge_streamed_answer_costs_bounded_memory(
         assert b"AICHAT_MAX_ANSWER_BYTES" in tail
     else:  # nothing to repeat: the whole answer streams
         assert tail.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_parallel_requests_cannot_spend_a_budget_many_times_over(
+    make_gateway: GatewayFactory, store: str
+) -> None:
+    # Budgets were checked only as each request started: 200 at once spent 202,000 tokens
+    # of a 1,000 a day.
+    talker = ModelConfig(name="talker", provider="mock", text="w " * 50, tokens_per_second=100)
+    capped = KeyConfig(name="capped", key_env="X", key="sk-capped-0123456789", tokens_per_day=1000)
+    redis = {"redis_url": REDIS_URL, "redis_prefix": f"aichat-test:{uuid.uuid4().hex}:"}
+    gateway = await make_gateway(
+        routes=(talker,), keys=(capped,), **(redis if store == "redis" else {})
+    )
+    headers = {"Authorization": "Bearer sk-capped-0123456789"}
+    # Each holds its prompt (7 tokens) and max_tokens (60) while it runs; each spends 57.
+    body = {"model": "talker", "max_tokens": 60, "messages": [{"role": "user", "content": "hi"}]}
+    url = f"{gateway.url}/v1/chat/completions"
+
+    async def one(http: aiohttp.ClientSession) -> int:
+        async with http.post(url, json=body, headers=headers) as answer:
+            await answer.read()
+            return answer.status
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        statuses = Counter(await asyncio.gather(*(one(http) for _ in range(200))))
+    spent = sum(
+        float(line.split()[-1])
+        for line in await _metric_lines(gateway, "aichat_tokens_total")
+        if 'key="capped"' in line and ('kind="prompt"' in line or 'kind="completion"' in line)
+    )
+    assert set(statuses) == {200, 429}
+    assert statuses[200] >= 1000 // 67  # as many as the budget holds
+    assert spent <= 1000 + 67  # at most the last one's worst case past the budget
