@@ -62,6 +62,18 @@ async def test_namespace_tools_of_one_name_are_flattened_in_linear_time(
     assert time.process_time() - cpu < 3, "flattening namespace tools took seconds of CPU"
 
 
+async def burst(url: str, body: dict[str, object], headers: dict[str, str], n: int) -> Counter[int]:
+    """The statuses of ``n`` requests sent at once, each on a connection of its own."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def one() -> int:
+            async with http.post(url, json=body, headers=headers) as answer:
+                await answer.read()
+                return answer.status
+
+        return Counter(await asyncio.gather(*(one() for _ in range(n))))
+
+
 def _dense_text(chars: int) -> str:
     """Text of about three tokens per four characters, with nothing JSON must escape."""
     alphabet = string.ascii_letters + string.digits + "!#$%&()*+,-./:;<=>?@[]^_{|}~ "
@@ -122,13 +134,7 @@ async def test_a_burst_on_a_spent_budget_is_refused_whole_with_redis_healthy(
     async with gateway.http.post(url, json=body, headers=headers) as first:
         assert first.status == 200, await first.text()
 
-    async def one(http: aiohttp.ClientSession) -> int:
-        async with http.post(url, json=body, headers=headers) as answer:
-            await answer.read()
-            return answer.status
-
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        statuses = Counter(await asyncio.gather(*(one(http) for _ in range(300))))
+    statuses = await burst(url, body, headers, 300)
     assert statuses == {429: 300}
 
 
@@ -454,13 +460,7 @@ async def test_parallel_requests_cannot_spend_a_budget_many_times_over(
     body = {"model": "talker", "max_tokens": 60, "messages": [{"role": "user", "content": "hi"}]}
     url = f"{gateway.url}/v1/chat/completions"
 
-    async def one(http: aiohttp.ClientSession) -> int:
-        async with http.post(url, json=body, headers=headers) as answer:
-            await answer.read()
-            return answer.status
-
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        statuses = Counter(await asyncio.gather(*(one(http) for _ in range(200))))
+    statuses = await burst(url, body, headers, 200)
     spent = sum(
         float(line.split()[-1])
         for line in await _metric_lines(gateway, "aichat_tokens_total")
