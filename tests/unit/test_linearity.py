@@ -52,8 +52,9 @@ from aichat.providers.tool_emulation import CallScanner, prompted_request
 
 BOUND = 5.0  # how much longer 4n may take than n
 # n doubles from START until one run takes ``ONE_RUN``; past MAX_N, runs are repeated
-# instead (a larger input would measure the memory caches, not the code).
-START, MAX_N = 16, 1 << 10
+# instead: a larger input measures the memory caches and, in a long-lived process whose
+# heap has free room for n but not for 4n, the page faults of fresh arenas, not the code.
+START, MAX_N = 16, 1 << 8
 ONE_RUN = 0.001  # CPU seconds
 FLOOR = 0.005  # CPU seconds the runs of one measurement at size n take at least (x4)
 RUNS = 5  # measurements per size; the best counts
@@ -444,10 +445,10 @@ CASES = [
     Case("blocks: n tool-call argument pieces", argument_pieces, blocks_of),
     Case("blocks: <think> and n deltas", texts("x", "<think>", "</think>ok"), blocks_of),
     Case("blocks: n blank deltas after </think>", texts(" ", "<think>a</think>", "ok"), blocks_of),
-    Case("think: n blank pieces", lambda n: [" "] * n, split_think),
+    Case("think: n blank pieces", lambda n: [" " * 16] * n, split_think),
     Case(
         "think: n blank pieces before <think>",
-        lambda n: [" "] * n + ["<think>a</think>b"],
+        lambda n: [" " * 16] * n + ["<think>a</think>b"],
         split_think,
     ),
     Case(
