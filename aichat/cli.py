@@ -1,4 +1,4 @@
-"""The ``aichat`` command: ``aichat serve``, ``aichat config show`` and ``aichat usage``.
+"""The ``aichat`` command: ``serve``, ``config show``, ``usage`` and ``agent-env``.
 
 Help texts are plain text (argparse prints them as they are). Global options (``--env-file``)
 are accepted before or after the subcommand. Every start-up failure is one line on stderr
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aichat import __version__
+from aichat.agent_env import AGENTS, agent_env
 from aichat.core.config import ConfigError, Settings, StartupError, load_settings
 from aichat.operations.logs import configure_logging
 from aichat.operations.usage_report import GROUPS
@@ -95,6 +96,18 @@ def _parser() -> argparse.ArgumentParser:
         "--json", dest="output", action="store_const", const="json", help="one JSON object a line"
     )
     formats.add_argument("--csv", dest="output", action="store_const", const="csv", help="CSV")
+    agent = commands.add_parser(
+        "agent-env",
+        parents=[late],
+        help="settings for a coding agent to use a model through aichat",
+        description="Print the environment lines (claude) or the config.toml (codex) that point "
+        "a coding agent at a model of the running gateway, its context window included.",
+    )
+    agent.add_argument("agent", choices=AGENTS, help="Claude Code or the Codex CLI")
+    agent.add_argument("model", help="a model name the gateway serves")
+    agent.add_argument("--url", help="the gateway as the agent reaches it (default: its port here)")
+    agent.add_argument("--key", help="a client key to ask it with (default: APP_SECRET)")
+    agent.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
     return parser
 
 
@@ -141,6 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_usage(
                 settings, sys.stdout, args.since, args.until, args.by, args.output or "table"
             )
+            return 0
+        if args.command == "agent-env":
+            text, note = agent_env(settings, args.agent, args.model, args.url, args.key)
+            if note:
+                print(f"aichat: note: {note}", file=sys.stderr)
+            sys.stdout.write(text)
             return 0
         settings.require_auth_decision()
         configure_logging(settings.log_format, settings.log_level)

@@ -18,6 +18,7 @@ from aichat.app import create_app
 from aichat.core.config import Settings
 from aichat.server import runner
 from tests.fakes import FakeAichats, FakeOpenAI
+from tests.llama.server import llama  # noqa: F401 (the real llama.cpp, for any test that asks)
 from tests.postgres import Cluster, binaries, cluster
 
 API_KEY = "sk-test-key-0123456789"

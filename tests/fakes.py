@@ -154,6 +154,7 @@ class FakeOpenAI:
     end_delay: float = 0.0  # seconds between ``[DONE]`` and the end of the body
     connections: set[object] = field(default_factory=set)  # client address of each request
     models: list[str] = field(default_factory=lambda: ["llama3.1", "qwen2.5"])  # GET /v1/models
+    listing: list[dict[str, Any]] | None = None  # GET /v1/models' data as given, if set
     models_status: int = 200
     report_usage: bool = True  # False: no usage anywhere, as some servers answer
     usage: dict[str, Any] = field(
@@ -277,7 +278,9 @@ class FakeOpenAI:
     async def list_models(self, request: web.Request) -> web.Response:
         if self.models_status != 200:
             return web.json_response(self.error_body, status=self.models_status)
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
+        data = self.listing or [
+            {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models
+        ]
         return web.json_response({"object": "list", "data": data})
 
     def app(self) -> web.Application:

@@ -92,6 +92,7 @@ def build_target(route: ModelConfig, settings: Settings, session: aiohttp.Client
         CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown),
         capabilities_for(route),
         pricing_for(route, route.target_model),
+        route.context_window,
         max_tokens=route.max_tokens,
     )
 

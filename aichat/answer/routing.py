@@ -23,6 +23,7 @@ class Target:
     breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(0, 1.0))
     capabilities: Capabilities = CAPABILITIES["openai"]
     pricing: Pricing = field(default_factory=Free)
+    context_window: int | None = None  # tokens, where configured or told by the upstream
     listed_by: str | None = None  # the discovery route whose upstream listed this model
     # The answer-length limit when a request sets none: what budgets hold for its answer.
     max_tokens: int = 4096

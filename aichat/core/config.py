@@ -28,6 +28,7 @@ from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 HistoryMode = Literal["transcript", "turns"]
+MAX_CONTEXT_WINDOW = 100_000_000  # tokens: a larger window is a mistake, not a model
 ProviderKind = Literal["aichats", "openai", "anthropic", "mock"]
 
 
@@ -99,6 +100,9 @@ class ModelConfig(BaseModel):
     # (a proxy of OpenAI: "openai"); unset: the provider its base_url names (aichats and
     # mock: nothing).
     price: PriceConfig | str | None = None
+    # Tokens the model holds, prompt and answer together: told to clients in /v1/models and
+    # to coding agents. Unset: what the upstream says, where it says (discovered models).
+    context_window: int | None = Field(None, ge=1, le=MAX_CONTEXT_WINDOW)
 
     @field_validator("base_url")
     @classmethod

@@ -13,6 +13,7 @@ from aichat.answer.routing import Target
 from aichat.answer.state import ROUTER
 from aichat.core.errors import InvalidRequest
 from aichat.core.exchange import EXCHANGE
+from aichat.inbound.codex_catalog import codex_catalog
 from aichat.operations.lifecycle import LIFECYCLE
 from aichat.operations.metrics import require_metrics_key
 
@@ -50,24 +51,30 @@ async def ready(request: web.Request) -> web.Response:
 
 
 def _model_object(target: Target, created: int) -> dict[str, Any]:
-    return {
+    model: dict[str, Any] = {
         "id": target.name,
         "object": "model",
         "created": created,
         "owned_by": target.provider.name,
     }
+    if target.context_window is not None:
+        model["context_window"] = target.context_window
+    return model
 
 
 async def list_models(request: web.Request) -> web.Response:
-    """``GET /v1/models``: every routed model, in OpenAI's list shape."""
+    """``GET /v1/models``: every routed model, in OpenAI's list shape, each with its
+    ``context_window`` where known; with ``?client_version=``, the Codex CLI's catalog too."""
     created = request.app[LIFECYCLE].started_at
     policy = request[EXCHANGE].key
-    data = [
-        _model_object(target, created)
-        for target in request.app[ROUTER].targets
-        if policy.allows(target.name)
-    ]
-    return web.json_response({"object": "list", "data": data})
+    targets = [target for target in request.app[ROUTER].targets if policy.allows(target.name)]
+    body: dict[str, Any] = {
+        "object": "list",
+        "data": [_model_object(target, created) for target in targets],
+    }
+    if "client_version" in request.query:
+        body["models"] = codex_catalog(targets)
+    return web.json_response(body)
 
 
 async def get_model(request: web.Request) -> web.Response:

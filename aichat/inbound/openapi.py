@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from aichat import __version__
@@ -40,6 +40,9 @@ class ModelObject(BaseModel):
     object: Literal["model"]
     created: int
     owned_by: str
+    context_window: int | None = Field(
+        None, description="Tokens the model holds, prompt and answer together, where known."
+    )
 
 
 class ModelList(BaseModel):
@@ -47,6 +50,9 @@ class ModelList(BaseModel):
 
     object: Literal["list"]
     data: list[ModelObject]
+    models: list[dict[str, Any]] | None = Field(
+        None, description="The Codex CLI's model catalog, when the query has client_version."
+    )
 
 
 class AssistantMessage(BaseModel):
@@ -289,6 +295,15 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "listModels",
                     "security": secured,
+                    "parameters": [
+                        {
+                            "name": "client_version",
+                            "in": "query",
+                            "required": False,
+                            "description": "The Codex CLI's version: adds its catalog.",
+                            "schema": {"type": "string"},
+                        }
+                    ],
                     "responses": {"200": _json("Models", ModelList), **_errors("401", "429")},
                 }
             },

@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,24 @@ async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"http://{host}:{port}"
 
 
+@asynccontextmanager
+async def recorded_gateway(
+    config: str, workdir: Path
+) -> AsyncIterator[tuple[Server, Recorder, str]]:
+    """A gateway process serving ``config`` (TOML), a recorder in front of it, and the
+    recorder's URL: where agents are pointed."""
+    (workdir / "aichat.toml").write_text(config)
+    env = server_env(free_port(), os.environ["PATH"], AICHAT_LOG_FORMAT="json")
+    command = [sys.executable, "-m", "aichat", "serve", "--config", str(workdir / "aichat.toml")]
+    async with started(command, env, workdir) as server, aiohttp.ClientSession() as session:
+        recorder = Recorder(server.url, session)
+        recorder_runner, recorder_url = await _serve(recorder.app())
+        try:
+            yield server, recorder, recorder_url
+        finally:
+            await recorder_runner.cleanup()
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     """One gateway process for the module, between the recorder and the scripted upstreams."""
@@ -187,19 +206,12 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         runner, url = await _serve(fake.app())
         runners.append(runner)
         urls.append(url)
-    config = workdir / "aichat.toml"
-    config.write_text(_config(*urls))
-    env = server_env(free_port(), os.environ["PATH"], AICHAT_LOG_FORMAT="json")
-    command = [sys.executable, "-m", "aichat", "serve", "--config", str(config)]
-    async with started(command, env, workdir) as server, aiohttp.ClientSession() as session:
-        recorder = Recorder(server.url, session)
-        recorder_runner, recorder_url = await _serve(recorder.app())
-        try:
-            yield Stack(server, recorder, openai, aichats, anthropic, responses, recorder_url)
-        finally:
-            await recorder_runner.cleanup()
-            for runner in runners:
-                await runner.cleanup()
+    try:
+        async with recorded_gateway(_config(*urls), workdir) as (server, recorder, url):
+            yield Stack(server, recorder, openai, aichats, anthropic, responses, url)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
 
 
 @dataclass

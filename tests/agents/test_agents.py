@@ -22,7 +22,9 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator
+import shlex
+import sys
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -63,31 +65,26 @@ def _base_env(home: Path) -> dict[str, str]:
     return {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8", **QUIET}
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+async def agent_env(agent: str, url: str, model: str, home: Path) -> str:
+    """What ``aichat agent-env`` prints for ``agent`` and ``model`` at ``url`` (the recorder's
+    address): the settings the README tells users to take (tests/e2e/test_readme.py runs it as
+    printed). A process of its own, as a user runs it, while this loop serves the recorder.
+    """
+    command = ["agent-env", agent, model, "--url", url, "--key", API_KEY]
+    env = {"PATH": os.environ["PATH"], "NO_PROXY": "127.0.0.1,localhost"}
+    result = await run_agent([sys.executable, "-m", "aichat", *command], env, home)
+    assert result.returncode == 0, result.report()
+    return result.stdout
 
 
-def readme_block(label: str, lang: str, stack: Stack, model: str) -> str:
-    """The first ``lang`` block after ``label`` in the README's "Coding agents" section, as
-    printed but for the gateway's address, model and key: the README's settings are the
-    ones the agents run with."""
-    text = README.read_text()
-    start = text.index(label, text.index("## Coding agents"))
-    begin = text.index(f"```{lang}\n", start) + len(lang) + 4
-    block = text[begin : text.index("```", begin)]
-    block = block.replace("http://127.0.0.1:8001", stack.url).replace('"$APP_SECRET"', API_KEY)
-    return block.replace("gpt-4o", model)
-
-
-def claude_command(
-    clis: Clis, stack: Stack, model: str, home: Path
+async def claude_command(
+    clis: Clis, url: str, model: str, home: Path
 ) -> tuple[list[str], dict[str, str]]:
     """``claude -p`` printing its stream as JSON events, Bash allowed without asking."""
-    exports = readme_block("**Claude Code**", "bash", stack, model)
     env = _base_env(home)
-    for line in exports.splitlines():
-        if line.startswith("export "):
-            name, _, value = line.removeprefix("export ").partition("=")
-            env[name] = value.split("#")[0].strip()
+    for line in (await agent_env("claude", url, model, home)).splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        (env[name],) = shlex.split(value.replace("$APP_SECRET", API_KEY))
     env["ANTHROPIC_SMALL_FAST_MODEL"] = model  # the name older releases read
     command = [
         str(clis.claude),
@@ -101,14 +98,14 @@ def claude_command(
     return command, env
 
 
-def codex_command(
-    clis: Clis, stack: Stack, model: str, home: Path
+async def codex_command(
+    clis: Clis, url: str, model: str, home: Path
 ) -> tuple[list[str], dict[str, str]]:
     """``codex exec --json`` with aichat as a Responses provider, commands run unsandboxed."""
     codex_home = home / ".codex"
     codex_home.mkdir()
-    config = readme_block("**Codex CLI**", "toml", stack, model)
-    (codex_home / "config.toml").write_text(f"{config}\n[feedback]\nenabled = false\n")
+    config = await agent_env("codex", url, model, home)
+    (codex_home / "config.toml").write_text(f"{config}[feedback]\nenabled = false\n")
     env = {**_base_env(home), "CODEX_HOME": str(codex_home), "AICHAT_API_KEY": API_KEY}
     command = [
         *clis.codex,
@@ -175,11 +172,14 @@ def codex_output(run: Run) -> Output:
     ]
     reasoning = "".join(i["text"] for i in items if i["type"] == "reasoning")
     streamed = kinds[0] == "thread.started" and kinds[-1] == "turn.completed"
+    # aichat's catalog (model_catalog_url) describes every model it serves.
+    notices = [i["message"] for i in items if i["type"] == "error"]
+    assert not any("Model metadata" in notice for notice in notices), notices
     return Output(messages[-1], streamed, outputs, reasoning)
 
 
 Agent = tuple[
-    Callable[[Clis, Stack, str, Path], tuple[list[str], dict[str, str]]],
+    Callable[[Clis, str, str, Path], Awaitable[tuple[list[str], dict[str, str]]]],
     Callable[[Run], Output],
 ]
 AGENTS: dict[str, Agent] = {
@@ -250,7 +250,7 @@ async def _run(
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir(exist_ok=True)
-    command, env = AGENTS[agent][0](clis, stack, MODELS[kind], home)
+    command, env = await AGENTS[agent][0](clis, stack.url, MODELS[kind], home)
     log_from, exchanges_from = stack.log_size(), len(stack.recorder.exchanges)
     run = await run_agent([*command, prompt], env, work)
     assert run.returncode == 0, run.report()

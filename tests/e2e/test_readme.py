@@ -250,6 +250,30 @@ async def check_broken_curl(walk: Walk, out: Output) -> None:
     assert "LLAMA_KEY is not set" in walk.server_output()
 
 
+def printed_after(marker: str) -> str:
+    """The block the README prints after the runnable block ``marker``: its output."""
+    text = README.read_text()
+    start = text.index("```\n", text.index(f"<!-- runnable: {marker} -->")) + 4
+    begin = text.index("\n", text.index("```", start)) + 1
+    return text[begin : text.index("\n```", begin) + 1]
+
+
+async def check_agent_env_claude(walk: Walk, out: Output) -> None:
+    assert out.stdout == walk.as_printed(printed_after("agent-env-claude"))
+    assert out.stderr == ""  # local-llama's window is known: no note
+
+
+async def check_agent_env_codex(walk: Walk, out: Output) -> None:
+    assert out.stdout == walk.as_printed(printed_after("agent-env-codex"))
+    # The catalog that config.toml names answers with the window the block carries.
+    auth = {"Authorization": f"Bearer {walk.key()}"}
+    async with aiohttp.ClientSession() as http:
+        listed = await http.get(f"{walk.url}/v1/models?client_version=0.171.0", headers=auth)
+        catalog = {entry["slug"]: entry for entry in (await listed.json())["models"]}
+    assert catalog["local-llama"]["context_window"] == 8192
+    assert "context_window" not in catalog["demo"]
+
+
 CHECKS: dict[str, Callable[[Walk, Output], Awaitable[None]]] = {
     "first-curl": check_first_curl,
     "demo-curl": check_demo_curl,
@@ -259,6 +283,8 @@ CHECKS: dict[str, Callable[[Walk, Output], Awaitable[None]]] = {
     "messages-curl": check_messages_curl,
     "config-show": check_config_show,
     "broken-curl": check_broken_curl,
+    "agent-env-claude": check_agent_env_claude,
+    "agent-env-codex": check_agent_env_codex,
 }
 
 

@@ -30,7 +30,7 @@ import pytest
 
 from aichat.answer.blocks import collect, segment
 from aichat.answer.capabilities import dropped_header
-from aichat.answer.discovery import listed_ids
+from aichat.answer.discovery import read_listing
 from aichat.answer.translate import Completion, ModelRenamer, complete, stream_chunks
 from aichat.answer.usage import Meter
 from aichat.core.prompt import Prompt
@@ -478,7 +478,7 @@ CASES = [
         lambda n: json.dumps(
             {"data": [{"id": f"model-{i}", "object": "model"} for i in range(n)]}
         ).encode(),
-        listed_ids,
+        read_listing,
     ),
     Case("usage meter: n text deltas", texts("x"), meter),
     Case(
