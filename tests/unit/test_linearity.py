@@ -2,8 +2,9 @@
 must take at most about 5 times as long for 4n (a linear one takes 4 times, a quadratic one
 16), so the next quadratic loop is caught when it is written, not by the next review.
 
-How it holds on a loaded 2-core machine: time is this process's CPU time (other processes'
-turns do not count), with the garbage collector off; n doubles from a small start until one
+How it holds on a loaded 2-core machine: time is this thread's CPU time (other processes'
+turns do not count, nor threads that earlier tests left working), with the garbage
+collector off; n doubles from a small start until one
 run takes ``ONE_RUN`` (at most ``MAX_N`` items: past that the ratio measures the memory
 caches, not the code), and runs are repeated to tens of milliseconds, so fixed costs and
 timer noise are small beside the work; a measurement at n repeats four times as many runs
@@ -503,10 +504,10 @@ def _call(case: Case, data: Any) -> None:
 
 def _cpu(case: Case, data: Any, repeat: int) -> float:
     """The CPU time of ``repeat`` runs of ``case`` on ``data``."""
-    started = time.process_time()
+    started = time.thread_time()
     for _ in range(repeat):
         _call(case, data)
-    return time.process_time() - started
+    return time.thread_time() - started
 
 
 def _times(case: Case, n: int, repeat: int) -> tuple[float, float]:
@@ -526,9 +527,9 @@ def _size(case: Case) -> tuple[int, int]:
     n = START
     while True:
         data = case.make(n)
-        started = time.process_time()
+        started = time.thread_time()
         _call(case, data)
-        once = time.process_time() - started
+        once = time.thread_time() - started
         if once >= ONE_RUN or n >= MAX_N:
             return n, max(1, math.ceil(FLOOR / max(once, 1e-6)))
         n *= 2
