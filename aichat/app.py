@@ -49,6 +49,7 @@ from aichat.operations.limits import (
 from aichat.operations.logs import REQUEST_ID_HEADER, access_log_middleware, add_request_id_header
 from aichat.operations.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
 from aichat.operations.pricing import load_price_table
+from aichat.operations.redis_pool import REDIS_POOL, RedisPool
 from aichat.operations.timing import SERVER_TIMING_HEADER, add_server_timing
 from aichat.operations.trace_setup import configured_tracing
 
@@ -78,25 +79,35 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         router = app[ROUTER] = build_router(settings, session)
         failed_keys = app[FAILED_KEYS]
         app[METRICS].watch(
-            app[LIMITER].rejection_counts, router.circuits, lambda: failed_keys.total
+            app[LIMITER].rejection_counts,
+            router.circuits,
+            lambda: failed_keys.total,
+            router.metric_names,
         )
         app[LIFECYCLE].ready = True
         yield
         app[LIFECYCLE].ready = False
 
 
+async def _redis_pool(app: web.Application) -> AsyncIterator[None]:
+    """The process's one Redis pool, when ``REDIS_URL`` is set; closed after its users."""
+    settings = app[SETTINGS]
+    if settings.redis_url is None:
+        yield
+        return
+    pool = app[REDIS_POOL] = RedisPool(
+        settings.redis_url, settings.redis_max_connections, settings.queue_timeout
+    )
+    yield
+    await pool.close()
+
+
 async def _counter_store(app: web.Application) -> AsyncIterator[None]:
     """Rate-limit counters: in Redis when ``REDIS_URL`` is set, else in this process."""
     settings = app[SETTINGS]
+    pool = app.get(REDIS_POOL)
     store: CounterStore = (
-        RedisStore(
-            settings.redis_url,
-            settings.redis_prefix,
-            settings.redis_max_connections,
-            settings.queue_timeout,
-        )
-        if settings.redis_url
-        else MemoryStore()
+        RedisStore(pool, settings.redis_prefix) if pool is not None else MemoryStore()
     )
     limiter = app[LIMITER] = Limiter(
         store,
@@ -108,7 +119,6 @@ async def _counter_store(app: web.Application) -> AsyncIterator[None]:
     limiter.start()
     yield
     await limiter.stop()
-    await store.close()
 
 
 async def _stop_taking_requests(app: web.Application) -> None:
@@ -116,6 +126,9 @@ async def _stop_taking_requests(app: web.Application) -> None:
 
 
 ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[object]]
+# Operational endpoints are for probes and scrapers, not browsers: no CORS, so no web page a
+# user visits can read them (what they show names routes and upstreams).
+_NOT_FOR_BROWSERS = frozenset({"/metrics", "/ready", "/health"})
 _CORS_HEADERS: web.AppKey[ResponseHook] = web.AppKey("cors_headers")
 
 
@@ -151,7 +164,8 @@ def _setup_cors(app: web.Application, origins: tuple[str, ...]) -> None:
     hooks = len(app.on_response_prepare)
     cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(origins, options))
     for route in list(app.router.routes()):
-        cors.add(route)
+        if route.resource is None or route.resource.canonical not in _NOT_FOR_BROWSERS:
+            cors.add(route)
     # aiohttp-cors looks up the route's CORS settings for every response, though it only
     # acts on requests with an Origin header, which API clients other than browsers never
     # send: its hook is taken out and run by the gateway's own, for those requests only.
@@ -208,7 +222,14 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
     # Reverse order on the way out: answers still closing record their usage first.
     app.cleanup_ctx.extend(
-        [_counter_store, keep_history(settings), usage_ledger, _upstream_session, discovered_models]
+        [
+            _redis_pool,
+            _counter_store,
+            keep_history(settings),
+            usage_ledger,
+            _upstream_session,
+            discovered_models,
+        ]
     )
     if tracing is not None:
         # First in, last out: spans of answers still closing are exported.

@@ -17,7 +17,11 @@ from aichat.answer.state import SETTINGS
 from aichat.app import create_app
 from aichat.core.config import Settings, StartupError
 from aichat.operations import sdnotify
-from aichat.operations.connections import GatewayRunner
+from aichat.operations.connections import (
+    GatewayRunner,
+    client_connection_limits,
+    raise_descriptor_limit,
+)
 from aichat.operations.lifecycle import LIFECYCLE
 
 log = logging.getLogger("aichat")
@@ -35,9 +39,14 @@ def runner(app: web.Application, shutdown_timeout: float = 30.0) -> web.AppRunne
     since a small one can inflate to gigabytes at the cost of the event loop's time.
     """
     settings = app[SETTINGS]
+    # Descriptors besides the clients': an upstream socket per request in flight, Redis.
+    reserved = settings.max_concurrent + (
+        settings.redis_max_connections if settings.redis_url else 0
+    )
     return GatewayRunner(
         app,
         header_timeout=settings.header_timeout,
+        connection_limits=client_connection_limits(reserved),
         keepalive_timeout=settings.keepalive_timeout,
         auto_decompress=False,
         handler_cancellation=True,
@@ -53,6 +62,7 @@ async def serve_until_stopped(
 
     With ``load`` (how ``settings`` were made), SIGHUP reloads the configuration.
     """
+    descriptors = raise_descriptor_limit()
     app = create_app(settings)
     app_runner = runner(app)
     await app_runner.setup()
@@ -69,7 +79,12 @@ async def serve_until_stopped(
             await site.start()
         except OSError as exc:
             raise StartupError(listen_error(settings.host, settings.port, exc)) from None
-        log.info("aichat listening on http://%s:%d", settings.host, settings.port)
+        log.info(
+            "aichat listening on http://%s:%d (%d descriptors)",
+            settings.host,
+            settings.port,
+            descriptors,
+        )
         # What exists now (the tokenizer's tables above all) lives as long as the process:
         # keep it out of the cyclic GC, whose full passes would walk all of it every time.
         gc.freeze()

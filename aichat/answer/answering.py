@@ -21,7 +21,7 @@ from aichat.answer.capabilities import DROPPED_HEADER, dropped_header, dropped_p
 from aichat.answer.failover import open_answer
 from aichat.answer.sse import write_sse
 from aichat.answer.state import RETRY_POLICY, ROUTER
-from aichat.answer.usage import admit, meter
+from aichat.answer.usage import admit, meter, release
 from aichat.core.errors import APIError, UpstreamError
 from aichat.core.exchange import Exchange
 from aichat.core.prompt import Prompt
@@ -62,13 +62,15 @@ async def respond(
     chain = app[ROUTER].chain(prompt.model, exchange.key.models)
     route = chain[0].name
     exchange.note(route=route)
-    await admit(app, exchange)
+    hold = await admit(app, exchange, prompt, chain[0])
     exchange.upstream_called = time.perf_counter()
     try:
         answer = await open_answer(chain, prompt, app[RETRY_POLICY], exchange.trace)
-    except UpstreamError as err:
-        # A request that failed on every attempt says where and how often it tried, too.
-        exchange.note(upstream=err.upstream, attempts=err.attempts)
+    except BaseException as err:
+        release(app, hold)  # no answer: nothing to charge
+        if isinstance(err, UpstreamError):
+            # A request that failed on every attempt says where and how often it tried, too.
+            exchange.note(upstream=err.upstream, attempts=err.attempts)
         raise
     target = answer.target
     exchange.note(upstream=target.label, attempts=answer.attempts)
@@ -82,7 +84,7 @@ async def respond(
             "request parameters dropped",
             extra={"fields": {"upstream": target.label, "dropped": headers[DROPPED_HEADER]}},
         )
-    watcher = meter(app, exchange, prompt, route, target)
+    watcher = meter(app, exchange, prompt, chain[0].metric_name, target, hold)
     events = Timed(answer.first, answer.events, exchange, watcher)
     async with aclosing(events):
         if prompt.stream:

@@ -4,17 +4,26 @@ The Responses API (output items) and the Anthropic Messages API (content blocks)
 an answer as a list of blocks, each a text, a tool call or reasoning, opened, filled piece by
 piece and closed. ``segment`` turns any provider's events into that sequence once, so each API
 module only has to spell the block events in its own wire format.
+
+Memory is bounded: a block's whole text (on its ``BlockStop``) is kept only where the API
+repeats it (every block for Responses, tool calls only for a Messages stream), at most
+``limit`` characters of one answer in all; past it the answer fails with ``AnswerTooLarge``.
+The text counted for usage, when the upstream reports none, is a ``TextTally``.
 """
 
 from __future__ import annotations
 
+import io
+import math
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from aichat.answer.translate import counted_usage
+from aichat.core.errors import UpstreamError
 from aichat.core.ids import new_call_id
 from aichat.core.prompt import Prompt
+from aichat.core.tokens import TextTally
 from aichat.providers.base import (
     Chained,
     Event,
@@ -79,22 +88,35 @@ BlockEvent = BlockStart | BlockDelta | BlockStop | End
 _TEXT, _REASONING = "text", "reasoning"
 
 
+class AnswerTooLarge(UpstreamError):
+    """An answer longer than an API that repeats it whole may keep."""
+
+    def __init__(self, limit: float) -> None:
+        super().__init__(
+            f"The answer is longer than {limit:.0f} characters, the most this API keeps to "
+            "repeat at its end (AICHAT_MAX_ANSWER_BYTES).",
+            retryable=False,
+        )
+
+
 class _Open:
-    """The block being filled: its index, what it is and what it holds so far."""
+    """The block being filled: its index, what it is and what it holds so far (None: its
+    text is not kept). A ``StringIO``, not a list of pieces: a piece is often one token,
+    and a string object per token costs some fifty bytes more than its text."""
 
     __slots__ = ("index", "key", "parts", "tool")
 
-    def __init__(self, index: int, key: str | int, tool: ToolCall | None) -> None:
+    def __init__(self, index: int, key: str | int, tool: ToolCall | None, keep: bool) -> None:
         self.index = index
         self.key = key
         self.tool = tool
-        self.parts: list[str] = []
+        self.parts = io.StringIO() if keep else None
 
     def start(self) -> BlockStart:
         return BlockStart(self.index, self.tool, self.key == _REASONING)
 
     def stop(self) -> BlockStop:
-        text = "".join(self.parts)
+        text = self.parts.getvalue() if self.parts is not None else ""
         tool = ToolCall(self.tool.id, self.tool.name, text) if self.tool else None
         return BlockStop(self.index, tool, text, self.key == _REASONING)
 
@@ -102,12 +124,15 @@ class _Open:
 class _Segmenter:
     """Opens, fills and closes blocks as the pieces of an answer arrive."""
 
-    __slots__ = ("block", "count", "produced")
+    __slots__ = ("block", "count", "kept", "limit", "produced", "texts")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: float, texts: bool) -> None:
         self.block: _Open | None = None
         self.count = 0
-        self.produced: list[str] = []
+        self.produced = TextTally()
+        self.limit = limit
+        self.texts = texts  # keep text and reasoning blocks' text, not only tool calls'
+        self.kept = 0
 
     def add(self, key: str | int, text: str, call: ToolCallDelta | None = None) -> list[BlockEvent]:
         """The block events of one piece: a new block when it belongs to another one."""
@@ -117,12 +142,16 @@ class _Segmenter:
             if block is not None:
                 events.append(block.stop())
             tool = ToolCall(call.id or new_call_id(), call.name or "") if call else None
-            block = self.block = _Open(self.count, key, tool)
+            block = self.block = _Open(self.count, key, tool, tool is not None or self.texts)
             self.count += 1
             events.append(block.start())
         if text:
-            block.parts.append(text)
-            self.produced.append(text)
+            if block.parts is not None:
+                self.kept += len(text)
+                if self.kept > self.limit:
+                    raise AnswerTooLarge(self.limit)
+                block.parts.write(text)
+            self.produced.add(text)
             events.append(BlockDelta(block.index, text))
         return events
 
@@ -144,15 +173,21 @@ async def segment(
     events: AsyncIterator[Event],
     prompt: Prompt,
     reasoning: bool = True,
+    *,
+    limit: float = math.inf,
+    texts: bool = True,
 ) -> AsyncGenerator[BlockEvent, None]:
     """Block events of one answer; raises ``Incomplete`` if it ends without ``Finish``.
+
+    ``BlockStop`` carries the whole text of tool calls, and of text and reasoning blocks
+    with ``texts``: at most ``limit`` characters in all, else ``AnswerTooLarge``.
 
     Tool calls are expected one after another (as OpenAI streams them): a piece for another
     call index closes the current block and opens the next. Reasoning, from the upstream's
     own fields or a leading ``<think>`` section, gets blocks of its own, or none at all
     without ``reasoning``; it is never answer text.
     """
-    blocks = _Segmenter()
+    blocks = _Segmenter(limit, texts)
     splitter = ThinkSplitter()
     usage: Usage | None = None
     # Closed here when the answer ends at ``Finish``, not left to the garbage collector.
@@ -170,8 +205,8 @@ async def segment(
             elif isinstance(event, Finish):
                 for block in blocks.text(splitter.flush(), reasoning) + blocks.close():
                     yield block
-                produced = "".join(blocks.produced)
-                yield End(event.reason, usage or counted_usage(prompt.texts(), produced))
+                counted = usage or counted_usage(prompt.texts(), blocks.produced.tokens())
+                yield End(event.reason, counted)
                 return
             for block in found:
                 yield block

@@ -21,9 +21,14 @@ Decisions:
 - Explicit ``[[models]]`` always win: a discovered name that is also configured is skipped.
 - Every model of one discovery route shares the route's provider and circuit: they are one
   upstream server, which fails as a whole. Both carry over while the route is unchanged.
-- Listings are bounded: ``MAX_BYTES`` of JSON, ``MAX_MODELS`` ids, ``LIST_TIMEOUT`` seconds;
-  so is each Ollama question, ``ASK_AT_ONCE`` at a time, and a window above
-  ``MAX_CONTEXT_WINDOW`` tokens is not believed.
+- Listings are bounded: ``MAX_BYTES`` of JSON (read to the end, however many network reads
+  that takes), ``MAX_MODELS`` ids, ``LIST_TIMEOUT`` seconds; so is each Ollama question,
+  ``ASK_AT_ONCE`` at a time, and a window above ``MAX_CONTEXT_WINDOW`` tokens is not
+  believed.
+- A listed id or alias becomes a model name in headers, logs and ``/v1/models``: one that is
+  empty, longer than 256 characters or holds a control character is not used.
+- Redirects are followed only where the route's ``follow_redirects`` allows them, as for
+  its answers: a listing must not lead the gateway, and the route's key, to another host.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import aiohttp
 import orjson
@@ -94,10 +99,10 @@ def _window(value: Any) -> int | None:
 
 def _listed(item: dict[str, Any]) -> Listed | None:
     model_id = item.get("id")
-    if not isinstance(model_id, str) or not 0 < len(model_id) <= 256:
+    if not _usable(model_id):
         return None
     aliases = item.get("aliases")
-    named = [a for a in aliases if isinstance(a, str)] if isinstance(aliases, list) else []
+    named = [a for a in aliases if _usable(a)] if isinstance(aliases, list) else []
     meta = item.get("meta")
     window = _window(item.get("max_model_len"))  # vLLM
     if window is None and isinstance(meta, dict):
@@ -131,17 +136,25 @@ def read_listing(body: bytes) -> tuple[Listed, ...]:
     return tuple(found.values())
 
 
+def _usable(name: object) -> TypeGuard[str]:
+    return isinstance(name, str) and 0 < len(name) <= 256 and name.isprintable()
+
+
 def _auth(route: ModelConfig) -> dict[str, str]:
     return {"Authorization": f"Bearer {route.api_key.get_secret_value()}"} if route.api_key else {}
 
 
 async def _read(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body, however many network reads it takes, up to ``MAX_BYTES``."""
     if response.status != 200:
-        raise ListingFailed(f"HTTP {response.status}")
-    body = await response.content.read(MAX_BYTES + 1)
-    if len(body) > MAX_BYTES:
-        raise ListingFailed(f"the answer is larger than {MAX_BYTES} bytes")
-    return body
+        redirect = " (a redirect: see follow_redirects)" if response.status < 400 else ""
+        raise ListingFailed(f"HTTP {response.status}{redirect}")
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > MAX_BYTES:
+            raise ListingFailed(f"the answer is larger than {MAX_BYTES} bytes")
+    return bytes(body)
 
 
 async def _ask(
@@ -152,7 +165,13 @@ async def _ask(
     try:
         async with (
             asyncio.timeout(LIST_TIMEOUT),
-            session.request(method, path, json=body, headers=_auth(route)) as response,
+            session.request(
+                method,
+                path,
+                json=body,
+                headers=_auth(route),
+                allow_redirects=route.follow_redirects,
+            ) as response,
         ):
             return await _read(response)
     except (aiohttp.ClientError, OSError) as exc:
@@ -304,6 +323,8 @@ class Discovery:
                         capabilities,
                         pricing_for(route, model.id),
                         route.context_window or model.window or told.get(model.id),
+                        listed_by=route.name,
+                        max_tokens=route.max_tokens,
                     )
                 )
         self.names = names

@@ -138,7 +138,7 @@ def _failed(policy: RetryPolicy, target: Target, attempt: int, err: UpstreamErro
         },
     )
     if policy.metrics is not None:
-        policy.metrics.upstream_errors.labels(target.label, err.code or "-").inc()
+        policy.metrics.upstream_error(target.metric_label, err.code)
 
 
 def _given_up(err: UpstreamError, target: Target, attempts: int) -> UpstreamError:
@@ -184,7 +184,7 @@ async def open_answer(
                     break
                 retry += 1
                 if policy.metrics is not None:
-                    policy.metrics.retries.labels(target.label).inc()
+                    policy.metrics.retries.labels(target.metric_label).inc()
                 await asyncio.sleep(wait)
                 continue
             before = breaker.state
@@ -193,7 +193,7 @@ async def open_answer(
             answer.attempts = attempts
             if policy.metrics is not None:
                 elapsed = time.perf_counter() - started
-                policy.metrics.observe_first_token(chain[0].name, elapsed)
+                policy.metrics.observe_first_token(chain[0].metric_name, elapsed)
             return answer
     if last_error is not None:
         raise _given_up(*last_error, attempts)

@@ -93,6 +93,7 @@ def build_target(route: ModelConfig, settings: Settings, session: aiohttp.Client
         capabilities_for(route),
         pricing_for(route, route.target_model),
         route.context_window,
+        max_tokens=route.max_tokens,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aichat.answer.capabilities import CAPABILITIES, Capabilities
@@ -24,11 +24,25 @@ class Target:
     capabilities: Capabilities = CAPABILITIES["openai"]
     pricing: Pricing = field(default_factory=Free)
     context_window: int | None = None  # tokens, where configured or told by the upstream
+    listed_by: str | None = None  # the discovery route whose upstream listed this model
+    # The answer-length limit when a request sets none: what budgets hold for its answer.
+    max_tokens: int = 4096
 
     @property
     def label(self) -> str:
         """How logs and the ``x-aichat-upstream`` header name this target."""
         return f"{self.name} ({self.provider.name})"
+
+    @property
+    def metric_name(self) -> str:
+        """The model's name in metric labels: a configured name, never an upstream's (a
+        discovered model is counted under its discovery route)."""
+        return self.listed_by or self.name
+
+    @property
+    def metric_label(self) -> str:
+        """The upstream's name in metric labels, as ``label`` but from configuration only."""
+        return f"{self.metric_name} ({self.provider.name})"
 
 
 def _unknown(model: str) -> NotFound:
@@ -43,11 +57,18 @@ class Router:
     """Looks up the target of a requested model name, and its fallbacks."""
 
     def __init__(self, targets: Iterable[Target]) -> None:
-        self._targets = {target.name: target for target in targets}
+        self.replace(targets)
 
     def replace(self, targets: Iterable[Target]) -> None:
         """Serve ``targets`` from now on (a reload); chains already handed out stay as they are."""
         self._targets = {target.name: target for target in targets}
+        names = {target.name: target.metric_name for target in self._targets.values()}
+        labels = {target.label: target.metric_label for target in self._targets.values()}
+        self._metric_names: Mapping[str, str] = {**names, **labels}
+
+    def metric_names(self) -> Mapping[str, str]:
+        """Each target's name and label -> what metric labels call it."""
+        return self._metric_names
 
     @property
     def targets(self) -> list[Target]:
@@ -73,5 +94,5 @@ class Router:
         return [primary, *(self._targets[name] for name in primary.fallbacks)]
 
     def circuits(self) -> dict[str, str]:
-        """Each target's circuit state, for metrics."""
-        return {target.label: target.breaker.state for target in self._targets.values()}
+        """Each target's circuit state, for metrics (discovered models share their route's)."""
+        return {target.metric_label: target.breaker.state for target in self._targets.values()}

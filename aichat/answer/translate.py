@@ -21,7 +21,7 @@ from aichat.answer.sse import Final
 from aichat.core.errors import APIError, error_event
 from aichat.core.ids import new_id
 from aichat.core.schemas import ChatCompletionRequest, prompt_text
-from aichat.core.tokens import count_tokens, prompt_tokens
+from aichat.core.tokens import TextTally, count_tokens, prompt_tokens
 from aichat.providers.base import (
     Chained,
     Event,
@@ -128,13 +128,26 @@ def tool_call_delta(call: ToolCallDelta) -> dict[str, Any]:
     return {**head, "function": function}
 
 
-def _merge_tool_call(calls: dict[int, dict[str, Any]], call: ToolCallDelta) -> None:
-    merged = calls.setdefault(
-        call.index, {"id": call.id, "type": "function", "function": {"name": "", "arguments": ""}}
-    )
-    merged["id"] = merged["id"] or call.id
-    merged["function"]["name"] += call.name or ""
-    merged["function"]["arguments"] += call.arguments
+class _CallParts:
+    """One tool call of a whole answer as its pieces arrive, joined once at the end (``+=``
+    on a string kept in a dict copies all of it for every piece)."""
+
+    __slots__ = ("arguments", "id", "names")
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.names: list[str] = []
+        self.arguments: list[str] = []
+
+    def add(self, call: ToolCallDelta) -> None:
+        self.id = self.id or call.id
+        if call.name:
+            self.names.append(call.name)
+        self.arguments.append(call.arguments)
+
+    def json(self) -> dict[str, Any]:
+        function = {"name": "".join(self.names), "arguments": "".join(self.arguments)}
+        return {"id": self.id, "type": "function", "function": function}
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
@@ -147,10 +160,10 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
     }
 
 
-def counted_usage(prompt: list[str], answer: str) -> Usage:
-    """Usage counted locally from the prompt's texts and the answer, for upstreams that
-    report none."""
-    return Usage(prompt_tokens(prompt), count_tokens(answer))
+def counted_usage(prompt: list[str], completion_tokens: int) -> Usage:
+    """Usage counted locally from the prompt's texts and the answer's tokens, for upstreams
+    that report none."""
+    return Usage(prompt_tokens(prompt), completion_tokens)
 
 
 # The top-level "model" key of an OpenAI chunk. Quotes inside JSON strings are escaped, so
@@ -229,7 +242,7 @@ async def _translated_chunks(
 ) -> AsyncGenerator[bytes, None]:
     encoder = ChunkEncoder(completion)
     want_usage = request.include_usage
-    answer: list[str] = []
+    answer = TextTally()  # counted only when the client wants usage
     finish: Finish | None = None
     usage: Usage | None = None
     # The role chunk goes out with the first delta: one write, the first token no later.
@@ -238,17 +251,17 @@ async def _translated_chunks(
         async for event in answer_events:
             if isinstance(event, TextDelta):
                 if want_usage:
-                    answer.append(event.text)
+                    answer.add(event.text)
                 yield head + encoder.text(event.text)
                 head = b""
             elif isinstance(event, ToolCallDelta):
                 if want_usage:
-                    answer.append(event.arguments)
+                    answer.add(event.arguments)
                 yield head + encoder.tool_call(event)
                 head = b""
             elif isinstance(event, ReasoningDelta):
                 if want_usage:
-                    answer.append(event.text)
+                    answer.add(event.text)
                 yield head + encoder.reasoning(event.text)
                 head = b""
             elif isinstance(event, Finish):
@@ -260,7 +273,7 @@ async def _translated_chunks(
     # The closing chunks in one write.
     tail = head + encoder.finish(finish.reason)
     if want_usage:
-        tail += encoder.usage(usage or counted_usage(prompt_text(request), "".join(answer)))
+        tail += encoder.usage(usage or counted_usage(prompt_text(request), answer.tokens()))
     yield Final(tail + DONE)
 
 
@@ -300,17 +313,17 @@ async def complete(
     """The whole ``chat.completion`` as JSON, once all events have arrived."""
     if isinstance(first, RawCompletion):
         return await _forwarded_completion(first, events, completion)
-    parts: list[str] = []
+    texts: list[str] = []
     thoughts: list[str] = []
-    calls: dict[int, dict[str, Any]] = {}
+    parts: dict[int, _CallParts] = {}
     finish: Finish | None = None
     usage: Usage | None = None
     async with neutral(first, events) as answer_events:
         async for event in answer_events:
             if isinstance(event, TextDelta):
-                parts.append(event.text)
+                texts.append(event.text)
             elif isinstance(event, ToolCallDelta):
-                _merge_tool_call(calls, event)
+                parts.setdefault(event.index, _CallParts()).add(event)
             elif isinstance(event, ReasoningDelta):
                 thoughts.append(event.text)
             elif isinstance(event, Finish):
@@ -319,15 +332,16 @@ async def complete(
                 usage = event
     if finish is None:
         raise Incomplete()
-    text = "".join(parts)
+    text = "".join(texts)
+    calls = [call.json() for call in parts.values()]
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
     if thoughts:
         message["reasoning_content"] = "".join(thoughts)
     if calls:
         # As OpenAI answers: no text next to tool calls is null, not "".
-        message.update(content=text or None, tool_calls=list(calls.values()))
-    arguments = "".join(call["function"]["arguments"] for call in calls.values())
-    counted = text + arguments + "".join(thoughts)
+        message.update(content=text or None, tool_calls=calls)
+    arguments = "".join(call["function"]["arguments"] for call in calls)
+    counted = count_tokens(text + arguments + "".join(thoughts))
     return _dumps(
         {
             "id": completion.id,

@@ -13,8 +13,8 @@ Decisions:
   send about one token per chunk, and parsing every chunk to count exactly would cost every
   stream what only broken ones need.
 - Bounded: the tokenizer counts at most ``EXACT_UP_TO`` characters of a prompt or an answer
-  (a few milliseconds); longer ones are estimated from their length (four characters a
-  token), so a huge answer costs neither memory nor a long stall of the event loop.
+  (``aichat.core.tokens``); of a longer answer only the length is kept, so a huge answer
+  costs neither memory nor a long stall of the event loop.
 - Recorded when the handler closes the answer's events, which it does on every path, a
   client leaving included; recording never awaits, so a cancelled task loses nothing.
 """
@@ -29,14 +29,16 @@ from prometheus_client import CollectorRegistry
 
 from aichat.answer.routing import Target
 from aichat.answer.state import SETTINGS
+from aichat.answer.translate import counted_usage
 from aichat.core.errors import UpstreamError
 from aichat.core.exchange import Exchange
 from aichat.core.prompt import Prompt
-from aichat.core.tokens import count_tokens, prompt_tokens
-from aichat.operations.budgets import Budgets, budget_limits, open_store
+from aichat.core.tokens import TextTally, prompt_tokens
+from aichat.operations.budgets import Budgets, Hold, budget_limits, open_store
 from aichat.operations.history import HISTORY, History
 from aichat.operations.metrics import METRICS, LabelledCounts
 from aichat.operations.pricing import Cost, usd
+from aichat.operations.redis_pool import REDIS_POOL
 from aichat.providers.base import (
     Event,
     RawBody,
@@ -50,12 +52,6 @@ from aichat.providers.base import (
 )
 from aichat.providers.neutral import reader
 from aichat.providers.openai_events import completion_events
-
-EXACT_UP_TO = 16 * 1024  # characters counted with the tokenizer (about 3 ms of CPU)
-
-
-def _estimate(chars: int) -> int:
-    return (chars + 3) // 4
 
 
 class Ledger:
@@ -101,14 +97,13 @@ LEDGER = web.AppKey("ledger", Ledger)
 class Meter:
     """What one answer costs, from the events it sees; recorded once, when closed."""
 
-    __slots__ = ("_chars", "_chunks", "_prompt", "_record", "_texts", "_usage")
+    __slots__ = ("_chunks", "_prompt", "_record", "_text", "_usage")
 
     def __init__(self, prompt: Prompt, record: Callable[[Usage], None]) -> None:
         self._prompt = prompt
         self._record: Callable[[Usage], None] | None = record
         self._usage: Usage | None = None
-        self._texts: list[str] | None = []  # None once past ``EXACT_UP_TO``
-        self._chars = 0
+        self._text = TextTally()
         self._chunks = 0
 
     def see(self, event: Event) -> None:
@@ -118,9 +113,9 @@ class Meter:
             if event.usage is not None:
                 self._usage = event.usage
         elif isinstance(event, (TextDelta, ReasoningDelta)):  # a tuple: quicker than a union
-            self._add(event.text)
+            self._text.add(event.text)
         elif isinstance(event, ToolCallDelta):
-            self._add(event.arguments)
+            self._text.add(event.arguments)
         elif isinstance(event, RawEvents):
             self._chunks += event.count
             if event.usage is not None:
@@ -142,26 +137,11 @@ class Meter:
                     for inner in reader(event.api).whole(event.data):
                         self.see(inner)
 
-    def _add(self, text: str) -> None:
-        self._chars += len(text)
-        if self._texts is not None:
-            if self._chars > EXACT_UP_TO:
-                self._texts = None
-            else:
-                self._texts.append(text)
-
     def usage(self) -> Usage:
         """What the upstream reported, or else the local count of what it sent."""
         if self._usage is not None:
             return self._usage
-        if self._texts is None:
-            completion = _estimate(self._chars)
-        else:
-            completion = count_tokens("".join(self._texts)) if self._texts else 0
-        texts = self._prompt.texts()
-        chars = sum(len(text) for text in texts)
-        prompt = prompt_tokens(texts) if chars <= EXACT_UP_TO else _estimate(chars)
-        return Usage(prompt, self._chunks + completion)
+        return counted_usage(self._prompt.texts(), self._chunks + self._text.tokens())
 
     def close(self) -> None:
         """Record the usage, once."""
@@ -170,23 +150,42 @@ class Meter:
             record(self.usage())
 
 
-async def admit(app: web.Application, exchange: Exchange) -> None:
-    """Refuse a key over its token budget; its budget headers go on the answer."""
+async def admit(
+    app: web.Application, exchange: Exchange, prompt: Prompt, target: Target
+) -> Hold | None:
+    """Refuse a key over its token budget, else hold the request's worst case (its prompt
+    and its max_tokens, or the route's) until it ends; its budget headers go on the answer."""
     ledger = app.get(LEDGER)
-    if ledger is not None and exchange.key.name in ledger.budgets.limits:
-        await ledger.budgets.admit(exchange)  # most keys have no budget: no await for them
+    if ledger is None or exchange.key.name not in ledger.budgets.limits:
+        return None  # most keys have no budget: no await, no count for them
+    worst = prompt_tokens(prompt.texts()) + (prompt.max_tokens or target.max_tokens)
+    return await ledger.budgets.admit(exchange, worst)
+
+
+def release(app: web.Application, hold: Hold | None) -> None:
+    """Give back what a request that never got an answer held."""
+    ledger = app.get(LEDGER)
+    if ledger is not None:
+        ledger.budgets.release(hold)
 
 
 def meter(
-    app: web.Application, exchange: Exchange, prompt: Prompt, model: str, target: Target
+    app: web.Application,
+    exchange: Exchange,
+    prompt: Prompt,
+    model: str,
+    target: Target,
+    hold: Hold | None = None,
 ) -> Meter:
-    """A meter recording an answer's tokens for the request's key when it closes.
+    """A meter recording an answer's tokens for the request's key when it closes, and
+    releasing what the request held of its budget.
 
-    ``model`` is the routed name (never what a client typed: labels must stay bounded).
+    ``model`` is the routed name's metric name (never what a client typed, nor what an
+    upstream listed: labels must stay bounded).
     """
     ledger = app.get(LEDGER)
     key = exchange.key.name
-    upstream = target.label
+    upstream = target.metric_label
 
     def record(usage: Usage) -> None:
         cost = target.pricing.cost(usage)
@@ -202,6 +201,7 @@ def meter(
             )
         if ledger is not None:
             ledger.record(key, model, upstream, usage, cost)
+            ledger.budgets.release(hold)  # after the charge: never counted by neither
 
     return Meter(prompt, record)
 
@@ -209,7 +209,7 @@ def meter(
 async def usage_ledger(app: web.Application) -> AsyncIterator[None]:
     """``cleanup_ctx``: the ledger and its store, which writes what is pending on the way out."""
     settings = app[SETTINGS]
-    store = open_store(settings)
+    store = open_store(settings, app.get(REDIS_POOL))
     fail_open = settings.redis_failure == "open"
     budgets = Budgets(store, budget_limits(settings), fail_open, every_key=bool(settings.redis_url))
     app[LEDGER] = Ledger(app[METRICS].registry, budgets, app.get(HISTORY))

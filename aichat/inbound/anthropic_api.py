@@ -37,6 +37,7 @@ from aichat.answer.blocks import (
     segment,
 )
 from aichat.answer.passthrough import forward_body, forward_events, verbatim_or
+from aichat.answer.reload import LIVE
 from aichat.answer.sse import Final, named_event
 from aichat.answer.state import ROUTER
 from aichat.core.errors import APIError, InvalidRequest, UpstreamError
@@ -524,11 +525,12 @@ def messages_prompt(body: dict[str, Any], raw: bytes, headers: Mapping[str, str]
 class MessagesSpeaker:
     """Anthropic's words for an answer: its named events, or a whole ``message``."""
 
-    __slots__ = ("_prompt", "_request")
+    __slots__ = ("_limit", "_prompt", "_request")
 
-    def __init__(self, prompt: Prompt) -> None:
+    def __init__(self, prompt: Prompt, limit: float) -> None:
         self._prompt = prompt
         self._request: MessagesRequest | None = None
+        self._limit = limit  # characters of an answer kept to repeat at its end
 
     def _req(self) -> MessagesRequest:
         if self._request is None:
@@ -538,7 +540,15 @@ class MessagesSpeaker:
     def _blocks(
         self, first: Event, events: AsyncIterator[Event]
     ) -> AsyncGenerator[BlockEvent, None]:
-        return segment(first, events, self._prompt, reasoning=self._req().shows_thinking)
+        # A whole message holds its blocks' text; a stream repeats only tool calls' input.
+        return segment(
+            first,
+            events,
+            self._prompt,
+            self._req().shows_thinking,
+            limit=self._limit,
+            texts=not self._prompt.stream,
+        )
 
     def stream(self, first: Event, events: AsyncIterator[Event]) -> AsyncGenerator[bytes, None]:
         """The events of a streamed message: the upstream's own, when it speaks Messages."""
@@ -561,7 +571,8 @@ class MessagesSpeaker:
 async def create_message(request: web.Request) -> web.StreamResponse:
     """Answer one Anthropic Messages request, streamed or whole."""
     prompt = messages_prompt(await read_json(request), await request.read(), request.headers)
-    return await respond(request, request[EXCHANGE], prompt, MessagesSpeaker(prompt))
+    limit = request.app[LIVE].settings.max_answer_bytes
+    return await respond(request, request[EXCHANGE], prompt, MessagesSpeaker(prompt, limit))
 
 
 async def count_message_tokens(request: web.Request) -> web.Response:

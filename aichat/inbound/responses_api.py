@@ -41,6 +41,7 @@ from aichat.answer.blocks import (
     segment,
 )
 from aichat.answer.passthrough import forward_body, forward_events, verbatim_or
+from aichat.answer.reload import LIVE
 from aichat.answer.sse import Final, named_event
 from aichat.core.errors import APIError, InvalidRequest
 from aichat.core.exchange import EXCHANGE
@@ -557,10 +558,12 @@ def responses_prompt(body: dict[str, Any], raw: bytes) -> Prompt:
 class ResponsesSpeaker:
     """The Responses API's words for an answer: its typed events, or a whole response."""
 
-    __slots__ = ("_envelope", "_prompt", "_stream")
+    __slots__ = ("_envelope", "_limit", "_prompt", "_stream")
 
-    def __init__(self, prompt: Prompt) -> None:
+    def __init__(self, prompt: Prompt, limit: float) -> None:
         self._prompt = prompt
+        # Characters of an answer kept: both answers repeat every item whole at their end.
+        self._limit = limit
         self._envelope: Envelope | None = None
         self._stream: ResponseStream | None = None
 
@@ -575,13 +578,13 @@ class ResponsesSpeaker:
         if isinstance(first, RawEvents) and first.api == "responses":
             return forward_events(first, events, self._prompt.model)
         self._stream = ResponseStream(self._started())
-        return self._stream.events(segment(first, events, self._prompt))
+        return self._stream.events(segment(first, events, self._prompt, limit=self._limit))
 
     async def whole(self, first: Event, events: AsyncIterator[Event]) -> bytes:
         """A whole response: the upstream's own, when it speaks Responses."""
         if isinstance(first, RawBody) and first.api == "responses":
             return await forward_body(first, events, self._prompt.model)
-        blocks = segment(first, events, self._prompt)
+        blocks = segment(first, events, self._prompt, limit=self._limit)
         return orjson.dumps(await whole_response(self._started(), blocks))
 
     def failed(self, err: APIError) -> bytes:
@@ -596,4 +599,5 @@ class ResponsesSpeaker:
 async def create_response(request: web.Request) -> web.StreamResponse:
     """Answer one Responses API request, streamed or whole."""
     prompt = responses_prompt(await read_json(request), await request.read())
-    return await respond(request, request[EXCHANGE], prompt, ResponsesSpeaker(prompt))
+    limit = request.app[LIVE].settings.max_answer_bytes
+    return await respond(request, request[EXCHANGE], prompt, ResponsesSpeaker(prompt, limit))

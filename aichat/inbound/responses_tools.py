@@ -47,13 +47,26 @@ class ToolMap:
     tools: list[dict[str, Any]] = field(default_factory=list)
     _by_flat: dict[str, ClientTool] = field(default_factory=dict)
     _flat: dict[tuple[str | None, str], str] = field(default_factory=dict)
+    # Per flattened name, the suffix to try next: each try moves it on, so n tools of one
+    # name cost n tries in all, not n squared.
+    _next: dict[str, int] = field(default_factory=dict)
 
     def add(self, tool: ClientTool, function: dict[str, Any]) -> None:
         """Declare ``tool`` upstream as ``function``, under a name no other tool has."""
-        name = tool.name if tool.namespace is None else _unique(self._by_flat, tool)
+        name = tool.name if tool.namespace is None else self._unique(tool)
         self._by_flat[name] = tool
         self._flat[(tool.namespace, tool.name)] = name
         self.tools.append({"type": "function", "function": {**function, "name": name}})
+
+    def _unique(self, tool: ClientTool) -> str:
+        base = f"{tool.namespace}__{tool.name}"
+        name = _fit(base)
+        number = self._next.get(base, 1)
+        while name in self._by_flat:
+            number += 1
+            name = _fit(f"{base}_{number}")
+        self._next[base] = number
+        return name
 
     def flat_name(self, name: str, namespace: Any = None) -> str:
         """The upstream's name for the client's tool ``name`` in ``namespace``."""
@@ -74,15 +87,6 @@ def _fit(name: str) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[: _MAX_NAME - 9]}_{digest}"
-
-
-def _unique(taken: dict[str, ClientTool], tool: ClientTool) -> str:
-    name = _fit(f"{tool.namespace}__{tool.name}")
-    number = 1
-    while name in taken:
-        number += 1
-        name = _fit(f"{tool.namespace}__{tool.name}_{number}")
-    return name
 
 
 def _custom_function(tool: dict[str, Any]) -> dict[str, Any]:

@@ -28,8 +28,9 @@ from aichat.answer.usage import LEDGER
 from aichat.core.errors import APIError, AuthenticationError, InvalidRequest, NotFound
 from aichat.inbound.playground import add_pages
 from aichat.operations.auth import FAILED_KEYS, key_matches, presented_key
-from aichat.operations.budgets import WINDOWS, StoreDown, window_ids, window_resets
+from aichat.operations.budgets import WINDOWS, window_ids, window_resets
 from aichat.operations.history import HISTORY, DatabaseDown
+from aichat.operations.redis_pool import StoreBusy, StoreUnavailable
 from aichat.operations.usage_report import GROUPS, MAX_DAYS, GroupBy, report
 
 ADMIN_KEY = web.AppKey("admin_key", str)
@@ -105,7 +106,7 @@ async def budget_use(app: web.Application) -> list[dict[str, Any]]:
     for key, limits in sorted(budgets.limits.items()):
         try:
             spent = await budgets.store.spent(windows, key)
-        except StoreDown:
+        except (StoreUnavailable, StoreBusy):
             continue
         for window, limit, used, reset in zip(WINDOWS, limits, spent, resets, strict=True):
             if limit:

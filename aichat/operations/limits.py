@@ -6,11 +6,10 @@ that expire after ``LEASE`` seconds unless renewed, so a replica that dies holdi
 blocks a key for seconds, not for ever. A ``Limiter`` renews the leases its requests hold
 and retries releases that failed, so a lost release costs seconds too.
 
-A process uses at most ``redis_max_connections`` Redis connections. A burst beyond them
-waits for one (back-pressure, bounded by the queue timeout, then 503 like any overload);
-only a Redis that does not answer is "unavailable", which ``AICHAT_REDIS_FAILURE``
-decides about. Counting is exact either way: no request is let through uncounted
-because the pool was busy.
+Redis is reached through the process's one bounded pool (``aichat.operations.redis_pool``):
+a burst beyond it waits for a connection, then gets 503 like any overload; only a Redis
+that does not answer is "unavailable", which ``AICHAT_REDIS_FAILURE`` decides about.
+Counting is exact either way: no request is let through uncounted because the pool was busy.
 """
 
 from __future__ import annotations
@@ -20,42 +19,21 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiohttp import hdrs, web
 
 from aichat.core.errors import APIError, InvalidRequest
 from aichat.core.exchange import EXCHANGE, Handler, KeyPolicy
 from aichat.core.ids import new_id
+from aichat.operations.redis_pool import RedisPool, StoreBusy, StoreUnavailable, acquire_within
 
 log = logging.getLogger("aichat.limits")
 
 WINDOW = 60.0  # seconds: limits are per minute
 LEASE = 30.0  # seconds a concurrency slot is held at most if its holder stops renewing it
 RENEW_EVERY = LEASE / 3  # a missed renewal or two still leaves the lease alive
-
-
-class StoreUnavailable(Exception):
-    """The shared counter store cannot be reached."""
-
-
-class StoreBusy(Exception):
-    """Every connection to the store is in use, for longer than a request may wait."""
-
-
-async def acquire_within(semaphore: asyncio.Semaphore, seconds: float) -> bool:
-    """Take ``semaphore``, waiting at most ``seconds``; False if it stayed taken."""
-    if not semaphore.locked():
-        await semaphore.acquire()  # free: returns at once, no timer needed
-        return True
-    try:
-        async with asyncio.timeout(seconds):
-            await semaphore.acquire()
-    except TimeoutError:
-        return False
-    return True
 
 
 class RateLimited(APIError):
@@ -72,6 +50,13 @@ class Overloaded(APIError):
     status = 503
     type = "server_error"
     code = "server_overloaded"
+
+
+def at_capacity() -> Overloaded:
+    """The 503 of a gateway that cannot take one more request now."""
+    return Overloaded(
+        "The gateway is at capacity; try again shortly.", headers={"Retry-After": "1"}
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +84,6 @@ class CounterStore(Protocol):
 
     async def renew(self, leases: dict[str, str]) -> None:
         """Extend the still-held ``leases`` (lease -> key) by ``LEASE`` seconds from now."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections."""
         ...
 
 
@@ -141,9 +122,6 @@ class MemoryStore:
     async def renew(self, leases: dict[str, str]) -> None:
         """Nothing to do: leases in this process end only when released."""
 
-    async def close(self) -> None:
-        """Nothing to close."""
-
 
 # Drop expired leases, then take a slot if one is free; one round trip, atomic in Redis.
 _ACQUIRE = """
@@ -158,53 +136,13 @@ return 0
 
 
 class RedisStore:
-    """Counters in Redis, shared by every replica using the same prefix.
+    """Counters in Redis, shared by every replica using the same prefix."""
 
-    At most ``max_connections`` operations run at once, each on its own pooled connection;
-    more wait up to ``wait`` seconds for a turn, then raise ``StoreBusy`` — or
-    ``StoreUnavailable`` if the last operation to end failed: then the turns are held by
-    operations waiting on a Redis that does not answer, not by a busy one.
-    """
-
-    def __init__(
-        self, url: str, prefix: str, max_connections: int = 100, wait: float = 2.0
-    ) -> None:
-        # Imported here: redis and what it pulls in cost about 8 MB of memory, for nothing
-        # when REDIS_URL is not set.
-        from redis.asyncio import Redis
-        from redis.exceptions import RedisError
-
-        self._errors = (RedisError, OSError, TimeoutError)
-        # Short timeouts: a dead Redis must cost a request milliseconds, not seconds.
-        self._redis: Any = Redis.from_url(
-            url,
-            max_connections=max_connections,
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
-        )
-        self._turns = asyncio.Semaphore(max_connections)
-        self._wait = wait
-        self._answering = True  # the last operation to end succeeded
+    def __init__(self, pool: RedisPool, prefix: str) -> None:
+        self._pool = pool
+        self._redis = pool.client
         self._prefix = prefix
         self._acquire = self._redis.register_script(_ACQUIRE)
-
-    async def _call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
-        # The pool is never asked for more connections than it holds (it would raise, as
-        # if Redis were down): a turn is taken first.
-        if not await acquire_within(self._turns, self._wait):
-            if not self._answering:
-                raise StoreUnavailable("Redis does not answer")
-            raise StoreBusy(f"all Redis connections busy for {self._wait:g} s")
-        try:
-            result = await operation()
-        except self._errors as exc:
-            self._answering = False
-            raise StoreUnavailable(type(exc).__name__) from None
-        else:
-            self._answering = True
-            return result
-        finally:
-            self._turns.release()
 
     async def count_request(self, key: str) -> WindowCount:
         """INCR the window's counter and set its expiry in one transaction."""
@@ -213,7 +151,7 @@ class RedisStore:
         pipe = self._redis.pipeline(transaction=True)
         pipe.incr(name)
         pipe.expire(name, int(WINDOW) + 5)
-        count, _ = await self._call(pipe.execute)
+        count, _ = await self._pool.call(pipe.execute)
         return WindowCount(int(count), reset)
 
     async def acquire(self, key: str, limit: int, lease: str) -> bool:
@@ -221,12 +159,12 @@ class RedisStore:
         now = time.time()
         args: list[str | float] = [now, now + LEASE, limit, lease, int(LEASE * 2)]
         keys = [f"{self._prefix}conc:{key}"]
-        taken = await self._call(lambda: self._acquire(keys=keys, args=args))
+        taken = await self._pool.call(lambda: self._acquire(keys=keys, args=args))
         return bool(taken)
 
     async def release(self, key: str, lease: str) -> None:
         """Remove the lease."""
-        await self._call(lambda: self._redis.zrem(f"{self._prefix}conc:{key}", lease))
+        await self._pool.call(lambda: self._redis.zrem(f"{self._prefix}conc:{key}", lease))
 
     async def renew(self, leases: dict[str, str]) -> None:
         """Move the leases' expiry on, in one round trip; expired ones stay gone (``XX``)."""
@@ -236,11 +174,7 @@ class RedisStore:
             name = f"{self._prefix}conc:{key}"
             pipe.zadd(name, {lease: until}, xx=True)
             pipe.expire(name, int(LEASE * 2))
-        await self._call(pipe.execute)
-
-    async def close(self) -> None:
-        """Close the connection pool."""
-        await self._redis.aclose()
+        await self._pool.call(pipe.execute)
 
 
 def _reset_text(seconds: float) -> str:
@@ -323,12 +257,7 @@ class Limiter:
         return error
 
     def _busy(self) -> APIError:
-        return self._reject(
-            "store_busy",
-            Overloaded(
-                "The gateway is at capacity; try again shortly.", headers={"Retry-After": "1"}
-            ),
-        )
+        return self._reject("store_busy", at_capacity())
 
     async def check_rate(self, policy: KeyPolicy) -> dict[str, str]:
         """Count this request; raise 429 past the key's limit; return the rate headers."""
@@ -381,13 +310,7 @@ class Limiter:
 
     async def _take_global_slot(self) -> None:
         if not await acquire_within(self._global, self._queue_timeout):
-            raise self._reject(
-                "global",
-                Overloaded(
-                    "The gateway is at capacity; try again shortly.",
-                    headers={"Retry-After": "1"},
-                ),
-            )
+            raise self._reject("global", at_capacity())
 
     async def _take_key_slot(self, policy: KeyPolicy) -> str | None:
         """The lease of the slot taken, or None when none is held (unlimited, store down)."""

@@ -6,12 +6,18 @@ time rather than mirrored on the hot path. What every request records (its count
 and time to first token) is kept as plain numbers and turned into metrics at scrape time
 too: prometheus_client's own types lock and loop over their buckets on every observation,
 which only pays off with threads, and the gateway has one event loop.
+
+Every label value comes from the configuration (model, upstream and key names; a discovered
+model counts under its discovery route) or from a fixed set (statuses, error codes, limits,
+kinds), never from what a client or an upstream sends: anything else is ``other``. A label
+set that grows with input would grow ``/metrics`` and memory without bound.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from http import HTTPStatus
 from itertools import accumulate
 from typing import Any
 
@@ -32,6 +38,24 @@ from aichat.operations.auth import FAILED_KEYS, key_matches, presented_key
 # Latency buckets in seconds, from a cached answer to a long generation.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+OTHER = "other"  # the label value of anything outside the configured or fixed set
+_STATUSES = frozenset(str(status.value) for status in HTTPStatus)
+# Upstream error codes counted by name: the gateway's own and those OpenAI documents.
+UPSTREAM_CODES = frozenset(
+    {
+        "upstream_error",
+        "upstream_timeout",
+        "upstream_unavailable",
+        "rate_limit_exceeded",
+        "insufficient_quota",
+        "server_error",
+        "server_overloaded",
+        "context_length_exceeded",
+        "model_not_found",
+        "invalid_api_key",
+        "invalid_request_error",
+    }
+)
 
 
 class _Snapshot(Collector):
@@ -137,12 +161,14 @@ class Metrics:
         # A plain number, read at scrape time: streams open and close on the hot path.
         self.open_streams = 0
         self.registry.register(_OpenStreams(self))
-        self.upstream_errors = Counter(
+        self._upstream_errors = Counter(
             "aichat_upstream_errors",
-            "Failed upstream attempts, by upstream and error code.",
+            "Failed upstream attempts, by upstream and error code (codes outside a fixed set "
+            "are 'other').",
             ["upstream", "code"],
             registry=self.registry,
         )
+        self._names: Callable[[], Mapping[str, str]] = dict
         self.retries = Counter(
             "aichat_upstream_retries",
             "Retries of the same upstream.",
@@ -155,9 +181,15 @@ class Metrics:
         rejections: Callable[[], dict[str, int]],
         circuits: Callable[[], dict[str, str]],
         failed_keys: Callable[[], int],
+        names: Callable[[], Mapping[str, str]],
     ) -> None:
-        """Report rate-limit rejections, circuit states and failed keys kept elsewhere."""
+        """Report rate-limit rejections, circuit states and failed keys kept elsewhere;
+        ``names`` maps the routed names and upstream labels of the access log to labels."""
         self.registry.register(_Snapshot(rejections, circuits, failed_keys))
+        self._names = names
+
+    def _name(self, logged: Any) -> str:
+        return "-" if not logged else self._names().get(logged, OTHER)
 
     def observe_request(self, status: int, fields: dict[str, Any], seconds: float) -> None:
         """Record one finished API request from its access-log fields.
@@ -165,9 +197,17 @@ class Metrics:
         The model label is the routed name, never what a client typed: unknown names would
         make the label set grow without bound.
         """
-        model = fields.get("route") or "-"
-        self._requests.add((model, str(status), fields.get("upstream") or "-"))
+        model = self._name(fields.get("route"))
+        code = str(status)
+        self._requests.add(
+            (model, code if code in _STATUSES else OTHER, self._name(fields.get("upstream")))
+        )
         self._duration.observe(model, seconds)
+
+    def upstream_error(self, upstream: str, code: str | None) -> None:
+        """Count one failed attempt of ``upstream`` (a metric label already)."""
+        label = "-" if code is None else code if code in UPSTREAM_CODES else OTHER
+        self._upstream_errors.labels(upstream, label).inc()
 
     def observe_first_token(self, model: str, seconds: float) -> None:
         """Record the time from the first upstream attempt to the first answer event."""

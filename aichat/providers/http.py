@@ -71,19 +71,24 @@ class UpstreamBounds:
     follow_redirects: bool = False
 
 
+# A longer wait is no hint a client can act on (and an infinite one breaks arithmetic).
+MAX_RETRY_AFTER = 86400.0
+
+
 def retry_after_seconds(value: str | None) -> float | None:
-    """Parse ``Retry-After`` (seconds or an HTTP date) into seconds from now."""
+    """Parse ``Retry-After`` (seconds or an HTTP date) into seconds from now; None when it
+    is absent, unreadable, negative or longer than ``MAX_RETRY_AFTER``."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = max(0.0, when.timestamp() - time.time())  # a date gone by: now
+    return seconds if 0 <= seconds <= MAX_RETRY_AFTER else None
 
 
 async def _error_body(resp: aiohttp.ClientResponse) -> str:

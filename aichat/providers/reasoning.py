@@ -6,7 +6,14 @@ some models as a ``<think>...</think>`` section at the very start of the text. W
 module decides:
 
 - Only a section that opens the answer counts as reasoning: ``<think>`` later in the text is
-  answer text (a model explaining the tag, say), so nothing else is ever held back.
+  answer text (a model explaining the tag, say), so nothing else is ever held back. Nor is
+  whitespace past ``MAX_LEAD`` characters: an answer that has not opened with the tag by
+  then is text.
+- A section that never closes was answer text after all (a model writing about the tag, or
+  misusing it): its text, kept up to ``UNCLOSED_UP_TO`` characters, reaches the client as
+  answer text at the end, after it went out as reasoning. A longer one is reasoning cut short.
+- Every piece is looked at once, and only the tail a tag could start in is held: time is
+  linear in the answer, whatever its pieces (a whitespace-only answer included).
 - An upstream's own fields are read by ``openai_events``; ``ThinkSplitter`` finds the tags.
   The inbound APIs that have a place for reasoning (Responses' ``reasoning`` items,
   Anthropic's ``thinking`` blocks) get it there; Chat Completions gets it as the upstream
@@ -46,20 +53,26 @@ REASONING_FIELDS = ("reasoning_content", "reasoning", "reasoning_details")
 
 Piece = tuple[bool, str]  # (is reasoning, text)
 
+MAX_LEAD = 1024  # whitespace held before ``<think>`` at most
+UNCLOSED_UP_TO = 64 * 1024  # characters of a section kept in case it never closes
+
 
 class ThinkSplitter:
     """Splits an answer's text, streamed in pieces, into a leading ``<think>`` section and
     the answer; ``feed`` what arrives, ``flush`` at the end.
 
-    Holds back at most the length of a tag: the whitespace and partial ``<think>`` before
-    it knows whether the answer opens with one, and a partial ``</think>`` inside it.
+    Holds back at most the length of a tag (and ``MAX_LEAD`` characters of whitespace before
+    it) while it does not know whether the answer opens with one, and a partial ``</think>``
+    inside it; keeps the section's text until it closes, up to ``UNCLOSED_UP_TO``.
     """
 
-    __slots__ = ("_held", "_state")
+    __slots__ = ("_held", "_kept", "_section", "_state")
 
     def __init__(self) -> None:
         self._held = ""
         self._state = "start"  # start -> think -> after -> text, or start -> text
+        self._section: list[str] | None = []  # the section's text; None past the bound
+        self._kept = 0
 
     def feed(self, piece: str) -> list[Piece]:
         """The reasoning and answer text that ``piece`` completes, in order."""
@@ -69,7 +82,7 @@ class ThinkSplitter:
         self._held = ""
         if self._state == "start":
             opening = text.lstrip()
-            if len(opening) < len(OPEN) and OPEN.startswith(opening):
+            if len(opening) < len(OPEN) and OPEN.startswith(opening) and len(text) <= MAX_LEAD:
                 self._held = text  # whitespace, or what may still become ``<think>``
                 return []
             if not opening.startswith(OPEN):
@@ -83,8 +96,10 @@ class ThinkSplitter:
                 keep = held_back(text, CLOSE)
                 self._held = text[len(text) - keep :] if keep else ""
                 reasoning = text[: len(text) - keep]
+                self._keep(reasoning)
                 return [(True, reasoning)] if reasoning else []
             self._state = "after"
+            self._section = None
             reasoning, text = text[:end], text[end + len(CLOSE) :]
             return ([(True, reasoning)] if reasoning else []) + self.feed(text)
         answer = text.lstrip()  # "after": the blank lines that follow ``</think>``
@@ -93,9 +108,21 @@ class ThinkSplitter:
             return [(False, answer)]
         return []
 
+    def _keep(self, reasoning: str) -> None:
+        if self._section is not None:
+            self._kept += len(reasoning)
+            if self._kept > UNCLOSED_UP_TO:
+                self._section = None
+            else:
+                self._section.append(reasoning)
+
     def flush(self) -> list[Piece]:
-        """What is still held once the answer has ended."""
+        """What is still held once the answer has ended; the text of a section that never
+        closed, as answer text."""
         held, self._held = self._held, ""
+        if self._state == "think" and self._section is not None:
+            rest: list[Piece] = [(True, held)] if held else []
+            return [*rest, (False, OPEN + "".join(self._section) + held)]
         if not held or self._state == "after":
             return []
         return [(self._state == "think", held)]

@@ -121,6 +121,31 @@ async def test_chat_completions_passes_reasoning_through_unless_stripped(gw: Gat
     assert [item.type for item in response.output] == ["message"]
 
 
+async def test_an_answer_opening_with_a_think_that_never_closes_reaches_the_client(
+    gw: Gateway, openai_upstream: tuple[FakeOpenAI, str]
+) -> None:
+    # A model writing about the tag: the answer was all reasoning (and nothing at all with
+    # reasoning = "strip").
+    fake = openai_upstream[0]
+    fake.reasoning_pieces = []
+    fake.text_pieces = ["<think>", " is the tag some models open their reasoning with."]
+    text = "".join(fake.text_pieces)
+    async with gw.sdk() as client:
+        for model in ("up", "hidden"):
+            response = await client.responses.create(model=model, input="hi")
+            assert response.output_text == text
+            async with client.responses.stream(model=model, input="hi") as events:
+                async for _ in events:
+                    pass
+                assert (await events.get_final_response()).output_text == text
+        stripped = await client.chat.completions.create(model="hidden", messages=HELLO)  # type: ignore[arg-type]
+    assert stripped.choices[0].message.content == text
+    async with _claude(gw) as claude:
+        message = await claude.messages.create(model="up", max_tokens=50, messages=HELLO)  # type: ignore[arg-type]
+    assert [block.type for block in message.content] == ["text"]
+    assert message.content[0].text == text  # type: ignore[union-attr]
+
+
 async def test_a_namespaced_call_comes_back_with_its_name_and_namespace(
     gw: Gateway, openai_upstream: tuple[FakeOpenAI, str]
 ) -> None:

@@ -11,9 +11,8 @@ import anthropic
 import openai
 import pytest
 
-from aichat.answer.usage import EXACT_UP_TO
 from aichat.core.config import KeyConfig, ModelConfig
-from aichat.core.tokens import count_tokens
+from aichat.core.tokens import EXACT_UP_TO, count_tokens
 from aichat.operations.budgets import window_resets
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import FakeAichats, FakeOpenAI, json_events, sse_events
@@ -201,7 +200,8 @@ async def test_a_long_answer_counted_locally_is_estimated_past_the_exact_bound(
     # A prompt past the bound is estimated the same way.
     long_prompt = [{"role": "user", "content": "x" * 40_000}]
     await gw.post_chat({"model": "gpt-4o", "messages": long_prompt})
-    assert counted(await tokens(gw), "gpt-4o")[0] == 7 + 40_000 // 4  # "hi", then the estimate
+    # "hi" (7), then the estimate with the same per-message and priming tokens (3 + 3).
+    assert counted(await tokens(gw), "gpt-4o")[0] == 7 + 6 + 40_000 // 4
 
 
 async def test_an_upstream_that_reports_no_usage_is_counted_here(

@@ -12,7 +12,8 @@ import pytest
 from aichat.core.errors import APIError
 from aichat.core.exchange import KeyPolicy
 from aichat.operations import limits
-from aichat.operations.limits import Limiter, MemoryStore, RateLimited, RedisStore, StoreUnavailable
+from aichat.operations.limits import Limiter, MemoryStore, RateLimited, RedisStore
+from aichat.operations.redis_pool import RedisPool, StoreUnavailable
 from tests.conftest import inside_one_rate_window
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -21,9 +22,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 @pytest.fixture
 async def redis_store() -> AsyncIterator[RedisStore]:
     """A store on the real Redis, under a prefix of its own."""
-    store = RedisStore(REDIS_URL, f"aichat-test:{uuid.uuid4().hex}:")
-    yield store
-    await store.close()
+    pool = RedisPool(REDIS_URL)
+    yield RedisStore(pool, f"aichat-test:{uuid.uuid4().hex}:")
+    await pool.close()
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])
@@ -82,7 +83,8 @@ async def test_global_cap_waits_then_overloads() -> None:
 
 
 async def test_redis_down_fails_open_or_closed() -> None:
-    dead = RedisStore("redis://127.0.0.1:1/0", "x:")
+    pool = RedisPool("redis://127.0.0.1:1/0")
+    dead = RedisStore(pool, "x:")
     policy = KeyPolicy("k", requests_per_minute=1, max_concurrent=1)
     try:
         open_limiter = Limiter(dead, max_concurrent=5, queue_timeout=0.1, fail_open=True)
@@ -96,7 +98,7 @@ async def test_redis_down_fails_open_or_closed() -> None:
         assert info.value.status == 503
         assert info.value.code == "rate_limit_store_unavailable"
     finally:
-        await dead.close()
+        await pool.close()
 
 
 @pytest.mark.parametrize("fail_open", [True, False])
@@ -106,7 +108,8 @@ async def test_a_burst_above_the_redis_pool_is_held_to_the_limits_exactly(
     # 300 at once on a pool of 20 connections: a full pool once counted as Redis being down,
     # so in `open` mode the burst went through uncounted. (A long wait for a turn: this is
     # about counting exactly, not about how long a loaded machine takes.)
-    store = RedisStore(REDIS_URL, f"aichat-test:{uuid.uuid4().hex}:", max_connections=20, wait=30)
+    pool = RedisPool(REDIS_URL, max_connections=20, wait=30)
+    store = RedisStore(pool, f"aichat-test:{uuid.uuid4().hex}:")
     limiter = Limiter(store, max_concurrent=1000, queue_timeout=5, fail_open=fail_open)
     rate = KeyPolicy("rate", requests_per_minute=10)
     concurrent = KeyPolicy("conc", max_concurrent=2)
@@ -137,13 +140,14 @@ async def test_a_burst_above_the_redis_pool_is_held_to_the_limits_exactly(
         rates = await asyncio.gather(*(counted() for _ in range(300)))
         slots = await asyncio.wait_for(asyncio.gather(*(held() for _ in range(300))), 10)
     finally:
-        await store.close()
+        await pool.close()
     assert (rates.count(200), rates.count(429)) == (10, 290)
     assert (slots.count(200), slots.count(429)) == (2, 298)
 
 
 async def test_a_busy_pool_makes_requests_wait_then_503_never_uncounted() -> None:
-    store = RedisStore(REDIS_URL, f"aichat-test:{uuid.uuid4().hex}:", max_connections=1, wait=0.05)
+    pool = RedisPool(REDIS_URL, max_connections=1, wait=0.05)
+    store = RedisStore(pool, f"aichat-test:{uuid.uuid4().hex}:")
     limiter = Limiter(store, max_concurrent=10, queue_timeout=0.05, fail_open=True)
     policy = KeyPolicy("k", requests_per_minute=1000)
 
@@ -155,13 +159,13 @@ async def test_a_busy_pool_makes_requests_wait_then_503_never_uncounted() -> Non
         return 200, None, None
 
     try:
-        async with store._turns:  # the one connection is taken for a while
+        async with pool._turns:  # the one connection is taken for a while
             statuses = await asyncio.gather(*(counted() for _ in range(5)))
         assert statuses == [(503, "server_overloaded", "1")] * 5
         assert limiter.rejection_counts() == {"store_busy": 5}
         assert [await counted() for _ in range(20)] == [(200, None, None)] * 20
     finally:
-        await store.close()
+        await pool.close()
 
 
 async def test_leases_are_short_and_renewed_while_held(
@@ -235,14 +239,15 @@ async def test_a_redis_that_does_not_answer_is_unavailable_not_busy() -> None:
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    store = RedisStore(f"redis://127.0.0.1:{port}/0", "x:", max_connections=2, wait=0.3)
+    pool = RedisPool(f"redis://127.0.0.1:{port}/0", max_connections=2, wait=0.3)
+    store = RedisStore(pool, "x:")
     limiter = Limiter(store, max_concurrent=10, queue_timeout=0.3, fail_open=True)
     policy = KeyPolicy("k", requests_per_minute=1)
     try:
         first = await limiter.check_rate(policy)  # times out: Redis is down, allowed
         burst = await asyncio.gather(*(limiter.check_rate(policy) for _ in range(10)))
     finally:
-        await store.close()
+        await pool.close()
         server.close()
     assert first == {}
     assert burst == [{}] * 10

@@ -29,7 +29,7 @@ from aichat.core.schemas import parse_chat_request, read_json
 from aichat.operations.auth import KeyRing, _digest, presented_key
 from aichat.providers.aichats import piece_text
 from aichat.providers.base import Event, Finish, RawChunks, TextDelta, ToolCallDelta, Usage
-from aichat.providers.http import UpstreamBounds, retry_after_seconds
+from aichat.providers.http import MAX_RETRY_AFTER, UpstreamBounds, retry_after_seconds
 from aichat.providers.openai import OpenAIProvider
 from aichat.providers.openai_events import chunk_events, completion_events
 from aichat.providers.streaming import iter_line_batches, sse_payloads
@@ -438,19 +438,27 @@ def test_flags_and_numbers_from_the_environment(value: str, number: int) -> None
 
 @PROPERTIES
 @given(value=st.none() | st.text(max_size=40))
-def test_retry_after_never_fails_and_is_never_negative(value: str | None) -> None:
+def test_retry_after_never_fails_and_is_within_a_day(value: str | None) -> None:
     seconds = retry_after_seconds(value)
-    assert seconds is None or seconds >= 0
+    assert seconds is None or 0 <= seconds <= MAX_RETRY_AFTER
 
 
 @PROPERTIES
-@given(delay=st.floats(0, 10**6, allow_nan=False), ahead=st.integers(0, 10**6))
+@given(delay=st.floats(0, MAX_RETRY_AFTER), ahead=st.integers(0, int(MAX_RETRY_AFTER) - 2))
 def test_retry_after_in_seconds_or_as_a_date(delay: float, ahead: int) -> None:
     assert retry_after_seconds(repr(delay)) == delay
     when = email.utils.formatdate(time.time() + ahead, usegmt=True)
     seconds = retry_after_seconds(when)
     assert seconds is not None
     assert ahead - 2 <= seconds <= ahead + 1
+
+
+@PROPERTIES
+@given(
+    delay=st.floats(MAX_RETRY_AFTER, exclude_min=True) | st.floats(max_value=0, exclude_max=True)
+)
+def test_a_retry_after_beyond_a_day_or_negative_is_ignored(delay: float) -> None:
+    assert retry_after_seconds(repr(delay)) is None
 
 
 @PROPERTIES

@@ -21,7 +21,12 @@ from aichat.providers.base import (
     TextDelta,
     Usage,
 )
-from aichat.providers.reasoning import StrippedReasoning, ThinkSplitter
+from aichat.providers.reasoning import (
+    MAX_LEAD,
+    UNCLOSED_UP_TO,
+    StrippedReasoning,
+    ThinkSplitter,
+)
 
 
 def _split(pieces: list[str]) -> tuple[str, str]:
@@ -61,8 +66,23 @@ def test_think_later_in_the_text_is_answer_text() -> None:
     )
 
 
-def test_an_unclosed_think_section_is_all_reasoning() -> None:
-    assert _split(["<think>still thinking", "</thi"]) == ("still thinking</thi", "")
+def test_an_unclosed_think_section_reaches_the_client_as_text_too() -> None:
+    # A model writing about the tag, or misusing it: its answer was all reasoning, and
+    # nothing at all with reasoning = "strip".
+    assert _split(["<think>", " is a tag", "</thi"]) == (
+        " is a tag</thi",
+        "<think> is a tag</thi",
+    )
+
+
+def test_a_long_unclosed_think_section_is_reasoning_cut_short() -> None:
+    long = "x" * (UNCLOSED_UP_TO + 1)
+    assert _split(["<think>", long]) == (long, "")
+
+
+def test_whitespace_past_the_bound_is_answer_text() -> None:
+    blank = [" "] * (MAX_LEAD + 1)
+    assert _split([*blank, "<think>a</think>b"]) == ("", "".join(blank) + "<think>a</think>b")
 
 
 def test_the_splitter_holds_back_no_more_than_a_tag() -> None:
