@@ -113,6 +113,18 @@ async def _answers_among_idle_crowd(server: Server, crowd_size: int) -> int:
     return answered
 
 
+async def _uploading(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection in the middle of a request: its head sent, its body not yet."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
+        b"Authorization: Bearer " + API_KEY.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+    )
+    await writer.drain()
+    return reader, writer
+
+
 async def test_the_soft_limit_on_open_files_is_raised_to_the_hard_one(tmp_path: Path) -> None:
     # 1,100 such connections under systemd's soft limit of 1,024 left a real client 5
     # answers of 48; the hard limit (524,288 by default) had room for all of them.
@@ -137,10 +149,13 @@ async def test_past_the_limit_with_none_to_close_a_connection_gets_a_cheap_503(
 ) -> None:
     async with _gateway(tmp_path, 256, 256) as server:
         port = int(server.url.rsplit(":", 1)[1])
-        # Newcomers, none idle long enough to be closed: let in while the descriptors kept
-        # for upstreams last (192 of 256), then refused.
-        crowd = [await asyncio.open_connection("127.0.0.1", port) for _ in range(MOST + 8)]
-        reader, writer = crowd[-1]
+        # Newcomers, none of them idle: each sends a request head at once and keeps its body
+        # coming (as an upload does), so that however slowly a loaded machine accepts them,
+        # there is none to close. They are let in while the descriptors kept for upstreams
+        # last (192 of 256), then refused.
+        crowd = [await _uploading(port) for _ in range(MOST)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        crowd.append((reader, writer))
         async with asyncio.timeout(5):
             refused = await reader.read()
         for _, writer in crowd:
