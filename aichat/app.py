@@ -47,6 +47,7 @@ from aichat.operations.limits import (
     limits_middleware,
 )
 from aichat.operations.logs import REQUEST_ID_HEADER, access_log_middleware, add_request_id_header
+from aichat.operations.loop_lag import watch_loop_lag
 from aichat.operations.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
 from aichat.operations.pricing import load_price_table
 from aichat.operations.redis_pool import REDIS_POOL, RedisPool
@@ -220,6 +221,7 @@ def create_app(settings: Settings) -> web.Application:
         settings.retries, settings.retry_backoff, settings.retry_max_wait, metrics
     )
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
+    watch_loop_lag(app, settings.max_loop_lag)
     # Reverse order on the way out: answers still closing record their usage first.
     app.cleanup_ctx.extend(
         [

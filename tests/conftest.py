@@ -101,6 +101,10 @@ async def make_gateway(
             "host": "127.0.0.1",
             "port": 0,
             "usage_db": tmp_path_factory.mktemp("history") / "usage.db",
+            # No shedding for a slow event loop (aichat.operations.loop_lag): client, gateway
+            # and upstream share this process's loop, and what a test sees must not depend
+            # on how busy the machine is. Tests of shedding turn it on.
+            "max_loop_lag": 0,
         }
         values.update(overrides)
         app = create_app(Settings(**values))
