@@ -221,7 +221,6 @@ def create_app(settings: Settings) -> web.Application:
         settings.retries, settings.retry_backoff, settings.retry_max_wait, metrics
     )
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
-    watch_loop_lag(app, settings.max_loop_lag)
     # Reverse order on the way out: answers still closing record their usage first.
     app.cleanup_ctx.extend(
         [
@@ -236,6 +235,8 @@ def create_app(settings: Settings) -> web.Application:
     if tracing is not None:
         # First in, last out: spans of answers still closing are exported.
         app.cleanup_ctx.insert(0, tracing.running)
+    # Last: what the others do to start (files, connections) is not lateness under load.
+    watch_loop_lag(app, settings.max_loop_lag)
     app.on_shutdown.append(_stop_taking_requests)
     app.on_response_prepare.append(_add_gateway_headers)
     app[OPENAPI] = openapi_document()
