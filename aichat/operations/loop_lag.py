@@ -25,6 +25,8 @@ Decisions:
   behind again, timing out what it admitted. The number in flight when the loop fell behind,
   less a quarter, is a ceiling that rises by a tenth each sample while the loop keeps up (as
   TCP opens its window again after a loss) and is dropped once far above what is in flight.
+- A request is never shed while nothing else is in flight: a loop too late even while idle
+  still serves one request at a time rather than none.
 - The lag is a gauge, ``aichat_event_loop_lag_seconds``; sheddings count in
   ``aichat_rate_limit_rejections_total{limit="event_loop"}``.
 """
@@ -100,8 +102,11 @@ class LoopLag:
 
     def admits(self) -> bool:
         """Whether a new request may start: the loop keeps up, and fewer are in flight than
-        it last could not keep up with."""
-        return self.limit == 0 or (not self.behind() and self._in_flight() <= self._ceiling)
+        it last could not keep up with; or nothing else is in flight."""
+        in_flight = self._in_flight()  # this request included
+        if self.limit == 0 or in_flight <= 1:
+            return True  # alone, it costs the loop little, and a loop late even while idle
+        return not self.behind() and in_flight <= self._ceiling  # still serves someone
 
 
 LOOP_LAG = web.AppKey("loop_lag", LoopLag)
