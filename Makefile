@@ -63,14 +63,14 @@ $(PHOENIX_VENV)/.installed-$(PHOENIX_VERSION): | $(BIN)/python
 	$(PHOENIX_VENV)/bin/pip install -q --no-compile 'arize-phoenix==$(PHOENIX_VERSION)'
 	touch $@
 
-# Tests talk to a real Redis; scripts/ensure-redis starts one when none answers.
+# Tests talk to real servers they start themselves on free ports of 127.0.0.1 (Redis,
+# PostgreSQL, nginx, llama.cpp: tests/redis.py, tests/postgres.py, ...), stopped at the end;
+# REDIS_URL, if set, names a Redis to use instead of a private one.
 test: lint $(CHECKOV_VENV)/.installed $(PHOENIX_VENV)/.installed-$(PHOENIX_VERSION)
-	scripts/ensure-redis
 	$(BIN)/pytest
 
 # The inner loop: no lint, no slow build tests, stop at the first failure.
 test-fast: $(VENV)/.installed-dev
-	scripts/ensure-redis
 	$(BIN)/pytest -x -q -m "not slow and not soak"
 
 # One-file executable of the `aichat` command (PyInstaller, the `build` extra): dist/aichat.

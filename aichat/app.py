@@ -47,6 +47,7 @@ from aichat.operations.limits import (
     limits_middleware,
 )
 from aichat.operations.logs import REQUEST_ID_HEADER, access_log_middleware, add_request_id_header
+from aichat.operations.loop_lag import watch_loop_lag
 from aichat.operations.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
 from aichat.operations.pricing import load_price_table
 from aichat.operations.redis_pool import REDIS_POOL, RedisPool
@@ -234,6 +235,8 @@ def create_app(settings: Settings) -> web.Application:
     if tracing is not None:
         # First in, last out: spans of answers still closing are exported.
         app.cleanup_ctx.insert(0, tracing.running)
+    # Last: what the others do to start (files, connections) is not lateness under load.
+    watch_loop_lag(app, settings.max_loop_lag)
     app.on_shutdown.append(_stop_taking_requests)
     app.on_response_prepare.append(_add_gateway_headers)
     app[OPENAPI] = openapi_document()

@@ -20,6 +20,7 @@ from aichat.server import runner
 from tests.fakes import FakeAichats, FakeOpenAI
 from tests.llama.server import llama  # noqa: F401 (the real llama.cpp, for any test that asks)
 from tests.postgres import Cluster, binaries, cluster
+from tests.redis import redis_server
 
 API_KEY = "sk-test-key-0123456789"
 # Test traffic stays on loopback even where a proxy is configured.
@@ -100,6 +101,10 @@ async def make_gateway(
             "host": "127.0.0.1",
             "port": 0,
             "usage_db": tmp_path_factory.mktemp("history") / "usage.db",
+            # No shedding for a slow event loop (aichat.operations.loop_lag): client, gateway
+            # and upstream share this process's loop, and what a test sees must not depend
+            # on how busy the machine is. Tests of shedding turn it on.
+            "max_loop_lag": 0,
         }
         values.update(overrides)
         app = create_app(Settings(**values))
@@ -152,3 +157,16 @@ def postgres() -> Iterator[Cluster]:
 async def database_url(postgres: Cluster) -> str:
     """The URL of a new, empty database on the private PostgreSQL server."""
     return await postgres.create_database()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The Redis of the run: ``REDIS_URL`` if set, else a private server (``tests.redis``).
+
+    Tests sharing it keep apart by key prefixes of their own.
+    """
+    if url := os.environ.get("REDIS_URL"):
+        yield url
+        return
+    with redis_server() as server:
+        yield server.url

@@ -165,6 +165,7 @@ class Settings(BaseModel):
     max_concurrent_per_key: int = Field(0, ge=0)
     max_concurrent: int = Field(512, ge=1)
     queue_timeout: float = Field(2.0, ge=0)
+    max_loop_lag: float = Field(0.5, ge=0)  # 0: never shed for it
     redis_url: str | None = None
     redis_prefix: str = "aichat:"
     redis_failure: Literal["open", "closed"] = "open"
@@ -293,6 +294,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "AICHAT_QUEUE_TIMEOUT": (
         "queue_timeout",
         "Seconds a request may wait for a free slot before 503 `server_overloaded`.",
+    ),
+    "AICHAT_MAX_LOOP_LAG": (
+        "max_loop_lag",
+        "Seconds the event loop may run late (smoothed) before new requests get 503 (0: never).",
     ),
     "REDIS_URL": ("redis_url", "Keep rate-limit counters in Redis, shared by replicas."),
     "AICHAT_REDIS_PREFIX": ("redis_prefix", "Prefix of every Redis key aichat writes."),

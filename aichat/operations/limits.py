@@ -27,6 +27,7 @@ from aiohttp import hdrs, web
 from aichat.core.errors import APIError, InvalidRequest
 from aichat.core.exchange import EXCHANGE, Handler, KeyPolicy
 from aichat.core.ids import new_id
+from aichat.operations.loop_lag import LOOP_LAG
 from aichat.operations.redis_pool import RedisPool, StoreBusy, StoreUnavailable, acquire_within
 
 log = logging.getLogger("aichat.limits")
@@ -256,8 +257,12 @@ class Limiter:
         self._rejections[reason] = self._rejections.get(reason, 0) + 1
         return error
 
+    def refuse(self, limit: str) -> APIError:
+        """The 503 of a request the gateway has no capacity for, counted under ``limit``."""
+        return self._reject(limit, at_capacity())
+
     def _busy(self) -> APIError:
-        return self._reject("store_busy", at_capacity())
+        return self.refuse("store_busy")
 
     async def check_rate(self, policy: KeyPolicy) -> dict[str, str]:
         """Count this request; raise 429 past the key's limit; return the rate headers."""
@@ -310,7 +315,7 @@ class Limiter:
 
     async def _take_global_slot(self) -> None:
         if not await acquire_within(self._global, self._queue_timeout):
-            raise self._reject("global", at_capacity())
+            raise self.refuse("global")
 
     async def _take_key_slot(self, policy: KeyPolicy) -> str | None:
         """The lease of the slot taken, or None when none is held (unlimited, store down)."""
@@ -392,6 +397,9 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     policy = exchange.key
     limiter = request.app[LIMITER]
+    if request.method == "POST" and not request.app[LOOP_LAG].admits():
+        # Starved of CPU: refused before it costs anything more (aichat.operations.loop_lag).
+        raise limiter.refuse("event_loop")
     exchange.headers.update(await limiter.check_rate(policy))
     if request.method != "POST":
         return await handler(request)

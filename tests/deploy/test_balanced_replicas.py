@@ -2,7 +2,7 @@
 
 Real processes on loopback: three ``aichat serve`` on ports of their own, Debian's nginx
 running the configuration of docker-compose.yml's ``lb`` (tests/deploy/balancer.py renders
-it for loopback), the machine's Redis (``scripts/ensure-redis``) and a fake aichats upstream
+it for loopback), the run's Redis (``redis_url``: the suite's own, or ``REDIS_URL``) and a fake aichats upstream
 whose answers take half a second, so that streams are open whenever something happens.
 
 Under steady load: a rolling restart loses no request, a SIGKILL fails only the streams that
@@ -111,7 +111,9 @@ class Cluster:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+async def cluster(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> AsyncIterator[Cluster]:
     workdir = tmp_path_factory.mktemp("replicas")
     upstream = FakeAichats(
         pieces=PIECES, chunk_size=len(aichats_body(PIECES[:1])), delay_between=0.05
@@ -122,7 +124,7 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
     base_url = str(server.make_url("")).rstrip("/")
     config.write_text(CONFIG.format(upstream=base_url, rpm=RPM, concurrent=CONCURRENT))
     shared = {
-        "REDIS_URL": "redis://127.0.0.1:6379/15",
+        "REDIS_URL": redis_url,
         "AICHAT_REDIS_PREFIX": f"aichat-test:{uuid.uuid4().hex}:",
         "RATED_KEY": RATED_KEY,
         "NARROW_KEY": NARROW_KEY,

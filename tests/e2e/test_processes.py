@@ -4,7 +4,6 @@ a start-up failure is one line and a non-zero exit."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 import sys
@@ -17,7 +16,6 @@ import aiohttp
 from tests.deploy.procs import API_KEY, free_port, run, server_env, started
 from tests.fakes import json_events, sse_events
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 HELLO = {"messages": [{"role": "user", "content": "hi"}]}
 MOCKS = """
@@ -66,12 +64,12 @@ async def test_sigterm_drains_then_ends_open_streams_and_exits_0(tmp_path: Path)
         assert await asyncio.wait_for(server.process.wait(), 10) == 0, server.output()
 
 
-async def test_two_replicas_share_one_limit_through_redis(tmp_path: Path) -> None:
+async def test_two_replicas_share_one_limit_through_redis(tmp_path: Path, redis_url: str) -> None:
     if 60 - time.time() % 60 < 5:  # keep all requests inside one rate window
         await asyncio.sleep(60 - time.time() % 60 + 0.1)
     shared = {
         "AICHAT_CONFIG": _config(tmp_path),
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": redis_url,
         "AICHAT_REDIS_PREFIX": f"aichat-test:{uuid.uuid4().hex}:",
         "AICHAT_RATE_LIMIT_RPM": "5",
     }

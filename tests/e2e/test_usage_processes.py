@@ -12,7 +12,6 @@ from typing import Any
 import aiohttp
 
 from tests.deploy.procs import free_port, run, server_env, started
-from tests.e2e.test_processes import REDIS_URL
 from tests.unit.test_operations_config import readme_section
 
 TEAM_KEY = "sk-team-0123456789"
@@ -38,12 +37,12 @@ async def _ask(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, An
 
 
 async def test_two_replicas_share_one_token_budget_and_aichat_usage_reports_it(
-    tmp_path: Path,
+    tmp_path: Path, redis_url: str
 ) -> None:
     (tmp_path / "aichat.toml").write_text(CONFIG)
     shared = {
         "AICHAT_CONFIG": str(tmp_path / "aichat.toml"),
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": redis_url,
         "AICHAT_REDIS_PREFIX": f"aichat-test:{uuid.uuid4().hex}:",
         "TEAM_KEY": TEAM_KEY,
         # One SQLite history for both, as gateways on one host (or --workers) share it.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import string
 import time
@@ -31,7 +30,6 @@ from tests.fuzz.wire import exchange, http_request, openai_error
 AUTH = (b"Authorization", f"Bearer {API_KEY}".encode())
 JSON = (b"Content-Type", b"application/json")
 ROUTES = (ModelConfig(name="gpt-4o", provider="mock"),)
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 # The gateway's own code logs no error for any of these requests.
 pytestmark = pytest.mark.usefixtures("no_aichat_errors")
 
@@ -114,7 +112,7 @@ async def test_prompts_the_tokenizer_refuses_are_counted_on_every_api(
 
 @pytest.mark.parametrize("failure", ["open", "closed"])
 async def test_a_burst_on_a_spent_budget_is_refused_whole_with_redis_healthy(
-    make_gateway: GatewayFactory, failure: str
+    make_gateway: GatewayFactory, failure: str, redis_url: str
 ) -> None:
     # 300 at once on a spent budget: the budgets' own pool (redis-py's default, raising
     # when empty) read as Redis being down, so ~200 were answered (open) or got 503 (closed).
@@ -122,7 +120,7 @@ async def test_a_burst_on_a_spent_budget_is_refused_whole_with_redis_healthy(
     gateway = await make_gateway(
         routes=ROUTES,
         keys=(spent,),
-        redis_url=REDIS_URL,
+        redis_url=redis_url,
         redis_prefix=f"aichat-test:{uuid.uuid4().hex}:",
         redis_failure=failure,
         redis_max_connections=10,
@@ -139,19 +137,19 @@ async def test_a_burst_on_a_spent_budget_is_refused_whole_with_redis_healthy(
 
 
 async def test_an_increment_redis_refuses_is_dropped_and_the_rest_counted_once(
-    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> None:
     # A stored count at 2^63 - 1 (or an upstream's 2^63 tokens) made Redis refuse one
     # increment of the usage writer's batch; the batch was retried every second with its
     # other increments applied each time, so every stored count climbed for ever.
     monkeypatch.setattr(budgets, "RETRY_WRITE", 0.05)
     prefix = f"aichat-test:{uuid.uuid4().hex}:"
-    gateway = await make_gateway(routes=ROUTES, redis_url=REDIS_URL, redis_prefix=prefix)
+    gateway = await make_gateway(routes=ROUTES, redis_url=redis_url, redis_prefix=prefix)
     day, month = (
         f"{prefix}usage:{kind}:{window}"
         for kind, window in zip(budgets.WINDOWS, budgets.window_ids(time.time()), strict=True)
     )
-    redis = Redis.from_url(REDIS_URL)
+    redis = Redis.from_url(redis_url)
     try:
         await redis.hset(day, "key-1\tgpt-4o\tprompt", 2**63 - 1)
         answer = await gateway.post_chat(
@@ -445,16 +443,17 @@ async def test_a_huge_streamed_answer_costs_bounded_memory(
 
 @pytest.mark.parametrize("store", ["memory", "redis"])
 async def test_parallel_requests_cannot_spend_a_budget_many_times_over(
-    make_gateway: GatewayFactory, store: str
+    make_gateway: GatewayFactory, store: str, request: pytest.FixtureRequest
 ) -> None:
     # Budgets were checked only as each request started: 200 at once spent 202,000 tokens
     # of a 1,000 a day.
     talker = ModelConfig(name="talker", provider="mock", text="w " * 50, tokens_per_second=100)
     capped = KeyConfig(name="capped", key_env="X", key="sk-capped-0123456789", tokens_per_day=1000)
-    redis = {"redis_url": REDIS_URL, "redis_prefix": f"aichat-test:{uuid.uuid4().hex}:"}
-    gateway = await make_gateway(
-        routes=(talker,), keys=(capped,), **(redis if store == "redis" else {})
-    )
+    redis = {}
+    if store == "redis":
+        prefix = f"aichat-test:{uuid.uuid4().hex}:"
+        redis = {"redis_url": request.getfixturevalue("redis_url"), "redis_prefix": prefix}
+    gateway = await make_gateway(routes=(talker,), keys=(capped,), **redis)
     headers = {"Authorization": "Bearer sk-capped-0123456789"}
     # Each holds its prompt (7 tokens) and max_tokens (60) while it runs; each spends 57.
     body = {"model": "talker", "max_tokens": 60, "messages": [{"role": "user", "content": "hi"}]}

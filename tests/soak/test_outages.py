@@ -10,20 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
-from redis.asyncio import from_url
-from redis.exceptions import RedisError
 
 from aichat.core.config import ModelConfig
 from tests.conftest import API_KEY, Gateway, GatewayFactory, inside_one_rate_window
-from tests.deploy.procs import free_port
+from tests.redis import RedisServer, redis_server
 from tests.soak.chaos import ChaosUpstream, answer_pieces, error_code, prompt, read_stream, serving
 
 pytestmark = pytest.mark.soak
@@ -33,49 +30,11 @@ QUICK = ModelConfig(name="quick", provider="mock", text="fine")
 RPM = 4
 
 
-class RedisServer:
-    """A ``redis-server`` child process on a port of its own, which the test stops and starts."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        """Start it and wait until it answers PING."""
-        redis_server = shutil.which("redis-server")
-        assert redis_server, "redis-server is not installed (scripts/ensure-redis installs it)"
-        self._process = await asyncio.create_subprocess_exec(
-            *(redis_server, "--port", str(self.port), "--bind", "127.0.0.1"),
-            *("--save", "", "--appendonly", "no", "--daemonize", "no"),
-            stdout=asyncio.subprocess.DEVNULL,
-        )
-        client = from_url(self.url, socket_connect_timeout=0.2)
-        try:
-            for _ in range(100):
-                try:
-                    await client.ping()
-                    return
-                except (OSError, RedisError):
-                    await asyncio.sleep(0.05)
-            raise AssertionError(f"redis-server on port {self.port} did not answer")
-        finally:
-            await client.aclose()
-
-    async def stop(self) -> None:
-        """Stop it (SIGTERM) and wait until it has exited."""
-        if self._process is not None and self._process.returncode is None:
-            self._process.terminate()
-            await asyncio.wait_for(self._process.wait(), 10)
-
-
 @pytest.fixture
-async def redis_server() -> AsyncIterator[RedisServer]:
-    """A running Redis of this test's own; stopped at the end whatever happened."""
-    server = RedisServer()
-    await server.start()
-    yield server
-    await server.stop()
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis of this test's own (it is stopped and started), not the run's shared one."""
+    with redis_server() as server:
+        yield server
 
 
 async def _ask(gateway: Gateway) -> aiohttp.ClientResponse:
@@ -86,13 +45,13 @@ async def _ask(gateway: Gateway) -> aiohttp.ClientResponse:
 
 
 async def test_a_redis_restart_under_running_gateways(
-    make_gateway: GatewayFactory, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    make_gateway: GatewayFactory, own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     gateways = {}
     for mode in ("open", "closed"):
         gateways[mode] = await make_gateway(
             routes=(QUICK,),
-            redis_url=redis_server.url,
+            redis_url=own_redis.url,
             redis_prefix=f"aichat-outage:{uuid.uuid4().hex}:",
             redis_failure=mode,
             rate_limit_rpm=RPM,
@@ -104,7 +63,7 @@ async def test_a_redis_restart_under_running_gateways(
         assert resp.status == 200
         assert resp.headers["x-ratelimit-remaining-requests"] == str(RPM - 1)
 
-    await redis_server.stop()
+    own_redis.stop()
     with caplog.at_level(logging.WARNING, logger="aichat.limits"):
         for _ in range(RPM + 1):  # beyond the limit: nothing can count them
             started = time.monotonic()
@@ -119,7 +78,7 @@ async def test_a_redis_restart_under_running_gateways(
     assert "rate-limit store unavailable" in caplog.text
 
     # Back again, empty: both gateways count from scratch, without a restart of their own.
-    await redis_server.start()
+    own_redis.start()
     await inside_one_rate_window(5 + RPM + 1)
     for gateway in gateways.values():
         statuses = [(await _ask(gateway)).status for _ in range(RPM + 1)]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import time
 import uuid
 from collections import Counter
@@ -22,7 +21,6 @@ from tests.conftest import Gateway, GatewayFactory
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(60)]
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 ROUTES = (
     ModelConfig(name="quick", provider="mock", text="fine"),
     ModelConfig(name="slow", provider="mock", text="a b c d e f", tokens_per_second=2),
@@ -41,13 +39,13 @@ KEYS = (
 )
 
 
-async def _replicas(make_gateway: GatewayFactory, mode: str) -> list[Gateway]:
+async def _replicas(make_gateway: GatewayFactory, redis_url: str, mode: str) -> list[Gateway]:
     prefix = f"aichat-burst:{uuid.uuid4().hex}:"
     return [
         await make_gateway(
             routes=ROUTES,
             keys=KEYS,
-            redis_url=REDIS_URL,
+            redis_url=redis_url,
             redis_prefix=prefix,
             redis_failure=mode,
             redis_max_connections=POOL,
@@ -73,9 +71,9 @@ async def _burst(
 
 @pytest.mark.parametrize("mode", ["open", "closed"])
 async def test_bursts_above_the_pool_are_held_to_the_limits_exactly(
-    make_gateway: GatewayFactory, mode: str
+    make_gateway: GatewayFactory, redis_url: str, mode: str
 ) -> None:
-    replicas = await _replicas(make_gateway, mode)
+    replicas = await _replicas(make_gateway, redis_url, mode)
     if time.time() % 60 > 50:  # one fixed window for the whole burst
         await asyncio.sleep(61 - time.time() % 60)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:

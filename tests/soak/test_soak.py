@@ -5,6 +5,15 @@ with exactly the expected text and ``[DONE]`` or with an error event, never cut 
 looking complete and never garbled; every other answer must carry a documented status
 and an OpenAI error. Afterwards, open file descriptors and asyncio tasks must be back at
 their starting level. The figures go to ``tests/artifacts/soak.json``.
+
+Client, gateway and upstream share one event loop, so a slow or busy machine starves all
+three. What is asserted holds however fast the machine is: the gateway may refuse requests
+(503 ``server_overloaded``, and clients come back after its ``Retry-After``, as the SDKs
+do), but of those it admits, most complete (retries recover failed attempts: at the
+upstream's rates about two in three do), and the answers the upstream served in full reach
+their clients rather than being lost to the gateway's own lateness. On a loaded machine,
+before the gateway shed load, 3 of 7,186 requests completed while the upstream had served
+681 answers: every request timed out on a late loop, and the timeouts opened the circuit.
 """
 
 from __future__ import annotations
@@ -44,6 +53,11 @@ START_FOR = 40.0  # seconds during which new requests start
 DOCUMENTED = {429, 502, 503, 504}  # error statuses the README names for upstream trouble
 # ...and the openai provider keeps an upstream's own error status ("openai pass-through").
 PASSED_THROUGH = {"soak-openai": {500}}
+MAX_BACK_OFF = 1.0  # seconds a client waits at most when told to come back later
+# The gateway's event-loop lag limit: well under its timeouts below (every hop between
+# client, gateway and upstream costs a turn of the one loop they share).
+MAX_LOOP_LAG = 0.1
+ENOUGH = 100  # requests admitted at least, however starved the machine: one starts at a time
 STREAM_ERRORS = {"upstream_error", "upstream_timeout", "upstream_unavailable"}
 ARTIFACT = Path(__file__).parents[1] / "artifacts" / "soak.json"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -57,7 +71,8 @@ class Tally:
     in_flight: int = 0
     peak_in_flight: int = 0
     error_events: Counter[str] = field(default_factory=Counter)
-    error_statuses: Counter[int] = field(default_factory=Counter)
+    error_statuses: Counter[str] = field(default_factory=Counter)  # "status code"
+    shed: int = 0  # 503 server_overloaded: refused before any work
     broken: list[str] = field(default_factory=list)
 
 
@@ -87,9 +102,13 @@ def _judge(status: int, raw: bytes, expected: str, model: str, stream: bool, tal
             raise Broken(f"whole answer with wrong text: {content!r} != {expected!r}")
         return "completed"
     allowed = DOCUMENTED | PASSED_THROUGH.get(model, set())
-    if status not in allowed or error_code(json.loads(raw)) in (None, "internal_error"):
+    code = error_code(json.loads(raw))
+    if status not in allowed or code in (None, "internal_error"):
         raise Broken(f"HTTP {status}: {raw[:200]!r}")
-    tally.error_statuses[status] += 1
+    tally.error_statuses[f"{status} {code}"] += 1
+    if code == "server_overloaded":
+        tally.shed += 1
+        return "shed"
     return "errored"
 
 
@@ -103,6 +122,7 @@ async def _request(http: aiohttp.ClientSession, url: str, n: int, tally: Tally) 
         async with asyncio.timeout(20):
             async with http.post(url, json=body, headers=AUTH) as resp:
                 status, raw = resp.status, await resp.read()
+                retry_after = resp.headers.get("Retry-After")
     except (aiohttp.ClientError, TimeoutError) as exc:
         tally.broken.append(f"#{n} {model}: {type(exc).__name__}: {exc}")
         return
@@ -114,6 +134,11 @@ async def _request(http: aiohttp.ClientSession, url: str, n: int, tally: Tally) 
         tally.broken.append(f"#{n} {model}: {breach}")
         return
     tally.ended["stream" if stream else "whole", how] += 1
+    if how == "shed" and retry_after is None:
+        tally.broken.append(f"#{n} {model}: 503 server_overloaded without Retry-After")
+    elif status == 503 and retry_after is not None:
+        # As the SDKs do: a gateway that says when to come back is not asked again sooner.
+        await asyncio.sleep(min(float(retry_after), MAX_BACK_OFF))
 
 
 def _open_fds() -> int:
@@ -155,6 +180,7 @@ async def test_soak(make_gateway: GatewayFactory, chaos: tuple[ChaosUpstream, st
         retries=1,
         retry_backoff=0.05,
         breaker_cooldown=0.5,
+        max_loop_lag=MAX_LOOP_LAG,
     )
     url = f"{gateway.url}/v1/chat/completions"
     fds_before, tasks_before = _open_fds(), len(asyncio.all_tasks())
@@ -176,19 +202,24 @@ async def test_soak(make_gateway: GatewayFactory, chaos: tuple[ChaosUpstream, st
     fds_after, tasks_after = await _settled(fds_before, tasks_before, within=10)
     leaked_fds, leaked_tasks = fds_after - fds_before, tasks_after - tasks_before
     ended = {
-        kind: {how: tally.ended[kind, how] for how in ("completed", "errored")}
+        kind: {how: tally.ended[kind, how] for how in ("completed", "errored", "shed")}
         for kind in ("stream", "whole")
     }
     streams = sum(ended["stream"].values())
+    admitted = ran - tally.shed
+    completed = ended["stream"]["completed"] + ended["whole"]["completed"]
+    served = fake.kinds["ok"]  # attempts the upstream answered in full
     summary = {
         "requests": ran,
+        "admitted": admitted,
+        "completed": completed,
         "streams": streams,
         "clients": CONCURRENCY,
         "peak_in_flight": tally.peak_in_flight,
         "seconds": round(seconds, 1),
         "ended": ended,
         "stream_error_events": dict(tally.error_events),
-        "error_statuses": {str(k): v for k, v in sorted(tally.error_statuses.items())},
+        "error_statuses": dict(sorted(tally.error_statuses.items())),
         "broken": len(tally.broken),
         "leaked_fds": leaked_fds,
         "leaked_tasks": leaked_tasks,
@@ -200,15 +231,17 @@ async def test_soak(make_gateway: GatewayFactory, chaos: tuple[ChaosUpstream, st
     ARTIFACT.write_text(json.dumps(summary, indent=2) + "\n")
     print(
         f"\nsoak: {streams} streams (and {ran - streams} whole answers), at most "
-        f"{tally.peak_in_flight} requests at once, in {summary['seconds']} s: "
-        f"{ended['stream']['completed']} streams completed, {ended['stream']['errored']} "
-        f"errored, {len(tally.broken)} broken; leaked {leaked_fds} fds, {leaked_tasks} tasks"
+        f"{tally.peak_in_flight} requests at once, in {summary['seconds']} s: {tally.shed} "
+        f"shed, {completed} of {admitted} admitted completed (the upstream served {served} "
+        f"answers in full), {len(tally.broken)} broken; leaked {leaked_fds} fds, "
+        f"{leaked_tasks} tasks"
     )
     assert not tally.broken, tally.broken[:20]
     assert tally.ended.total() == ran
-    assert ran >= 1000, summary  # enough traffic to mean something, even on a slow machine
-    completed = ended["stream"]["completed"] + ended["whole"]["completed"]
-    assert completed >= ran // 3, summary  # retries recover many failed attempts
+    assert tally.peak_in_flight == CONCURRENCY, summary
+    assert admitted >= ENOUGH, summary  # enough got through to mean something
+    assert completed >= admitted // 2, summary  # retries recover most failed attempts
+    assert completed >= served * 3 // 4, summary  # not lost to the gateway's lateness
     assert leaked_fds <= 0, summary
     assert leaked_tasks <= 0, summary
     assert not gateway.app[LIFECYCLE].inflight

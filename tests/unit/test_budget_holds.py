@@ -4,7 +4,6 @@ releases after charges, lapsed holds of a process that died."""
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -14,7 +13,6 @@ from aichat.operations import budgets
 from aichat.operations.budgets import Hold, MemoryUsage, RedisUsage, UsageStore
 from aichat.operations.redis_pool import RedisPool
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 WINDOWS = ("2026-12-02", "2026-12")
 LIMITS = (1000, 0)  # a day's budget, no month's
 
@@ -25,7 +23,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[UsageStore]:
     if request.param == "memory":
         yield MemoryUsage()
         return
-    pool = RedisPool(REDIS_URL)
+    pool = RedisPool(request.getfixturevalue("redis_url"))
     redis_store = RedisUsage(pool, f"aichat-test:{uuid.uuid4().hex}:")
     yield redis_store
     await redis_store.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,24 +11,35 @@ import pytest
 from aichat.core.errors import APIError
 from aichat.core.exchange import KeyPolicy
 from aichat.operations import limits
-from aichat.operations.limits import Limiter, MemoryStore, RateLimited, RedisStore
+from aichat.operations.limits import (
+    CounterStore,
+    Limiter,
+    MemoryStore,
+    RateLimited,
+    RedisStore,
+)
 from aichat.operations.redis_pool import RedisPool, StoreUnavailable
 from tests.conftest import inside_one_rate_window
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
-
 
 @pytest.fixture
-async def redis_store() -> AsyncIterator[RedisStore]:
+async def redis_store(redis_url: str) -> AsyncIterator[RedisStore]:
     """A store on the real Redis, under a prefix of its own."""
-    pool = RedisPool(REDIS_URL)
+    pool = RedisPool(redis_url)
     yield RedisStore(pool, f"aichat-test:{uuid.uuid4().hex}:")
     await pool.close()
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-async def test_rate_limit_counts_and_headers(kind: str, redis_store: RedisStore) -> None:
-    store = MemoryStore() if kind == "memory" else redis_store
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> CounterStore:
+    """Each kind of store, empty."""
+    if request.param == "memory":
+        return MemoryStore()
+    redis_store: RedisStore = request.getfixturevalue("redis_store")
+    return redis_store
+
+
+async def test_rate_limit_counts_and_headers(store: CounterStore) -> None:
     limiter = Limiter(store, max_concurrent=10, queue_timeout=0.1, fail_open=True)
     policy = KeyPolicy("k", requests_per_minute=3)
     await inside_one_rate_window(2)
@@ -47,9 +57,7 @@ async def test_rate_limit_counts_and_headers(kind: str, redis_store: RedisStore)
     assert await limiter.check_rate(KeyPolicy("unlimited")) == {}
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
-async def test_concurrency_slots(kind: str, redis_store: RedisStore) -> None:
-    store = MemoryStore() if kind == "memory" else redis_store
+async def test_concurrency_slots(store: CounterStore) -> None:
     limiter = Limiter(store, max_concurrent=10, queue_timeout=0.1, fail_open=True)
     policy = KeyPolicy("k", max_concurrent=2)
     async with limiter.slot(policy), limiter.slot(policy):
@@ -103,12 +111,12 @@ async def test_redis_down_fails_open_or_closed() -> None:
 
 @pytest.mark.parametrize("fail_open", [True, False])
 async def test_a_burst_above_the_redis_pool_is_held_to_the_limits_exactly(
-    fail_open: bool,
+    fail_open: bool, redis_url: str
 ) -> None:
     # 300 at once on a pool of 20 connections: a full pool once counted as Redis being down,
     # so in `open` mode the burst went through uncounted. (A long wait for a turn: this is
     # about counting exactly, not about how long a loaded machine takes.)
-    pool = RedisPool(REDIS_URL, max_connections=20, wait=30)
+    pool = RedisPool(redis_url, max_connections=20, wait=30)
     store = RedisStore(pool, f"aichat-test:{uuid.uuid4().hex}:")
     limiter = Limiter(store, max_concurrent=1000, queue_timeout=5, fail_open=fail_open)
     rate = KeyPolicy("rate", requests_per_minute=10)
@@ -145,8 +153,8 @@ async def test_a_burst_above_the_redis_pool_is_held_to_the_limits_exactly(
     assert (slots.count(200), slots.count(429)) == (2, 298)
 
 
-async def test_a_busy_pool_makes_requests_wait_then_503_never_uncounted() -> None:
-    pool = RedisPool(REDIS_URL, max_connections=1, wait=0.05)
+async def test_a_busy_pool_makes_requests_wait_then_503_never_uncounted(redis_url: str) -> None:
+    pool = RedisPool(redis_url, max_connections=1, wait=0.05)
     store = RedisStore(pool, f"aichat-test:{uuid.uuid4().hex}:")
     limiter = Limiter(store, max_concurrent=10, queue_timeout=0.05, fail_open=True)
     policy = KeyPolicy("k", requests_per_minute=1000)
