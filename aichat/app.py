@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -38,18 +39,13 @@ from aichat.operations.auth import FAILED_KEYS, FailedKeys, KeyRing, auth_middle
 from aichat.operations.connections import SERVER_NAME
 from aichat.operations.history_db import keep_history
 from aichat.operations.lifecycle import LIFECYCLE, Lifecycle, drain_middleware
-from aichat.operations.limits import (
-    LIMITER,
-    CounterStore,
-    Limiter,
-    MemoryStore,
-    RedisStore,
-    limits_middleware,
-)
+from aichat.operations.limits import LIMITER, Limiter, limits_middleware
+from aichat.operations.link import WORKER_LINK, Link
 from aichat.operations.logs import REQUEST_ID_HEADER, access_log_middleware, add_request_id_header
 from aichat.operations.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
 from aichat.operations.pricing import load_price_table
 from aichat.operations.redis_pool import REDIS_POOL, RedisPool
+from aichat.operations.shared import counter_store, worker_handlers
 from aichat.operations.timing import SERVER_TIMING_HEADER, add_server_timing
 from aichat.operations.trace_setup import configured_tracing
 
@@ -102,15 +98,27 @@ async def _redis_pool(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
+_LINK_SOCKET = web.AppKey("link_socket", socket.socket)
+
+
+async def _worker_link(app: web.Application) -> AsyncIterator[None]:
+    """A worker's link to its supervisor (``aichat serve --workers``): the gateway's shared
+    counters and budgets, and the other workers' metrics (``aichat.operations.shared``)."""
+    sock = app.get(_LINK_SOCKET)
+    if sock is None:
+        yield
+        return
+    handlers = worker_handlers(app[METRICS].registry)
+    link = app[WORKER_LINK] = await Link.over(sock, handlers, wait=app[SETTINGS].queue_timeout)
+    yield
+    await link.close()
+
+
 async def _counter_store(app: web.Application) -> AsyncIterator[None]:
-    """Rate-limit counters: in Redis when ``REDIS_URL`` is set, else in this process."""
+    """Rate-limit counters: in Redis when ``REDIS_URL`` is set, else the gateway's own."""
     settings = app[SETTINGS]
-    pool = app.get(REDIS_POOL)
-    store: CounterStore = (
-        RedisStore(pool, settings.redis_prefix) if pool is not None else MemoryStore()
-    )
     limiter = app[LIMITER] = Limiter(
-        store,
+        counter_store(settings, app.get(REDIS_POOL), app.get(WORKER_LINK)),
         settings.max_concurrent,
         settings.queue_timeout,
         settings.redis_failure == "open",
@@ -187,8 +195,11 @@ def preload(settings: Settings) -> None:
         load_price_table()
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The gateway application for ``settings``; serve it with ``aichat.server``."""
+def create_app(settings: Settings, link: socket.socket | None = None) -> web.Application:
+    """The gateway application for ``settings``; serve it with ``aichat.server``.
+
+    ``link``: a worker's end of its supervisor's socket pair (``aichat.workers``).
+    """
     settings.require_auth_decision()
     preload(settings)
     keys = KeyRing.from_settings(settings)
@@ -220,10 +231,13 @@ def create_app(settings: Settings) -> web.Application:
         settings.retries, settings.retry_backoff, settings.retry_max_wait, metrics
     )
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
+    if link is not None:
+        app[_LINK_SOCKET] = link
     # Reverse order on the way out: answers still closing record their usage first.
     app.cleanup_ctx.extend(
         [
             _redis_pool,
+            _worker_link,
             _counter_store,
             keep_history(settings),
             usage_ledger,

@@ -479,13 +479,6 @@ class Budgets:
             log.warning("usage store unavailable (%s): allowing requests", why)
 
 
-def open_store(settings: Settings, pool: RedisPool | None) -> UsageStore:
-    """Redis when the process has a pool (``REDIS_URL`` is set), else this process's memory."""
-    if pool is not None:
-        return RedisUsage(pool, settings.redis_prefix)
-    return MemoryUsage()
-
-
 def rows(day: dict[str, int], month: dict[str, int]) -> Iterator[tuple[str, str, list[int]]]:
     """(key, model, [today's prompt, completion, requests, this month's ...]) per pair, sorted."""
     table: dict[tuple[str, str], list[int]] = {}
