@@ -36,6 +36,7 @@ from aichat.inbound.playground import add_playground
 from aichat.inbound.responses_api import create_response
 from aichat.inbound.usage_page import add_usage_page
 from aichat.operations.auth import FAILED_KEYS, FailedKeys, KeyRing, auth_middleware
+from aichat.operations.breaker import CircuitBreaker
 from aichat.operations.connections import SERVER_NAME
 from aichat.operations.history_db import keep_history
 from aichat.operations.lifecycle import LIFECYCLE, Lifecycle, drain_middleware
@@ -46,6 +47,7 @@ from aichat.operations.metrics import METRICS, METRICS_KEY, Metrics, metrics_end
 from aichat.operations.pricing import load_price_table
 from aichat.operations.redis_pool import REDIS_POOL, RedisPool
 from aichat.operations.shared import counter_store, worker_handlers
+from aichat.operations.shared_circuits import SharedCircuits
 from aichat.operations.timing import SERVER_TIMING_HEADER, add_server_timing
 from aichat.operations.trace_setup import configured_tracing
 
@@ -108,10 +110,19 @@ async def _worker_link(app: web.Application) -> AsyncIterator[None]:
     if sock is None:
         yield
         return
-    handlers = worker_handlers(app[METRICS].registry)
+    circuits = app[RETRY_POLICY].circuits
+    assert circuits is not None  # made with the app, for a worker
+    handlers = {**worker_handlers(app[METRICS].registry), **circuits.handlers()}
     link = app[WORKER_LINK] = await Link.over(sock, handlers, wait=app[SETTINGS].queue_timeout)
+    circuits.attach(link, lambda: _breakers(app))
     yield
     await link.close()
+
+
+def _breakers(app: web.Application) -> list[CircuitBreaker]:
+    """Every target's circuit breaker (none before the router exists)."""
+    router = app.get(ROUTER)
+    return [] if router is None else [target.breaker for target in router.targets]
 
 
 async def _counter_store(app: web.Application) -> AsyncIterator[None]:
@@ -228,7 +239,11 @@ def create_app(settings: Settings, link: socket.socket | None = None) -> web.App
     if settings.metrics_key is not None:
         app[METRICS_KEY] = settings.metrics_key.get_secret_value()
     app[RETRY_POLICY] = RetryPolicy(
-        settings.retries, settings.retry_backoff, settings.retry_max_wait, metrics
+        settings.retries,
+        settings.retry_backoff,
+        settings.retry_max_wait,
+        metrics,
+        SharedCircuits() if link is not None else None,
     )
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
     if link is not None:

@@ -12,7 +12,7 @@ Decisions:
   for what are dictionaries of keys and leases; an embedded database would put a file
   write in the path of every request.
 - With ``REDIS_URL`` set, Redis stays the store (it is shared with other replicas too); the
-  link then carries the metrics only.
+  link then carries the metrics and circuits (``aichat.operations.shared_circuits``) only.
 - What a worker holds (concurrency leases, budget holds) is tied to its link: when the link
   ends, the supervisor gives them back, as Redis lets a dead replica's leases lapse. A
   question that timed out may still have been applied: a lease or a hold asked for in vain
@@ -34,7 +34,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -45,6 +45,7 @@ from aichat.operations.limits import CounterStore, MemoryStore, RedisStore, Wind
 from aichat.operations.link import Handler, Link
 from aichat.operations.metrics_sum import Family, snapshot
 from aichat.operations.redis_pool import RedisPool, StoreUnavailable
+from aichat.operations.shared_circuits import CircuitHub
 
 log = logging.getLogger("aichat.shared")
 
@@ -190,12 +191,18 @@ async def gateway_samples(link: Link) -> list[tuple[str, bool, list[Family]]]:
 class Hub:
     """The supervisor's end: the gateway's one set of counters, usage and metrics."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.counters = MemoryStore()
         self.usage = MemoryUsage()
         self._links: dict[int, Link] = {}
         self._samples: dict[int, tuple[int, list[Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.circuits = CircuitHub(self._broadcast, clock)
+
+    def _broadcast(self, name: str, exported: list[Any]) -> None:
+        for link in self._links.values():
+            with contextlib.suppress(StoreUnavailable):  # a worker gone: nothing to follow
+                link.notice("circuit", name, exported)
 
     async def join(self, worker: int, sock: socket.socket) -> None:
         """Serve worker number ``worker`` over its end of the link, ``sock``."""
@@ -267,6 +274,7 @@ class Hub:
             "release_hold": release_hold,
             "read": read,
             "metrics": self._metrics,
+            **self.circuits.handlers(),
         }
 
     async def _metrics(self) -> list[Any]:

@@ -159,3 +159,41 @@ async def test_every_scrape_shows_the_whole_gateway_and_never_goes_down(
             previous = tokens
             up = _samples(text, "aichat_worker_up")
             assert up == {(("worker", "0"),): 1, (("worker", "1"),): 1}
+
+
+async def test_a_circuit_opened_in_one_worker_is_open_in_both(tmp_path: Path) -> None:
+    config = tmp_path / "aichat.toml"
+    # An upstream nothing listens on: every attempt fails at once, retried never.
+    config.write_text(
+        f'[[models]]\nname = "down"\nprovider = "openai"\n'
+        f'base_url = "http://127.0.0.1:{free_port()}/v1"\napi_key_env = "UPSTREAM_KEY"\n'
+        '[[keys]]\nname = "plain"\nkey_env = "PLAIN_KEY"\n'
+    )
+    env = server_env(
+        free_port(),
+        AICHAT_CONFIG=str(config),
+        AICHAT_WORKERS="2",
+        AICHAT_RETRIES="0",
+        AICHAT_BREAKER_FAILURES="3",
+        AICHAT_BREAKER_COOLDOWN="600",
+        UPSTREAM_KEY="sk-upstream",
+        **KEYS,
+    )
+    command = [sys.executable, "-m", "aichat", "serve"]
+    async with started(command, env, tmp_path) as server:
+        # Three failed requests, wherever they land, open the gateway's one circuit.
+        for _ in range(3):
+            failed = await _post(server, "PLAIN_KEY", {"model": "down", **HELLO})
+            assert failed.status >= 500
+            assert "Retry-After" not in failed.headers, server.output()  # it was tried
+        for _ in range(6):
+            refused = await _post(server, "PLAIN_KEY", {"model": "down", **HELLO})
+            assert refused.status == 503, server.output()
+            assert int(refused.headers["Retry-After"]) > 500  # not tried: the circuit is open
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http,
+                http.get(f"{server.url}/ready?verbose=1") as ready,
+            ):
+                (upstream,) = (await ready.json())["upstreams"]
+            assert upstream["state"] == "open"
+            assert upstream["consecutive_failures"] == 3
