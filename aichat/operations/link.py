@@ -12,8 +12,9 @@ Decisions:
 - Bounded: a frame over ``MAX_FRAME`` bytes, or one that does not parse, ends the link
   (the peer is broken, and nothing after it can be framed reliably); at most ``max_asks``
   questions wait for answers (a caller waits ``wait`` seconds for a turn, then
-  ``StoreBusy``), each at most ``timeout`` seconds (then ``StoreUnavailable``). Notices are
-  never refused: a peer that stops reading is noticed by the next question's timeout.
+  ``StoreBusy``), each at most ``timeout`` seconds (then ``StoreUnavailable``); at most
+  ``MAX_UNSENT`` bytes wait for a peer that stopped reading, then what is sent fails
+  (``StoreUnavailable``) rather than grow this process's memory.
 - Handlers run in arrival order, one at a time, so what one end sends in order is applied in
   that order (a charge before the release of the same request's hold). A handler listed in
   ``concurrent`` runs as a task instead, for those that themselves wait on other links.
@@ -39,6 +40,7 @@ from aichat.operations.redis_pool import StoreBusy, StoreUnavailable, acquire_wi
 log = logging.getLogger("aichat.link")
 
 MAX_FRAME = 8 << 20  # bytes: a worker's metrics, the largest frame, are far below this
+MAX_UNSENT = 2 * MAX_FRAME  # bytes waiting for the other end to read them, at most
 _HEADER = struct.Struct(">I")
 _ASK, _NOTICE, _ANSWER = 0, 1, 2
 
@@ -117,9 +119,11 @@ class Link:
         self._send([_NOTICE, op, list(args)])
 
     def _send(self, message: list[Any]) -> None:
+        if self._writer.transport.get_write_buffer_size() > MAX_UNSENT:
+            raise StoreUnavailable("the other process is not reading")
         data = json.dumps(message, separators=(",", ":")).encode()
         if len(data) > MAX_FRAME:
-            raise StoreUnavailable(f"a {message[0]} frame of {len(data)} bytes is too large")
+            raise StoreUnavailable(f"a frame of {len(data)} bytes is too large")
         self._writer.write(_HEADER.pack(len(data)) + data)
 
     async def _receive(self) -> None:

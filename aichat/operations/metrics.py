@@ -35,9 +35,9 @@ from prometheus_client.utils import floatToGoString
 from aichat.core.errors import APIError, AuthenticationError
 from aichat.operations.auth import FAILED_KEYS, key_matches, presented_key
 from aichat.operations.link import WORKER_LINK
-from aichat.operations.metrics_sum import summed_text
+from aichat.operations.metrics_sum import text
 from aichat.operations.redis_pool import StoreBusy, StoreUnavailable
-from aichat.operations.shared import gateway_samples
+from aichat.operations.shared import gateway_metrics
 
 # Latency buckets in seconds, from a cached answer to a long generation.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -249,7 +249,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
         body = generate_latest(request.app[METRICS].registry)
     else:
         try:
-            body = summed_text(await gateway_samples(link))
+            body = text(await gateway_metrics(link))
         except (StoreUnavailable, StoreBusy) as exc:
             # One worker's counts shown as the gateway's would read as counter resets.
             raise APIError(

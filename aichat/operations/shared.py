@@ -20,8 +20,9 @@ Decisions:
 - A link that ends or does not answer is ``StoreUnavailable``: ``AICHAT_REDIS_FAILURE``
   decides, as for a Redis down (``open``: allow with a warning; ``closed``: 503).
 - **Metrics summed at scrape time.** A scrape, whichever worker takes it, asks the
-  supervisor, which asks every worker for its samples (at most ``SNAPSHOT_TIMEOUT``) and
-  answers with all of them; ``aichat.operations.metrics_sum`` adds them up. A worker that
+  supervisor, which asks every worker for its samples (at most ``SNAPSHOT_TIMEOUT``), adds
+  them up (``aichat.operations.metrics_sum``) and answers with the sums: an answer as large
+  as one worker's metrics, whatever the number of workers. A worker that
   does not answer in time counts with the last samples it sent, so totals may lag, never go
   down; ``aichat_worker_up{worker}`` says which answered. If the supervisor does not answer,
   the scrape fails (503) rather than show one worker's counts as the gateway's.
@@ -43,7 +44,7 @@ from aichat.core.config import Settings
 from aichat.operations.budgets import Hold, MemoryUsage, RedisUsage, UsageStore
 from aichat.operations.limits import CounterStore, MemoryStore, RedisStore, WindowCount
 from aichat.operations.link import Handler, Link
-from aichat.operations.metrics_sum import Family, snapshot
+from aichat.operations.metrics_sum import Family, snapshot, summed
 from aichat.operations.redis_pool import RedisPool, StoreUnavailable
 from aichat.operations.shared_circuits import CircuitHub
 
@@ -182,10 +183,10 @@ def worker_handlers(registry: CollectorRegistry) -> dict[str, Handler]:
     return {"snapshot": samples}
 
 
-async def gateway_samples(link: Link) -> list[tuple[str, bool, list[Family]]]:
-    """Every worker's samples, ``(worker, answered now, samples)``, through the supervisor."""
-    answers = await link.ask("metrics", seconds=SCRAPE_TIMEOUT)
-    return [(str(worker), bool(fresh), samples) for worker, fresh, samples in answers]
+async def gateway_metrics(link: Link) -> list[Family]:
+    """The whole gateway's metrics, every worker's added up by the supervisor."""
+    families: list[Family] = await link.ask("metrics", seconds=SCRAPE_TIMEOUT)
+    return families
 
 
 class Hub:
@@ -277,8 +278,8 @@ class Hub:
             **self.circuits.handlers(),
         }
 
-    async def _metrics(self) -> list[Any]:
-        """Every worker's samples: fresh where it answers in time, else its last ones."""
+    async def _metrics(self) -> list[Family]:
+        """Every worker's metrics added up: fresh where it answers in time, else its last."""
         workers = sorted(self._links)
         answers = await asyncio.gather(
             *(self._ask_samples(self._links[worker]) for worker in workers)
@@ -291,10 +292,12 @@ class Hub:
             if taken > self._samples.get(worker, (0, []))[0]:
                 self._samples[worker] = (taken, samples)
             fresh.add(worker)
-        return [
-            [worker, worker in fresh, samples]
-            for worker, (_, samples) in sorted(self._samples.items())
-        ]
+        return summed(
+            [
+                (str(worker), worker in fresh, samples)
+                for worker, (_, samples) in sorted(self._samples.items())
+            ]
+        )
 
     async def _ask_samples(self, link: Link) -> tuple[int, list[Any]] | None:
         try:

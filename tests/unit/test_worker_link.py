@@ -19,8 +19,8 @@ from aichat.core.exchange import KeyPolicy
 from aichat.operations.breaker import CircuitBreaker
 from aichat.operations.budgets import Hold
 from aichat.operations.limits import Limiter, Overloaded
-from aichat.operations.link import MAX_FRAME, Link
-from aichat.operations.metrics_sum import summed_text
+from aichat.operations.link import MAX_FRAME, MAX_UNSENT, Link
+from aichat.operations.metrics_sum import summed, text
 from aichat.operations.redis_pool import StoreBusy, StoreUnavailable
 from aichat.operations.shared import Hub, SharedCounters, SharedUsage
 from aichat.operations.shared_circuits import SharedCircuits
@@ -84,6 +84,18 @@ async def test_a_frame_that_does_not_parse_ends_the_link(
     await asyncio.wait_for(link.ended.wait(), 30)
     with pytest.raises(StoreUnavailable):
         link.notice("charge", ["2026-12-07", "2026-12"], {"team": 1})
+
+
+async def test_what_waits_for_a_peer_that_stopped_reading_is_bounded(
+    silent_peer: tuple[Link, socket.socket],
+) -> None:
+    link, _ = silent_peer
+    megabyte = "x" * (1 << 20)
+    with pytest.raises(StoreUnavailable, match="not reading"):
+        for _ in range(MAX_UNSENT // len(megabyte) + 8):  # the socket's own buffer, and more
+            link.notice("charge", megabyte)
+    with pytest.raises(StoreUnavailable, match="not reading"):
+        await link.ask("count_request", "team")
 
 
 @pytest.fixture
@@ -189,10 +201,10 @@ def test_workers_metrics_are_summed_and_each_worker_reported() -> None:
             ),
         ]
 
-    text = summed_text([("0", True, worker(3, 100, 0)), ("1", False, worker(4, 50, 2))])
+    exposition = text(summed([("0", True, worker(3, 100, 0)), ("1", False, worker(4, 50, 2))]))
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for metric in text_string_to_metric_families(text.decode())
+        for metric in text_string_to_metric_families(exposition.decode())
         for sample in metric.samples
     }
     assert samples == {
