@@ -17,13 +17,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aichat.core.exchange import KeyPolicy
+from aichat.operations import shared
 from aichat.operations.breaker import CircuitBreaker
 from aichat.operations.budgets import Hold
 from aichat.operations.limits import Limiter, Overloaded
-from aichat.operations.link import MAX_FRAME, MAX_UNSENT, Link
+from aichat.operations.link import MAX_FRAME, MAX_UNSENT, Handler, Link
 from aichat.operations.metrics_sum import summed, text
 from aichat.operations.redis_pool import StoreBusy, StoreUnavailable
-from aichat.operations.shared import Hub, SharedCounters, SharedUsage
+from aichat.operations.shared import Hub, SharedCounters, SharedUsage, gateway_metrics
 from aichat.operations.shared_circuits import SharedCircuits
 
 
@@ -267,6 +268,58 @@ async def test_circuits_count_failures_across_workers_and_let_one_trial_through(
     ]
     circuits[0].success(breakers[0])  # the trial answered
     await _until(lambda: all(breaker.state == "closed" for breaker in breakers))
+    for link in links:
+        await link.close()
+    await hub.close()
+
+
+async def test_a_worker_that_does_not_answer_a_scrape_counts_with_its_last_metrics(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(shared, "SNAPSHOT_TIMEOUT", 0.2)
+    requests = [1, 2]
+    stalled = asyncio.Event()
+
+    def answering(worker: int) -> Handler:
+        taken = 0
+
+        async def snapshot() -> list[Any]:
+            nonlocal taken
+            if worker == 1 and stalled.is_set():
+                await asyncio.Event().wait()  # busy for ever
+            taken += 1
+            rows = [["aichat_requests_total", {}, requests[worker]]]
+            return [taken, [["aichat_requests", "counter", "help", "", rows]]]
+
+        return snapshot
+
+    hub = Hub()
+    links = []
+    for worker in range(2):
+        ours, theirs = socket.socketpair()
+        await hub.join(worker, theirs)
+        links.append(await Link.over(ours, {"snapshot": answering(worker)}))
+
+    async def scrape() -> dict[str, float]:
+        exposition = text(await gateway_metrics(links[0]))
+        return {
+            f"{sample.name}{sample.labels.get('worker', '')}": sample.value
+            for metric in text_string_to_metric_families(exposition.decode())
+            for sample in metric.samples
+        }
+
+    assert await scrape() == {
+        "aichat_requests_total": 3,
+        "aichat_worker_up0": 1,
+        "aichat_worker_up1": 1,
+    }
+    stalled.set()
+    requests[0] = 5
+    assert await scrape() == {
+        "aichat_requests_total": 7,
+        "aichat_worker_up0": 1,
+        "aichat_worker_up1": 0,
+    }
     for link in links:
         await link.close()
     await hub.close()
