@@ -125,7 +125,7 @@ class Supervisor:
             for _, worker_end in links:
                 self._fork(unblocked, worker_end, ends)
             for _, worker_end in links:
-                worker_end.close()  # the worker's own now: its end of file is the worker's
+                worker_end.close()  # the worker's alone now: its exit ends its link
             stack.enter_context(_signals_to(wake_write))
             signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
             log.info(
