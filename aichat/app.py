@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -35,22 +36,19 @@ from aichat.inbound.playground import add_playground
 from aichat.inbound.responses_api import create_response
 from aichat.inbound.usage_page import add_usage_page
 from aichat.operations.auth import FAILED_KEYS, FailedKeys, KeyRing, auth_middleware
+from aichat.operations.breaker import CircuitBreaker
 from aichat.operations.connections import SERVER_NAME
 from aichat.operations.history_db import keep_history
 from aichat.operations.lifecycle import LIFECYCLE, Lifecycle, drain_middleware
-from aichat.operations.limits import (
-    LIMITER,
-    CounterStore,
-    Limiter,
-    MemoryStore,
-    RedisStore,
-    limits_middleware,
-)
+from aichat.operations.limits import LIMITER, Limiter, limits_middleware
+from aichat.operations.link import WORKER_LINK, Link
 from aichat.operations.logs import REQUEST_ID_HEADER, access_log_middleware, add_request_id_header
 from aichat.operations.loop_lag import watch_loop_lag
 from aichat.operations.metrics import METRICS, METRICS_KEY, Metrics, metrics_endpoint
 from aichat.operations.pricing import load_price_table
 from aichat.operations.redis_pool import REDIS_POOL, RedisPool
+from aichat.operations.shared import counter_store, worker_handlers
+from aichat.operations.shared_circuits import SharedCircuits
 from aichat.operations.timing import SERVER_TIMING_HEADER, add_server_timing
 from aichat.operations.trace_setup import configured_tracing
 
@@ -103,15 +101,36 @@ async def _redis_pool(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
+_LINK_SOCKET = web.AppKey("link_socket", socket.socket)
+
+
+async def _worker_link(app: web.Application) -> AsyncIterator[None]:
+    """A worker's link to its supervisor (``aichat serve --workers``): the gateway's shared
+    counters and budgets, and the other workers' metrics (``aichat.operations.shared``)."""
+    sock = app.get(_LINK_SOCKET)
+    if sock is None:
+        yield
+        return
+    circuits = app[RETRY_POLICY].circuits
+    assert circuits is not None  # made with the app, for a worker
+    handlers = {**worker_handlers(app[METRICS].registry), **circuits.handlers()}
+    link = app[WORKER_LINK] = await Link.over(sock, handlers, wait=app[SETTINGS].queue_timeout)
+    circuits.attach(link, lambda: _breakers(app))
+    yield
+    await link.close()
+
+
+def _breakers(app: web.Application) -> list[CircuitBreaker]:
+    """Every target's circuit breaker (none before the router exists)."""
+    router = app.get(ROUTER)
+    return [] if router is None else [target.breaker for target in router.targets]
+
+
 async def _counter_store(app: web.Application) -> AsyncIterator[None]:
-    """Rate-limit counters: in Redis when ``REDIS_URL`` is set, else in this process."""
+    """Rate-limit counters: in Redis when ``REDIS_URL`` is set, else the gateway's own."""
     settings = app[SETTINGS]
-    pool = app.get(REDIS_POOL)
-    store: CounterStore = (
-        RedisStore(pool, settings.redis_prefix) if pool is not None else MemoryStore()
-    )
     limiter = app[LIMITER] = Limiter(
-        store,
+        counter_store(settings, app.get(REDIS_POOL), app.get(WORKER_LINK)),
         settings.max_concurrent,
         settings.queue_timeout,
         settings.redis_failure == "open",
@@ -188,8 +207,11 @@ def preload(settings: Settings) -> None:
         load_price_table()
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The gateway application for ``settings``; serve it with ``aichat.server``."""
+def create_app(settings: Settings, link: socket.socket | None = None) -> web.Application:
+    """The gateway application for ``settings``; serve it with ``aichat.server``.
+
+    ``link``: a worker's end of its supervisor's socket pair (``aichat.workers``).
+    """
     settings.require_auth_decision()
     preload(settings)
     keys = KeyRing.from_settings(settings)
@@ -218,13 +240,20 @@ def create_app(settings: Settings) -> web.Application:
     if settings.metrics_key is not None:
         app[METRICS_KEY] = settings.metrics_key.get_secret_value()
     app[RETRY_POLICY] = RetryPolicy(
-        settings.retries, settings.retry_backoff, settings.retry_max_wait, metrics
+        settings.retries,
+        settings.retry_backoff,
+        settings.retry_max_wait,
+        metrics,
+        SharedCircuits() if link is not None else None,
     )
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
+    if link is not None:
+        app[_LINK_SOCKET] = link
     # Reverse order on the way out: answers still closing record their usage first.
     app.cleanup_ctx.extend(
         [
             _redis_pool,
+            _worker_link,
             _counter_store,
             keep_history(settings),
             usage_ledger,

@@ -56,14 +56,17 @@ def runner(app: web.Application, shutdown_timeout: float = 30.0) -> web.AppRunne
 
 
 async def serve_until_stopped(
-    settings: Settings, load: Callable[[], Settings] | None = None
+    settings: Settings,
+    load: Callable[[], Settings] | None = None,
+    link: socket.socket | None = None,
 ) -> None:
     """Listen until SIGINT/SIGTERM, then drain in-flight requests and close everything.
 
-    With ``load`` (how ``settings`` were made), SIGHUP reloads the configuration.
+    With ``load`` (how ``settings`` were made), SIGHUP reloads the configuration; ``link``
+    joins a worker to its supervisor (``aichat.workers``).
     """
     descriptors = raise_descriptor_limit()
-    app = create_app(settings)
+    app = create_app(settings, link)
     app_runner = runner(app)
     await app_runner.setup()
     try:
@@ -137,12 +140,17 @@ def listen_error(host: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {host}:{port}: {cause}; {fix}"
 
 
-def serve(settings: Settings, load: Callable[[], Settings] | None = None) -> None:
-    """Run the gateway in the foreground (blocking); SIGHUP reloads through ``load``."""
+def serve(
+    settings: Settings,
+    load: Callable[[], Settings] | None = None,
+    link: socket.socket | None = None,
+) -> None:
+    """Run the gateway in the foreground (blocking); SIGHUP reloads through ``load``;
+    ``link`` joins a worker to its supervisor."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve_until_stopped(settings, load))
+        asyncio.run(serve_until_stopped(settings, load, link))
     else:
         # libuv's event loop: less CPU per request than asyncio's own.
-        uvloop.run(serve_until_stopped(settings, load))
+        uvloop.run(serve_until_stopped(settings, load, link))

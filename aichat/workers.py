@@ -26,17 +26,22 @@ Decisions:
   gateway running on with fewer processes than configured, unnoticed.
 - Workers die with the supervisor (``PR_SET_PDEATHSIG``): a killed supervisor leaves no
   orphan holding the port.
+- **One gateway's state.** Each worker gets one end of a socket pair made before the fork;
+  on the other, the supervisor serves the rate and concurrency counters, token budgets and
+  the workers' summed metrics (``aichat.operations.shared``), so the workers count and
+  report as one process. Its loop (asyncio, once the forks are done) also watches the
+  notification socket and the signals.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import gc
 import logging
 import os
 import secrets
-import selectors
 import signal
 import socket
 import sys
@@ -46,6 +51,7 @@ from collections.abc import Callable, Iterator
 from aichat.app import preload
 from aichat.core.config import Settings, StartupError
 from aichat.operations import sdnotify
+from aichat.operations.shared import Hub
 from aichat.server import listen_error, serve
 
 log = logging.getLogger("aichat")
@@ -103,6 +109,7 @@ class Supervisor:
         self._pid = os.getpid()
         # Abstract-namespace address: nothing to clean up on disk, private to this run.
         self._notify_name = f"aichat-workers-{os.getpid()}-{secrets.token_hex(8)}"
+        self._done = asyncio.Event()  # set once no worker is left
 
     def run(self) -> int:
         """Fork the workers and supervise them until they have all exited; the exit code."""
@@ -110,11 +117,15 @@ class Supervisor:
             notify = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
             notify.bind("\0" + self._notify_name)
             wake_read, wake_write = (stack.enter_context(s) for s in socket.socketpair())
+            links = [socket.socketpair() for _ in range(self.settings.workers)]
+            ends = [stack.enter_context(end) for pair in links for end in pair]
             # Until the handlers below are in place, a stop signal waits instead of killing
             # the supervisor between two forks.
             unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, _WATCHED)
-            for _ in range(self.settings.workers):
-                self._fork(unblocked)
+            for _, worker_end in links:
+                self._fork(unblocked, worker_end, ends)
+            for _, worker_end in links:
+                worker_end.close()  # the worker's alone now: its exit ends its link
             stack.enter_context(_signals_to(wake_write))
             signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
             log.info(
@@ -124,10 +135,15 @@ class Supervisor:
                 self.settings.port,
                 " ".join(map(str, sorted(self.workers))),
             )
-            self._supervise(notify, wake_read)
+            asyncio.run(self._supervise(notify, wake_read, [end for end, _ in links]))
         return 1 if self.failed else 0
 
-    def _fork(self, unblocked: set[int | signal.Signals]) -> None:
+    def _fork(
+        self,
+        unblocked: set[int | signal.Signals],
+        link: socket.socket,
+        ends: list[socket.socket],
+    ) -> None:
         pid = os.fork()
         if pid:
             self.workers.add(pid)
@@ -136,8 +152,11 @@ class Supervisor:
         try:
             signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
             _die_with(self._pid)
+            for end in ends:  # the other workers' links, and the supervisor's ends
+                if end is not link:
+                    end.close()
             os.environ["NOTIFY_SOCKET"] = "@" + self._notify_name
-            serve(self.settings, self._load)
+            serve(self.settings, self._load, link)
             code = 0
         except BaseException:  # a worker reports everything, then exits
             traceback.print_exc()
@@ -146,17 +165,30 @@ class Supervisor:
             # Never return into the supervisor's code: this process is a worker only.
             os._exit(code)
 
-    def _supervise(self, notify: socket.socket, wake: socket.socket) -> None:
-        with selectors.DefaultSelector() as selector:
-            selector.register(notify, selectors.EVENT_READ)
-            selector.register(wake, selectors.EVENT_READ)
-            while self.workers:
-                for key, _ in selector.select():
-                    if key.fileobj is notify:
-                        self._on_notify(notify.recv(4096))
-                    else:
-                        for signum in wake.recv(64):
-                            self._on_signal(signum)
+    async def _supervise(
+        self, notify: socket.socket, wake: socket.socket, links: list[socket.socket]
+    ) -> None:
+        hub = Hub()
+        for worker, link in enumerate(links):
+            await hub.join(worker, link)
+        loop = asyncio.get_running_loop()
+        notify.setblocking(False)
+        loop.add_reader(notify, lambda: self._on_notify(notify.recv(4096)))
+        loop.add_reader(wake, self._on_wake, wake)
+        try:
+            if self.workers:
+                await self._done.wait()
+        finally:
+            loop.remove_reader(notify)
+            loop.remove_reader(wake)
+            await hub.close()
+
+    def _on_wake(self, wake: socket.socket) -> None:
+        with contextlib.suppress(BlockingIOError):
+            for signum in wake.recv(64):
+                self._on_signal(signum)
+        if not self.workers:
+            self._done.set()
 
     def _on_notify(self, message: bytes) -> None:
         if b"READY=1" in message.split(b"\n"):

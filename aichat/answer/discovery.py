@@ -291,7 +291,7 @@ class Discovery:
         built = (
             route,
             build_provider(route, settings, self._session),
-            CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown),
+            CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown, name=route.name),
         )
         self._upstreams[route.name] = built
         return built

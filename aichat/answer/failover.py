@@ -22,8 +22,9 @@ from aichat.answer.routing import Target
 from aichat.core.errors import UpstreamError
 from aichat.core.prompt import Prompt
 from aichat.core.trace import RequestTrace
-from aichat.operations.breaker import State
+from aichat.operations.breaker import CircuitBreaker, State
 from aichat.operations.metrics import Metrics
+from aichat.operations.shared_circuits import SharedCircuits
 from aichat.operations.tracing import traced
 from aichat.providers.base import Event, EventStream
 
@@ -38,6 +39,7 @@ class RetryPolicy:
     backoff: float = 0.25
     max_wait: float = 5.0
     metrics: Metrics | None = None  # where attempts, retries and first-token times go
+    circuits: SharedCircuits | None = None  # with --workers: the gateway's circuits
 
     def delay(self, retry: int, retry_after: float | None) -> float | None:
         """Seconds to wait before retry number ``retry`` (0-based), or None to give up.
@@ -141,6 +143,13 @@ def _failed(policy: RetryPolicy, target: Target, attempt: int, err: UpstreamErro
         policy.metrics.upstream_error(target.metric_label, err.code)
 
 
+def _succeeded(circuits: SharedCircuits | None, breaker: CircuitBreaker) -> None:
+    if circuits is None:
+        breaker.success()
+    else:
+        circuits.success(breaker)
+
+
 def _given_up(err: UpstreamError, target: Target, attempts: int) -> UpstreamError:
     err.upstream, err.attempts = target.label, attempts
     return err
@@ -162,7 +171,8 @@ async def open_answer(
     last_error: tuple[UpstreamError, Target] | None = None
     for target in chain:
         breaker, before = target.breaker, target.breaker.state
-        allowed = breaker.allow()
+        circuits = policy.circuits
+        allowed = breaker.allow() if circuits is None else await circuits.allow(breaker)
         _log_transition(target, before)
         retry = 0
         while allowed:
@@ -172,14 +182,17 @@ async def open_answer(
             except UpstreamError as err:
                 before = breaker.state
                 if not err.retryable:
-                    breaker.success()  # it answered; it only refused this request
+                    _succeeded(circuits, breaker)  # it answered; it only refused this request
                     _log_transition(target, before)
                     raise _given_up(err, target, attempts) from None
                 last_error = err, target
                 _failed(policy, target, attempts, err)
                 wait = policy.delay(retry, err.retry_after)
                 if wait is None:
-                    breaker.failure(err.cause)
+                    if circuits is None:
+                        breaker.failure(err.cause)
+                    else:
+                        circuits.failure(breaker, err.cause)
                     _log_transition(target, before)
                     break
                 retry += 1
@@ -188,7 +201,7 @@ async def open_answer(
                 await asyncio.sleep(wait)
                 continue
             before = breaker.state
-            breaker.success()
+            _succeeded(circuits, breaker)
             _log_transition(target, before)
             answer.attempts = attempts
             if policy.metrics is not None:

@@ -102,7 +102,7 @@ def build_target(route: ModelConfig, settings: Settings, session: aiohttp.Client
         build_provider(route, settings, session),
         route.target_model,
         route.fallbacks,
-        CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown),
+        CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown, name=route.name),
         capabilities_for(route),
         pricing_for(route, route.target_model),
         route.context_window,

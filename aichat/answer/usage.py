@@ -34,11 +34,13 @@ from aichat.core.errors import UpstreamError
 from aichat.core.exchange import Exchange
 from aichat.core.prompt import Prompt
 from aichat.core.tokens import TextTally, prompt_tokens
-from aichat.operations.budgets import Budgets, Hold, budget_limits, open_store
+from aichat.operations.budgets import Budgets, Hold, budget_limits
 from aichat.operations.history import HISTORY, History
+from aichat.operations.link import WORKER_LINK
 from aichat.operations.metrics import METRICS, LabelledCounts
 from aichat.operations.pricing import Cost, usd
 from aichat.operations.redis_pool import REDIS_POOL
+from aichat.operations.shared import usage_store
 from aichat.providers.base import (
     Event,
     RawBody,
@@ -209,7 +211,7 @@ def meter(
 async def usage_ledger(app: web.Application) -> AsyncIterator[None]:
     """``cleanup_ctx``: the ledger and its store, which writes what is pending on the way out."""
     settings = app[SETTINGS]
-    store = open_store(settings, app.get(REDIS_POOL))
+    store = usage_store(settings, app.get(REDIS_POOL), app.get(WORKER_LINK))
     fail_open = settings.redis_failure == "open"
     budgets = Budgets(store, budget_limits(settings), fail_open, every_key=bool(settings.redis_url))
     app[LEDGER] = Ledger(app[METRICS].registry, budgets, app.get(HISTORY))

@@ -246,7 +246,7 @@ class Settings(BaseModel):
 ENV_VARS: dict[str, tuple[str, str]] = {
     "AICHAT_HOST": ("host", "Address to listen on."),
     "AICHAT_PORT": ("port", "Port to listen on."),
-    "AICHAT_WORKERS": ("workers", "Processes serving the port (`SO_REUSEPORT`), each on its own."),
+    "AICHAT_WORKERS": ("workers", "Processes serving the port (`SO_REUSEPORT`) as one gateway."),
     "AICHATS_BASE_URL": ("aichats_base_url", "Base URL of the aichats web-chat upstream."),
     "AICHATS_HISTORY": (
         "aichats_history",

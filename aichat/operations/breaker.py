@@ -9,7 +9,10 @@ said the upstream is down for that request, and counting each one would let a si
 client (whose SDK retries too) open the circuit before it ever saw the real error.
 
 The breaker is only the state machine and what explains it (the last error, the time left);
-the router logs its transitions.
+the router logs its transitions. With ``--workers``, each breaker (named for its route) also
+follows the supervisor's one for the whole gateway (``aichat.operations.shared_circuits``):
+``export`` and ``adopt`` carry its state, in monotonic-clock times every process on the
+host shares.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 State = Literal["closed", "half_open", "open"]
 
@@ -45,12 +48,18 @@ class CircuitBreaker:
         "_threshold",
         "_trial_at",
         "last_error",
+        "name",
         "state",
     )
 
     def __init__(
-        self, threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic
+        self,
+        threshold: int,
+        cooldown: float,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "",
     ) -> None:
+        self.name = name  # the route's: what the workers' breakers of one upstream share
         self._threshold = threshold
         self._cooldown = cooldown
         self._clock = clock
@@ -91,6 +100,38 @@ class CircuitBreaker:
         if self.state == "half_open" or self._failures >= self._threshold:
             self.state = "open"
             self._opened_at = self._failed_at
+
+    @property
+    def settings(self) -> tuple[int, float]:
+        """The threshold and the cooldown."""
+        return self._threshold, self._cooldown
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failed requests counted so far."""
+        return self._failures
+
+    def export(self) -> list[Any]:
+        """The whole state, for ``adopt`` in another breaker of the same upstream."""
+        return [
+            self.state,
+            self._failures,
+            self.last_error,
+            self._opened_at,
+            self._trial_at,
+            self._failed_at,
+        ]
+
+    def adopt(self, exported: list[Any]) -> None:
+        """Take on the state another breaker ``export``-ed."""
+        state, failures, last_error, opened_at, trial_at, failed_at = exported
+        if state not in ("closed", "half_open", "open"):
+            raise ValueError(f"unknown circuit state {state!r}")
+        self.state = state
+        self._failures = int(failures)
+        self.last_error = None if last_error is None else str(last_error)
+        self._opened_at, self._trial_at = float(opened_at), float(trial_at)
+        self._failed_at = float(failed_at)
 
     def retry_in(self) -> float:
         """Seconds until this upstream may be tried again (0 when it may be now)."""

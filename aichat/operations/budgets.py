@@ -5,7 +5,8 @@ Decisions:
 - One layout for both stores: a hash per window (``usage:day:2026-12-02``,
   ``usage:month:2026-12``) whose fields are ``key<TAB>model<TAB>prompt|completion|requests``
   plus the key's total as ``key``. Redis (``REDIS_URL``) is shared by every replica and read
-  by ``aichat usage``; memory serves one process.
+  by ``aichat usage``; memory serves one process (with ``--workers``, the supervisor's serves
+  them all: ``aichat.operations.shared``).
 - A request is admitted while what its key has spent, plus what the requests in flight hold,
   is under the budget; it then holds its worst case (its prompt and its ``max_tokens``, or
   the route's) until it ends, when the hold is released and its real usage counted
@@ -477,13 +478,6 @@ class Budgets:
         if now - self._warned_at > 10:
             self._warned_at = now
             log.warning("usage store unavailable (%s): allowing requests", why)
-
-
-def open_store(settings: Settings, pool: RedisPool | None) -> UsageStore:
-    """Redis when the process has a pool (``REDIS_URL`` is set), else this process's memory."""
-    if pool is not None:
-        return RedisUsage(pool, settings.redis_prefix)
-    return MemoryUsage()
 
 
 def rows(day: dict[str, int], month: dict[str, int]) -> Iterator[tuple[str, str, list[int]]]:

@@ -1,7 +1,8 @@
 """Per-key request rates and concurrency, and a global cap on in-flight upstream requests.
 
-Counters live in memory (one process) or in Redis (``REDIS_URL``), where every replica
-behind one port shares them. Rates use fixed one-minute windows; concurrency uses leases
+Counters live in memory (one process; with ``--workers``, the supervisor's, see
+``aichat.operations.shared``) or in Redis (``REDIS_URL``), where every replica behind one
+port shares them. Rates use fixed one-minute windows; concurrency uses leases
 that expire after ``LEASE`` seconds unless renewed, so a replica that dies holding some
 blocks a key for seconds, not for ever. A ``Limiter`` renews the leases its requests hold
 and retries releases that failed, so a lost release costs seconds too.

@@ -32,8 +32,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from aichat.core.errors import AuthenticationError
+from aichat.core.errors import APIError, AuthenticationError
 from aichat.operations.auth import FAILED_KEYS, key_matches, presented_key
+from aichat.operations.link import WORKER_LINK
+from aichat.operations.metrics_sum import text
+from aichat.operations.redis_pool import StoreBusy, StoreUnavailable
+from aichat.operations.shared import gateway_metrics
 
 # Latency buckets in seconds, from a cached answer to a long generation.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -237,7 +241,21 @@ def require_metrics_key(request: web.Request) -> None:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    """``GET /metrics`` in Prometheus' text format."""
+    """``GET /metrics`` in Prometheus' text format: with ``--workers``, every worker's
+    metrics added up (``aichat.operations.shared``)."""
     require_metrics_key(request)
-    body = generate_latest(request.app[METRICS].registry)
+    link = request.app.get(WORKER_LINK)
+    if link is None:
+        body = generate_latest(request.app[METRICS].registry)
+    else:
+        try:
+            body = text(await gateway_metrics(link))
+        except (StoreUnavailable, StoreBusy) as exc:
+            # One worker's counts shown as the gateway's would read as counter resets.
+            raise APIError(
+                f"The other workers' metrics are unavailable ({exc}); try again.",
+                status=503,
+                code="metrics_unavailable",
+                headers={"Retry-After": "1"},
+            ) from None
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
