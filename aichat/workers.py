@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 
 from aichat.app import preload
 from aichat.core.config import Settings, StartupError
-from aichat.operations import sdnotify
+from aichat.operations import hangup, sdnotify
 from aichat.server import listen_error, serve
 
 log = logging.getLogger("aichat")
@@ -117,11 +117,13 @@ class Supervisor:
                 self._fork(unblocked)
             stack.enter_context(_signals_to(wake_write))
             signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+            hangup.release()  # the entry point held it; now the handler passes it on
             log.info(
-                "%d workers on http://%s:%d: pids %s",
+                "%d workers on http://%s:%d (pid %d; workers %s)",
                 len(self.workers),
                 self.settings.host,
                 self.settings.port,
+                self._pid,
                 " ".join(map(str, sorted(self.workers))),
             )
             self._supervise(notify, wake_read)
@@ -134,7 +136,8 @@ class Supervisor:
             return
         code = 1
         try:
-            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+            # SIGHUP stays held until this worker's reload handler is in place.
+            signal.pthread_sigmask(signal.SIG_SETMASK, {*unblocked, signal.SIGHUP})
             _die_with(self._pid)
             os.environ["NOTIFY_SOCKET"] = "@" + self._notify_name
             serve(self.settings, self._load)

@@ -195,6 +195,7 @@ class Settings(BaseModel):
     playground: bool = True  # the built-in page at /
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    pid_file: Path | None = None  # None: aichat-<port>.pid in the temporary directory
 
     @field_validator("aichats_base_url")
     @classmethod
@@ -333,6 +334,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "AICHAT_PLAYGROUND": ("playground", "`0` turns off the playground page at `/`."),
     "AICHAT_LOG_FORMAT": ("log_format", "`text` or `json`."),
     "AICHAT_LOG_LEVEL": ("log_level", "`DEBUG`, `INFO`, `WARNING` or `ERROR`."),
+    "AICHAT_PID_FILE": (
+        "pid_file",
+        "Where `aichat serve` writes its PID and `aichat reload` reads it.",
+    ),
 }
 
 _LIST_FIELDS = {"models", "api_keys", "cors_origins"}
@@ -521,10 +526,12 @@ def load_settings(
     dotenv_path: str | Path | None = ".env",
     overrides: Mapping[str, Any] | None = None,
     dotenv_required: bool = False,
+    read_config_file: bool = True,
 ) -> Settings:
     """Build Settings from ``.env`` < ``env`` < ``overrides``; raise ConfigError on bad values.
 
     A missing ``dotenv_path`` is skipped, unless ``dotenv_required`` (the user named it).
+    Without ``read_config_file`` the config file is not read: its routes and keys stay empty.
     """
     merged: dict[str, str | None] = {}
     if dotenv_path is not None and (dotenv_required or Path(dotenv_path).exists()):
@@ -537,7 +544,7 @@ def load_settings(
     merged.update(os.environ if env is None else env)
     raw = _raw_values(merged)
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    if raw.get("config_file"):
+    if read_config_file and raw.get("config_file"):
         raw["routes"], raw["keys"] = load_config_file(Path(raw["config_file"]), merged)
     try:
         return Settings(**raw)
