@@ -14,7 +14,9 @@ Decisions:
   token counts. Settings of the process itself (listen address, Redis, timeouts of the
   shared session, logging, ...) need a restart: a reload that changes them says so.
 - Discovered models (``aichat.answer.discovery``) are listed again on every reload, before the swap,
-  and every ``REFRESH`` seconds, under the same lock.
+  and every ``REFRESH`` seconds, under the same lock. The refresher runs whatever the
+  configuration at start: a discovery route a reload adds is refreshed on the same schedule
+  (the reload restarts it) as one that was there from the start.
 - The loaded configuration's hash (secrets hashed first, never shown) is on ``/ready``.
 """
 
@@ -35,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import SecretStr
 
 from aichat.answer.capabilities import capabilities_for
-from aichat.answer.discovery import DISCOVERY, REFRESH, RETRY_UNLISTED, Discovery
+from aichat.answer.discovery import DISCOVERY, Discovery
 from aichat.answer.routing import Target
 from aichat.answer.state import ROUTER, SESSION
 from aichat.answer.usage import LEDGER
@@ -170,6 +172,7 @@ async def reload_config(app: web.Application, load: Callable[[], Settings]) -> b
         app[LEDGER].budgets.limits = budget_limits(settings)
         live.settings, previous = settings, live.hash
         live.hash = config_hash(settings)
+        app[DISCOVERY].reschedule()  # listed just now: the next listing counts from here
     live.reloads.labels("success").inc()
     log.info(
         "configuration reloaded",
@@ -196,8 +199,8 @@ def reload_on_sighup(app: web.Application, load: Callable[[], Settings]) -> None
 async def _refresh_discovered(app: web.Application) -> None:
     live, discovery, router = app[LIVE], app[DISCOVERY], app[ROUTER]
     while True:
-        # Sooner while an upstream has never been listed (started after the gateway, say).
-        await asyncio.sleep(REFRESH if discovery.complete(live.settings) else RETRY_UNLISTED)
+        if not await discovery.due(live.settings):
+            continue  # a reload: the schedule starts over with its configuration
         async with live.lock:  # never between a reload's listing and its swap
             try:
                 await discovery.refresh(live.settings)
@@ -209,14 +212,15 @@ async def _refresh_discovered(app: web.Application) -> None:
 
 
 async def discovered_models(app: web.Application) -> AsyncIterator[None]:
-    """``cleanup_ctx``: discovered models listed at start, then every ``REFRESH`` seconds."""
+    """``cleanup_ctx``: discovered models listed at start, then on schedule (``Discovery.due``).
+
+    The refresher runs even when no route discovers yet: a reload may add one.
+    """
     discovery = app[DISCOVERY] = Discovery(app[SESSION])
     settings = app[LIVE].settings
-    if not any(route.discovers for route in settings.model_routes):
-        yield  # nothing to list until a reload adds a discovery route
-        return
-    await discovery.refresh(settings)
-    app[ROUTER].replace(discovery.targets(settings, app[ROUTER].targets))
+    if any(route.discovers for route in settings.model_routes):
+        await discovery.refresh(settings)
+        app[ROUTER].replace(discovery.targets(settings, app[ROUTER].targets))
     refresher = asyncio.create_task(_refresh_discovered(app))
     yield
     refresher.cancel()
