@@ -27,9 +27,9 @@ def test_a_second_gateway_with_the_same_pid_file_is_refused(tmp_path: Path) -> N
     path = tmp_path / "aichat.pid"
     with pid_file(path):
         pid = running_pid(path)
-        with pytest.raises(StartupError, match=f"another aichat \\(pid {pid}\\) runs with"):
-            with pid_file(path):
-                pass
+        refused = f"another aichat \\(pid {pid}\\) runs with"
+        with pytest.raises(StartupError, match=refused), pid_file(path):
+            pass
         assert running_pid(path) == pid  # the refused one took nothing away
     assert not path.exists()
 
