@@ -21,6 +21,8 @@ Decisions:
   are kept per model id; Ollama is asked about new ids only.
 - An upstream that cannot be listed (down, an error status, not OpenAI's list shape) keeps
   the last list it gave, and a warning says why: a listing outage must not take models away.
+  A connection failure is named by its exception's class and message, on one line and
+  bounded (the log escapes what is left).
 - Explicit ``[[models]]`` always win: a discovered name that is also configured is skipped.
 - Every model of one discovery route shares the route's provider and circuit: they are one
   upstream server, which fails as a whole. Both carry over while the route is unchanged.
@@ -64,6 +66,7 @@ LIST_TIMEOUT = 10.0
 MAX_BYTES = 1024 * 1024
 MAX_MODELS = 1000
 ASK_AT_ONCE = 4  # Ollama questions in flight per route
+MAX_REASON = 300  # characters of a failure's description in the warning
 
 # A file: absolute, home- or dot-relative, any Windows path, or a GGUF file anywhere.
 _FILE_PATH = re.compile(r"^(?:/|~/|\.{1,2}/|[A-Za-z]:[\\/])|\\|\.gguf$", re.IGNORECASE)
@@ -161,6 +164,13 @@ async def _read(response: aiohttp.ClientResponse) -> bytes:
     return bytes(body)
 
 
+def _described(exc: BaseException) -> str:
+    """The exception's class and message, on one line and at most ``MAX_REASON`` characters."""
+    message = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+
+
 async def _ask(
     session: aiohttp.ClientSession, route: ModelConfig, path: str, body: Any = None
 ) -> bytes:
@@ -179,7 +189,7 @@ async def _ask(
         ):
             return await _read(response)
     except (aiohttp.ClientError, OSError) as exc:
-        raise ListingFailed(type(exc).__name__) from None
+        raise ListingFailed(_described(exc)) from None
     except TimeoutError:
         raise ListingFailed(f"no answer within {LIST_TIMEOUT:.0f} s") from None
 

@@ -176,7 +176,14 @@ async def reload_config(app: web.Application, load: Callable[[], Settings]) -> b
     live.reloads.labels("success").inc()
     log.info(
         "configuration reloaded",
-        extra={"fields": {"config": live.hash, "previous": previous, "models": len(targets)}},
+        extra={
+            "fields": {
+                "config": live.hash,
+                "previous": previous,
+                "models": len(targets),
+                "keys": len(keys),
+            }
+        },
     )
     if restart:
         log.warning("changed settings take effect on restart only: %s", ", ".join(restart))

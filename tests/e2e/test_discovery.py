@@ -14,6 +14,7 @@ from aichat.answer.discovery import DISCOVERY
 from aichat.answer.reload import LIVE, reload_config
 from aichat.core.config import ModelConfig, Settings
 from tests.conftest import API_KEY, Gateway, GatewayFactory, _start
+from tests.deploy.procs import free_port
 from tests.fakes import FakeOpenAI
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -73,6 +74,45 @@ async def test_an_unlistable_upstream_keeps_its_last_list_and_says_why(
     up.models_status, up.models = 200, ["mistral"]
     assert await reload_config(gateway.app, load)  # a reload lists again
     assert await _listed(gateway) == {"ol/mistral", "ol/qwen2.5"}
+
+
+async def test_an_unreachable_or_garbled_upstream_is_named_by_the_failures_message(
+    make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def garbled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nX-Forged: \nWARNING forged line" + b"x" * 5000 + b"\r\n\r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbled, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    routes = (
+        ModelConfig(
+            name="gone",
+            provider="openai",
+            base_url=f"http://127.0.0.1:{free_port()}/v1",
+            models="discover",
+        ),
+        ModelConfig(
+            name="garbled",
+            provider="openai",
+            base_url=f"http://127.0.0.1:{port}/v1",
+            models="discover",
+        ),
+    )
+    caplog.set_level(logging.WARNING, "aichat.discovery")
+    async with server:
+        await make_gateway(routes=routes)
+    gone, bad = (r.getMessage() for r in caplog.records if r.name == "aichat.discovery")
+    assert gone.startswith(
+        "cannot list models of gone (ClientConnectorError: Cannot connect to host"
+    )
+    assert bad.startswith("cannot list models of garbled (")
+    assert "\n" not in bad and len(bad) < 400
+    assert bad.endswith("…): keeping the last 0")
 
 
 def _schedule(gateway: Gateway, refresh_every: float, retry_every: float) -> None:

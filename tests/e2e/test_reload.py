@@ -7,6 +7,7 @@ SIGHUP is safe at any moment (held during start-up, one reload once the gateway 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import signal
 import sys
@@ -182,9 +183,12 @@ async def test_unchanged_upstreams_keep_their_circuit_across_a_reload(
     def load() -> Settings:
         return settings.model_copy(update={"routes": (flaky, changed), "max_body_bytes": 10})
 
+    caplog.set_level(logging.INFO, "aichat.reload")
     assert await reload_config(gateway.app, load)
     assert "take effect on restart only: max_body_bytes" in caplog.text
     assert router.resolve("flaky") is kept and kept.breaker.state == "open"
+    (done,) = [r for r in caplog.records if r.getMessage() == "configuration reloaded"]
+    assert done.fields["models"] == 2 and done.fields["keys"] == 1  # conftest's one key
     answer = await gateway.post_chat({"model": "echo", "messages": HELLO})
     assert (await answer.json())["choices"][0]["message"]["content"] == "two"
 
