@@ -394,6 +394,14 @@ def _toml_location(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+# A file of [[keys]] alone is the likely mistake: it still replaces AICHAT_MODELS.
+_NO_MODELS = (
+    "no [[models]] table: a config file replaces AICHAT_MODELS, so it must name every model "
+    "clients may ask for, each in a [[models]] table with its name and provider (see the "
+    "README, Models and providers)"
+)
+
+
 class _ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     models: list[ModelConfig] = Field(min_length=1)
@@ -414,7 +422,9 @@ def load_config_file(
         parsed = _ConfigFile.model_validate(data)
     except ValidationError as exc:
         invalid = [
-            f"{_toml_location(tuple(err['loc']), data)}: {err['msg']}"
+            _NO_MODELS
+            if tuple(err["loc"]) == ("models",) and err["type"] in ("missing", "too_short")
+            else f"{_toml_location(tuple(err['loc']), data)}: {err['msg']}"
             for err in exc.errors(include_url=False)
         ]
         raise ConfigError(f"{path}: " + "; ".join(invalid)) from None
