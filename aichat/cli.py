@@ -56,13 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     _global_options(late, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser(
-        "serve",
-        parents=[late],
-        help="run the gateway",
-        description="Run the gateway.",
-        epilog=SERVE_EPILOG,
-    )
+    def command(name: str, summary: str, description: str, **more: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(
+            name, parents=[late], help=summary, description=description, **more
+        )
+        return parser
+
+    serve = command("serve", "run the gateway", "Run the gateway.", epilog=SERVE_EPILOG)
     serve.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
     serve.add_argument("--host", help="listen address (AICHAT_HOST)")
     serve.add_argument("--port", type=int, help="listen port (AICHAT_PORT)")
@@ -84,32 +84,27 @@ def _parser() -> argparse.ArgumentParser:
         help="run without API keys (AICHAT_ALLOW_NO_AUTH=1)",
     )
 
-    reload = commands.add_parser(
+    reload = command(
         "reload",
-        parents=[late],
-        help="make the running gateway reload its configuration",
-        description="Send SIGHUP to the gateway running with this port (or PID file): it "
-        "re-reads its env file and config file, and its log says whether it took them.",
+        "make the running gateway reload its configuration",
+        "Send SIGHUP to the gateway running with this port (or PID file): it re-reads its env "
+        "file and config file, and its log says whether it took them.",
     )
     reload.add_argument("--port", type=int, help="the gateway's port (AICHAT_PORT)")
     reload.add_argument("--pid-file", help=PID_FILE_HELP)
 
-    config = commands.add_parser(
+    config = command(
         "config",
-        parents=[late],
-        help="inspect configuration",
-        description="Print the configuration in effect as JSON, every key redacted.",
+        "inspect configuration",
+        "Print the configuration in effect as JSON, every key redacted.",
     )
     config.add_argument("action", choices=["show"], help="print the effective config, redacted")
     config.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
-    usage = commands.add_parser(
+    usage = command(
         "usage",
-        parents=[late],
-        help="requests, tokens and spend from the usage history",
-        description=(
-            "Print requests, tokens and spend per key, model or upstream from the usage "
-            "history (AICHAT_USAGE_DB, or DATABASE_URL), over UTC days."
-        ),
+        "requests, tokens and spend from the usage history",
+        "Print requests, tokens and spend per key, model or upstream from the usage "
+        "history (AICHAT_USAGE_DB, or DATABASE_URL), over UTC days.",
     )
     usage.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
     usage.add_argument("--since", type=parse_day, help="first day, YYYY-MM-DD (default: the 1st)")
@@ -120,11 +115,10 @@ def _parser() -> argparse.ArgumentParser:
         "--json", dest="output", action="store_const", const="json", help="one JSON object a line"
     )
     formats.add_argument("--csv", dest="output", action="store_const", const="csv", help="CSV")
-    agent = commands.add_parser(
+    agent = command(
         "agent-env",
-        parents=[late],
-        help="settings for a coding agent to use a model through aichat",
-        description="Print the environment lines (claude) or the config.toml (codex) that point "
+        "settings for a coding agent to use a model through aichat",
+        "Print the environment lines (claude) or the config.toml (codex) that point "
         "a coding agent at a model of the running gateway, its context window included.",
     )
     agent.add_argument("agent", choices=AGENTS, help="Claude Code or the Codex CLI")
