@@ -13,6 +13,16 @@ Decisions:
   circuit; counters live by key name, so an unchanged key keeps its rate, concurrency and
   token counts. Settings of the process itself (listen address, Redis, timeouts of the
   shared session, logging, ...) need a restart: a reload that changes them says so.
+- The files are read and checked off the event loop (a large file, a slow disk or a key file
+  on a network mount never stall requests), and applied only once what they yield has
+  stopped changing: read, ``SETTLE`` seconds later read again, until two reads in a row agree
+  (``SETTLE_ROUNDS`` at most, then refused). A file written in two steps (an editor's save,
+  a ``cat >`` that arrives in pieces, an env file then a config file) is never applied half
+  written. Writing a new file and renaming it over the old one (atomic replacement) is still
+  the way to write it, as the README says: a reader then sees one version or the other.
+- Signals are coalesced: one reload at a time, and at most one more queued behind it, however
+  many SIGHUPs arrive meanwhile (the queued one reads the files as they are when it starts,
+  so it sees every change the others would have).
 - Discovered models (``aichat.answer.discovery``) are listed again on every reload, before the swap,
   and every ``REFRESH`` seconds, under the same lock. The refresher runs whatever the
   configuration at start: a discovery route a reload adds is refreshed on the same schedule
@@ -50,6 +60,9 @@ from aichat.operations.pricing import pricing_for
 from aichat.providers.registry import build_provider
 
 log = logging.getLogger("aichat.reload")
+
+SETTLE = 0.25  # seconds between two reads of the files that must agree before a reload applies
+SETTLE_ROUNDS = 20  # reads at most: a file rewritten for longer than that is refused
 
 # What a route's provider and circuit are built from, besides its own table.
 _UPSTREAM_FIELDS = (
@@ -142,14 +155,43 @@ def _targets(app: web.Application, old: Settings, new: Settings) -> list[Target]
     return targets
 
 
+def _checked(load: Callable[[], Settings]) -> tuple[Settings, KeyRing] | str:
+    """What ``load`` yields, checked: the settings and their keys, or why they are refused."""
+    try:
+        settings = load()
+        settings.require_auth_decision()
+        return settings, KeyRing.from_settings(settings)
+    except (ConfigError, ValueError, OSError) as exc:
+        return str(exc)
+
+
+async def _settled(load: Callable[[], Settings]) -> tuple[Settings, KeyRing]:
+    """The checked configuration once two reads ``SETTLE`` seconds apart agree (off the loop).
+
+    Raises ``ConfigError`` with the reason when they agree on a refusal.
+    """
+    last = await asyncio.to_thread(_checked, load)
+    for _ in range(SETTLE_ROUNDS - 1):
+        await asyncio.sleep(SETTLE)
+        now = await asyncio.to_thread(_checked, load)
+        if _outcome(now) == _outcome(last):
+            if isinstance(now, str):
+                raise ConfigError(now)
+            return now
+        last = now
+    raise ConfigError(f"the files kept changing for {SETTLE * SETTLE_ROUNDS:.0f} s")
+
+
+def _outcome(checked: tuple[Settings, KeyRing] | str) -> str:
+    return checked if isinstance(checked, str) else config_hash(checked[0])
+
+
 async def reload_config(app: web.Application, load: Callable[[], Settings]) -> bool:
     """Load, check and swap in the configuration ``load`` returns; False if it was refused."""
     live = app[LIVE]
     async with live.lock:
         try:
-            settings = load()
-            settings.require_auth_decision()
-            keys = KeyRing.from_settings(settings)
+            settings, keys = await _settled(load)
             targets = _targets(app, live.settings, settings)
         except (ConfigError, ValueError, OSError) as exc:
             # One line, whatever the file holds: a name with a line break cannot forge another.
@@ -190,17 +232,32 @@ async def reload_config(app: web.Application, load: Callable[[], Settings]) -> b
     return True
 
 
+class Reloads:
+    """Reloads asked for by signals: one at a time, at most one more queued behind it."""
+
+    def __init__(self, app: web.Application, load: Callable[[], Settings]) -> None:
+        self._app, self._load = app, load
+        self._running: asyncio.Task[None] | None = None  # held: the loop keeps weak references
+        self._queued = False
+
+    def ask(self) -> None:
+        """One more reload: started now, or after the one running (once, however many ask)."""
+        if self._running is not None and not self._running.done():
+            self._queued = True
+            return
+        self._running = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await reload_config(self._app, self._load)
+            if not self._queued:
+                return
+            self._queued = False
+
+
 def reload_on_sighup(app: web.Application, load: Callable[[], Settings]) -> None:
-    """Reload the configuration whenever the process gets SIGHUP (one reload at a time)."""
-    loop = asyncio.get_running_loop()
-    running: set[asyncio.Task[bool]] = set()
-
-    def start() -> None:
-        task = loop.create_task(reload_config(app, load))
-        running.add(task)  # held until done: the loop keeps only weak references
-        task.add_done_callback(running.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, start)
+    """Reload the configuration whenever the process gets SIGHUP, coalesced (``Reloads``)."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, Reloads(app, load).ask)
 
 
 async def _refresh_discovered(app: web.Application) -> None:

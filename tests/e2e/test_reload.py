@@ -16,10 +16,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from aichat.answer import reload
 from aichat.answer.reload import LIVE, reload_config
 from aichat.answer.state import ROUTER
 from aichat.core.config import ModelConfig, Settings, load_settings
 from aichat.healthcheck import check
+from aichat.operations.metrics import METRICS
 from tests.conftest import GatewayFactory
 from tests.deploy.procs import Server, free_port, launched, run, server_env, started
 from tests.fakes import FakeOpenAI, json_events, sse_events
@@ -290,3 +292,74 @@ async def test_aichat_reload_finds_the_gateway_by_its_pid_file(
         f"aichat: no PID file at {pid_file}: is the gateway running? (its path is "
         "AICHAT_PID_FILE / --pid-file, by default set by the port)\n"
     )
+
+
+async def test_a_config_caught_half_written_is_applied_only_once_it_stops_changing(
+    make_gateway: GatewayFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reload, "SETTLE", 0.01)
+    gateway = await make_gateway(routes=(ModelConfig(name="echo", provider="mock"),))
+    config = tmp_path / "aichat.toml"
+    first_half = '[[models]]\nname = "echo"\nprovider = "mock"\ntext = "half"\n'
+    config.write_text(first_half)
+    seen: list[str] = []
+
+    def load() -> Settings:
+        seen.append(config.read_text())
+        settings = load_settings(
+            {"AICHAT_CONFIG": str(config), "AICHAT_ALLOW_NO_AUTH": "1"}, dotenv_path=None
+        )
+        if len(seen) == 1:  # the writer finishes after the first read
+            config.write_text(first_half.replace("half", "whole") + NEW.split("[[keys]]")[0])
+        return settings
+
+    assert await reload_config(gateway.app, load)
+    assert len(seen) == 3  # half, whole, whole again: settled
+    answer = await gateway.post_chat({"model": "echo", "messages": HELLO})
+    assert (await answer.json())["choices"][0]["message"]["content"] == "whole"
+    assert gateway.app[ROUTER].resolve("fresh").name == "fresh"
+
+
+async def test_a_config_that_never_stops_changing_is_refused(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(reload, "SETTLE", 0.001)
+    gateway = await make_gateway(routes=(ModelConfig(name="echo", provider="mock"),))
+    settings = gateway.app[LIVE].settings
+    texts = iter(range(1000))
+
+    def load() -> Settings:
+        route = ModelConfig(name="echo", provider="mock", text=str(next(texts)))
+        return settings.model_copy(update={"routes": (route,)})
+
+    assert not await reload_config(gateway.app, load)
+    assert next(texts) == reload.SETTLE_ROUNDS
+    assert "kept changing" in caplog.text
+    answer = await gateway.post_chat({"model": "echo", "messages": HELLO})
+    assert answer.status == 200
+
+
+async def test_a_burst_of_reload_signals_makes_one_reload_and_one_more(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reload, "SETTLE", 0.001)
+    gateway = await make_gateway(routes=(ModelConfig(name="echo", provider="mock"),))
+    settings = gateway.app[LIVE].settings
+    loads = 0
+    fourth = asyncio.Event()
+
+    def load() -> Settings:
+        nonlocal loads
+        loads += 1
+        if loads == 4:
+            fourth.set()
+        return settings
+
+    reloads = reload.Reloads(gateway.app, load)
+    for _ in range(200):
+        reloads.ask()
+    await asyncio.wait_for(fourth.wait(), 10)
+    await asyncio.sleep(0.1)  # nothing more comes
+    registry = gateway.app[METRICS].registry
+    assert registry.get_sample_value("aichat_config_reloads_total", {"result": "success"}) == 2
+    assert loads == 4  # two reloads of two reads each
