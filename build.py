@@ -1,7 +1,7 @@
 """Build ``dist/aichat``: a one-file executable of the ``aichat`` command, with PyInstaller.
 
 Usage: ``python build.py`` (or ``make exe``) with the ``build`` extra installed
-(``pip install -e '.[tokens,build]'``). The executable is ``aichat.cli:main``: it takes the same
+(``pip install -e '.[tokens,build]'``). The executable is ``aichat.__main__:main``: it takes the same
 subcommands, flags and environment variables as the installed command, e.g.
 ``APP_SECRET=<a key> dist/aichat serve --port 8001``.
 """
@@ -20,7 +20,7 @@ _NOT_NEEDED = ("mypy", "hypothesis", "rich", "pygments", "requests", "openteleme
 def pyinstaller_args(dist_dir: Path, work_dir: Path) -> list[str]:
     """PyInstaller's command line for the one-file ``aichat`` executable."""
     return [
-        str(ROOT / "aichat" / "__main__.py"),  # calls aichat.cli:main, like the console script
+        str(ROOT / "aichat" / "__main__.py"),  # the console script's entry point too
         "--name=aichat",
         "--onefile",
         "--noconfirm",

@@ -1,4 +1,4 @@
-"""The ``aichat`` command: ``serve``, ``config show``, ``usage`` and ``agent-env``.
+"""The ``aichat`` command: ``serve``, ``reload``, ``config show``, ``usage`` and ``agent-env``.
 
 Help texts are plain text (argparse prints them as they are). Global options (``--env-file``)
 are accepted before or after the subcommand. Every start-up failure is one line on stderr
@@ -19,6 +19,7 @@ from aichat import __version__
 from aichat.agent_env import AGENTS, agent_env
 from aichat.core.config import ConfigError, Settings, StartupError, load_settings
 from aichat.operations.logs import configure_logging
+from aichat.operations.pidfile import NotRunning, pid_file, pid_path, signal_reload
 from aichat.operations.usage_report import GROUPS
 from aichat.usage_cli import parse_day, print_usage
 from aichat.workers import run
@@ -31,6 +32,14 @@ DESCRIPTION = (
     "variables and a .env file, in that order of precedence."
 )
 ENV_FILE_HELP = "dotenv file to read (default: .env in the working directory, if there is one)"
+PID_FILE_HELP = (
+    "the gateway's PID file (AICHAT_PID_FILE; default: aichat-<port>.pid in $TMPDIR or /tmp)"
+)
+SERVE_EPILOG = (
+    "Signals: SIGHUP reloads the env file and the config file (models, keys, limits, budgets) "
+    "without dropping a request; 'aichat reload' sends it, finding the gateway through its PID "
+    "file. SIGTERM or SIGINT drains the requests in flight, then stops."
+)
 
 
 def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -47,9 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     _global_options(late, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser(
-        "serve", parents=[late], help="run the gateway", description="Run the gateway."
-    )
+    def command(name: str, summary: str, description: str, **more: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = commands.add_parser(
+            name, parents=[late], help=summary, description=description, **more
+        )
+        return parser
+
+    serve = command("serve", "run the gateway", "Run the gateway.", epilog=SERVE_EPILOG)
     serve.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
     serve.add_argument("--host", help="listen address (AICHAT_HOST)")
     serve.add_argument("--port", type=int, help="listen port (AICHAT_PORT)")
@@ -62,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--idle-timeout", type=float, help="seconds (AICHAT_IDLE_TIMEOUT)")
     serve.add_argument("--log-format", choices=["text", "json"], help="(AICHAT_LOG_FORMAT)")
+    serve.add_argument("--pid-file", help=PID_FILE_HELP)
     serve.add_argument(
         "--insecure-no-auth",
         action="store_true",
@@ -70,22 +84,27 @@ def _parser() -> argparse.ArgumentParser:
         help="run without API keys (AICHAT_ALLOW_NO_AUTH=1)",
     )
 
-    config = commands.add_parser(
+    reload = command(
+        "reload",
+        "make the running gateway reload its configuration",
+        "Send SIGHUP to the gateway running with this port (or PID file): it re-reads its env "
+        "file and config file, and its log says whether it took them.",
+    )
+    reload.add_argument("--port", type=int, help="the gateway's port (AICHAT_PORT)")
+    reload.add_argument("--pid-file", help=PID_FILE_HELP)
+
+    config = command(
         "config",
-        parents=[late],
-        help="inspect configuration",
-        description="Print the configuration in effect as JSON, every key redacted.",
+        "inspect configuration",
+        "Print the configuration in effect as JSON, every key redacted.",
     )
     config.add_argument("action", choices=["show"], help="print the effective config, redacted")
     config.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
-    usage = commands.add_parser(
+    usage = command(
         "usage",
-        parents=[late],
-        help="requests, tokens and spend from the usage history",
-        description=(
-            "Print requests, tokens and spend per key, model or upstream from the usage "
-            "history (AICHAT_USAGE_DB, or DATABASE_URL), over UTC days."
-        ),
+        "requests, tokens and spend from the usage history",
+        "Print requests, tokens and spend per key, model or upstream from the usage "
+        "history (AICHAT_USAGE_DB, or DATABASE_URL), over UTC days.",
     )
     usage.add_argument("--config", dest="config_file", help="TOML routes file (AICHAT_CONFIG)")
     usage.add_argument("--since", type=parse_day, help="first day, YYYY-MM-DD (default: the 1st)")
@@ -96,11 +115,10 @@ def _parser() -> argparse.ArgumentParser:
         "--json", dest="output", action="store_const", const="json", help="one JSON object a line"
     )
     formats.add_argument("--csv", dest="output", action="store_const", const="csv", help="CSV")
-    agent = commands.add_parser(
+    agent = command(
         "agent-env",
-        parents=[late],
-        help="settings for a coding agent to use a model through aichat",
-        description="Print the environment lines (claude) or the config.toml (codex) that point "
+        "settings for a coding agent to use a model through aichat",
+        "Print the environment lines (claude) or the config.toml (codex) that point "
         "a coding agent at a model of the running gateway, its context window included.",
     )
     agent.add_argument("agent", choices=AGENTS, help="Claude Code or the Codex CLI")
@@ -131,19 +149,38 @@ def effective_config(settings: Settings) -> dict[str, Any]:
     return shown
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, read_config_file: bool = True) -> Settings:
     """The settings from the flags, the environment and the env file; again on a reload."""
     return load_settings(
         dotenv_path=args.env_file or ".env",
         overrides=_overrides(args),
         dotenv_required=args.env_file is not None,
+        read_config_file=read_config_file,
     )
+
+
+def _reload(args: argparse.Namespace) -> int:
+    """``aichat reload``: SIGHUP to the gateway its PID file names.
+
+    The config file is not read here: the gateway reads it, with its own environment, and
+    says in its log whether it took it.
+    """
+    path = pid_path(_settings(args, read_config_file=False))
+    try:
+        pid = signal_reload(path)
+    except NotRunning as exc:
+        print(f"aichat: {exc}", file=sys.stderr)
+        return 1
+    print(f"aichat: sent SIGHUP to the gateway (pid {pid}, {path}); its log says what it loaded")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "reload":
+            return _reload(args)
         settings = _settings(args)
         if args.command == "config":
             for warning in settings.warnings():
@@ -165,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_format, settings.log_level)
         for warning in settings.warnings():
             log.warning(warning)
-        return run(settings, lambda: _settings(args))
+        with pid_file(pid_path(settings)):
+            return run(settings, lambda: _settings(args))
     except StartupError as exc:
         print(f"aichat: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import gc
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from aichat.answer.reload import reload_on_sighup
 from aichat.answer.state import SETTINGS
 from aichat.app import create_app
 from aichat.core.config import Settings, StartupError
-from aichat.operations import sdnotify
+from aichat.operations import hangup, sdnotify
 from aichat.operations.connections import (
     GatewayRunner,
     client_connection_limits,
@@ -62,8 +63,9 @@ async def serve_until_stopped(
 ) -> None:
     """Listen until SIGINT/SIGTERM, then drain in-flight requests and close everything.
 
-    With ``load`` (how ``settings`` were made), SIGHUP reloads the configuration; ``link``
-    joins a worker to its supervisor (``aichat.workers``).
+    With ``load`` (how ``settings`` were made), SIGHUP reloads the configuration; one that
+    came while SIGHUP was held (``aichat.operations.hangup``) reloads once the handler is in.
+    ``link`` joins a worker to its supervisor (``aichat.workers``).
     """
     descriptors = raise_descriptor_limit()
     app = create_app(settings, link)
@@ -82,10 +84,16 @@ async def serve_until_stopped(
             await site.start()
         except OSError as exc:
             raise StartupError(listen_error(settings.host, settings.port, exc)) from None
+        # The PID to signal for a reload: with workers, the supervisor's, which passes it on.
+        pids = f"pid {os.getpid()}"
+        if settings.workers > 1:
+            pids += f", supervisor pid {os.getppid()}"
         log.info(
-            "aichat listening on http://%s:%d (%d descriptors)",
+            "aichat %s on http://%s:%d (%s, %d descriptors)",
+            "listening" if settings.workers == 1 else "worker listening",
             settings.host,
             settings.port,
+            pids,
             descriptors,
         )
         # What exists now (the tokenizer's tables above all) lives as long as the process:
@@ -102,6 +110,7 @@ async def serve_until_stopped(
             loop.add_signal_handler(sig, stop.set)
         if load is not None:
             reload_on_sighup(app, load)
+            hangup.release()  # a SIGHUP held since start-up reloads now
         # Ready only once a stop request is handled gracefully, not by the default action.
         sdnotify.notify("READY=1")
         await stop.wait()

@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterator
 
 from aichat.app import preload
 from aichat.core.config import Settings, StartupError
-from aichat.operations import sdnotify
+from aichat.operations import hangup, sdnotify
 from aichat.operations.shared import Hub
 from aichat.server import listen_error, serve
 
@@ -128,11 +128,13 @@ class Supervisor:
                 worker_end.close()  # the worker's alone now: its exit ends its link
             stack.enter_context(_signals_to(wake_write))
             signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+            hangup.release()  # the entry point held it; now the handler passes it on
             log.info(
-                "%d workers on http://%s:%d: pids %s",
+                "%d workers on http://%s:%d (pid %d; workers %s)",
                 len(self.workers),
                 self.settings.host,
                 self.settings.port,
+                self._pid,
                 " ".join(map(str, sorted(self.workers))),
             )
             asyncio.run(self._supervise(notify, wake_read, [end for end, _ in links]))
@@ -150,7 +152,8 @@ class Supervisor:
             return
         code = 1
         try:
-            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+            # SIGHUP stays held until this worker's reload handler is in place.
+            signal.pthread_sigmask(signal.SIG_SETMASK, {*unblocked, signal.SIGHUP})
             _die_with(self._pid)
             for end in ends:  # the other workers' links, and the supervisor's ends
                 if end is not link:

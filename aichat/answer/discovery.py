@@ -4,7 +4,10 @@ Decisions:
 
 - The upstream's ``GET /models`` is read at start, on every reload and every ``REFRESH``
   seconds (``RETRY_UNLISTED`` while one was never listed); each listed model is served as
-  ``prefix`` + a readable name (:func:`readable_name`) and sent upstream as its id.
+  ``prefix`` + a readable name (:func:`readable_name`) and sent upstream as its id. The
+  schedule follows the configuration in effect: a reload that adds or changes a discovery
+  route restarts it (:meth:`Discovery.due`), and without any discovery route nothing waits
+  on a timer at all.
 - Names people can type: llama.cpp lists a model by the path of its file unless it was given
   an alias, so a path becomes its file name without the directory and ``.gguf``; an alias
   the upstream reports wins. A readable name that two listed models share is served as the
@@ -18,6 +21,8 @@ Decisions:
   are kept per model id; Ollama is asked about new ids only.
 - An upstream that cannot be listed (down, an error status, not OpenAI's list shape) keeps
   the last list it gave, and a warning says why: a listing outage must not take models away.
+  A connection failure is named by its exception's class and message, on one line and
+  bounded (the log escapes what is left).
 - Explicit ``[[models]]`` always win: a discovered name that is also configured is skipped.
 - Every model of one discovery route shares the route's provider and circuit: they are one
   upstream server, which fails as a whole. Both carry over while the route is unchanged.
@@ -34,6 +39,7 @@ Decisions:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Iterable
@@ -60,6 +66,7 @@ LIST_TIMEOUT = 10.0
 MAX_BYTES = 1024 * 1024
 MAX_MODELS = 1000
 ASK_AT_ONCE = 4  # Ollama questions in flight per route
+MAX_REASON = 300  # characters of a failure's description in the warning
 
 # A file: absolute, home- or dot-relative, any Windows path, or a GGUF file anywhere.
 _FILE_PATH = re.compile(r"^(?:/|~/|\.{1,2}/|[A-Za-z]:[\\/])|\\|\.gguf$", re.IGNORECASE)
@@ -157,6 +164,13 @@ async def _read(response: aiohttp.ClientResponse) -> bytes:
     return bytes(body)
 
 
+def _described(exc: BaseException) -> str:
+    """The exception's class and message, on one line and at most ``MAX_REASON`` characters."""
+    message = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+
+
 async def _ask(
     session: aiohttp.ClientSession, route: ModelConfig, path: str, body: Any = None
 ) -> bytes:
@@ -175,7 +189,7 @@ async def _ask(
         ):
             return await _read(response)
     except (aiohttp.ClientError, OSError) as exc:
-        raise ListingFailed(type(exc).__name__) from None
+        raise ListingFailed(_described(exc)) from None
     except TimeoutError:
         raise ListingFailed(f"no answer within {LIST_TIMEOUT:.0f} s") from None
 
@@ -240,8 +254,17 @@ async def ollama_windows(
 class Discovery:
     """The last model list of each discovery route, and the targets that serve them."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        refresh_every: float = REFRESH,
+        retry_every: float = RETRY_UNLISTED,
+    ) -> None:
         self._session = session
+        # Seconds between listings, and between tries while a route was never listed.
+        self.refresh_every = refresh_every
+        self.retry_every = retry_every
+        self._rescheduled = asyncio.Event()
         self._found: dict[str, tuple[Listed, ...]] = {}  # route name -> models last listed
         # (route name, base URL) -> model id -> what Ollama said of its window
         self._told: dict[tuple[str, str | None], dict[str, int | None]] = {}
@@ -281,6 +304,25 @@ class Discovery:
     def complete(self, settings: Settings) -> bool:
         """Whether every discovery route has been listed at least once."""
         return all(route.name in self._found for route in settings.model_routes if route.discovers)
+
+    def reschedule(self) -> None:
+        """The configuration changed (a reload listed it just now): start :meth:`due` over."""
+        self._rescheduled.set()
+
+    async def due(self, settings: Settings) -> bool:
+        """Wait for the next listing under ``settings``: True once it is due, False when
+        :meth:`reschedule` came first. Without discovery routes, only a reschedule ends it."""
+        self._rescheduled.clear()
+        if not any(route.discovers for route in settings.model_routes):
+            delay = None
+        else:
+            # Sooner while an upstream has never been listed (started after the gateway, say).
+            delay = self.refresh_every if self.complete(settings) else self.retry_every
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._rescheduled.wait()
+                return False
+        return True
 
     def _upstream(
         self, route: ModelConfig, settings: Settings

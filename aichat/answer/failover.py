@@ -6,12 +6,17 @@ answer, a failure ends its stream with an error event instead (see ``aichat.answ
 Each failed attempt is logged with its cause; each change of an upstream's circuit (opened,
 half-open, closed) is logged with the upstream and its last error. The error a client gets
 names the upstream and the cause, and carries the upstream and attempt count for the
-request's access line.
+request's access line. When a fallback chain fails as a whole, the message also lists what
+became of every upstream tried (:func:`_chain_summary`): each model's name and each error
+code (which an upstream may have chosen) as JSON strings, the rest numbers and words of the
+gateway's own (the status, or "circuit open"), so no upstream's text can pose as another
+entry; at most ``MAX_LISTED`` entries, a code at most ``MAX_CODE`` characters.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import random
@@ -29,6 +34,9 @@ from aichat.operations.tracing import traced
 from aichat.providers.base import Event, EventStream
 
 log = logging.getLogger("aichat.failover")
+
+MAX_LISTED = 8  # upstreams a failed chain's message names
+MAX_CODE = 64  # characters of an error code there
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +158,25 @@ def _succeeded(circuits: SharedCircuits | None, breaker: CircuitBreaker) -> None
         circuits.success(breaker)
 
 
-def _given_up(err: UpstreamError, target: Target, attempts: int) -> UpstreamError:
+def _outcome(err: UpstreamError) -> str:
+    """``502 "upstream_error"``: an error's status and code, as :func:`_chain_summary` lists it."""
+    return f"{err.status} {json.dumps(str(err.code)[:MAX_CODE])}"
+
+
+def _chain_summary(outcomes: list[tuple[Target, str]]) -> str:
+    """``"a" 502 "upstream_error", "b" circuit open``: what became of each upstream tried."""
+    listed = [f"{json.dumps(target.name)} {outcome}" for target, outcome in outcomes]
+    if len(listed) > MAX_LISTED:
+        listed[MAX_LISTED:] = [f"and {len(listed) - MAX_LISTED} more"]
+    return ", ".join(listed)
+
+
+def _given_up(
+    err: UpstreamError, target: Target, attempts: int, outcomes: list[tuple[Target, str]]
+) -> UpstreamError:
     err.upstream, err.attempts = target.label, attempts
+    if len(outcomes) > 1:  # one upstream's error says it all; a chain's needs each of them
+        err.message += f" Every upstream of the fallback chain failed: {_chain_summary(outcomes)}."
     return err
 
 
@@ -164,16 +189,19 @@ async def open_answer(
     upstream 4xx) are raised at once; when every target has failed, the last error is
     raised, or ``CircuitOpen`` if none could even be tried. A target's circuit counts the
     request as one failure once its retries are spent. With a ``trace``, every attempt has
-    a span.
+    a span. A chain that failed as a whole names each upstream's outcome in the message.
     """
     started = time.perf_counter()
     attempts = 0
     last_error: tuple[UpstreamError, Target] | None = None
+    outcomes: list[tuple[Target, str]] = []  # each upstream given up on, and why
     for target in chain:
         breaker, before = target.breaker, target.breaker.state
         circuits = policy.circuits
         allowed = breaker.allow() if circuits is None else await circuits.allow(breaker)
         _log_transition(target, before)
+        if not allowed:
+            outcomes.append((target, "circuit open"))
         retry = 0
         while allowed:
             attempts += 1
@@ -184,7 +212,8 @@ async def open_answer(
                 if not err.retryable:
                     _succeeded(circuits, breaker)  # it answered; it only refused this request
                     _log_transition(target, before)
-                    raise _given_up(err, target, attempts) from None
+                    outcomes.append((target, _outcome(err)))
+                    raise _given_up(err, target, attempts, outcomes) from None
                 last_error = err, target
                 _failed(policy, target, attempts, err)
                 wait = policy.delay(retry, err.retry_after)
@@ -194,6 +223,7 @@ async def open_answer(
                     else:
                         circuits.failure(breaker, err.cause)
                     _log_transition(target, before)
+                    outcomes.append((target, _outcome(err)))
                     break
                 retry += 1
                 if policy.metrics is not None:
@@ -209,5 +239,5 @@ async def open_answer(
                 policy.metrics.observe_first_token(chain[0].metric_name, elapsed)
             return answer
     if last_error is not None:
-        raise _given_up(*last_error, attempts)
-    raise _given_up(CircuitOpen(chain), chain[0], 0)
+        raise _given_up(*last_error, attempts, outcomes)
+    raise _given_up(CircuitOpen(chain), chain[0], 0, [])  # its message names every upstream

@@ -24,7 +24,9 @@ Decisions:
   many SIGHUPs arrive meanwhile (the queued one reads the files as they are when it starts,
   so it sees every change the others would have).
 - Discovered models (``aichat.answer.discovery``) are listed again on every reload, before the swap,
-  and every ``REFRESH`` seconds, under the same lock.
+  and every ``REFRESH`` seconds, under the same lock. The refresher runs whatever the
+  configuration at start: a discovery route a reload adds is refreshed on the same schedule
+  (the reload restarts it) as one that was there from the start.
 - The loaded configuration's hash (secrets hashed first, never shown) is on ``/ready``.
 """
 
@@ -45,7 +47,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import SecretStr
 
 from aichat.answer.capabilities import capabilities_for
-from aichat.answer.discovery import DISCOVERY, REFRESH, RETRY_UNLISTED, Discovery
+from aichat.answer.discovery import DISCOVERY, Discovery
 from aichat.answer.routing import Target
 from aichat.answer.state import ROUTER, SESSION
 from aichat.answer.usage import LEDGER
@@ -212,10 +214,18 @@ async def reload_config(app: web.Application, load: Callable[[], Settings]) -> b
         app[LEDGER].budgets.limits = budget_limits(settings)
         live.settings, previous = settings, live.hash
         live.hash = config_hash(settings)
+        app[DISCOVERY].reschedule()  # listed just now: the next listing counts from here
     live.reloads.labels("success").inc()
     log.info(
         "configuration reloaded",
-        extra={"fields": {"config": live.hash, "previous": previous, "models": len(targets)}},
+        extra={
+            "fields": {
+                "config": live.hash,
+                "previous": previous,
+                "models": len(targets),
+                "keys": len(keys),
+            }
+        },
     )
     if restart:
         log.warning("changed settings take effect on restart only: %s", ", ".join(restart))
@@ -253,8 +263,8 @@ def reload_on_sighup(app: web.Application, load: Callable[[], Settings]) -> None
 async def _refresh_discovered(app: web.Application) -> None:
     live, discovery, router = app[LIVE], app[DISCOVERY], app[ROUTER]
     while True:
-        # Sooner while an upstream has never been listed (started after the gateway, say).
-        await asyncio.sleep(REFRESH if discovery.complete(live.settings) else RETRY_UNLISTED)
+        if not await discovery.due(live.settings):
+            continue  # a reload: the schedule starts over with its configuration
         async with live.lock:  # never between a reload's listing and its swap
             try:
                 await discovery.refresh(live.settings)
@@ -266,14 +276,15 @@ async def _refresh_discovered(app: web.Application) -> None:
 
 
 async def discovered_models(app: web.Application) -> AsyncIterator[None]:
-    """``cleanup_ctx``: discovered models listed at start, then every ``REFRESH`` seconds."""
+    """``cleanup_ctx``: discovered models listed at start, then on schedule (``Discovery.due``).
+
+    The refresher runs even when no route discovers yet: a reload may add one.
+    """
     discovery = app[DISCOVERY] = Discovery(app[SESSION])
     settings = app[LIVE].settings
-    if not any(route.discovers for route in settings.model_routes):
-        yield  # nothing to list until a reload adds a discovery route
-        return
-    await discovery.refresh(settings)
-    app[ROUTER].replace(discovery.targets(settings, app[ROUTER].targets))
+    if any(route.discovers for route in settings.model_routes):
+        await discovery.refresh(settings)
+        app[ROUTER].replace(discovery.targets(settings, app[ROUTER].targets))
     refresher = asyncio.create_task(_refresh_discovered(app))
     yield
     refresher.cancel()

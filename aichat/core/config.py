@@ -196,6 +196,7 @@ class Settings(BaseModel):
     playground: bool = True  # the built-in page at /
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    pid_file: Path | None = None  # None: aichat-<port>.pid in the temporary directory
 
     @field_validator("aichats_base_url")
     @classmethod
@@ -338,6 +339,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "AICHAT_PLAYGROUND": ("playground", "`0` turns off the playground page at `/`."),
     "AICHAT_LOG_FORMAT": ("log_format", "`text` or `json`."),
     "AICHAT_LOG_LEVEL": ("log_level", "`DEBUG`, `INFO`, `WARNING` or `ERROR`."),
+    "AICHAT_PID_FILE": (
+        "pid_file",
+        "Where `aichat serve` writes its PID and `aichat reload` reads it.",
+    ),
 }
 
 _LIST_FIELDS = {"models", "api_keys", "cors_origins"}
@@ -394,6 +399,14 @@ def _toml_location(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+# A file of [[keys]] alone is the likely mistake: it still replaces AICHAT_MODELS.
+_NO_MODELS = (
+    "no [[models]] table: a config file replaces AICHAT_MODELS, so it must name every model "
+    "clients may ask for, each in a [[models]] table with its name and provider (see the "
+    "README, Models and providers)"
+)
+
+
 class _ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     models: list[ModelConfig] = Field(min_length=1)
@@ -414,7 +427,9 @@ def load_config_file(
         parsed = _ConfigFile.model_validate(data)
     except ValidationError as exc:
         invalid = [
-            f"{_toml_location(tuple(err['loc']), data)}: {err['msg']}"
+            _NO_MODELS
+            if tuple(err["loc"]) == ("models",) and err["type"] in ("missing", "too_short")
+            else f"{_toml_location(tuple(err['loc']), data)}: {err['msg']}"
             for err in exc.errors(include_url=False)
         ]
         raise ConfigError(f"{path}: " + "; ".join(invalid)) from None
@@ -526,10 +541,12 @@ def load_settings(
     dotenv_path: str | Path | None = ".env",
     overrides: Mapping[str, Any] | None = None,
     dotenv_required: bool = False,
+    read_config_file: bool = True,
 ) -> Settings:
     """Build Settings from ``.env`` < ``env`` < ``overrides``; raise ConfigError on bad values.
 
     A missing ``dotenv_path`` is skipped, unless ``dotenv_required`` (the user named it).
+    Without ``read_config_file`` the config file is not read: its routes and keys stay empty.
     """
     merged: dict[str, str | None] = {}
     if dotenv_path is not None and (dotenv_required or Path(dotenv_path).exists()):
@@ -542,7 +559,7 @@ def load_settings(
     merged.update(os.environ if env is None else env)
     raw = _raw_values(merged)
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    if raw.get("config_file"):
+    if read_config_file and raw.get("config_file"):
         raw["routes"], raw["keys"] = load_config_file(Path(raw["config_file"]), merged)
     try:
         return Settings(**raw)

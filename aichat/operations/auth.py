@@ -105,6 +105,10 @@ class KeyRing:
         """Take ``other``'s keys (a reload); policies already handed out stay as they are."""
         self._entries = other._entries
 
+    def __len__(self) -> int:
+        """How many keys are configured (for logs; never which)."""
+        return len(self._entries)
+
     @property
     def enabled(self) -> bool:
         """False when the gateway runs without auth (explicitly allowed in config)."""

@@ -34,12 +34,15 @@ class CircuitReport:
     last_error: str | None
     last_error_seconds_ago: float | None
     retry_in_seconds: float | None  # open or on trial: until the next request may go
+    # None until it first answers: "closed" alone does not say an upstream works.
+    last_answer_seconds_ago: float | None = None
 
 
 class CircuitBreaker:
     """Tracks one upstream's consecutive failures; ``threshold`` 0 disables it."""
 
     __slots__ = (
+        "_answered_at",
         "_clock",
         "_cooldown",
         "_failed_at",
@@ -67,6 +70,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._trial_at = 0.0
         self._failed_at = 0.0
+        self._answered_at: float | None = None
         self.last_error: str | None = None
         self.state: State = "closed"
 
@@ -87,6 +91,7 @@ class CircuitBreaker:
 
     def success(self) -> None:
         """The upstream answered: close the circuit."""
+        self._answered_at = self._clock()
         self._failures = 0
         self.state = "closed"
 
@@ -148,4 +153,5 @@ class CircuitBreaker:
             self.last_error,
             None if self.last_error is None else round(self._clock() - self._failed_at, 1),
             None if self.state == "closed" else round(self.retry_in(), 1),
+            None if self._answered_at is None else round(self._clock() - self._answered_at, 1),
         )

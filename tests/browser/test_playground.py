@@ -213,13 +213,30 @@ def upstream_text(page: Page, label: str) -> str:
     return "" if line is None else line.text
 
 
+def dot_colour(page: Page, label: str) -> str:
+    line = upstream_line(page, label)
+    assert line is not None
+    colour: str = line.find_element(By.CSS_SELECTOR, ".dot").value_of_css_property(
+        "background-color"
+    )
+    return colour
+
+
 def test_upstreams_and_their_last_errors_are_listed_beside_the_models(
     browser: Page, servers: Servers
 ) -> None:
     open_page(browser, servers)
     wait_for(browser, lambda p: upstream_text(p, "echo (mock)"))
     assert len(browser.find_elements(By.CSS_SELECTOR, "#upstreams li")) == 8  # one per model
-    assert upstream_text(browser, "echo (mock)") == "echo (mock): answering"
+    # One that never answered is not shown as answering: neither its words nor its colour.
+    xss = upstream_line(browser, "xss (mock)")  # asked only later, in this module's order
+    assert xss is not None and xss.text == "xss (mock): not used yet"
+    assert xss.get_attribute("data-state") == "unused"
+    choose(browser, "echo")
+    send(browser, "Hi")
+    wait_for(browser, lambda p: answer_state(p) == "done")
+    wait_for(browser, lambda p: upstream_text(p, "echo (mock)") == "echo (mock): answering")
+    assert dot_colour(browser, "xss (mock)") != dot_colour(browser, "echo (mock)")
     choose(browser, "broken")
     send(browser, "Anyone?")
     wait_for(browser, lambda p: answer_state(p) == "failed")
@@ -228,7 +245,7 @@ def test_upstreams_and_their_last_errors_are_listed_beside_the_models(
     assert "HTTP 500 from 127.0.0.1:" in upstream_text(browser, "broken (aichats)")
     broken = upstream_line(browser, "broken (aichats)")
     assert broken is not None
-    assert broken.get_attribute("data-state") in ("closed", "open")
+    assert broken.get_attribute("data-state") in ("unanswered", "open")  # it never answered
 
 
 def test_markup_in_an_answer_stays_text(browser: Page, servers: Servers) -> None:

@@ -84,12 +84,14 @@ async def launched(
 ) -> AsyncIterator[Server]:
     """Start ``command`` in ``workdir`` (where no ``.env`` lies), output to a log file there.
 
-    The process is killed on the way out if the test did not stop it.
+    ``TMPDIR`` is ``workdir`` unless ``env`` says otherwise: the gateway's PID file lies there,
+    so one the test kills leaves none behind. The process is killed on the way out if the
+    test did not stop it.
     """
     log = workdir / "server.log"
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            *command, env=dict(env), cwd=workdir, stdout=out, stderr=out
+            *command, env={"TMPDIR": str(workdir), **env}, cwd=workdir, stdout=out, stderr=out
         )
     try:
         yield Server(process, f"http://127.0.0.1:{env['AICHAT_PORT']}", log)

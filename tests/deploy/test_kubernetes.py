@@ -379,3 +379,13 @@ def test_readme_kubernetes_section_names_real_paths_and_secrets() -> None:
         assert (ROOT / path).exists(), path
     for secret in ("aichat-keys", "aichat-redis", "aichat-database"):  # what manifests name
         assert f"secret generic {secret}" in section, secret
+
+
+def test_readme_reload_says_kubernetes_rolls_out_a_change_instead_of_a_signal() -> None:
+    # kustomize's hashed ConfigMap (test_a_changed_config_file_rolls_the_pods): an edited file
+    # is a new pod template, and a signal through `kubectl exec` would reach one pod only.
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("### Reload")
+    section = readme[start : readme.index("\n### ", start + 1)]
+    assert "On **Kubernetes** a configuration change is a rollout, not a reload" in section
+    assert "kubectl exec" not in readme and "kill -HUP 1" not in readme

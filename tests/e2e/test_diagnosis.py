@@ -162,7 +162,11 @@ async def test_ready_verbose_lists_each_upstream_circuit_and_last_error(
         "last_error": None,
         "last_error_seconds_ago": None,
         "retry_in_seconds": None,
+        "last_answer_seconds_ago": None,  # never asked: not yet known to answer
     }
+    await gateway.post_chat({"model": "demo", "messages": HELLO})
+    body = await (await _ready(gateway)).json()
+    assert 0 <= body["upstreams"][1]["last_answer_seconds_ago"] < 5
     plain = await (await gateway.http.get(f"{gateway.url}/ready?verbose=0")).json()
     assert plain == {"status": "ready"}  # without verbose: nothing about upstreams
     odd = await gateway.http.get(f"{gateway.url}/ready?verbose=yes")

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from aichat.answer.discovery import DISCOVERY
 from aichat.answer.reload import LIVE, reload_config
 from aichat.core.config import ModelConfig, Settings
 from tests.conftest import API_KEY, Gateway, GatewayFactory, _start
+from tests.deploy.procs import free_port
 from tests.fakes import FakeOpenAI
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -74,38 +76,106 @@ async def test_an_unlistable_upstream_keeps_its_last_list_and_says_why(
     assert await _listed(gateway) == {"ol/mistral", "ol/qwen2.5"}
 
 
-async def test_the_list_is_read_again_every_few_minutes(
-    make_gateway: GatewayFactory,
-    openai_upstream: tuple[FakeOpenAI, str],
-    monkeypatch: pytest.MonkeyPatch,
+async def test_an_unreachable_or_garbled_upstream_is_named_by_the_failures_message(
+    make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("aichat.answer.reload.REFRESH", 0.05)
+    async def garbled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nX-Forged: \nWARNING forged line" + b"x" * 5000 + b"\r\n\r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbled, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    routes = (
+        ModelConfig(
+            name="gone",
+            provider="openai",
+            base_url=f"http://127.0.0.1:{free_port()}/v1",
+            models="discover",
+        ),
+        ModelConfig(
+            name="garbled",
+            provider="openai",
+            base_url=f"http://127.0.0.1:{port}/v1",
+            models="discover",
+        ),
+    )
+    caplog.set_level(logging.WARNING, "aichat.discovery")
+    async with server:
+        await make_gateway(routes=routes)
+    gone, bad = (r.getMessage() for r in caplog.records if r.name == "aichat.discovery")
+    assert gone.startswith(
+        "cannot list models of gone (ClientConnectorError: Cannot connect to host"
+    )
+    assert bad.startswith("cannot list models of garbled (")
+    assert "\n" not in bad and len(bad) < 400
+    assert bad.endswith("…): keeping the last 0")
+
+
+def _schedule(gateway: Gateway, refresh_every: float, retry_every: float) -> None:
+    """The refresh intervals (five minutes and 30 s in production), from now on."""
+    discovery = gateway.app[DISCOVERY]
+    discovery.refresh_every, discovery.retry_every = refresh_every, retry_every
+    discovery.reschedule()
+
+
+async def _until_listed(gateway: Gateway, name: str) -> None:
+    for _ in range(200):  # up to 10 s: each step is one listing interval or more
+        if name in await _listed(gateway):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} was never listed: {await _listed(gateway)}")
+
+
+async def test_the_list_is_read_again_every_few_minutes(
+    make_gateway: GatewayFactory, openai_upstream: tuple[FakeOpenAI, str]
+) -> None:
     up, url = openai_upstream
     gateway = await make_gateway(routes=_routes(url))
+    _schedule(gateway, refresh_every=0.05, retry_every=3600)
     up.models = ["llama3.1", "phi4"]
-    for _ in range(100):  # up to 5 s
-        if "ol/phi4" in await _listed(gateway):
-            break
-        await asyncio.sleep(0.05)
+    await _until_listed(gateway, "ol/phi4")
     assert await _content(gateway, "ol/phi4") == "Hi from upstream"
 
 
 async def test_an_upstream_never_listed_is_tried_again_sooner(
-    make_gateway: GatewayFactory,
-    openai_upstream: tuple[FakeOpenAI, str],
-    monkeypatch: pytest.MonkeyPatch,
+    make_gateway: GatewayFactory, openai_upstream: tuple[FakeOpenAI, str]
 ) -> None:
-    monkeypatch.setattr("aichat.answer.reload.RETRY_UNLISTED", 0.05)  # REFRESH stays five minutes
     up, url = openai_upstream
     up.models_status = 503
     gateway = await make_gateway(routes=_routes(url))
     assert await _listed(gateway) == {"ol/qwen2.5"}  # only the explicit one
+    _schedule(gateway, refresh_every=3600, retry_every=0.05)
     up.models_status = 200
-    for _ in range(100):  # up to 5 s
-        if "ol/llama3.1" in await _listed(gateway):
-            break
-        await asyncio.sleep(0.05)
+    await _until_listed(gateway, "ol/llama3.1")
     assert await _content(gateway, "ol/llama3.1") == "Hi from upstream"
+
+
+async def test_a_discovery_route_a_reload_adds_is_refreshed_on_schedule(
+    make_gateway: GatewayFactory, openai_upstream: tuple[FakeOpenAI, str]
+) -> None:
+    up, url = openai_upstream
+    echo = ModelConfig(name="echo", provider="mock")
+    gateway = await make_gateway(routes=(echo,))
+    settings = gateway.app[LIVE].settings
+    _schedule(gateway, refresh_every=3600, retry_every=0.05)
+    up.models_status = 503  # down when the reload adds it: retried every retry_every
+
+    def load() -> Settings:
+        return settings.model_copy(update={"routes": (echo, *_routes(url))})
+
+    assert await reload_config(gateway.app, load)
+    assert await _listed(gateway) == {"ol/qwen2.5", "echo"}
+    up.models_status = 200
+    await _until_listed(gateway, "ol/llama3.1")
+    # Listed once: from now on every refresh_every, and no longer every retry_every.
+    _schedule(gateway, refresh_every=0.05, retry_every=3600)
+    up.models = ["llama3.1", "phi4"]
+    await _until_listed(gateway, "ol/phi4")
+    assert await _content(gateway, "ol/phi4") == "Hi from upstream"
 
 
 LLAMA_FILE = "/srv/models/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -17,6 +17,7 @@ this checkout's Makefile without reinstalling; the port is a free one, not 8001;
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import os
@@ -24,6 +25,7 @@ import re
 import shutil
 import signal
 import stat
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,14 +91,17 @@ class Walk:
         return line.removeprefix("APP_SECRET=")
 
     def as_printed(self, body: str) -> str:
-        return body.replace("127.0.0.1:8001", f"127.0.0.1:{self.port}")
+        return body.replace("127.0.0.1:8001", f"127.0.0.1:{self.port}").replace(
+            "AICHAT_PORT=8001", f"AICHAT_PORT={self.port}"
+        )
 
-    def env(self) -> dict[str, str]:
+    def env(self, body: str = "") -> dict[str, str]:
+        """The user's environment; the address only where ``body`` does not set it itself."""
+        address = {"AICHAT_HOST": "127.0.0.1", "AICHAT_PORT": str(self.port)}
         return {
             "PATH": f"{self.workdir / 'bin'}:{ROOT / '.venv' / 'bin'}:{os.defpath}",
             "HOME": str(self.workdir),
-            "AICHAT_HOST": "127.0.0.1",
-            "AICHAT_PORT": str(self.port),
+            **{var: value for var, value in address.items() if f"{var}=" not in body},
             "AICHATS_BASE_URL": self.fake_url,
             "NO_PROXY": "127.0.0.1,localhost",
         }
@@ -116,7 +121,7 @@ class Walk:
                 "-euc",
                 self.as_printed(body),
                 cwd=self.workdir,
-                env=self.env(),
+                env=self.env(body),
                 stdout=log,
                 stderr=log,
                 start_new_session=True,  # make and the gateway it runs: stopped together
@@ -295,6 +300,24 @@ def test_every_runnable_block_has_a_check_and_every_check_a_block() -> None:
     ]
     assert sorted(clients) == sorted(CHECKS)
     assert {b.lang for b in blocks} <= {"bash", "toml", "python"}
+
+
+def test_the_sdk_examples_say_what_to_install_first() -> None:
+    text = README.read_text()
+    imported: set[str] = set()
+    for block in runnable_blocks(text):
+        if block.lang == "python":
+            for node in ast.walk(ast.parse(block.body)):
+                if isinstance(node, ast.Import):
+                    imported |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    imported.add(node.module.split(".")[0])
+    installs = re.findall(r"`pip install ([a-z0-9 _-]+)`", " ".join(text.split()))
+    named = {package for line in installs for package in line.split()}
+    assert imported - set(sys.stdlib_module_names) == {"openai", "anthropic"}
+    assert {"openai", "anthropic"} <= named
+    first_sdk = text.index("<!-- runnable: sdk-")
+    assert " ".join(text[:first_sdk].split()).count("`pip install openai anthropic`") == 1
 
 
 def test_make_env_writes_a_random_key_readable_by_its_owner_only(tmp_path: Path) -> None:

@@ -1,8 +1,13 @@
-"""SIGHUP reloads the env file and the config file of a running gateway, or refuses a bad one."""
+"""SIGHUP reloads the env file and the config file of a running gateway, or refuses a bad one.
+
+SIGHUP is safe at any moment (held during start-up, one reload once the gateway can), and
+``aichat reload`` finds the gateway, or its supervisor with ``--workers``, by its PID file.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import signal
 import sys
@@ -15,9 +20,10 @@ from aichat.answer import reload
 from aichat.answer.reload import LIVE, reload_config
 from aichat.answer.state import ROUTER
 from aichat.core.config import ModelConfig, Settings, load_settings
+from aichat.healthcheck import check
 from aichat.operations.metrics import METRICS
 from tests.conftest import GatewayFactory
-from tests.deploy.procs import Server, free_port, server_env, started
+from tests.deploy.procs import Server, free_port, launched, run, server_env, started
 from tests.fakes import FakeOpenAI, json_events, sse_events
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -82,8 +88,8 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _command() -> list[str]:
-    return [sys.executable, "-m", "aichat", "serve"]
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "aichat", "serve", *args]
 
 
 async def test_sighup_swaps_config_and_env_while_a_stream_finishes_on_the_old_one(
@@ -179,9 +185,12 @@ async def test_unchanged_upstreams_keep_their_circuit_across_a_reload(
     def load() -> Settings:
         return settings.model_copy(update={"routes": (flaky, changed), "max_body_bytes": 10})
 
+    caplog.set_level(logging.INFO, "aichat.reload")
     assert await reload_config(gateway.app, load)
     assert "take effect on restart only: max_body_bytes" in caplog.text
     assert router.resolve("flaky") is kept and kept.breaker.state == "open"
+    (done,) = [r for r in caplog.records if r.getMessage() == "configuration reloaded"]
+    assert done.fields["models"] == 2 and done.fields["keys"] == 1  # conftest's one key
     answer = await gateway.post_chat({"model": "echo", "messages": HELLO})
     assert (await answer.json())["choices"][0]["message"]["content"] == "two"
 
@@ -201,6 +210,88 @@ async def test_a_refusal_is_one_line_even_when_the_file_holds_line_breaks(
     (record,) = [r for r in caplog.records if r.name == "aichat.reload"]
     assert "\n" not in record.getMessage() and "forged line" in record.getMessage()
     assert str(config) in record.getMessage()
+
+
+def _holds_sighup(pid: int) -> bool:
+    """Whether process ``pid`` has SIGHUP blocked now (its first moment under aichat's control)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    (blocked,) = re.findall(r"^SigBlk:\s*([0-9a-f]+)$", status, re.M)
+    return bool(int(blocked, 16) & (1 << (signal.SIGHUP - 1)))
+
+
+async def _models(http: aiohttp.ClientSession, server: Server, key: str) -> set[str]:
+    async with http.get(f"{server.url}/v1/models", headers=_auth(key)) as response:
+        return {model["id"] for model in (await response.json())["data"]}
+
+
+WORKERS = [
+    pytest.param((), id="one-process"),
+    pytest.param(("--workers", "2"), id="two-workers", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+async def test_sighup_during_start_up_waits_and_then_reloads(
+    workdir: Path, workers: tuple[str, ...]
+) -> None:
+    env = server_env(free_port(), AICHAT_CONFIG=str(workdir / "aichat.toml"))
+    async with launched(_command(*workers), env, workdir) as server:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not await asyncio.to_thread(_holds_sighup, server.process.pid):
+            assert server.process.returncode is None and loop.time() < deadline, server.output()
+            await asyncio.sleep(0.001)
+        # From here on a SIGHUP must never end it: one every 20 ms until it answers, and the
+        # file changes in between, so the configuration it serves at the end must be NEW.
+        (workdir / "aichat.toml").write_text(NEW)
+        while not await asyncio.to_thread(check, f"{server.url}/health", 0.5):
+            server.process.send_signal(signal.SIGHUP)
+            assert server.process.returncode is None, server.output()
+            assert loop.time() < deadline, server.output()
+            await asyncio.sleep(0.02)
+        server.process.send_signal(signal.SIGHUP)  # and once it listens
+        async with aiohttp.ClientSession() as http:
+
+            async def fresh() -> bool:
+                return await _models(http, server, "sk-team-old-0123") == {"slow", "fresh"}
+
+            await _until(fresh, server)
+        assert server.process.returncode is None, server.output()
+        assert await server.stop() == 0, server.output()
+    assert "Hangup" not in server.output() and "Traceback" not in server.output()
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+async def test_aichat_reload_finds_the_gateway_by_its_pid_file(
+    workdir: Path, workers: tuple[str, ...]
+) -> None:
+    env = server_env(free_port(), AICHAT_CONFIG=str(workdir / "aichat.toml"))
+    pid_file = workdir / f"aichat-{env['AICHAT_PORT']}.pid"  # TMPDIR is the workdir
+    async with started(_command(*workers), env, workdir) as server, aiohttp.ClientSession() as http:
+        pid = server.process.pid  # with workers, the supervisor's
+        assert pid_file.read_text() == f"{pid}\n"
+        assert f"(pid {pid}" in server.output()
+        (workdir / "aichat.toml").write_text(NEW)
+        reload = [sys.executable, "-m", "aichat", "reload"]
+        result = await asyncio.to_thread(
+            run, *reload, cwd=workdir, env={**env, "TMPDIR": str(workdir)}
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"sent SIGHUP to the gateway (pid {pid}, {pid_file})" in result.stdout
+
+        async def reloaded() -> bool:
+            return server.output().count("configuration reloaded") == max(1, len(workers))
+
+        await _until(reloaded, server)
+        assert await _models(http, server, "sk-team-old-0123") == {"slow", "fresh"}
+        assert await server.stop() == 0, server.output()
+    assert not pid_file.exists()  # removed at exit
+    result = await asyncio.to_thread(run, *reload, cwd=workdir, env={**env, "TMPDIR": str(workdir)})
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"aichat: no PID file at {pid_file}: is the gateway running? (its path is "
+        "AICHAT_PID_FILE / --pid-file, by default set by the port)\n"
+    )
 
 
 async def test_a_config_caught_half_written_is_applied_only_once_it_stops_changing(

@@ -15,6 +15,7 @@ import pytest
 from aichat.core.config import ModelConfig, load_settings
 from aichat.providers import openai as openai_provider
 from tests.conftest import API_KEY, Gateway, GatewayFactory
+from tests.deploy.procs import free_port
 from tests.fakes import TOOL_CALL_CHUNKS, FakeAichats, FakeOpenAI, json_events, sse_events
 
 HELLO = [{"role": "user", "content": "Say hello"}]
@@ -273,6 +274,31 @@ async def test_long_retry_after_skips_to_fallback_at_once(
     assert time.monotonic() - started < 1.5
     assert (await resp.json())["choices"][0]["message"]["content"] == "from the backup"
     assert len(up.requests) == 1
+
+
+async def test_a_failed_chain_names_every_upstreams_failure(
+    make_gateway: GatewayFactory, openai_upstream: tuple[FakeOpenAI, str]
+) -> None:
+    up, url = openai_upstream
+    up.status = 500
+    gone = f"http://127.0.0.1:{free_port()}/v1"
+    routes = (
+        ModelConfig(name="m", provider="openai", base_url=url, fallbacks=('a "forged", x', "down")),
+        # A name clients may ask for can hold quotes and commas: it stays one JSON string.
+        ModelConfig(name='a "forged", x', provider="openai", base_url=gone),
+        ModelConfig(name="down", provider="openai", base_url=gone),
+    )
+    gateway = await make_gateway(routes=routes, retries=0, breaker_failures=1)
+    resp = await gateway.post_chat({"model": "down", "messages": HELLO})
+    assert resp.status == 502  # its circuit is open now
+    resp = await gateway.post_chat({"model": "m", "messages": HELLO})
+    assert resp.status == 502
+    message = (await resp.json())["error"]["message"]
+    assert message.startswith("openai upstream unreachable: cannot connect to"), message
+    assert message.endswith(
+        ' Every upstream of the fallback chain failed: "m" 500 "rate_limit", '
+        '"a \\"forged\\", x" 502 "upstream_error", "down" circuit open.'
+    ), message
 
 
 async def test_mock_pacing(routed: Gateway) -> None:

@@ -288,6 +288,26 @@ def test_unreadable_config_file_is_one_line_with_the_fix(
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize("models", ["", "models = []\n"])
+def test_a_config_file_of_keys_only_says_why_it_needs_models(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    models: str,
+) -> None:
+    _clean_cli(monkeypatch, tmp_path)
+    monkeypatch.setenv("APP_SECRET", "sk-x")
+    monkeypatch.setenv("TEAM_KEY", "sk-team")
+    config = tmp_path / "aichat.toml"
+    config.write_text(f'{models}[[keys]]\nname = "team"\nkey_env = "TEAM_KEY"\n')
+    assert main(["serve", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        f"aichat: {config}: no [[models]] table: a config file replaces AICHAT_MODELS, so it "
+        "must name every model clients may ask for, each in a [[models]] table with its name "
+        "and provider (see the README, Models and providers)\n"
+    )
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["config", "--help"]])
 def test_every_help_is_plain_text(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:

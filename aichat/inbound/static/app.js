@@ -107,15 +107,25 @@ const CIRCUIT_WORDS = {
   closed: "answering",
   half_open: "on trial after failures",
   open: "failing: skipped for now",
+  unused: "not used yet",
+  unanswered: "no answer yet",
 };
+
+/** The circuit's state, except that a closed circuit that never saw an answer is not
+ * "answering": nothing was asked yet, or it failed fewer times than opens the circuit. */
+function upstreamState(upstream) {
+  if (upstream.state !== "closed" || upstream.last_answer_seconds_ago != null) return upstream.state;
+  return upstream.last_error ? "unanswered" : "unused";
+}
 
 function upstreamLine(upstream) {
   const item = document.createElement("li");
-  item.dataset.state = upstream.state;
+  const state = upstreamState(upstream);
+  item.dataset.state = state;
   const dot = document.createElement("span");
   dot.className = "dot";
   dot.setAttribute("aria-hidden", "true");
-  let text = `${upstream.upstream}: ${CIRCUIT_WORDS[upstream.state] || upstream.state}`;
+  let text = `${upstream.upstream}: ${CIRCUIT_WORDS[state] || state}`;
   if (upstream.retry_in_seconds) text += `, next try in ${Math.ceil(upstream.retry_in_seconds)} s`;
   if (upstream.last_error) {
     const ago = Math.round(upstream.last_error_seconds_ago || 0);
