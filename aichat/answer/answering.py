@@ -62,12 +62,12 @@ async def respond(
     chain = app[ROUTER].chain(prompt.model, exchange.key.models)
     route = chain[0].name
     exchange.note(route=route)
-    hold = await admit(app, exchange, prompt, chain[0])
+    holds = await admit(app, exchange, prompt, chain)
     exchange.upstream_called = time.perf_counter()
     try:
         answer = await open_answer(chain, prompt, app[RETRY_POLICY], exchange.trace)
     except BaseException as err:
-        release(app, hold)  # no answer: nothing to charge
+        release(app, holds)  # no answer: nothing to charge
         if isinstance(err, UpstreamError):
             # A request that failed on every attempt says where and how often it tried, too.
             exchange.note(upstream=err.upstream, attempts=err.attempts)
@@ -84,7 +84,7 @@ async def respond(
             "request parameters dropped",
             extra={"fields": {"upstream": target.label, "dropped": headers[DROPPED_HEADER]}},
         )
-    watcher = meter(app, exchange, prompt, chain[0].metric_name, target, hold)
+    watcher = meter(app, exchange, prompt, chain[0].metric_name, target, holds)
     events = Timed(answer.first, answer.events, exchange, watcher)
     async with aclosing(events):
         if prompt.stream:

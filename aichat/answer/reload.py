@@ -55,7 +55,7 @@ from aichat.core.config import ConfigError, ModelConfig, Settings
 from aichat.core.tokens import load_tokenizer
 from aichat.operations.auth import KeyRing
 from aichat.operations.breaker import CircuitBreaker
-from aichat.operations.budgets import budget_limits
+from aichat.operations.budgets import key_budgets
 from aichat.operations.pricing import pricing_for
 from aichat.providers.registry import build_provider
 
@@ -211,7 +211,7 @@ async def reload_config(app: web.Application, load: Callable[[], Settings]) -> b
         # The swap: no await from here on.
         app[ROUTER].replace(targets)
         live.keys.replace(keys)
-        app[LEDGER].budgets.limits = budget_limits(settings)
+        app[LEDGER].budgets.by_key = key_budgets(settings)
         live.settings, previous = settings, live.hash
         live.hash = config_hash(settings)
         app[DISCOVERY].reschedule()  # listed just now: the next listing counts from here

@@ -1,4 +1,4 @@
-"""Token usage per key: counted once per answer, for every inbound API, streamed or whole.
+"""Usage per key: counted once per answer, for every inbound API, streamed or whole.
 
 Decisions:
 
@@ -17,12 +17,15 @@ Decisions:
   costs neither memory nor a long stall of the event loop.
 - Recorded when the handler closes the answer's events, which it does on every path, a
   client leaving included; recording never awaits, so a cancelled task loses nothing.
+- Budgets are admitted here, where the request's route chain is known: a money budget holds
+  the dearest price its route or a fallback could charge for the worst case
+  (``aichat.operations.budgets`` says why a chain with an unpriced target is refused).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -34,11 +37,11 @@ from aichat.core.errors import UpstreamError
 from aichat.core.exchange import Exchange
 from aichat.core.prompt import Prompt
 from aichat.core.tokens import TextTally, prompt_tokens
-from aichat.operations.budgets import Budgets, Hold, budget_limits
+from aichat.operations.budgets import Budgets, Hold, PriceUnknown, Unit, key_budgets
 from aichat.operations.history import HISTORY, History
 from aichat.operations.link import WORKER_LINK
 from aichat.operations.metrics import METRICS, LabelledCounts
-from aichat.operations.pricing import Cost, usd
+from aichat.operations.pricing import Cost, Unpriced, usd
 from aichat.operations.redis_pool import REDIS_POOL
 from aichat.operations.shared import usage_store
 from aichat.providers.base import (
@@ -90,7 +93,7 @@ class Ledger:
             self._tokens.add((key, model, upstream, "cache_read"), usage.cache_read_tokens)
         if usage.cache_write_tokens:
             self._tokens.add((key, model, upstream, "cache_write"), usage.cache_write_tokens)
-        self.budgets.charge(key, model, usage)
+        self.budgets.charge(key, usage, cost.nano_usd)
 
 
 LEDGER = web.AppKey("ledger", Ledger)
@@ -152,23 +155,49 @@ class Meter:
             record(self.usage())
 
 
+def worst_cost(chain: Sequence[Target], prompt_size: int, max_tokens: int | None) -> int:
+    """The most, in nano-dollars, any target of ``chain`` may charge for a prompt of
+    ``prompt_size`` tokens and an answer of ``max_tokens`` (or its route's): the prompt at the
+    dearest of its input, cache-read and cache-write prices. ``PriceUnknown`` for a target
+    without a known price."""
+    worst = 0
+    for target in chain:
+        if isinstance(target.pricing, Unpriced):
+            raise PriceUnknown(
+                f"The model '{target.name}' has no known price, so this key's money budget "
+                "cannot count it; the gateway's operator can set `price` on its [[models]] "
+                "table.",
+                param="model",
+            )
+        answer = max_tokens or target.max_tokens
+        for read, written in ((0, 0), (prompt_size, 0), (0, prompt_size)):
+            usage = Usage(prompt_size, answer, read, written)
+            worst = max(worst, target.pricing.cost(usage).nano_usd)
+    return worst
+
+
 async def admit(
-    app: web.Application, exchange: Exchange, prompt: Prompt, target: Target
-) -> Hold | None:
-    """Refuse a key over its token budget, else hold the request's worst case (its prompt
-    and its max_tokens, or the route's) until it ends; its budget headers go on the answer."""
+    app: web.Application, exchange: Exchange, prompt: Prompt, chain: Sequence[Target]
+) -> tuple[Hold, ...]:
+    """Refuse a key over one of its budgets, else hold the request's worst case (its prompt
+    and its max_tokens, or the route's, in tokens and at its chain's prices) until it ends;
+    its budget headers go on the answer."""
     ledger = app.get(LEDGER)
-    if ledger is None or exchange.key.name not in ledger.budgets.limits:
-        return None  # most keys have no budget: no await, no count for them
-    worst = prompt_tokens(prompt.texts()) + (prompt.max_tokens or target.max_tokens)
+    budgets = () if ledger is None else ledger.budgets.by_key.get(exchange.key.name, ())
+    if ledger is None or not budgets:
+        return ()  # most keys have no budget: no await, no count for them
+    prompt_size = prompt_tokens(prompt.texts())
+    worst: dict[Unit, int] = {"tokens": prompt_size + (prompt.max_tokens or chain[0].max_tokens)}
+    if any(budget.unit == "usd" for budget in budgets):
+        worst["usd"] = worst_cost(chain, prompt_size, prompt.max_tokens)
     return await ledger.budgets.admit(exchange, worst)
 
 
-def release(app: web.Application, hold: Hold | None) -> None:
+def release(app: web.Application, holds: tuple[Hold, ...]) -> None:
     """Give back what a request that never got an answer held."""
     ledger = app.get(LEDGER)
     if ledger is not None:
-        ledger.budgets.release(hold)
+        ledger.budgets.release(holds)
 
 
 def meter(
@@ -177,7 +206,7 @@ def meter(
     prompt: Prompt,
     model: str,
     target: Target,
-    hold: Hold | None = None,
+    holds: tuple[Hold, ...] = (),
 ) -> Meter:
     """A meter recording an answer's tokens for the request's key when it closes, and
     releasing what the request held of its budget.
@@ -203,7 +232,7 @@ def meter(
             )
         if ledger is not None:
             ledger.record(key, model, upstream, usage, cost)
-            ledger.budgets.release(hold)  # after the charge: never counted by neither
+            ledger.budgets.release(holds)  # after the charge: never counted by neither
 
     return Meter(prompt, record)
 
@@ -213,7 +242,7 @@ async def usage_ledger(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = usage_store(settings, app.get(REDIS_POOL), app.get(WORKER_LINK))
     fail_open = settings.redis_failure == "open"
-    budgets = Budgets(store, budget_limits(settings), fail_open, every_key=bool(settings.redis_url))
+    budgets = Budgets(store, key_budgets(settings), fail_open)
     app[LEDGER] = Ledger(app[METRICS].registry, budgets, app.get(HISTORY))
     yield
     await store.close()

@@ -145,6 +145,11 @@ class KeyConfig(BaseModel):
     # Token budgets over UTC calendar windows (see ``aichat.operations.budgets``); unset: none.
     tokens_per_day: int | None = Field(None, ge=1)
     tokens_per_month: int | None = Field(None, ge=1)
+    # Budgets in US dollars over the same windows, from each answer's price
+    # (``aichat.operations.pricing``); at most a million dollars, so nano-dollar counts stay
+    # exact in Redis's Lua numbers.
+    usd_per_day: Decimal | None = Field(None, gt=0, le=1_000_000)
+    usd_per_month: Decimal | None = Field(None, gt=0, le=1_000_000)
 
 
 class Settings(BaseModel):

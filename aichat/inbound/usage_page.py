@@ -28,10 +28,10 @@ from aichat.answer.usage import LEDGER
 from aichat.core.errors import APIError, AuthenticationError, InvalidRequest, NotFound
 from aichat.inbound.playground import add_pages
 from aichat.operations.auth import FAILED_KEYS, key_matches, presented_key
-from aichat.operations.budgets import WINDOWS, window_ids, window_resets
+from aichat.operations.budgets import WINDOWS, subject, window_ids, window_resets
 from aichat.operations.history import HISTORY, DatabaseDown
 from aichat.operations.redis_pool import StoreBusy, StoreUnavailable
-from aichat.operations.usage_report import GROUPS, MAX_DAYS, GroupBy, report
+from aichat.operations.usage_report import GROUPS, MAX_DAYS, GroupBy, dollars, report
 
 ADMIN_KEY = web.AppKey("admin_key", str)
 API_PATH = "/usage/api"
@@ -103,23 +103,27 @@ async def budget_use(app: web.Application) -> list[dict[str, Any]]:
     windows = window_ids(now)
     resets = window_resets(now)
     found = []
-    for key, limits in sorted(budgets.limits.items()):
-        try:
-            spent = await budgets.store.spent(windows, key)
-        except (StoreUnavailable, StoreBusy):
-            continue
-        for window, limit, used, reset in zip(WINDOWS, limits, spent, resets, strict=True):
-            if limit:
-                found.append(
-                    {
-                        "key": key,
-                        "window": window,
-                        "unit": "tokens",
-                        "used": used,
-                        "limit": limit,
-                        "resets_at": reset.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    }
-                )
+    for key, of_key in sorted(budgets.by_key.items()):
+        for budget in of_key:
+            try:
+                spent = await budgets.store.spent(windows, subject(key, budget.unit))
+            except (StoreUnavailable, StoreBusy):
+                continue
+            shown = dollars if budget.unit == "usd" else int
+            for window, limit, used, reset in zip(
+                WINDOWS, budget.limits, spent, resets, strict=True
+            ):
+                if limit:
+                    found.append(
+                        {
+                            "key": key,
+                            "window": window,
+                            "unit": budget.unit,
+                            "used": shown(used),
+                            "limit": shown(limit),
+                            "resets_at": reset.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        }
+                    )
     return found
 
 

@@ -1,6 +1,6 @@
 """Operations: what keeps the gateway safe and observable, around every request.
 
-Client keys (``auth``), rate and concurrency limits (``limits``), token budgets
+Client keys (``auth``), rate and concurrency limits (``limits``), token and money budgets
 (``budgets``), circuit breakers (``breaker``), draining on shutdown (``lifecycle``),
 Prometheus metrics (``metrics``), access logs and request ids (``logs``), per-request timing
 (``timing``), OpenTelemetry traces (``tracing``, an attempt's hook; ``trace_setup``;

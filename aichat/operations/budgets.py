@@ -1,26 +1,37 @@
-"""Token budgets per key over UTC calendar days and months, and the usage store behind them.
+"""Budgets per key, in tokens and in US dollars, over UTC calendar days and months.
 
 Decisions:
 
+- A key's budget is counted per subject: its tokens (prompt and completion) under its name,
+  its spend in nano-dollars under ``name:usd`` (key names hold no colon). Money is counted
+  in the integer nano-dollars ``aichat.operations.pricing`` prices answers in and the usage
+  history adds up: a budget's count and the history agree to the nano-dollar, and nothing
+  drifts as floats would. A money budget is at most a million dollars (``KeyConfig``), so
+  its counts stay exact in the doubles Redis's Lua computes with.
 - One layout for both stores: a hash per window (``usage:day:2026-12-02``,
-  ``usage:month:2026-12``) whose fields are ``key<TAB>model<TAB>prompt|completion|requests``
-  plus the key's total as ``key``. Redis (``REDIS_URL``) is shared by every replica and read
-  by ``aichat usage``; memory serves one process (with ``--workers``, the supervisor's serves
-  them all: ``aichat.operations.shared``).
+  ``usage:month:2026-12``) whose fields are the subjects' totals. Only budgeted keys, and
+  only the units they have budgets in, are written: who used what is the usage history's
+  (``aichat.operations.history``). Redis (``REDIS_URL``) is shared by every replica; memory
+  serves one process (with ``--workers``, the supervisor's serves them all:
+  ``aichat.operations.shared``).
 - A request is admitted while what its key has spent, plus what the requests in flight hold,
-  is under the budget; it then holds its worst case (its prompt and its ``max_tokens``, or
-  the route's) until it ends, when the hold is released and its real usage counted
-  (``hold``, ``release``; ``Budgets.admit``, ``Budgets.settle``). So requests that start
-  together cannot spend the budget many times over: the last one admitted may take the key
-  past it by at most its own worst case (or more, if an upstream answers past max_tokens).
-  Admission is one atomic step in the store (a Lua script in Redis), shared by every
-  replica. A hold left by a process that died lapses after ``HOLD_SECONDS``.
-- Holds and charges are counted per subject (a field of the window hashes, the key's total
-  here) in the store's own unit: another budget (money, say) is another subject.
+  is under each of its budgets; it then holds its worst case until it ends, when the hold is
+  released and its real usage counted (``Budgets.admit``, ``Budgets.charge``,
+  ``Budgets.release``). In tokens the worst case is its prompt and its ``max_tokens`` (or
+  the route's); in money, that usage at the dearest prices of its route and fallbacks, the
+  whole prompt priced at the dearest of input, cache-read and cache-write rates. So requests
+  that start together cannot spend a budget many times over: the last one admitted may take
+  the key past it by at most its own worst case (or more, if an upstream answers past
+  max_tokens). Admission is one atomic step in the store (a Lua script in Redis), shared by
+  every replica. A hold left by a process that died lapses after ``HOLD_SECONDS``.
+- A model without a known price (``pricing.Unpriced``) is refused to a key with a money
+  budget (403 ``model_not_priced``), naming the route to price: counting it as free would
+  let the budget be spent past without a trace, on exactly the models (new, or behind an
+  unrecognised proxy) an operator has not looked at. Local and free routes say so with
+  ``price = { input = 0, output = 0 }`` (aichats and mock routes are free already).
 - Usage goes to Redis from one writer task per process: charges wait in a small table
-  (bounded by keys x models) while a write is in flight, so a burst becomes one pipeline and
-  a request never waits for Redis to record what it used. Keys without a budget are never
-  read.
+  (bounded by budgeted keys) while a write is in flight, so a burst becomes one pipeline and
+  a request never waits for Redis to record what it used.
 - A write that does not reach Redis is kept and retried whole. One that Redis refuses in
   part (an increment past 2^63 on a stored count, a key of the wrong type) is never retried:
   Redis has applied the rest of it, and a retry would apply the rest again every second,
@@ -36,27 +47,30 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from aichat.core.config import Settings
 from aichat.core.errors import APIError
 from aichat.core.exchange import Exchange
 from aichat.core.ids import new_id
 from aichat.operations.limits import Overloaded, at_capacity
+from aichat.operations.pricing import nano_usd, usd
 from aichat.operations.redis_pool import RedisPool, StoreBusy, StoreUnavailable
 from aichat.providers.base import Usage
 
 log = logging.getLogger("aichat.budgets")
 
 WINDOWS = ("day", "month")
-KINDS = ("prompt", "completion", "requests")
+Unit = Literal["tokens", "usd"]
 _KEEP = {"day": 35 * 86400, "month": 400 * 86400}  # seconds Redis keeps a window's hash
 RETRY_WRITE = 1.0  # seconds before a failed usage write is tried again
 HOLD_SECONDS = 900.0  # how long a hold lasts if the process holding it never releases it
-MAX_HOLD = 10**12  # a worst case larger than any budget, and exact in Lua's numbers
+# A worst case at least as large as any money budget in nano-dollars (and than any token
+# budget in use), and exact in Lua's numbers.
+MAX_HOLD = 10**15
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +81,34 @@ class Hold:
     lease: str
 
 
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """One of a key's budgets: its limits per day and per month (0: none), in tokens or,
+    for ``usd``, in nano-dollars."""
+
+    unit: Unit
+    limits: tuple[int, int]
+
+
 class QuotaExceeded(APIError):
-    """A key has used its token budget (429, as OpenAI answers an exhausted quota)."""
+    """A key has used a budget (429, as OpenAI answers an exhausted quota)."""
 
     status = 429
     type = "insufficient_quota"
     code = "insufficient_quota"
+
+
+class PriceUnknown(APIError):
+    """A key with a money budget asked for a model whose price is not known (403)."""
+
+    status = 403
+    type = "invalid_request_error"
+    code = "model_not_priced"
+
+
+def subject(key: str, unit: Unit) -> str:
+    """Where ``key``'s use in ``unit`` is counted: its name for tokens, ``name:usd`` for money."""
+    return key if unit == "tokens" else f"{key}:{unit}"
 
 
 def window_ids(now: float) -> tuple[str, str]:
@@ -90,31 +126,15 @@ def window_resets(now: float) -> tuple[datetime, datetime]:
     return tomorrow, next_month
 
 
-def field(key: str, model: str, kind: str) -> str:
-    """A usage hash's field for ``key``'s ``kind`` count on ``model``."""
-    return f"{key}\t{model}\t{kind}"
-
-
-def charges(key: str, model: str, usage: Usage) -> dict[str, int]:
-    """The increments one answer makes to each window's hash."""
-    tokens = usage.prompt_tokens + usage.completion_tokens
-    return {
-        field(key, model, "prompt"): usage.prompt_tokens,
-        field(key, model, "completion"): usage.completion_tokens,
-        field(key, model, "requests"): 1,
-        key: tokens,
-    }
-
-
 class UsageStore(Protocol):
-    """Where token usage is counted, per window hash."""
+    """Where budgets' use is counted, per window hash."""
 
     def charge(self, windows: tuple[str, str], increments: Mapping[str, int]) -> None:
         """Add ``increments`` to both windows' hashes (without waiting for the store)."""
         ...
 
-    async def spent(self, windows: tuple[str, str], key: str) -> tuple[int, int]:
-        """Tokens ``key`` used in the day and month windows."""
+    async def spent(self, windows: tuple[str, str], item: str) -> tuple[int, int]:
+        """What ``item`` (a subject) counts in the day and month windows."""
         ...
 
     async def hold(
@@ -131,10 +151,6 @@ class UsageStore(Protocol):
 
     def release(self, hold: Hold) -> None:
         """Give ``hold`` back (without waiting for the store)."""
-        ...
-
-    async def read(self, windows: tuple[str, str]) -> tuple[dict[str, int], dict[str, int]]:
-        """Both windows' whole hashes (for ``aichat usage``)."""
         ...
 
     async def close(self) -> None:
@@ -167,10 +183,10 @@ class MemoryUsage:
             for item, amount in increments.items():
                 counts[item] = counts.get(item, 0) + amount
 
-    async def spent(self, windows: tuple[str, str], key: str) -> tuple[int, int]:
-        """The key's totals."""
+    async def spent(self, windows: tuple[str, str], item: str) -> tuple[int, int]:
+        """The subject's totals."""
         day, month = (
-            self._hash(_name(k, w)).get(key, 0) for k, w in zip(WINDOWS, windows, strict=True)
+            self._hash(_name(k, w)).get(item, 0) for k, w in zip(WINDOWS, windows, strict=True)
         )
         return day, month
 
@@ -200,11 +216,6 @@ class MemoryUsage:
             holds.pop(hold.lease, None)
             if not holds:
                 del self._holds[hold.subject]
-
-    async def read(self, windows: tuple[str, str]) -> tuple[dict[str, int], dict[str, int]]:
-        """Copies of both windows."""
-        day, month = (dict(self._hash(_name(k, w))) for k, w in zip(WINDOWS, windows, strict=True))
-        return day, month
 
     async def close(self) -> None:
         """Nothing to close."""
@@ -342,27 +353,16 @@ class RedisUsage:
             self._warned_at = now
             log.warning(message)
 
-    async def spent(self, windows: tuple[str, str], key: str) -> tuple[int, int]:
-        """The key's totals in Redis, plus what this process has not written yet."""
+    async def spent(self, windows: tuple[str, str], item: str) -> tuple[int, int]:
+        """The subject's totals in Redis, plus what this process has not written yet."""
         names = [self._key(kind, window) for kind, window in zip(WINDOWS, windows, strict=True)]
         pipe = self._redis.pipeline(transaction=False)
         for name in names:
-            pipe.hget(name, key)
+            pipe.hget(name, item)
         stored = await self._pool.call(pipe.execute)
         day, month = (
-            int(value or 0) + self._unwritten(name, key)
+            int(value or 0) + self._unwritten(name, item)
             for name, value in zip(names, stored, strict=True)
-        )
-        return day, month
-
-    async def read(self, windows: tuple[str, str]) -> tuple[dict[str, int], dict[str, int]]:
-        """Both windows' hashes as Redis holds them."""
-        pipe = self._redis.pipeline(transaction=False)
-        for kind, window in zip(WINDOWS, windows, strict=True):
-            pipe.hgetall(self._key(kind, window))
-        day, month = (
-            {item.decode(): int(value) for item, value in stored.items()}
-            for stored in await self._pool.call(pipe.execute)
         )
         return day, month
 
@@ -376,53 +376,97 @@ class RedisUsage:
                 log.warning("usage not written to Redis before shutdown: %s", self._pending)
 
 
-def budget_limits(settings: Settings) -> dict[str, tuple[int, int]]:
-    """Each budgeted key's (tokens per day, tokens per month); 0 means no limit."""
-    return {
-        key.name: (key.tokens_per_day or 0, key.tokens_per_month or 0)
-        for key in settings.keys
-        if key.tokens_per_day or key.tokens_per_month
-    }
+def key_budgets(settings: Settings) -> dict[str, tuple[Budget, ...]]:
+    """Each budgeted key's budgets (tokens first, then money)."""
+    found: dict[str, tuple[Budget, ...]] = {}
+    for key in settings.keys:
+        budgets = []
+        if key.tokens_per_day or key.tokens_per_month:
+            budgets.append(Budget("tokens", (key.tokens_per_day or 0, key.tokens_per_month or 0)))
+        if key.usd_per_day or key.usd_per_month:
+            day, month = (nano_usd(d) if d else 0 for d in (key.usd_per_day, key.usd_per_month))
+            budgets.append(Budget("usd", (day, month)))
+        if budgets:
+            found[key.name] = tuple(budgets)
+    return found
 
 
-def _headers(limits: tuple[int, int], spent: tuple[int, int], now: float) -> dict[str, str]:
+def _amount(unit: Unit, count: int) -> str:
+    """A count in ``unit`` as headers and messages show it: tokens, or plain dollars."""
+    return usd(count) if unit == "usd" else str(count)
+
+
+def _headers(
+    budget: Budget, spent: tuple[int, int], resets: tuple[datetime, datetime]
+) -> dict[str, str]:
     headers: dict[str, str] = {}
-    for window, limit, used, reset in zip(WINDOWS, limits, spent, window_resets(now), strict=True):
+    unit = budget.unit
+    for window, limit, used, reset in zip(WINDOWS, budget.limits, spent, resets, strict=True):
         if limit:
-            headers[f"x-aichat-budget-limit-tokens-{window}"] = str(limit)
-            headers[f"x-aichat-budget-remaining-tokens-{window}"] = str(max(0, limit - used))
+            headers[f"x-aichat-budget-limit-{unit}-{window}"] = _amount(unit, limit)
+            headers[f"x-aichat-budget-remaining-{unit}-{window}"] = _amount(
+                unit, max(0, limit - used)
+            )
             headers[f"x-aichat-budget-reset-{window}"] = reset.strftime("%Y-%m-%dT%H:%M:%SZ")
     return headers
 
 
+_WHAT = {"tokens": "token budget", "usd": "money budget"}
+_UNIT_NAMES = {"tokens": "tokens", "usd": "US dollars"}
+
+
+def _exceeded(
+    refused: list[tuple[Budget, tuple[int, int]]],
+    headers: dict[str, str],
+    resets: tuple[datetime, datetime],
+    now: float,
+) -> QuotaExceeded:
+    """The 429 for budgets used up, naming the one that frees last (a spent month outlasts a
+    spent day)."""
+    reset, budget, window, limit = max(
+        (
+            (reset, budget, window, limit)
+            for budget, spent in refused
+            for window, limit, used, reset in zip(
+                WINDOWS, budget.limits, spent, resets, strict=True
+            )
+            if limit and used >= limit
+        ),
+        key=lambda found: found[0],
+    )
+    return QuotaExceeded(
+        f"You exceeded your {_WHAT[budget.unit]}: {_amount(budget.unit, limit)} "
+        f"{_UNIT_NAMES[budget.unit]} per {window} for this key; it resets at "
+        f"{headers[f'x-aichat-budget-reset-{window}']}.",
+        headers={**headers, "Retry-After": str(max(1, math.ceil(reset.timestamp() - now)))},
+    )
+
+
 class Budgets:
-    """Token budgets of the configured keys, counted in ``store``."""
+    """The budgets of the configured keys, counted in ``store``."""
 
     def __init__(
-        self,
-        store: UsageStore,
-        limits: dict[str, tuple[int, int]],
-        fail_open: bool,
-        every_key: bool = False,
+        self, store: UsageStore, by_key: dict[str, tuple[Budget, ...]], fail_open: bool
     ) -> None:
         self.store = store
-        self.limits = limits  # replaced whole on reload
+        self.by_key = by_key  # replaced whole on reload
         self._fail_open = fail_open
-        # Memory serves budgets only (no other process can read it): keys without one are not
-        # written there. Redis is also read by ``aichat usage``: every key is.
-        self._every_key = every_key
         self._warned_at = 0.0
         self._windows = ("", "")
         self._windows_end = 0.0  # the windows change at midnight UTC, not on every request
 
-    def charge(self, key: str, model: str, usage: Usage) -> None:
-        """Count one answer of ``key`` on ``model``."""
-        if self._every_key or key in self.limits:
-            self.store.charge(self._current_windows(time.time()), charges(key, model, usage))
+    def charge(self, key: str, usage: Usage, cost_nano_usd: int) -> None:
+        """Count one answer of ``key`` against its budgets."""
+        budgets = self.by_key.get(key)
+        if budgets is None:
+            return
+        used = {"tokens": usage.prompt_tokens + usage.completion_tokens, "usd": cost_nano_usd}
+        increments = {subject(key, budget.unit): used[budget.unit] for budget in budgets}
+        self.store.charge(self._current_windows(time.time()), increments)
 
-    def release(self, hold: Hold | None) -> None:
+    def release(self, holds: Iterable[Hold]) -> None:
         """Give back what a request held (after its usage was charged, or when it failed)."""
-        if hold is not None:
+        for hold in holds:
             self.store.release(hold)
 
     def _current_windows(self, now: float) -> tuple[str, str]:
@@ -431,41 +475,41 @@ class Budgets:
             self._windows_end = window_resets(now)[0].timestamp()
         return self._windows
 
-    async def admit(self, exchange: Exchange, worst: int) -> Hold | None:
-        """Hold ``worst`` tokens of the request's key's budget, or raise ``QuotaExceeded``
-        when what it spent and holds has reached a budget; set its headers. None when the key
-        has no budget (or the store is down and failing open)."""
+    async def admit(self, exchange: Exchange, worst: Mapping[Unit, int]) -> tuple[Hold, ...]:
+        """Hold ``worst`` (per unit) of each of the request's key's budgets, or raise
+        ``QuotaExceeded`` when what it spent and holds has reached one; set its headers.
+        Nothing held when the key has no budget (or the store is down and failing open)."""
         name = exchange.key.name
-        limits = self.limits.get(name)
-        if limits is None:
-            return None
+        budgets = self.by_key.get(name, ())
         now = time.time()
-        hold = Hold(name, new_id(hex_digits=16))
+        windows, resets = self._current_windows(now), window_resets(now)
+        held: list[Hold] = []
+        refused: list[tuple[Budget, tuple[int, int]]] = []
+        headers: dict[str, str] = {}
         try:
-            admitted, spent = await self.store.hold(
-                self._current_windows(now), hold, min(worst, MAX_HOLD), limits
-            )
-        except StoreUnavailable as exc:
-            self._store_down(str(exc))
-            return None
-        except StoreBusy:
-            raise at_capacity() from None
-        headers = _headers(limits, spent, now)
+            for budget in budgets:  # each, even past a refusal: every budget's headers are told
+                hold = Hold(subject(name, budget.unit), new_id(hex_digits=16))
+                admitted, spent = await self.store.hold(
+                    windows, hold, min(worst[budget.unit], MAX_HOLD), budget.limits
+                )
+                if admitted:
+                    held.append(hold)
+                else:
+                    refused.append((budget, spent))
+                headers.update(_headers(budget, spent, resets))
+        except BaseException as exc:
+            self.release(held)
+            if isinstance(exc, StoreUnavailable):
+                self._store_down(str(exc))
+                return ()
+            if isinstance(exc, StoreBusy):
+                raise at_capacity() from None
+            raise
         exchange.headers.update(headers)
-        if admitted:
-            return hold
-        window, limit, reset = next(
-            (window, limit, reset)
-            for window, limit, used, reset in zip(
-                WINDOWS, limits, spent, window_resets(now), strict=True
-            )
-            if limit and used >= limit
-        )
-        raise QuotaExceeded(
-            f"You exceeded your token budget: {limit} tokens per {window} for this key; it "
-            f"resets at {headers[f'x-aichat-budget-reset-{window}']}.",
-            headers={**headers, "Retry-After": str(max(1, math.ceil(reset.timestamp() - now)))},
-        )
+        if refused:
+            self.release(held)
+            raise _exceeded(refused, headers, resets, now)
+        return tuple(held)
 
     def _store_down(self, why: str) -> None:
         if not self._fail_open:
@@ -478,19 +522,3 @@ class Budgets:
         if now - self._warned_at > 10:
             self._warned_at = now
             log.warning("usage store unavailable (%s): allowing requests", why)
-
-
-def rows(day: dict[str, int], month: dict[str, int]) -> Iterator[tuple[str, str, list[int]]]:
-    """(key, model, [today's prompt, completion, requests, this month's ...]) per pair, sorted."""
-    table: dict[tuple[str, str], list[int]] = {}
-    for offset, counts in ((0, day), (3, month)):
-        for item, value in counts.items():
-            parts = item.split("\t")
-            if len(parts) < 3:
-                continue  # a key's total
-            key, kind = parts[0], parts[-1]
-            model = "\t".join(parts[1:-1])
-            if kind in KINDS:
-                table.setdefault((key, model), [0] * 6)[offset + KINDS.index(kind)] += value
-    for (key, model), sums in sorted(table.items()):
-        yield key, model, sums

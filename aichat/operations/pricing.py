@@ -14,7 +14,8 @@ Decisions:
   whose API only one provider speaks (``_ONLY_PROVIDER``), that provider. A model or
   upstream the table does not know costs nothing, and is named once per process in a
   warning: a self-hosted server named like a commercial model is never billed at that
-  model's price by guess.
+  model's price by guess. It is ``Unpriced``, not ``Free``: a key with a money budget is
+  refused it (``aichat.operations.budgets``), since nothing it spends there would count.
 - Counted in whole nano-dollars (1e-9 USD), rounded half to even once per answer: integers
   add up exactly in the history database and across replicas.
 - Cheap on the request path: genai-prices takes about 200 microseconds to price one usage,
@@ -69,6 +70,11 @@ def _nano(amount: Decimal) -> int:
     return int(amount.to_integral_value(ROUND_HALF_EVEN))
 
 
+def nano_usd(dollars: Decimal) -> int:
+    """``dollars`` in whole nano-dollars (half to even)."""
+    return _nano(dollars * NANO)
+
+
 @dataclass(frozen=True, slots=True)
 class Rates:
     """An affine price, in nano-dollars: a fee per answer plus a rate per token of each kind."""
@@ -117,6 +123,10 @@ class Free:
     def cost(self, usage: Usage) -> Cost:
         """Nothing."""
         return FREE
+
+
+class Unpriced(Free):
+    """A model whose price is not known: its answers count as costing nothing."""
 
 
 class TablePricing:
@@ -237,10 +247,11 @@ def pricing_for(route: ModelConfig, model: str) -> Pricing:
     if (where, model) not in _warned:
         _warned.add((where, model))
         log.warning(
-            "no price known for model %r at %s: its answers count as costing nothing; set "
-            'price = { input = ..., output = ... } on its [[models]] table (name = "%s")',
+            "no price known for model %r at %s: its answers count as costing nothing, and keys "
+            "with a money budget cannot use it; set price = { input = ..., output = ... } on "
+            'its [[models]] table (name = "%s")',
             model,
             where,
             route.name,
         )
-    return Free()
+    return Unpriced()

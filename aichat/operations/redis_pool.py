@@ -1,4 +1,4 @@
-"""The process's Redis connections, shared by the rate limits and the token budgets.
+"""The process's Redis connections, shared by the rate limits and the budgets.
 
 Decisions:
 

@@ -146,11 +146,6 @@ class SharedUsage:
         with contextlib.suppress(StoreUnavailable):  # the supervisor drops it with the link
             self._link.notice("release_hold", hold.subject, hold.lease)
 
-    async def read(self, windows: tuple[str, str]) -> tuple[dict[str, int], dict[str, int]]:
-        """Both windows' counts, for the whole gateway."""
-        day, month = await self._link.ask("read", windows)
-        return dict(day), dict(month)
-
     async def close(self) -> None:
         """Nothing pending: every charge was sent when it was made."""
 
@@ -262,9 +257,6 @@ class Hub:
             holds.pop(lease, None)
             usage.release(Hold(str(subject), str(lease)))
 
-        async def read(windows: list[str]) -> tuple[dict[str, int], dict[str, int]]:
-            return await usage.read(_windows(windows))
-
         return {
             "count_request": count_request,
             "acquire": acquire,
@@ -273,7 +265,6 @@ class Hub:
             "spent": spent,
             "hold": hold,
             "release_hold": release_hold,
-            "read": read,
             "metrics": self._metrics,
             **self.circuits.handlers(),
         }

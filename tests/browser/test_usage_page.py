@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from aichat.app import create_app
-from aichat.core.config import KeyConfig, ModelConfig, Settings
+from aichat.core.config import KeyConfig, ModelConfig, PriceConfig, Settings
 from aichat.operations.history import RowKey
 from aichat.operations.history_db import SqliteDatabase
 from aichat.server import runner
@@ -75,10 +76,15 @@ async def _start_gateway(history: Path) -> tuple[UsageGateway, web.AppRunner]:
         name="claude-code",
         key_sha256=hashlib.sha256(TEAM_KEY.encode()).hexdigest(),
         tokens_per_day=50_000,
+        usd_per_month=Decimal(5),
+    )
+    # A dollar per thousand tokens: the requests below spend some of the money budget.
+    echo = ModelConfig(
+        name="echo", provider="mock", price=PriceConfig(input=Decimal(1000), output=Decimal(1000))
     )
     settings = Settings(
         keys=(team,),
-        routes=(ModelConfig(name="echo", provider="mock"),),
+        routes=(echo,),
         admin_key=ADMIN_KEY,
         usage_db=history,
         host="127.0.0.1",
@@ -197,10 +203,20 @@ def test_totals_top_keys_and_budgets_are_shown(browser: Page, gateway: UsageGate
         row.text.split()[0] for row in browser.find_elements(By.CSS_SELECTOR, "#top-keys tbody tr")
     ]
     assert top == [row["key"] for row in expected["top_keys"]]
-    (budget,) = expected["budgets"]
-    assert budget["key"] == "claude-code" and 0 < budget["used"] < budget["limit"] == 50_000
-    (row,) = browser.find_elements(By.CSS_SELECTOR, "#budgets tbody tr")
-    assert row.text.startswith(f"claude-code day (tokens) {budget['used']:,} 50,000")
+    tokens, money = expected["budgets"]
+    assert tokens["key"] == money["key"] == "claude-code"
+    assert 0 < tokens["used"] < tokens["limit"] == 50_000
+    assert money["unit"] == "usd" and money["window"] == "month"
+    assert money["used"] == tokens["used"] / 1000 and money["limit"] == 5  # $1 a 1,000 tokens
+    first, second = browser.find_elements(By.CSS_SELECTOR, "#budgets tbody tr")
+    assert first.text.startswith(f"claude-code day (tokens) {tokens['used']:,} 50,000")
+    assert second.text.startswith(f"claude-code month (USD) {_dollars(money['used'])} $5.00")
+
+
+def _dollars(amount: float) -> str:
+    """``amount`` as the page writes dollars: two to six decimals."""
+    whole, fraction = f"{amount:,.6f}".rstrip("0").split(".")
+    return f"${whole}.{fraction.ljust(2, '0')}"
 
 
 def test_grouping_by_model_redraws_the_charts(browser: Page, gateway: UsageGateway) -> None:

@@ -1,4 +1,5 @@
-"""Real gateway processes share one token budget through Redis and one usage history."""
+"""Real gateway processes share one token budget and one money budget through Redis, and one
+usage history."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import asyncio
 import json
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from tests.deploy.procs import free_port, run, server_env, started
+from tests.deploy.procs import Server, free_port, run, server_env, started
 from tests.unit.test_operations_config import readme_section
 
 TEAM_KEY = "sk-team-0123456789"
@@ -26,21 +30,27 @@ name = "team"
 key_env = "TEAM_KEY"
 tokens_per_day = 25
 """
+# A dollar per thousand tokens, and a budget of two and a half cents a day.
+MONEY_CONFIG = """
+[[models]]
+name = "quick"
+provider = "mock"
+text = "x y z"
+price = { input = 1000, output = 1000 }
+
+[[keys]]
+name = "team"
+key_env = "TEAM_KEY"
+usd_per_day = 0.025
+"""
 HELLO = {"model": "quick", "messages": [{"role": "user", "content": "hi"}]}
+Answer = tuple[int, dict[str, str], dict[str, Any]]
 
 
-async def _ask(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]]:
-    async with http.post(
-        f"{url}/v1/chat/completions", json=HELLO, headers={"Authorization": f"Bearer {TEAM_KEY}"}
-    ) as response:
-        return response.status, await response.json()
-
-
-async def test_two_replicas_share_one_token_budget_and_aichat_usage_reports_it(
-    tmp_path: Path, redis_url: str
-) -> None:
-    (tmp_path / "aichat.toml").write_text(CONFIG)
-    shared = {
+def _shared(tmp_path: Path, config: str, redis_url: str) -> dict[str, str]:
+    """The environment both replicas share: config, Redis and its prefix, history."""
+    (tmp_path / "aichat.toml").write_text(config)
+    return {
         "AICHAT_CONFIG": str(tmp_path / "aichat.toml"),
         "REDIS_URL": redis_url,
         "AICHAT_REDIS_PREFIX": f"aichat-test:{uuid.uuid4().hex}:",
@@ -48,6 +58,11 @@ async def test_two_replicas_share_one_token_budget_and_aichat_usage_reports_it(
         # One SQLite history for both, as gateways on one host (or --workers) share it.
         "AICHAT_USAGE_DB": str(tmp_path / "usage.db"),
     }
+
+
+@asynccontextmanager
+async def _replicas(tmp_path: Path, shared: dict[str, str]) -> AsyncIterator[list[Server]]:
+    """Two gateway processes on ``shared``, each in a working directory of its own."""
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
     two.mkdir()
@@ -58,22 +73,41 @@ async def test_two_replicas_share_one_token_budget_and_aichat_usage_reports_it(
         started(
             [sys.executable, "-m", "aichat", "serve"], server_env(free_port(), **shared), two
         ) as second,
-        aiohttp.ClientSession() as http,
     ):
-        answers = []
-        for server in (first, second, first, second):
-            answers.append(await _ask(http, server.url))
-            await asyncio.sleep(0.3)  # the usage write leaves right after the answer
+        yield [first, second]
         assert await asyncio.gather(first.stop(), second.stop()) == [0, 0]
-    cost = answers[0][1]["usage"]["total_tokens"]
+
+
+async def _ask_in_turn(servers: list[Server]) -> list[Answer]:
+    """Four requests of the team's key, taking turns between the replicas."""
+    answers = []
+    async with aiohttp.ClientSession() as http:
+        for server in (*servers, *servers):
+            async with http.post(
+                f"{server.url}/v1/chat/completions",
+                json=HELLO,
+                headers={"Authorization": f"Bearer {TEAM_KEY}"},
+            ) as response:
+                answers.append((response.status, dict(response.headers), await response.json()))
+            await asyncio.sleep(0.3)  # the usage write leaves right after the answer
+    return answers
+
+
+async def test_two_replicas_share_one_token_budget_and_aichat_usage_reports_it(
+    tmp_path: Path, redis_url: str
+) -> None:
+    shared = _shared(tmp_path, CONFIG, redis_url)
+    async with _replicas(tmp_path, shared) as servers:
+        answers = await _ask_in_turn(servers)
+    cost = answers[0][2]["usage"]["total_tokens"]
     assert 2 * cost < 25 <= 3 * cost, cost  # three start under the budget, the fourth not
-    assert [status for status, _ in answers] == [200, 200, 200, 429], answers
-    assert answers[3][1]["error"]["code"] == "insufficient_quota"
+    assert [status for status, _, _ in answers] == [200, 200, 200, 429], answers
+    assert answers[3][2]["error"]["code"] == "insufficient_quota"
     env = server_env(0, path=str(Path(sys.executable).parent), **shared)
     listed = run(sys.executable, "-m", "aichat", "usage", "--json", env=env, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
-    prompt = answers[0][1]["usage"]["prompt_tokens"]
+    prompt = answers[0][2]["usage"]["prompt_tokens"]
     assert row == {
         "key": "team",
         "requests": 3,
@@ -90,6 +124,24 @@ async def test_two_replicas_share_one_token_budget_and_aichat_usage_reports_it(
     assert table.stdout.splitlines()[2].split()[:3] == ["quick", "3", str(3 * prompt)]
     csv_out = run(sys.executable, "-m", "aichat", "usage", "--csv", env=env, cwd=tmp_path)
     assert csv_out.stdout.splitlines()[1].split(",")[:3] == ["team", "3", str(3 * prompt)]
+
+
+async def test_two_replicas_share_one_money_budget(tmp_path: Path, redis_url: str) -> None:
+    async with _replicas(tmp_path, _shared(tmp_path, MONEY_CONFIG, redis_url)) as servers:
+        answers = await _ask_in_turn(servers)
+    cost = answers[0][2]["usage"]["total_tokens"] * Decimal("0.001")
+    budget = Decimal("0.025")
+    assert 2 * cost < budget <= 3 * cost, cost  # three start under the budget, the fourth not
+    assert [status for status, _, _ in answers] == [200, 200, 200, 429], answers
+    # Each replica tells what both have spent, in dollars.
+    left = [Decimal(headers["x-aichat-budget-remaining-usd-day"]) for _, headers, _ in answers]
+    assert left == [budget, budget - cost, budget - 2 * cost, 0]
+    _, headers, refused = answers[3]
+    assert refused["error"]["code"] == "insufficient_quota"
+    assert "money budget" in refused["error"]["message"]
+    assert headers["x-aichat-budget-limit-usd-day"] == "0.025"
+    assert headers["x-aichat-budget-reset-day"].endswith("T00:00:00Z")
+    assert 0 < int(headers["Retry-After"]) <= 86400
 
 
 def test_aichat_usage_without_a_history_says_where_it_looked(tmp_path: Path) -> None:

@@ -15,13 +15,14 @@ import tracemalloc
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import aiohttp
 import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from aichat.core.config import KeyConfig, ModelConfig
+from aichat.core.config import KeyConfig, ModelConfig, PriceConfig
 from aichat.operations import budgets
 from tests.conftest import API_KEY, Gateway, GatewayFactory, _start
 from tests.fakes import FakeOpenAI
@@ -144,16 +145,22 @@ async def test_an_increment_redis_refuses_is_dropped_and_the_rest_counted_once(
     # other increments applied each time, so every stored count climbed for ever.
     monkeypatch.setattr(budgets, "RETRY_WRITE", 0.05)
     prefix = f"aichat-test:{uuid.uuid4().hex}:"
-    gateway = await make_gateway(routes=ROUTES, redis_url=redis_url, redis_prefix=prefix)
+    capped = KeyConfig(
+        name="capped", key_env="X", key="sk-capped-0123456789", tokens_per_month=10**6
+    )
+    gateway = await make_gateway(
+        routes=ROUTES, keys=(capped,), redis_url=redis_url, redis_prefix=prefix
+    )
     day, month = (
         f"{prefix}usage:{kind}:{window}"
         for kind, window in zip(budgets.WINDOWS, budgets.window_ids(time.time()), strict=True)
     )
     redis = Redis.from_url(redis_url)
     try:
-        await redis.hset(day, "key-1\tgpt-4o\tprompt", 2**63 - 1)
+        await redis.hset(day, "capped", 2**63 - 1)
         answer = await gateway.post_chat(
-            {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+            key="sk-capped-0123456789",
         )
         assert answer.status == 200
         await asyncio.sleep(1)  # twenty retries, had the batch been retried
@@ -163,18 +170,8 @@ async def test_an_increment_redis_refuses_is_dropped_and_the_rest_counted_once(
     finally:
         await redis.delete(day, month)
         await redis.aclose()
-    assert stored["day"] == {
-        b"key-1\tgpt-4o\tprompt": str(2**63 - 1).encode(),  # refused, dropped
-        b"key-1\tgpt-4o\tcompletion": b"1",
-        b"key-1\tgpt-4o\trequests": b"1",
-        b"key-1": b"8",
-    }
-    assert stored["month"] == {
-        b"key-1\tgpt-4o\tprompt": b"7",
-        b"key-1\tgpt-4o\tcompletion": b"1",
-        b"key-1\tgpt-4o\trequests": b"1",
-        b"key-1": b"8",
-    }
+    assert stored["day"] == {b"capped": str(2**63 - 1).encode()}  # refused, dropped
+    assert stored["month"] == {b"capped": b"8"}
 
 
 @pytest.mark.parametrize(
@@ -441,14 +438,19 @@ async def test_a_huge_streamed_answer_costs_bounded_memory(
         assert tail.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
 
 
+@pytest.mark.parametrize("unit", ["tokens", "usd"])
 @pytest.mark.parametrize("store", ["memory", "redis"])
 async def test_parallel_requests_cannot_spend_a_budget_many_times_over(
-    make_gateway: GatewayFactory, store: str, request: pytest.FixtureRequest
+    make_gateway: GatewayFactory, store: str, unit: str, request: pytest.FixtureRequest
 ) -> None:
     # Budgets were checked only as each request started: 200 at once spent 202,000 tokens
-    # of a 1,000 a day.
-    talker = ModelConfig(name="talker", provider="mock", text="w " * 50, tokens_per_second=100)
-    capped = KeyConfig(name="capped", key_env="X", key="sk-capped-0123456789", tokens_per_day=1000)
+    # of a 1,000 a day. In money: a dollar per thousand tokens, and a budget of a dollar.
+    dear = PriceConfig(input=Decimal(1000), output=Decimal(1000))
+    talker = ModelConfig(
+        name="talker", provider="mock", text="w " * 50, tokens_per_second=100, price=dear
+    )
+    budget = {"tokens_per_day": 1000} if unit == "tokens" else {"usd_per_day": Decimal(1)}
+    capped = KeyConfig(name="capped", key_env="X", key="sk-capped-0123456789", **budget)
     redis = {}
     if store == "redis":
         prefix = f"aichat-test:{uuid.uuid4().hex}:"
@@ -465,6 +467,10 @@ async def test_parallel_requests_cannot_spend_a_budget_many_times_over(
         for line in await _metric_lines(gateway, "aichat_tokens_total")
         if 'key="capped"' in line and ('kind="prompt"' in line or 'kind="completion"' in line)
     )
+    (dollars,) = [
+        float(line.split()[-1]) for line in await _metric_lines(gateway, "aichat_spend_usd_total")
+    ]
+    assert dollars == pytest.approx(spent / 1000)
     assert set(statuses) == {200, 429}
     assert statuses[200] >= 1000 // 67  # as many as the budget holds
     assert spent <= 1000 + 67  # at most the last one's worst case past the budget

@@ -1,17 +1,28 @@
 """Budget holds, in memory and in a real Redis: admission against what is spent and held,
-releases after charges, lapsed holds of a process that died."""
+releases after charges, lapsed holds of a process that died, money beside tokens."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
+from aichat.core.exchange import Exchange, KeyPolicy
 from aichat.operations import budgets
-from aichat.operations.budgets import Hold, MemoryUsage, RedisUsage, UsageStore
+from aichat.operations.budgets import (
+    Budget,
+    Budgets,
+    Hold,
+    MemoryUsage,
+    QuotaExceeded,
+    RedisUsage,
+    UsageStore,
+)
 from aichat.operations.redis_pool import RedisPool
+from aichat.providers.base import Usage
 
 WINDOWS = ("2026-12-02", "2026-12")
 LIMITS = (1000, 0)  # a day's budget, no month's
@@ -60,3 +71,38 @@ async def test_a_hold_never_released_lapses(
         return  # its holds die with the process that holds them
     await asyncio.sleep(0.5)
     assert await store.hold(WINDOWS, _hold(), 1, LIMITS) == (True, (0, 0))
+
+
+async def test_a_money_budget_counts_whole_nano_dollars_beside_the_token_budget(
+    store: UsageStore,
+) -> None:
+    cent = 10_000_000  # nano-dollars
+    both = Budgets(store, {"k": (Budget("tokens", (1000, 0)), Budget("usd", (cent, 0)))}, False)
+    first = Exchange("r1", 0.0, KeyPolicy("k"))
+    holds = await both.admit(first, {"tokens": 100, "usd": 4_000_000})
+    assert [hold.subject for hold in holds] == ["k", "k:usd"]
+    assert first.headers["x-aichat-budget-limit-usd-day"] == "0.01"
+    assert first.headers["x-aichat-budget-remaining-usd-day"] == "0.01"
+    assert first.headers["x-aichat-budget-remaining-tokens-day"] == "1000"
+    # Three answers of a third of a cent, less a nano-dollar: exactly a nano-dollar is left,
+    # where dollars as floats would be off (0.01 - 3 * 0.003333333 != 0.000000001).
+    for _ in range(3):
+        both.charge("k", Usage(1, 0), 3_333_333)
+    both.release(holds)
+    await asyncio.sleep(0.1)  # Redis: the writer sends charges, then the release
+    running = Exchange("r2", 0.0, KeyPolicy("k"))
+    held = await both.admit(running, {"tokens": 100, "usd": 4_000_000})
+    assert running.headers["x-aichat-budget-remaining-usd-day"] == "0.000000001"
+    assert running.headers["x-aichat-budget-remaining-tokens-day"] == "997"
+
+    refused = Exchange("r3", 0.0, KeyPolicy("k"))
+    with pytest.raises(QuotaExceeded) as info:  # the running request holds past the cent
+        await both.admit(refused, {"tokens": 100, "usd": 1})
+    assert "money budget: 0.01 US dollars per day" in info.value.message
+    assert info.value.headers["x-aichat-budget-remaining-usd-day"] == "0"
+    assert info.value.headers["x-aichat-budget-remaining-tokens-day"] == "897"  # told, too
+    await asyncio.sleep(0.1)
+    # The refused request's token hold was given back: 3 spent, the running one's 100 held.
+    windows = budgets.window_ids(time.time())
+    assert await store.hold(windows, _hold(), 1, (104, 0)) == (True, (103, 103))
+    both.release(held)

@@ -1,4 +1,4 @@
-"""Config tables of the operations features: discovery routes and token budgets."""
+"""Config tables of the operations features: discovery routes, token and money budgets."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from aichat.core.config import ConfigError, PriceConfig, load_config_file
-from aichat.operations.budgets import window_ids, window_resets
+from aichat.core.config import ConfigError, PriceConfig, Settings, load_config_file
+from aichat.operations.budgets import Budget, key_budgets, window_ids, window_resets
 
 DISCOVER = """
 [[models]]
@@ -23,6 +23,8 @@ key_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 models = ["ollama/llama3.1"]
 tokens_per_day = 100000
 tokens_per_month = 2000000
+usd_per_day = 0.1
+usd_per_month = 25
 """
 
 
@@ -33,7 +35,12 @@ def test_a_discovery_route_and_a_budgeted_key_restricted_to_discovered_names(
     path.write_text(DISCOVER)
     (route,), (key,) = load_config_file(path, {})
     assert route.discovers and route.prefix == "ollama/"
-    assert (key.tokens_per_day, key.tokens_per_month) == (100000, 2000000)
+    assert key_budgets(Settings(keys=(key,))) == {
+        "team": (
+            Budget("tokens", (100_000, 2_000_000)),
+            Budget("usd", (100_000_000, 25_000_000_000)),  # in nano-dollars, exactly
+        )
+    }
 
 
 @pytest.mark.parametrize(
@@ -43,6 +50,8 @@ def test_a_discovery_route_and_a_budgeted_key_restricted_to_discovered_names(
         (('models = "discover"\n', ""), 'prefix: only with models = "discover"'),
         (('"ollama/llama3.1"', '"other"'), "no model named 'other'"),
         (("tokens_per_day = 100000", "tokens_per_day = 0"), "tokens_per_day"),
+        (("usd_per_day = 0.1", "usd_per_day = 0"), "usd_per_day"),
+        (("usd_per_month = 25", "usd_per_month = 2e6"), "usd_per_month"),
     ],
 )
 def test_misused_tables_are_refused_naming_table_and_key(
@@ -71,11 +80,15 @@ def readme_section(title: str) -> str:
 def test_the_readme_budget_discovery_and_price_tables_load_as_printed(tmp_path: Path) -> None:
     blocks = [
         readme_section(title).split("```toml\n", 1)[1].split("```", 1)[0]
-        for title in ("Discovered models", "Token budgets", "Prices")
+        for title in ("Discovered models", "Token budgets", "Money budgets", "Prices")
     ]
     path = tmp_path / "aichat.toml"
     path.write_text("\n".join(blocks))
-    (route, *priced), (key,) = load_config_file(path, {"TEAM_B_KEY": "sk-team-b"})
+    environ = {"TEAM_B_KEY": "sk-team-b", "CLAUDE_CODE_KEY": "sk-claude-code"}
+    (route, *priced), keys = load_config_file(path, environ)
     assert route.discovers and route.prefix == "ollama/"
     assert [r.price for r in priced] == [None, "anthropic", PriceConfig(input=0, output=0)]
-    assert (key.tokens_per_day, key.tokens_per_month) == (200000, 3000000)
+    assert key_budgets(Settings(keys=keys)) == {
+        "team-b": (Budget("tokens", (200000, 3000000)),),
+        "claude-code": (Budget("usd", (20_000_000_000, 250_500_000_000)),),
+    }

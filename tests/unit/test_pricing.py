@@ -1,4 +1,5 @@
-"""Prices: every answer costs what genai-prices says, a route's own price wins, unknowns are free."""
+"""Prices: every answer costs what genai-prices says, a route's own price wins, unknowns are
+free (and unpriced), and the worst case a money budget holds."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ from genai_prices.types import ModelPrice
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aichat.answer.routing import Target
+from aichat.answer.usage import worst_cost
 from aichat.core.config import ConfigError, ModelConfig, PriceConfig, load_config_file
 from aichat.operations import pricing
-from aichat.operations.pricing import Cost, Free, TablePricing, pricing_for, usd
+from aichat.operations.budgets import PriceUnknown
+from aichat.operations.pricing import Cost, TablePricing, Unpriced, pricing_for, usd
 from aichat.providers.base import Usage
+from aichat.providers.mock import MockProvider
 
 
 def _priced_models() -> list[tuple[str, str]]:
@@ -138,15 +143,47 @@ def test_an_unknown_model_is_free_and_named_once(caplog: pytest.LogCaptureFixtur
     caplog.set_level(logging.WARNING, "aichat.pricing")
     route = ModelConfig(name="local", provider="openai", base_url="http://127.0.0.1:9/v1")
     for _ in range(3):
-        assert pricing_for(route, "my-finetune-7").cost(Usage(1000, 1000)) == Cost(0)
+        unknown = pricing_for(route, "my-finetune-7")
+        assert isinstance(unknown, Unpriced) and unknown.cost(Usage(1000, 1000)) == Cost(0)
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "'my-finetune-7'" in warning and "http://127.0.0.1:9/v1" in warning
-    assert 'name = "local"' in warning
+    assert 'name = "local"' in warning and "money budget cannot use it" in warning
 
 
 def test_a_commercial_name_on_an_unknown_server_is_not_billed_by_guess() -> None:
     route = ModelConfig(name="gpt-4o", provider="openai", base_url="http://10.0.0.5:8000/v1")
-    assert isinstance(pricing_for(route, "gpt-4o"), Free)
+    assert isinstance(pricing_for(route, "gpt-4o"), Unpriced)
+
+
+def _target(route: ModelConfig) -> Target:
+    provider = MockProvider(None, 0, 0)
+    pricing = pricing_for(route, route.target_model)
+    return Target(route.name, provider, route.target_model, pricing=pricing, max_tokens=500)
+
+
+def test_a_money_worst_case_is_the_dearest_the_chain_may_charge() -> None:
+    claude = ModelConfig(name="claude", provider="anthropic", upstream_model="claude-sonnet-4-5")
+    local = ModelConfig(
+        name="local",
+        provider="openai",
+        base_url="http://127.0.0.1:9/v1",
+        price=PriceConfig(input=Decimal(5), output=Decimal(1)),
+    )
+    chain = [_target(local), _target(claude)]
+    # Anthropic bills cache writes above input: a prompt all written to the cache costs most.
+    dearest = _genai(Usage(1000, 500, 0, 1000), "claude-sonnet-4-5", provider_id="anthropic")
+    assert dearest > _genai(Usage(1000, 500), "claude-sonnet-4-5", provider_id="anthropic")
+    assert worst_cost(chain, 1000, None) == dearest  # the route's max_tokens, 500
+    # The local route's dearer input wins on a long prompt and a short answer.
+    assert worst_cost(chain, 100_000, 1) == 100_000 * 5_000 + 1_000
+
+
+def test_a_chain_with_a_model_of_unknown_price_has_no_worst_case() -> None:
+    unknown = ModelConfig(name="mine", provider="openai", base_url="http://127.0.0.1:9/v1")
+    free = ModelConfig(name="free", provider="mock")
+    assert worst_cost([_target(free)], 1000, None) == 0  # known to cost nothing
+    with pytest.raises(PriceUnknown, match="'mine' has no known price"):
+        worst_cost([_target(free), _target(unknown)], 1000, None)
 
 
 @pytest.mark.parametrize(
