@@ -4,13 +4,12 @@ marks translated requests for Anthropic's cache. Driven by the official openai S
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from aichat.core.config import ModelConfig
-from tests.conftest import API_KEY, Gateway, GatewayFactory, _start
+from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import FakeOpenAI
 from tests.fakes_native import FakeAnthropic, FakeResponses
 
@@ -25,22 +24,6 @@ CONVERSATION: list[Any] = [
     {"role": "assistant", "content": "Sunny."},
     {"role": "user", "content": "And in Rome?"},
 ]
-
-
-@pytest.fixture
-async def claude_up() -> AsyncIterator[tuple[FakeAnthropic, str]]:
-    fake = FakeAnthropic()
-    runner, url = await _start(fake.app())
-    yield fake, url
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def responses_up() -> AsyncIterator[tuple[FakeResponses, str]]:
-    fake = FakeResponses()
-    runner, url = await _start(fake.app())
-    yield fake, f"{url}/v1"
-    await runner.cleanup()
 
 
 @pytest.fixture

@@ -4,11 +4,13 @@ API's path and request, and the usage an answer reports, whole or streamed."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from tests.conformance.checks import READERS, Outcome, parse_sse
 from tests.conftest import API_KEY, Gateway
 
+Headers = Mapping[str, str]
 PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}
 HEADERS = {"Authorization": f"Bearer {API_KEY}", "anthropic-version": "2023-06-01"}
 
@@ -74,7 +76,12 @@ async def ask(
     gateway: Gateway, api: str, body: dict[str, Any], *, numbered: bool = True
 ) -> tuple[Outcome, dict[str, Any]]:
     """Send ``body`` to ``api``; what the client saw and the usage it was told (``read``)."""
-    async with gateway.http.post(gateway.url + PATHS[api], json=body, headers=HEADERS) as answer:
-        raw = await answer.read()
-        assert answer.status == 200, raw[-2000:]
+    status, raw, _ = await post(gateway, api, body)
+    assert status == 200, raw[-2000:]
     return read(api, body["stream"], raw, numbered=numbered)
+
+
+async def post(gateway: Gateway, api: str, body: dict[str, Any]) -> tuple[int, bytes, Headers]:
+    """Send ``body`` to ``api``: the answer's status, bytes and headers."""
+    async with gateway.http.post(gateway.url + PATHS[api], json=body, headers=HEADERS) as answer:
+        return answer.status, await answer.read(), answer.headers

@@ -30,26 +30,16 @@ import aiohttp
 import pytest
 
 from tests.conformance.checks import parse_sse
-from tests.llama.clients import PATHS
+from tests.llama.clients import PATHS, request
 from tests.llama.clients import usage as answer_usage
 from tests.llama.server import SLOT_CONTEXT, SLOTS, Llama
 
 pytestmark = [pytest.mark.slow, pytest.mark.llama]
 
 
-def body(api: str, text: str, stream: bool, max_tokens: int = 2) -> dict[str, Any]:
-    """The smallest request of ``api`` saying ``text``."""
-    if api == "responses":
-        return {"model": "m", "input": text, "max_output_tokens": max_tokens, "stream": stream}
-    request: dict[str, Any] = {
-        "model": "m",
-        "messages": [{"role": "user", "content": text}],
-        "max_tokens": max_tokens,
-        "stream": stream,
-    }
-    if api == "chat" and stream:
-        request["stream_options"] = {"include_usage": True}
-    return request
+def body(api: str, text: str, stream: bool) -> dict[str, Any]:
+    """The smallest request of ``api`` saying ``text``: two tokens of answer."""
+    return request(api, "m", text, stream, max_tokens=2)
 
 
 @pytest.fixture

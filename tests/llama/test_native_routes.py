@@ -11,6 +11,7 @@ own words; each client is told in its API's canonical form, and a route's
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +22,7 @@ from aichat.core.config import ModelConfig
 from tests.agents.recorder import Exchange, Recorder
 from tests.conftest import Gateway, GatewayFactory
 from tests.deploy.procs import free_port
-from tests.llama.clients import HEADERS, PATHS, ask, read, request, usage
+from tests.llama.clients import PATHS, ask, post, read, request, usage
 from tests.llama.serve import Settings
 from tests.llama.server import Llama, model_file, serving
 
@@ -129,11 +130,11 @@ LONG = "Tell me about the sea and the sky. " * 40  # about 380 tokens: more than
 async def test_a_prompt_too_long_for_llamacpp_is_each_client_s_own_overflow(
     tight_gateway: Gateway, route_api: str, api: str, stream: bool
 ) -> None:
-    body = request(api, f"tight-{route_api}", LONG, stream)
-    url = tight_gateway.url + PATHS[api]
-    async with tight_gateway.http.post(url, json=body, headers=HEADERS) as answer:
-        assert answer.status == 400
-        error = await answer.json()
+    status, raw, _ = await post(
+        tight_gateway, api, request(api, f"tight-{route_api}", LONG, stream)
+    )
+    assert status == 400
+    error = json.loads(raw)
     if api == "messages":
         assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
         found = re.fullmatch(
@@ -162,12 +163,11 @@ async def test_a_prompt_too_long_for_llamacpp_is_each_client_s_own_overflow(
 async def test_a_context_fallback_with_a_larger_window_answers_instead(
     tight_gateway: Gateway, route_api: str, api: str, stream: bool
 ) -> None:
-    body = request(api, f"fit-{route_api}", LONG, stream)
-    url = tight_gateway.url + PATHS[api]
-    async with tight_gateway.http.post(url, json=body, headers=HEADERS) as answer:
-        raw = await answer.read()
-        assert answer.status == 200, raw[-2000:]
-        assert answer.headers["x-aichat-upstream"] == "roomy (openai)"
+    status, raw, headers = await post(
+        tight_gateway, api, request(api, f"fit-{route_api}", LONG, stream)
+    )
+    assert status == 200, raw[-2000:]
+    assert headers["x-aichat-upstream"] == "roomy (openai)"
     outcome, told = read(api, stream, raw)
     assert outcome.text.strip(), outcome
     assert counts(api, told)[0] > TIGHT  # the whole prompt, read by the larger model
