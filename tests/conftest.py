@@ -18,6 +18,7 @@ from aichat.app import create_app
 from aichat.core.config import Settings
 from aichat.server import runner
 from tests.fakes import FakeAichats, FakeOpenAI
+from tests.fakes_native import FakeAnthropic, FakeResponses
 from tests.llama.server import llama  # noqa: F401 (the real llama.cpp, for any test that asks)
 from tests.postgres import Cluster, binaries, cluster
 from tests.redis import redis_server
@@ -51,6 +52,24 @@ async def upstream() -> AsyncIterator[tuple[FakeAichats, str]]:
 async def openai_upstream() -> AsyncIterator[tuple[FakeOpenAI, str]]:
     """A fake OpenAI-compatible upstream and its base URL (ending in ``/v1``)."""
     fake = FakeOpenAI()
+    app_runner, url = await _start(fake.app())
+    yield fake, f"{url}/v1"
+    await app_runner.cleanup()
+
+
+@pytest.fixture
+async def claude_up() -> AsyncIterator[tuple[FakeAnthropic, str]]:
+    """A fake Anthropic Messages upstream and its base URL (without ``/v1``)."""
+    fake = FakeAnthropic()
+    app_runner, url = await _start(fake.app())
+    yield fake, url
+    await app_runner.cleanup()
+
+
+@pytest.fixture
+async def responses_up() -> AsyncIterator[tuple[FakeResponses, str]]:
+    """A fake OpenAI Responses upstream and its base URL (ending in ``/v1``)."""
+    fake = FakeResponses()
     app_runner, url = await _start(fake.app())
     yield fake, f"{url}/v1"
     await app_runner.cleanup()

@@ -59,13 +59,15 @@ async def respond(
     """
     app = request.app
     exchange.note(model=prompt.model, stream=prompt.stream)
-    chain = app[ROUTER].chain(prompt.model, exchange.key.models)
+    router = app[ROUTER]
+    chain = router.chain(prompt.model, exchange.key.models)
     route = chain[0].name
     exchange.note(route=route)
     holds = await admit(app, exchange, prompt, chain)
     exchange.upstream_called = time.perf_counter()
     try:
-        answer = await open_answer(chain, prompt, app[RETRY_POLICY], exchange.trace)
+        policy, larger = app[RETRY_POLICY], router.larger(chain[0])
+        answer = await open_answer(chain, prompt, policy, exchange.trace, larger)
     except BaseException as err:
         release(app, holds)  # no answer: nothing to charge
         if isinstance(err, UpstreamError):

@@ -367,6 +367,7 @@ class Discovery:
                         route.context_window or model.window or told.get(model.id),
                         listed_by=route.name,
                         max_tokens=route.max_tokens,
+                        context_fallbacks=route.context_fallbacks,
                     )
                 )
         self.names = names

@@ -2,6 +2,9 @@
 
 Only the part before the first event is retried: once a client has received part of an
 answer, a failure ends its stream with an error event instead (see ``aichat.answer.sse``).
+A prompt longer than a model's context window is the one refusal that a fallback can help
+with, but only one with a larger window: such a refusal goes to the route's
+``context_fallbacks``, never to its ordinary ``fallbacks`` or a retry.
 
 Each failed attempt is logged with its cause; each change of an upstream's circuit (opened,
 half-open, closed) is logged with the upstream and its last error. The error a client gets
@@ -21,10 +24,11 @@ import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aichat.answer.routing import Target
-from aichat.core.errors import UpstreamError
+from aichat.core.errors import ContextOverflow, UpstreamError
 from aichat.core.prompt import Prompt
 from aichat.core.trace import RequestTrace
 from aichat.operations.breaker import CircuitBreaker, State
@@ -180,22 +184,47 @@ def _given_up(
     return err
 
 
+def _overflowed(target: Target, queue: list[Target], done: int, larger: Sequence[Target]) -> bool:
+    """After ``target`` (``queue[done - 1]``) found the prompt too long: make the rest of
+    ``queue`` the larger models not yet tried; whether there is one."""
+    tried = {earlier.name for earlier in queue[:done]}
+    queue[done:] = [model for model in larger if model.name not in tried]
+    if queue[done:]:
+        log.info(
+            "prompt longer than the context window: a larger model is tried",
+            extra={"fields": {"target": target.label, "next": queue[done].label}},
+        )
+    return bool(queue[done:])
+
+
 async def open_answer(
-    chain: list[Target], prompt: Prompt, policy: RetryPolicy, trace: RequestTrace | None = None
+    chain: list[Target],
+    prompt: Prompt,
+    policy: RetryPolicy,
+    trace: RequestTrace | None = None,
+    larger: Sequence[Target] = (),
 ) -> Answer:
     """The first target in ``chain`` that starts answering, retrying retryable failures.
 
     Targets whose circuit is open are skipped. Non-retryable errors (a bad request, an
     upstream 4xx) are raised at once; when every target has failed, the last error is
     raised, or ``CircuitOpen`` if none could even be tried. A target's circuit counts the
-    request as one failure once its retries are spent. With a ``trace``, every attempt has
-    a span. A chain that failed as a whole names each upstream's outcome in the message.
+    request as one failure once its retries are spent. A prompt too long for a target's
+    window (``ContextOverflow``) is neither retried nor counted against its circuit: the
+    models of ``larger`` not yet tried (the requested model's ``context_fallbacks``) take
+    the place of the rest of the chain, and with none left the overflow is raised. With a
+    ``trace``, every attempt has a span. A chain that failed as a whole names each
+    upstream's outcome in the message.
     """
     started = time.perf_counter()
     attempts = 0
     last_error: tuple[UpstreamError, Target] | None = None
     outcomes: list[tuple[Target, str]] = []  # each upstream given up on, and why
-    for target in chain:
+    queue = list(chain)
+    done = 0
+    while done < len(queue):
+        target = queue[done]
+        done += 1
         breaker, before = target.breaker, target.breaker.state
         circuits = policy.circuits
         allowed = breaker.allow() if circuits is None else await circuits.allow(breaker)
@@ -212,6 +241,12 @@ async def open_answer(
                 if not err.retryable:
                     _succeeded(circuits, breaker)  # it answered; it only refused this request
                     _log_transition(target, before)
+                    if isinstance(err, ContextOverflow) and _overflowed(
+                        target, queue, done, larger
+                    ):
+                        last_error = err, target
+                        outcomes.append((target, _outcome(err)))
+                        break
                     outcomes.append((target, _outcome(err)))
                     raise _given_up(err, target, attempts, outcomes) from None
                 last_error = err, target

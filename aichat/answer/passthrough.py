@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 import orjson
 
 from aichat.answer.sse import Final
-from aichat.core.errors import APIError, UpstreamError
+from aichat.core.errors import APIError, ContextOverflow, UpstreamError
 from aichat.providers.base import Chained, Event, Finish, Incomplete, RawBody, RawEvents
 from aichat.providers.native import MODEL_PAIR
 
@@ -71,7 +71,10 @@ async def forward_body(first: RawBody, events: AsyncIterator[Event], model: str)
 
 
 def verbatim_or(err: APIError, api: str) -> bytes | None:
-    """The upstream's own error event for a client of ``api``, when it sent one."""
+    """The upstream's own error event for a client of ``api``, when it sent one; never for a
+    context overflow, which every client is told in its API's canonical form."""
+    if isinstance(err, ContextOverflow):
+        return None
     if isinstance(err, UpstreamError) and err.verbatim_api == api:
         return err.verbatim
     return None

@@ -109,6 +109,7 @@ def build_target(route: ModelConfig, settings: Settings, session: aiohttp.Client
         pricing_for(route, route.target_model),
         route.context_window,
         max_tokens=route.max_tokens,
+        context_fallbacks=route.context_fallbacks,
     )
 
 

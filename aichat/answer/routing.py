@@ -27,6 +27,8 @@ class Target:
     listed_by: str | None = None  # the discovery route whose upstream listed this model
     # The answer-length limit when a request sets none: what budgets hold for its answer.
     max_tokens: int = 4096
+    # Models with larger windows to try instead when a prompt overflows this one's.
+    context_fallbacks: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -92,6 +94,10 @@ class Router:
             raise _unknown(model)  # as OpenAI answers: no hint that the model exists
         primary = self.resolve(model)
         return [primary, *(self._targets[name] for name in primary.fallbacks)]
+
+    def larger(self, target: Target) -> list[Target]:
+        """The models ``target`` names to try, in order, when a prompt overflows its window."""
+        return [self._targets[name] for name in target.context_fallbacks]
 
     def circuits(self) -> dict[str, str]:
         """Each target's circuit state, for metrics (discovered models share their route's)."""

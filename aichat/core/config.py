@@ -78,6 +78,11 @@ class ModelConfig(BaseModel):
     max_tokens: int = Field(4096, ge=1)
     api_key: SecretStr | None = None  # resolved from ``api_key_env`` at load time
     fallbacks: tuple[str, ...] = ()
+    # Models with larger windows, tried in order when a prompt overflows this one's (only then).
+    context_fallbacks: tuple[str, ...] = ()
+    # anthropic: "auto" places cache_control breakpoints in requests translated from another
+    # API (a Messages client's own request goes as sent).
+    prompt_caching: Literal["auto"] | None = None
     # mock provider: a fixed answer (default: echo the last user message) and its pace.
     text: str | None = None
     tokens_per_second: float = Field(0.0, ge=0)  # 0: as fast as possible
@@ -489,10 +494,16 @@ def _checked_routes(
         if route.prefix and not route.discovers:
             problems.append(f'{where} prefix: only with models = "discover"')
         problems += [
-            f"{where} fallbacks: no model named {fallback!r}"
-            for fallback in route.fallbacks
+            f"{where} {field}: no model named {fallback!r}"
+            for field, chain in (
+                ("fallbacks", route.fallbacks),
+                ("context_fallbacks", route.context_fallbacks),
+            )
+            for fallback in chain
             if fallback not in names or fallback == route.name
         ]
+        if route.prompt_caching and route.provider != "anthropic":
+            problems.append(f"{where} prompt_caching: only an anthropic upstream takes it")
         if route.provider == "openai" and route.base_url is None:
             problems.append(f"{where} base_url: required for provider 'openai'")
         if route.api != "chat" and route.provider != "openai":

@@ -122,6 +122,48 @@ class UpstreamError(APIError):
         self.verbatim_api: str | None = None
 
 
+class ContextOverflow(UpstreamError):
+    """The prompt does not fit the model's context window: 400 ``context_length_exceeded``.
+
+    Told in OpenAI's words (``message``) or Anthropic's (``prompt_too_long``), with the
+    prompt's tokens and the window where the upstream gave them. Never retried: the same
+    prompt cannot fit the same model the next time.
+    """
+
+    status = 400
+    type = "invalid_request_error"
+    code = "context_length_exceeded"
+
+    def __init__(
+        self,
+        tokens: int | None,
+        window: int | None,
+        *,
+        upstream_status: int | None = None,
+        cause: str | None = None,
+    ) -> None:
+        self.tokens, self.window = tokens, window
+        if window is not None:
+            told = f"This model's maximum context length is {window} tokens."
+            if tokens is not None:
+                told += f" However, your messages resulted in {tokens} tokens."
+            message = f"{told} Please reduce the length of the messages."
+        else:
+            message = (
+                "Your input exceeds the context window of this model. "
+                "Please adjust your input and try again."
+            )
+        super().__init__(
+            message, retryable=False, upstream_status=upstream_status, cause=cause or message
+        )
+
+    def prompt_too_long(self) -> str:
+        """Anthropic's message for it, which Claude Code reads to compact its conversation."""
+        if self.tokens is not None and self.window is not None:
+            return f"prompt is too long: {self.tokens} tokens > {self.window} maximum"
+        return "prompt is too long"
+
+
 class UpstreamTimeout(UpstreamError):
     """The upstream did not connect, answer or keep sending in time (504)."""
 

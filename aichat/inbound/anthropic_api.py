@@ -40,7 +40,7 @@ from aichat.answer.passthrough import forward_body, forward_events, verbatim_or
 from aichat.answer.reload import LIVE
 from aichat.answer.sse import Final, named_event
 from aichat.answer.state import ROUTER
-from aichat.core.errors import APIError, InvalidRequest, UpstreamError
+from aichat.core.errors import APIError, ContextOverflow, InvalidRequest, UpstreamError
 from aichat.core.exchange import EXCHANGE
 from aichat.core.ids import new_id
 from aichat.core.prompt import Prompt
@@ -127,7 +127,9 @@ def error_object(err: APIError) -> dict[str, Any]:
     kind = _ERROR_TYPES.get(err.status, fallback)
     if isinstance(err, UpstreamError) and err.type in _KNOWN_TYPES:
         kind = err.type
-    return {"type": "error", "error": {"type": kind, "message": err.message}}
+    # Claude Code compacts its conversation on this message, in Anthropic's words.
+    message = err.prompt_too_long() if isinstance(err, ContextOverflow) else err.message
+    return {"type": "error", "error": {"type": kind, "message": message}}
 
 
 def error_response(err: APIError) -> web.Response:

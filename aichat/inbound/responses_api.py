@@ -43,7 +43,7 @@ from aichat.answer.blocks import (
 from aichat.answer.passthrough import forward_body, forward_events, verbatim_or
 from aichat.answer.reload import LIVE
 from aichat.answer.sse import Final, named_event
-from aichat.core.errors import APIError, InvalidRequest
+from aichat.core.errors import APIError, ContextOverflow, InvalidRequest
 from aichat.core.exchange import EXCHANGE
 from aichat.core.ids import new_id
 from aichat.core.prompt import Prompt
@@ -534,8 +534,12 @@ class ResponseStream:
 
     def failed(self, err: APIError) -> bytes:
         """The end of a stream that failed after it started: ``error``, ``response.failed``."""
-        # The Response object's error code is one of a fixed few; the error event keeps ours.
-        code = "rate_limit_exceeded" if err.status == 429 else "server_error"
+        # The Response object's error code is one of a fixed few (and the overflow OpenAI
+        # reports, which the Codex CLI compacts on); the error event keeps ours.
+        if isinstance(err, ContextOverflow):
+            code = err.code
+        else:
+            code = "rate_limit_exceeded" if err.status == 429 else "server_error"
         failure = {"code": code, "message": err.message}
         final = self._envelope.response("failed", self._output, error=failure)
         return self._event(

@@ -8,7 +8,8 @@ signatures, ``cache_control`` breakpoints, documents, citations, server tools an
 features all reach Anthropic, and its answer comes back as it sent it. A request in another
 API is translated (``anthropic_request``). Errors keep Anthropic's status, type and message;
 ``overloaded_error`` (529) and ``rate_limit_error`` (429) are retried and failed over like
-any 5xx or 429.
+any 5xx or 429. A route with ``prompt_caching = "auto"`` marks the translated requests'
+tools, system prompt and last turns for Anthropic's prompt cache (``cache_breakpoints``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import aiohttp
 from aichat.core.prompt import Api, Prompt
 from aichat.core.schemas import ChatCompletionRequest
 from aichat.providers.anthropic_events import failure, merged_usage
-from aichat.providers.anthropic_request import messages_request
+from aichat.providers.anthropic_request import cache_breakpoints, messages_request
 from aichat.providers.base import Usage
 from aichat.providers.http import UpstreamBounds, request_headers
 from aichat.providers.native import Dialect, NativeProvider
@@ -69,16 +70,22 @@ class AnthropicProvider(NativeProvider):
         version: str = DEFAULT_VERSION,
         headers: Mapping[str, str] | None = None,
         max_tokens: int = 4096,
+        prompt_caching: bool = False,
     ) -> None:
         auth = {"anthropic-version": version, **({"x-api-key": api_key} if api_key else {})}
         super().__init__(session, f"{base_url}/v1/messages", bounds, request_headers(auth, headers))
         self._max_tokens = max_tokens
+        self._caching = prompt_caching
 
     def translate(
         self, chat: ChatCompletionRequest, model: str
     ) -> tuple[dict[str, Any], list[str]]:
-        """The Messages request for ``chat`` (the route's ``max_tokens`` when it sets none)."""
-        return messages_request(chat, model, self._max_tokens)
+        """The Messages request for ``chat`` (the route's ``max_tokens`` when it sets none),
+        marked for the prompt cache when the route asks."""
+        request, dropped = messages_request(chat, model, self._max_tokens)
+        if self._caching:
+            cache_breakpoints(request)
+        return request, dropped
 
     def headers(self, prompt: Prompt) -> dict[str, str]:
         """The route's headers, and a Messages client's own ``anthropic-*`` ones."""

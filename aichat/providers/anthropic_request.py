@@ -15,7 +15,9 @@ What it decides, where Messages differs:
 - ``tool_choice`` maps to ``auto``/``any``/``none``/``tool``; ``parallel_tool_calls: false``
   to ``disable_parallel_tool_use``.
 - Everything else (``seed``, ``n``, penalties, ``logprobs``, unknown fields, ...) has no
-  Messages counterpart: dropped, and named for ``x-aichat-dropped-params``.
+  Messages counterpart: dropped, and named for ``x-aichat-dropped-params``. So is
+  ``prompt_cache_key``: Anthropic caches by ``cache_control`` breakpoints instead, which
+  ``cache_breakpoints`` places on a route that opts in (``prompt_caching = "auto"``).
 """
 
 from __future__ import annotations
@@ -275,3 +277,45 @@ def messages_request(
     if output_format is not None:
         request["output_config"] = {"format": output_format}
     return request, sorted(set(dropped))
+
+
+# Anthropic reads a prompt's prefix from its cache up to a block marked ``cache_control``,
+# and takes at most four marks in a request.
+MAX_BREAKPOINTS = 4
+_TURN_BREAKPOINTS = 2
+_EPHEMERAL = {"type": "ephemeral"}
+
+
+def _last_cacheable(blocks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last block a mark can go on (Anthropic refuses one on an empty text block)."""
+    cacheable = (b for b in reversed(blocks) if b.get("type") != "text" or bool(b.get("text")))
+    return next(cacheable, None)
+
+
+def cache_breakpoints(request: dict[str, Any]) -> None:
+    """Mark the parts of a translated Messages ``request`` that the next request repeats.
+
+    The prompt is cached in the order Anthropic reads it: tools, system, turns. Marked: the
+    last tool, the system prompt, the last turn (written to the cache for the next request)
+    and the user turn before it (read from the cache this request wrote last time); four
+    marks at most.
+    """
+    marks = 0
+    tools = request.get("tools")
+    if tools:
+        tools[-1]["cache_control"] = _EPHEMERAL
+        marks += 1
+    if request.get("system"):
+        request["system"] = [
+            {"type": "text", "text": request["system"], "cache_control": _EPHEMERAL}
+        ]
+        marks += 1
+    turns = request["messages"]
+    turn_marks = min(_TURN_BREAKPOINTS, MAX_BREAKPOINTS - marks)
+    for n, turn in enumerate(reversed(turns)):
+        if turn_marks == 0:
+            break
+        block = _last_cacheable(turn["content"])
+        if block is not None and (n == 0 or turn["role"] == "user"):
+            block["cache_control"] = _EPHEMERAL
+            turn_marks -= 1

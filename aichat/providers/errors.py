@@ -5,7 +5,9 @@ holding an ``error`` object (``message``, ``type``, and for OpenAI ``code`` and 
 Anthropic wraps it in ``{"type": "error", ...}``. One reader serves them all. The status
 and message reach the client as the upstream gave them, and the type (Anthropic's
 ``overloaded_error``, say) is kept for clients of that API; an upstream refusing the
-gateway's own credentials is a 502: the client's key was fine.
+gateway's own credentials is a 502: the client's key was fine. A prompt too long for the
+model (``aichat.providers.overflow``), in any server's words, becomes ``ContextOverflow``,
+which each client is told in its API's canonical form.
 """
 
 from __future__ import annotations
@@ -16,17 +18,36 @@ from typing import Any
 
 import orjson
 
-from aichat.core.errors import UpstreamError
+from aichat.core.errors import ContextOverflow, UpstreamError
+from aichat.providers.overflow import context_overflow
 
 
 def error_object(body: str) -> dict[str, Any]:
-    """The ``error`` object of an upstream's error body or event ({} when there is none)."""
+    """The ``error`` object of an upstream's error body or event ({} when there is none);
+    an error given as a string alone (Ollama's ``{"error": "..."}``) is its message."""
     try:
         parsed = json.loads(body)
     except ValueError:
         return {}
     error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, str):
+        return {"message": error}
     return error if isinstance(error, dict) else {}
+
+
+def _overflowed(
+    details: dict[str, Any], err: UpstreamError | None = None
+) -> ContextOverflow | None:
+    """``ContextOverflow`` when the upstream's error ``details`` say the prompt did not fit."""
+    found = context_overflow(details)
+    if found is None:
+        return None
+    if err is None:
+        return ContextOverflow(found.tokens, found.window)
+    cause = f"context window exceeded ({err.cause})"
+    return ContextOverflow(
+        found.tokens, found.window, upstream_status=err.upstream_status, cause=cause
+    )
 
 
 def json_object(data: bytes | str, what: str) -> dict[str, Any]:
@@ -52,9 +73,12 @@ def malformed(api: str) -> UpstreamError:
 def upstream_error(err: UpstreamError, name: str) -> UpstreamError:
     """An upstream's HTTP error re-shaped for the client, keeping its status and message."""
     status = err.upstream_status
-    if status is None:
+    if status is None or isinstance(err, ContextOverflow):
         return err
     details = error_object(err.upstream_body)
+    overflow = _overflowed(details, err)
+    if overflow is not None:
+        return overflow
     if status in (401, 403):
         message = f"{name} upstream rejected the gateway's credentials (HTTP {status})."
         status = 502
@@ -79,6 +103,9 @@ def upstream_error(err: UpstreamError, name: str) -> UpstreamError:
 
 def event_error(details: dict[str, Any], name: str, *, retryable: bool) -> UpstreamError:
     """The error an upstream reported as an event of its stream, its type and code kept."""
+    overflow = _overflowed(details)
+    if overflow is not None:
+        return overflow
     message = details.get("message")
     err = UpstreamError(
         f"{name} upstream failed: {message if isinstance(message, str) else 'unknown error'}",

@@ -50,6 +50,7 @@ def _upstream(model: ModelConfig, settings: Settings, session: aiohttp.ClientSes
             version=model.anthropic_version,
             headers=model.headers,
             max_tokens=model.max_tokens,
+            prompt_caching=model.prompt_caching == "auto",
         )
     if model.provider == "openai":
         assert model.base_url is not None  # checked when the config was loaded

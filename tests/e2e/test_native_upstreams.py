@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
@@ -14,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from aichat.core.config import ModelConfig
-from tests.conftest import API_KEY, Gateway, GatewayFactory, _start
+from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import FakeOpenAI
 from tests.fakes_native import ENCRYPTED, SIGNATURE, FakeAnthropic, FakeResponses
 
@@ -22,22 +21,6 @@ UPSTREAM_KEY = "sk-upstream-secret"
 WEATHER = {"name": "get_weather", "input_schema": {"type": "object", "properties": {}}}
 CHAT_WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
 RESPONSES_WEATHER = {"type": "function", "name": "get_weather", "parameters": {}}
-
-
-@pytest.fixture
-async def claude_up() -> AsyncIterator[tuple[FakeAnthropic, str]]:
-    fake = FakeAnthropic()
-    runner, url = await _start(fake.app())
-    yield fake, url
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def responses_up() -> AsyncIterator[tuple[FakeResponses, str]]:
-    fake = FakeResponses()
-    runner, url = await _start(fake.app())
-    yield fake, f"{url}/v1"
-    await runner.cleanup()
 
 
 @pytest.fixture

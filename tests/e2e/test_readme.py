@@ -242,6 +242,8 @@ async def check_config_show(walk: Walk, out: Output) -> None:
     claude, codex = shown["routes"][-2:]
     assert (claude["provider"], claude["anthropic_version"]) == ("anthropic", "2023-06-01")
     assert claude["headers"] == {"anthropic-beta": "context-1m-2025-08-07"}
+    assert claude["prompt_caching"] == "auto"
+    assert shown["routes"][1]["context_fallbacks"] == ["claude"]
     assert (codex["provider"], codex["api"]) == ("openai", "responses")
     assert "LLAMA_KEY is not set" in out.stderr
 

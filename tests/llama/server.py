@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,13 +95,11 @@ def _wait_healthy(llama: Llama, process: subprocess.Popen[bytes]) -> None:
     pytest.fail(f"llama.cpp not healthy within {START_WITHIN:.0f} s:\n{llama.output()}")
 
 
-@pytest.fixture(scope="session")
-def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Llama]:
-    """llama.cpp serving SmolLM2 on 127.0.0.1, for every test of the run that asks."""
+@contextmanager
+def serving(settings: Settings, log: Path) -> Iterator[Llama]:
+    """llama.cpp started with ``settings``, printing to ``log``; stopped on leaving."""
     if importlib.util.find_spec("xllamacpp") is None:
         pytest.fail("xllamacpp is not installed: make test-fast installs the dev extra")
-    settings = Settings(str(model_file()), free_port(), SLOT_CONTEXT, SLOTS, MAX_TOKENS)
-    log = tmp_path_factory.mktemp("llama") / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 (the test's own command)
             [sys.executable, "-m", "tests.llama.serve", settings.json()],
@@ -121,3 +120,11 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Llama]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Llama]:
+    """llama.cpp serving SmolLM2 on 127.0.0.1, for every test of the run that asks."""
+    settings = Settings(str(model_file()), free_port(), SLOT_CONTEXT, SLOTS, MAX_TOKENS)
+    with serving(settings, tmp_path_factory.mktemp("llama") / "server.log") as server:
+        yield server

@@ -22,7 +22,6 @@ changes it fails here, by name, before it confuses a test through the gateway:
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,26 +30,16 @@ import aiohttp
 import pytest
 
 from tests.conformance.checks import parse_sse
+from tests.llama.clients import PATHS, request
+from tests.llama.clients import usage as answer_usage
 from tests.llama.server import SLOT_CONTEXT, SLOTS, Llama
 
 pytestmark = [pytest.mark.slow, pytest.mark.llama]
 
-PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}
 
-
-def body(api: str, text: str, stream: bool, max_tokens: int = 2) -> dict[str, Any]:
-    """The smallest request of ``api`` saying ``text``."""
-    if api == "responses":
-        return {"model": "m", "input": text, "max_output_tokens": max_tokens, "stream": stream}
-    request: dict[str, Any] = {
-        "model": "m",
-        "messages": [{"role": "user", "content": text}],
-        "max_tokens": max_tokens,
-        "stream": stream,
-    }
-    if api == "chat" and stream:
-        request["stream_options"] = {"include_usage": True}
-    return request
+def body(api: str, text: str, stream: bool) -> dict[str, Any]:
+    """The smallest request of ``api`` saying ``text``: two tokens of answer."""
+    return request(api, "m", text, stream, max_tokens=2)
 
 
 @pytest.fixture
@@ -61,22 +50,12 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def usage(api: str, stream: bool, raw: bytes) -> dict[str, Any]:
-    """The usage of one answer, as llama.cpp laid it out (streams: merged in event order)."""
-    if not stream:
-        found: dict[str, Any] = json.loads(raw)["usage"]
-        return found
-    merged: dict[str, Any] = {}
-    for name, event in parse_sse(raw, named=api != "chat"):
-        if api == "chat" and event.get("usage"):
-            merged.update(event["usage"])
-        elif name == "response.completed":
-            merged.update(event["response"]["usage"])
-        elif name == "message_start":
-            merged.update(event["message"]["usage"])
-        elif name == "message_delta":
-            assert set(event["usage"]) == {"output_tokens"}, event
-            merged["output_tokens"] = event["usage"]["output_tokens"]
-    return merged
+    """The usage of one answer, as llama.cpp laid it out (its ``message_delta`` carries the
+    output count alone)."""
+    if api == "messages" and stream:
+        deltas = [event for name, event in parse_sse(raw, named=True) if name == "message_delta"]
+        assert [set(delta["usage"]) for delta in deltas] == [{"output_tokens"}], deltas
+    return answer_usage(api, stream, raw)
 
 
 def test_the_model_list_names_the_file_and_each_slot_holds_its_share(llama: Llama) -> None:

@@ -13,51 +13,18 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 
 from aichat.core.config import ModelConfig
 from tests.agents.recorder import Exchange, Recorder
-from tests.conformance.checks import READERS, Outcome, parse_sse
-from tests.conftest import API_KEY, Gateway, GatewayFactory, _start
+from tests.conformance.checks import parse_sse
+from tests.conftest import Gateway, GatewayFactory
+from tests.llama.clients import HEADERS, PATHS, ask, request
 from tests.llama.server import SLOT_CONTEXT, SLOTS, Llama
 
 pytestmark = [pytest.mark.slow, pytest.mark.llama]
-
-PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}
-HEADERS = {"Authorization": f"Bearer {API_KEY}", "anthropic-version": "2023-06-01"}
-
-
-def request(api: str, model: str, text: str, stream: bool, max_tokens: int = 4) -> dict[str, Any]:
-    """A short request of ``api`` for ``model``."""
-    if api == "responses":
-        return {"model": model, "input": text, "max_output_tokens": max_tokens, "stream": stream}
-    return {
-        "model": model,
-        "messages": [{"role": "user", "content": text}],
-        "max_tokens": max_tokens,
-        "stream": stream,
-    }
-
-
-@pytest.fixture
-async def recorded(llama: Llama) -> AsyncIterator[tuple[Recorder, str]]:
-    """A recording pass-through to llama.cpp and its URL; a connection per request, as
-    llama.cpp closes one after a stream (see test_llamacpp)."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-        recorder = Recorder(llama.url, session)
-        runner, url = await _start(recorder.app())
-        yield recorder, url
-        await runner.cleanup()
-
-
-@pytest.fixture
-def recorder(recorded: tuple[Recorder, str]) -> Recorder:
-    """What the pass-through kept."""
-    return recorded[0]
 
 
 @pytest.fixture
@@ -80,33 +47,6 @@ async def gateway(
     return await make_gateway(routes=routes)
 
 
-async def ask(gateway: Gateway, api: str, body: dict[str, Any]) -> tuple[Outcome, dict[str, Any]]:
-    """Send ``body`` to ``api``; what the client saw and the usage it was told."""
-    async with gateway.http.post(gateway.url + PATHS[api], json=body, headers=HEADERS) as answer:
-        raw = await answer.read()
-        assert answer.status == 200, raw[-2000:]
-    outcome = Outcome()
-    whole, streamed = READERS[api]
-    if not body["stream"]:
-        decoded = json.loads(raw)
-        whole(outcome, decoded)
-        return outcome, decoded["usage"]
-    events = [data for _, data in parse_sse(raw, named=api != "chat")]
-    streamed(outcome, events)
-    assert not outcome.stream_error, raw[-2000:]
-    usage: dict[str, Any] = {}
-    for event in events:
-        if api == "chat" and event.get("usage"):
-            usage = event["usage"]
-        elif event.get("type") in ("response.completed", "response.incomplete"):
-            usage = event["response"]["usage"]
-        elif event.get("type") == "message_start":
-            usage.update(event["message"]["usage"])
-        elif event.get("type") == "message_delta":
-            usage.update(event["usage"])
-    return outcome, usage
-
-
 def reported(exchange: Exchange) -> dict[str, Any]:
     """The usage llama.cpp reported in one answer (Chat Completions, whole or streamed)."""
     if exchange.response_headers["Content-Type"].startswith("text/event-stream"):
@@ -123,8 +63,6 @@ async def test_every_api_answers_with_the_usage_llamacpp_reported(
     gateway: Gateway, recorder: Recorder, api: str, stream: bool
 ) -> None:
     body = request(api, "smol", f"{secrets.token_hex(4)} Say hi.", stream)
-    if api == "chat" and stream:
-        body["stream_options"] = {"include_usage": True}
     outcome, usage = await ask(gateway, api, body)
     assert outcome.text.strip(), outcome
     assert outcome.ending in {"length", "max_tokens", "completed", "incomplete"}, outcome

@@ -141,6 +141,14 @@ def _routes_file(tmp_path: Path, text: str) -> Path:
         ('[[models]]\nname = "a"\nprovider = "openai"', "base_url: required"),
         ('[[models]]\nname = "a"\nprovider = "mock"\nfallbacks = ["b"]', "no model named 'b'"),
         (
+            '[[models]]\nname = "a"\nprovider = "mock"\ncontext_fallbacks = ["a"]',
+            "context_fallbacks: no model named 'a'",
+        ),
+        (
+            '[[models]]\nname = "a"\nprovider = "mock"\nprompt_caching = "auto"',
+            "prompt_caching: only an anthropic upstream takes it",
+        ),
+        (
             '[[models]]\nname = "a"\nprovider = "mock"\n[[models]]\nname = "a"\nprovider = "mock"',
             "twice",
         ),
