@@ -46,6 +46,7 @@ from aichat.core.ids import new_id
 from aichat.core.prompt import Prompt
 from aichat.core.schemas import (
     ChatCompletionRequest,
+    Validated,
     parse_chat_request,
     prompt_text,
     read_json,
@@ -510,13 +511,16 @@ async def stream_events(
                 yield Final(named_event("message_stop", {"type": "message_stop"}))
 
 
-def messages_prompt(body: dict[str, Any], raw: bytes, headers: Mapping[str, str]) -> Prompt:
+def messages_prompt(
+    request: Validated[MessagesRequest], raw: bytes, headers: Mapping[str, str]
+) -> Prompt:
     """A Messages request as the answer path carries it: validated and translated to Chat
     Completions only for an upstream of another API."""
+    body = request.body
     model, stream, max_tokens = routing_fields(body, "max_tokens")
 
     def to_chat() -> tuple[ChatCompletionRequest, list[str]]:
-        return to_chat_request(validate_body(MessagesRequest, body))
+        return to_chat_request(request())
 
     given = {name: headers[name] for name in FORWARDED_HEADERS if name in headers}
     return Prompt("messages", model, stream, body, raw, to_chat, max_tokens, given)
@@ -525,17 +529,12 @@ def messages_prompt(body: dict[str, Any], raw: bytes, headers: Mapping[str, str]
 class MessagesSpeaker:
     """Anthropic's words for an answer: its named events, or a whole ``message``."""
 
-    __slots__ = ("_limit", "_prompt", "_request")
+    __slots__ = ("_limit", "_prompt", "_req")
 
-    def __init__(self, prompt: Prompt, limit: float) -> None:
+    def __init__(self, prompt: Prompt, request: Validated[MessagesRequest], limit: float) -> None:
         self._prompt = prompt
-        self._request: MessagesRequest | None = None
+        self._req = request  # validated once, shared with the translation
         self._limit = limit  # characters of an answer kept to repeat at its end
-
-    def _req(self) -> MessagesRequest:
-        if self._request is None:
-            self._request = validate_body(MessagesRequest, self._prompt.body)
-        return self._request
 
     def _blocks(
         self, first: Event, events: AsyncIterator[Event]
@@ -570,9 +569,10 @@ class MessagesSpeaker:
 
 async def create_message(request: web.Request) -> web.StreamResponse:
     """Answer one Anthropic Messages request, streamed or whole."""
-    prompt = messages_prompt(await read_json(request), await request.read(), request.headers)
-    limit = request.app[LIVE].settings.max_answer_bytes
-    return await respond(request, request[EXCHANGE], prompt, MessagesSpeaker(prompt, limit))
+    body = Validated(MessagesRequest, await read_json(request))
+    prompt = messages_prompt(body, await request.read(), request.headers)
+    speaker = MessagesSpeaker(prompt, body, request.app[LIVE].settings.max_answer_bytes)
+    return await respond(request, request[EXCHANGE], prompt, speaker)
 
 
 async def count_message_tokens(request: web.Request) -> web.Response:

@@ -49,10 +49,10 @@ from aichat.core.ids import new_id
 from aichat.core.prompt import Prompt
 from aichat.core.schemas import (
     ChatCompletionRequest,
+    Validated,
     parse_chat_request,
     read_json,
     routing_fields,
-    validate_body,
 )
 from aichat.inbound.responses_tools import (
     ToolMap,
@@ -543,13 +543,14 @@ class ResponseStream:
         ) + self._event("response.failed", response=final)
 
 
-def responses_prompt(body: dict[str, Any], raw: bytes) -> Prompt:
+def responses_prompt(request: Validated[ResponsesRequest], raw: bytes) -> Prompt:
     """A Responses request as the answer path carries it: validated and translated to Chat
     Completions only for an upstream of another API."""
+    body = request.body
     model, stream, max_tokens = routing_fields(body, "max_output_tokens")
 
     def to_chat() -> tuple[ChatCompletionRequest, list[str]]:
-        chat, dropped, _ = to_chat_request(validate_body(ResponsesRequest, body))
+        chat, dropped, _ = to_chat_request(request())
         return chat, dropped
 
     return Prompt("responses", model, stream, body, raw, to_chat, max_tokens)
@@ -558,10 +559,11 @@ def responses_prompt(body: dict[str, Any], raw: bytes) -> Prompt:
 class ResponsesSpeaker:
     """The Responses API's words for an answer: its typed events, or a whole response."""
 
-    __slots__ = ("_envelope", "_limit", "_prompt", "_stream")
+    __slots__ = ("_envelope", "_limit", "_prompt", "_req", "_stream")
 
-    def __init__(self, prompt: Prompt, limit: float) -> None:
+    def __init__(self, prompt: Prompt, request: Validated[ResponsesRequest], limit: float) -> None:
         self._prompt = prompt
+        self._req = request  # validated once, shared with the translation
         # Characters of an answer kept: both answers repeat every item whole at their end.
         self._limit = limit
         self._envelope: Envelope | None = None
@@ -569,7 +571,7 @@ class ResponsesSpeaker:
 
     def _started(self) -> Envelope:
         if self._envelope is None:
-            req = validate_body(ResponsesRequest, self._prompt.body)
+            req = self._req()
             self._envelope = Envelope.start(req, map_tools(req.tools or [])[0])
         return self._envelope
 
@@ -598,6 +600,7 @@ class ResponsesSpeaker:
 
 async def create_response(request: web.Request) -> web.StreamResponse:
     """Answer one Responses API request, streamed or whole."""
-    prompt = responses_prompt(await read_json(request), await request.read())
-    limit = request.app[LIVE].settings.max_answer_bytes
-    return await respond(request, request[EXCHANGE], prompt, ResponsesSpeaker(prompt, limit))
+    body = Validated(ResponsesRequest, await read_json(request))
+    prompt = responses_prompt(body, await request.read())
+    speaker = ResponsesSpeaker(prompt, body, request.app[LIVE].settings.max_answer_bytes)
+    return await respond(request, request[EXCHANGE], prompt, speaker)

@@ -12,7 +12,7 @@ from aichat.answer.capabilities import CAPABILITIES, dropped_params
 from aichat.core.errors import InvalidRequest
 from aichat.core.exchange import Exchange
 from aichat.core.prompt import Prompt
-from aichat.core.schemas import parse_chat_request
+from aichat.core.schemas import Validated, parse_chat_request
 from aichat.inbound import anthropic_api, responses_api
 from aichat.operations.timing import server_timing
 from aichat.providers.base import (
@@ -226,7 +226,8 @@ def test_what_a_translation_leaves_out_is_dropped_only_for_another_api() -> None
         "top_k": 3,
         "messages": [{"role": "user", "content": "x"}],
     }
-    prompt = anthropic_api.messages_prompt(body, json.dumps(body).encode(), {})
+    request = Validated(anthropic_api.MessagesRequest, body)
+    prompt = anthropic_api.messages_prompt(request, json.dumps(body).encode(), {})
     prompt.chat()
     assert dropped_params(prompt, "chat", CAPABILITIES["openai"]) == ["top_k"]
     assert dropped_params(prompt, "messages", CAPABILITIES["anthropic"]) == []
