@@ -33,6 +33,7 @@ from aichat.answer.blocks import (
     BlockEvent,
     BlockStart,
     BlockStop,
+    End,
     collect,
     segment,
 )
@@ -442,7 +443,9 @@ def usage_object(usage: Usage) -> dict[str, int]:
     }
 
 
-async def whole_message(req: MessagesRequest, blocks: AsyncIterator[BlockEvent]) -> dict[str, Any]:
+async def whole_message(
+    req: MessagesRequest, blocks: AsyncIterator[list[BlockEvent]]
+) -> dict[str, Any]:
     """The complete message, once the answer has ended."""
     stops, end = await collect(blocks)
     return message_object(
@@ -463,10 +466,50 @@ def _delta_type(block: BlockStart) -> tuple[str, str]:
     return "input_json_delta", "partial_json"
 
 
+class _MessagesWriter:
+    """Spells block events as Anthropic's named events, remembering the open block's kind."""
+
+    __slots__ = ("_field", "_kind")
+
+    def __init__(self) -> None:
+        self._kind, self._field = "text_delta", "text"
+
+    def events(self, block: BlockEvent) -> bytes:
+        """The events of one block event (``message_delta`` and ``message_stop`` for ``End``)."""
+        if isinstance(block, BlockStart):
+            data = {
+                "type": "content_block_start",
+                "index": block.index,
+                "content_block": content_block(block),
+            }
+            self._kind, self._field = _delta_type(block)
+            return named_event("content_block_start", data)
+        if isinstance(block, BlockDelta):
+            delta = {"type": self._kind, self._field: block.text}
+            data = {"type": "content_block_delta", "index": block.index, "delta": delta}
+            return named_event("content_block_delta", data)
+        if isinstance(block, BlockStop):
+            out = b""
+            if block.tool is not None:
+                tool_input(block.text)  # a broken call fails the stream instead of reaching you
+            if block.reasoning:
+                signed = {"type": "signature_delta", "signature": SIGNATURE}
+                data = {"type": "content_block_delta", "index": block.index, "delta": signed}
+                out = named_event("content_block_delta", data)
+            data = {"type": "content_block_stop", "index": block.index}
+            return out + named_event("content_block_stop", data)
+        ending = {"stop_reason": stop_reason(block.reason), "stop_sequence": None}
+        data = {"type": "message_delta", "delta": ending, "usage": usage_object(block.usage)}
+        return named_event("message_delta", data) + named_event(
+            "message_stop", {"type": "message_stop"}
+        )
+
+
 async def stream_events(
-    req: MessagesRequest, prompt: Prompt, blocks: AsyncGenerator[BlockEvent, None]
+    req: MessagesRequest, prompt: Prompt, blocks: AsyncGenerator[list[BlockEvent], None]
 ) -> AsyncGenerator[bytes, None]:
-    """Every event of a streamed message, ending ``message_stop`` only if it finished.
+    """Every event of a streamed message, ending ``message_stop`` only if it finished; the
+    events of one upstream read together, in one write.
 
     ``blocks`` is closed here: the stream's end leaves with ``message_stop``, before the
     blocks' generator has seen that it is over.
@@ -474,41 +517,16 @@ async def stream_events(
     # The upstream's own count, when it has one, comes with message_delta at the end.
     usage = {"input_tokens": prompt_tokens(prompt.texts()), "output_tokens": 0}
     start = message_object(req, new_message_id(), usage=usage)
-    yield named_event("message_start", {"type": "message_start", "message": start})
-    yield named_event("ping", {"type": "ping"})
-    kind, field = "text_delta", "text"
+    message_start = named_event("message_start", {"type": "message_start", "message": start})
+    yield message_start + named_event("ping", {"type": "ping"})
+    writer = _MessagesWriter()
     async with aclosing(blocks):
-        async for block in blocks:
-            if isinstance(block, BlockStart):
-                data = {
-                    "type": "content_block_start",
-                    "index": block.index,
-                    "content_block": content_block(block),
-                }
-                yield named_event("content_block_start", data)
-                kind, field = _delta_type(block)
-            elif isinstance(block, BlockDelta):
-                delta = {"type": kind, field: block.text}
-                data = {"type": "content_block_delta", "index": block.index, "delta": delta}
-                yield named_event("content_block_delta", data)
-            elif isinstance(block, BlockStop):
-                if block.tool is not None:
-                    tool_input(block.text)  # a broken call fails the stream instead of reaching you
-                if block.reasoning:
-                    signed = {"type": "signature_delta", "signature": SIGNATURE}
-                    data = {"type": "content_block_delta", "index": block.index, "delta": signed}
-                    yield named_event("content_block_delta", data)
-                data = {"type": "content_block_stop", "index": block.index}
-                yield named_event("content_block_stop", data)
-            else:
-                ending = {"stop_reason": stop_reason(block.reason), "stop_sequence": None}
-                data = {
-                    "type": "message_delta",
-                    "delta": ending,
-                    "usage": usage_object(block.usage),
-                }
-                yield named_event("message_delta", data)
-                yield Final(named_event("message_stop", {"type": "message_stop"}))
+        async for found in blocks:
+            data = b"".join([writer.events(block) for block in found])
+            if isinstance(found[-1], End):
+                yield Final(data)  # with the end of the body
+                return
+            yield data
 
 
 def messages_prompt(
@@ -538,7 +556,7 @@ class MessagesSpeaker:
 
     def _blocks(
         self, first: Event, events: AsyncIterator[Event]
-    ) -> AsyncGenerator[BlockEvent, None]:
+    ) -> AsyncGenerator[list[BlockEvent], None]:
         # A whole message holds its blocks' text; a stream repeats only tool calls' input.
         return segment(
             first,

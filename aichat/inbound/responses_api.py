@@ -393,7 +393,9 @@ def ending(end: End) -> tuple[str, dict[str, Any]]:
     return "incomplete", {**fields, "incomplete_details": {"reason": reason}}
 
 
-async def whole_response(envelope: Envelope, blocks: AsyncIterator[BlockEvent]) -> dict[str, Any]:
+async def whole_response(
+    envelope: Envelope, blocks: AsyncIterator[list[BlockEvent]]
+) -> dict[str, Any]:
     """The complete Response object, once the answer has ended."""
     stops, end = await collect(blocks)
     output = [
@@ -512,25 +514,34 @@ class ResponseStream:
             self._event("response.output_item.done", output_index=stop.index, item=item),
         ]
 
-    async def events(self, blocks: AsyncGenerator[BlockEvent, None]) -> AsyncGenerator[bytes, None]:
-        """Every event of the response, ending ``response.completed`` only if it completed."""
+    def _of(self, block: BlockEvent) -> list[bytes]:
+        """The events of one block event; the final one for ``End``."""
+        if isinstance(block, BlockStart):
+            return self._start(block)
+        if isinstance(block, BlockDelta):
+            return self._delta(block)
+        if isinstance(block, BlockStop):
+            return self._stop(block)
+        status, fields = ending(block)
+        final = self._envelope.response(status, self._output, **fields)
+        return [self._event(f"response.{status}", response=final)]
+
+    async def events(
+        self, blocks: AsyncGenerator[list[BlockEvent], None]
+    ) -> AsyncGenerator[bytes, None]:
+        """Every event of the response, ending ``response.completed`` only if it completed;
+        the events of one upstream read together, in one write."""
         started = self._envelope.response("in_progress", [])
-        yield self._event("response.created", response=started)
-        yield self._event("response.in_progress", response=started)
+        yield self._event("response.created", response=started) + self._event(
+            "response.in_progress", response=started
+        )
         async with aclosing(blocks):
-            async for block in blocks:
-                if isinstance(block, BlockStart):
-                    events = self._start(block)
-                elif isinstance(block, BlockDelta):
-                    events = self._delta(block)
-                elif isinstance(block, BlockStop):
-                    events = self._stop(block)
-                else:
-                    status, fields = ending(block)
-                    final = self._envelope.response(status, self._output, **fields)
-                    events = [Final(self._event(f"response.{status}", response=final))]
-                for event in events:
-                    yield event
+            async for found in blocks:
+                data = b"".join([event for block in found for event in self._of(block)])
+                if isinstance(found[-1], End):
+                    yield Final(data)  # with the end of the body
+                    return
+                yield data
 
     def failed(self, err: APIError) -> bytes:
         """The end of a stream that failed after it started: ``error``, ``response.failed``."""

@@ -187,7 +187,11 @@ async def test_segment_opens_and_closes_blocks() -> None:
         Usage(1, 2),
         Finish(),
     )
-    got = [e async for e in segment(TextDelta("a"), stream, Prompt.of_chat(request, b""))]
+    got = [
+        e
+        async for found in segment(TextDelta("a"), stream, Prompt.of_chat(request, b""))
+        for e in found
+    ]
     assert [type(e) for e in got] == [
         BlockStart,
         BlockDelta,
@@ -208,7 +212,11 @@ async def test_segment_opens_and_closes_blocks() -> None:
 async def test_segment_without_finish_is_incomplete() -> None:
     request = parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}]})
     with pytest.raises(Incomplete):
-        _ = [e async for e in segment(TextDelta("a"), _events(), Prompt.of_chat(request, b""))]
+        _ = [
+            e
+            async for found in segment(TextDelta("a"), _events(), Prompt.of_chat(request, b""))
+            for e in found
+        ]
 
 
 def test_dropped_params_follow_the_capability_table() -> None:

@@ -269,7 +269,11 @@ def test_blocks_open_fill_and_close_in_order(events: list[Event], reason: str) -
     answer: list[Event] = [*events, Finish(reason)]
 
     async def blocks() -> list[Any]:
-        return [b async for b in segment(answer[0], _events(answer[1:]), chat_request())]
+        return [
+            b
+            async for found in segment(answer[0], _events(answer[1:]), chat_request())
+            for b in found
+        ]
 
     out = run(blocks())
     assert isinstance(out[-1], End)
