@@ -49,6 +49,7 @@ from aichat.core.schemas import (
     ChatCompletionRequest,
     Validated,
     parse_chat_request,
+    parse_json,
     prompt_text,
     read_json,
     routing_fields,
@@ -587,8 +588,10 @@ class MessagesSpeaker:
 
 async def create_message(request: web.Request) -> web.StreamResponse:
     """Answer one Anthropic Messages request, streamed or whole."""
-    body = Validated(MessagesRequest, await read_json(request))
-    prompt = messages_prompt(body, await request.read(), request.headers)
+    # Read exactly only if translated: untranslated, its bytes go upstream as sent.
+    raw = await request.read()  # raises 413 past client_max_size
+    body = Validated(MessagesRequest, parse_json(raw, exact=False), raw)
+    prompt = messages_prompt(body, raw, request.headers)
     speaker = MessagesSpeaker(prompt, body, request.app[LIVE].settings.max_answer_bytes)
     return await respond(request, request[EXCHANGE], prompt, speaker)
 

@@ -51,7 +51,7 @@ from aichat.core.schemas import (
     ChatCompletionRequest,
     Validated,
     parse_chat_request,
-    read_json,
+    parse_json,
     routing_fields,
 )
 from aichat.inbound.responses_tools import (
@@ -611,7 +611,9 @@ class ResponsesSpeaker:
 
 async def create_response(request: web.Request) -> web.StreamResponse:
     """Answer one Responses API request, streamed or whole."""
-    body = Validated(ResponsesRequest, await read_json(request))
-    prompt = responses_prompt(body, await request.read())
+    # Read exactly only if translated: untranslated, its bytes go upstream as sent.
+    raw = await request.read()  # raises 413 past client_max_size
+    body = Validated(ResponsesRequest, parse_json(raw, exact=False), raw)
+    prompt = responses_prompt(body, raw)
     speaker = ResponsesSpeaker(prompt, body, request.app[LIVE].settings.max_answer_bytes)
     return await respond(request, request[EXCHANGE], prompt, speaker)

@@ -12,7 +12,7 @@ from aichat.answer.capabilities import CAPABILITIES, dropped_params
 from aichat.core.errors import InvalidRequest
 from aichat.core.exchange import Exchange
 from aichat.core.prompt import Prompt
-from aichat.core.schemas import Validated, parse_chat_request
+from aichat.core.schemas import Validated, parse_chat_request, parse_json
 from aichat.inbound import anthropic_api, responses_api
 from aichat.operations.timing import server_timing
 from aichat.providers.base import (
@@ -80,6 +80,23 @@ def test_responses_refuses_what_needs_state_or_bad_shapes(
     with pytest.raises(InvalidRequest) as info:
         responses_api.to_chat_request(_responses(body))
     assert info.value.param == param
+
+
+def test_a_translated_request_keeps_integers_past_64_bits() -> None:
+    # Read loosely for the untranslated path (its bytes go upstream as sent); read again
+    # exactly once it has to be translated.
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+        "tools": [{"name": "t", "input_schema": {"type": "integer", "maximum": 2**64 + 1}}],
+    }
+    raw = json.dumps(body).encode()
+    loose = parse_json(raw, exact=False)
+    assert loose["tools"][0]["input_schema"]["maximum"] != 2**64 + 1  # orjson: a float
+    request = Validated(anthropic_api.MessagesRequest, loose, raw)
+    chat = anthropic_api.messages_prompt(request, raw, {}).chat()
+    assert chat.body["tools"][0]["function"]["parameters"]["maximum"] == 2**64 + 1
 
 
 def test_anthropic_blocks_become_chat_messages() -> None:
