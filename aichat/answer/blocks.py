@@ -12,7 +12,9 @@ The text counted for usage, when the upstream reports none, is a ``TextTally``.
 
 Block events come in lists, one per upstream event (one read of a stream): a stream then
 writes what one read brought in one write, as the pass-through paths do, instead of one
-write per event (a coding agent's answer of 20 pieces was about 28 writes).
+write per event (a coding agent's answer of 20 pieces was about 28 writes). Pieces of one
+block that arrived in one read are one ``BlockDelta``, as the Chat Completions path makes
+them one delta: one event to encode and send instead of one per upstream chunk.
 """
 
 from __future__ import annotations
@@ -211,11 +213,35 @@ async def segment(
                 found += blocks.text(splitter.flush(), reasoning) + blocks.close()
                 counted = usage or counted_usage(prompt.texts(), blocks.produced.tokens())
                 found.append(End(event.reason, counted))
-                yield found
+                yield _merged(found)
                 return
         if found:
-            yield found
+            yield _merged(found)
     raise Incomplete()
+
+
+def _merged(found: list[BlockEvent]) -> list[BlockEvent]:
+    """``found`` with each run of deltas of one block made one delta."""
+    if len(found) < 2:
+        return found
+    merged: list[BlockEvent] = []
+    run: list[BlockDelta] = []  # deltas of one block in a row, not yet in ``merged``
+    for block in found:
+        if isinstance(block, BlockDelta) and (not run or run[0].index == block.index):
+            run.append(block)
+            continue
+        merged += _joined(run)
+        run = [block] if isinstance(block, BlockDelta) else []
+        if not run:
+            merged.append(block)
+    return merged + _joined(run)
+
+
+def _joined(run: list[BlockDelta]) -> list[BlockDelta]:
+    """One delta for a run of deltas of one block."""
+    if len(run) < 2:
+        return run
+    return [BlockDelta(run[0].index, "".join([delta.text for delta in run]))]
 
 
 async def collect(blocks: AsyncIterator[list[BlockEvent]]) -> tuple[list[BlockStop], End]:
