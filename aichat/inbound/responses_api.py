@@ -28,7 +28,7 @@ from typing import Annotated, Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema
 
 from aichat.answer.answering import respond
 from aichat.answer.blocks import (
@@ -87,6 +87,15 @@ class ResponsesRequest(BaseModel):
     reasoning: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
     user: str | None = None
+    _mapped: tuple[ToolMap, list[str]] | None = PrivateAttr(default=None)
+
+    def mapped_tools(self) -> tuple[ToolMap, list[str]]:
+        """The chat tools for ``tools`` and the hosted tools dropped (``map_tools``), made
+        once: the translation and the answer's envelope both need them."""
+        if self._mapped is None:
+            self._mapped = map_tools(self.tools or [])
+        tools, dropped = self._mapped
+        return tools, list(dropped)
 
 
 # Fields with the same name and meaning in chat completions.
@@ -245,7 +254,7 @@ def to_chat_request(req: ResponsesRequest) -> tuple[ChatCompletionRequest, list[
     """The chat-completions request for ``req``, the fields that could not be carried, and
     the map from its tools' upstream names back to the client's."""
     _refuse_state(req)
-    tools, dropped = map_tools(req.tools or [])
+    tools, dropped = req.mapped_tools()
     body: dict[str, Any] = {"model": req.model, "messages": input_messages(req, tools, dropped)}
     if req.stream:
         # Pass-through upstreams then report usage, which response.completed carries.
@@ -583,7 +592,7 @@ class ResponsesSpeaker:
     def _started(self) -> Envelope:
         if self._envelope is None:
             req = self._req()
-            self._envelope = Envelope.start(req, map_tools(req.tools or [])[0])
+            self._envelope = Envelope.start(req, req.mapped_tools()[0])
         return self._envelope
 
     def stream(self, first: Event, events: AsyncIterator[Event]) -> AsyncGenerator[bytes, None]:
