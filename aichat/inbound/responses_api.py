@@ -414,6 +414,16 @@ async def whole_response(
     return envelope.response(status, output, **fields)
 
 
+def _encoded_once(value: dict[str, Any]) -> Any:
+    """``value`` as JSON made once, for events that repeat it (a response object holds the
+    request's tools: 20 KB for Codex); ``value`` itself when orjson refuses it, for
+    ``named_event`` to write with json."""
+    try:
+        return orjson.Fragment(orjson.dumps(value))
+    except TypeError:  # orjson.JSONEncodeError is one
+        return value
+
+
 class ResponseStream:
     """The typed events of one streamed response, numbered in order.
 
@@ -540,7 +550,7 @@ class ResponseStream:
     ) -> AsyncGenerator[bytes, None]:
         """Every event of the response, ending ``response.completed`` only if it completed;
         the events of one upstream read together, in one write."""
-        started = self._envelope.response("in_progress", [])
+        started = _encoded_once(self._envelope.response("in_progress", []))
         yield self._event("response.created", response=started) + self._event(
             "response.in_progress", response=started
         )
