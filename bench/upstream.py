@@ -140,24 +140,19 @@ async def _whole(answer: bytes, shape: Shape) -> web.Response:
     return web.Response(body=answer, content_type="application/json")
 
 
-async def messages(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/messages``: Anthropic Messages, streamed or whole as the request asks."""
-    body, shape = await _read(request, "messages")
-    model = str(body.get("model", "bench"))
-    if not body.get("stream"):
-        return await _whole(native.messages_whole(shape.chunks, model), shape)
-    events = native.messages_events(shape.chunks, model)
-    return await _stream(request, events, shape, native.MESSAGES_FIRST_PIECE)
+def _native(turns: str, whole: Any, events: Any, first_piece: int) -> Any:
+    """The handler of one native API: ``whole(chunks, model)`` bytes as a whole answer, or
+    the stream of ``events(chunks, model)``, whose event ``first_piece`` has the first piece;
+    the shape asked for in the last item of ``turns``."""
 
+    async def answer(request: web.Request) -> web.StreamResponse:
+        body, shape = await _read(request, turns)
+        model = str(body.get("model", "bench"))
+        if not body.get("stream"):
+            return await _whole(whole(shape.chunks, model), shape)
+        return await _stream(request, events(shape.chunks, model), shape, first_piece)
 
-async def responses(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/responses``: the Responses API, streamed or whole as the request asks."""
-    body, shape = await _read(request, "input")
-    model = str(body.get("model", "bench"))
-    if not body.get("stream"):
-        return await _whole(native.responses_whole(shape.chunks, model), shape)
-    events = native.responses_events(shape.chunks, model)
-    return await _stream(request, events, shape, native.RESPONSES_FIRST_PIECE)
+    return answer
 
 
 async def health(_: web.Request) -> web.Response:
@@ -182,7 +177,13 @@ def create_app() -> web.Application:
     app.router.add_post("/chat/send2/", aichats)
     app.router.add_post("/v1/chat/completions", openai)
     app.router.add_post("/chat/completions", openai)
+    messages = _native(
+        "messages", native.messages_whole, native.messages_events, native.MESSAGES_FIRST_PIECE
+    )
     app.router.add_post("/v1/messages", messages)
+    responses = _native(
+        "input", native.responses_whole, native.responses_events, native.RESPONSES_FIRST_PIECE
+    )
     app.router.add_post("/v1/responses", responses)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
