@@ -267,3 +267,26 @@ def test_server_timing_header_says_what_is_known() -> None:
     assert (
         server_timing(exchange, 10.4005) == "gw-pre;dur=1.00, upstream;dur=399.00, gw-post;dur=0.50"
     )
+
+
+async def test_each_response_object_lists_the_tools_whatever_writes_the_events() -> None:
+    # The tools are encoded once for all events when orjson writes the rest; metadata with
+    # an integer past 64 bits makes the events go through json instead, still whole.
+    tool = {"type": "function", "name": "t", "parameters": {"type": "object"}}
+    for metadata in ({"k": "v"}, {"k": 2**64 + 1}):
+        body = {"model": "m", "input": "x", "stream": True, "tools": [tool], "metadata": metadata}
+        request = Validated(responses_api.ResponsesRequest, body)()
+        envelope = responses_api.Envelope.start(request, request.mapped_tools()[0])
+        chat = parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+        blocks = segment(TextDelta("hi"), _events(Finish()), Prompt.of_chat(chat, b""))
+        raw = b"".join(
+            [data async for data in responses_api.ResponseStream(envelope).events(blocks)]
+        )
+        objects = [json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ")]
+        responses = [o["response"] for o in objects if "response" in o]
+        assert [o["type"] for o in objects if "response" in o] == [
+            "response.created",
+            "response.in_progress",
+            "response.completed",
+        ]
+        assert all(r["tools"] == [tool] and r["metadata"] == metadata for r in responses)
