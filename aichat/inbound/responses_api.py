@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
@@ -293,23 +293,11 @@ class Envelope:
     created_at: int
     request: ResponsesRequest
     tools: ToolMap
-    listed: Any  # the request's tools as each response object lists them
 
     @classmethod
     def start(cls, request: ResponsesRequest, tools: ToolMap) -> Envelope:
-        """A new response to ``request``, created now.
-
-        Every response object of the answer lists the request's tools (20 KB for Codex):
-        they are encoded once, as an ``orjson.Fragment``, when orjson writes every other
-        field a response repeats (a response without them); else ``named_event`` writes the
-        events with json, which needs them as they are.
-        """
-        envelope = cls(new_id("resp_", 48), int(time.time()), request, tools, [])
-        try:
-            orjson.dumps(envelope.response("in_progress", []))
-            return replace(envelope, listed=orjson.Fragment(orjson.dumps(request.tools or [])))
-        except TypeError:  # orjson.JSONEncodeError is one
-            return replace(envelope, listed=request.tools or [])
+        """A new response to ``request``, created now."""
+        return cls(new_id("resp_", 48), int(time.time()), request, tools)
 
     def response(self, status: str, output: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
         """The ``response`` object in state ``status``; ``fields`` override the defaults."""
@@ -332,7 +320,7 @@ class Envelope:
             "temperature": 1.0 if req.temperature is None else req.temperature,
             "text": req.text or {"format": {"type": "text"}},
             "tool_choice": req.tool_choice or "auto",
-            "tools": self.listed,
+            "tools": req.tools or [],
             "top_p": 1.0 if req.top_p is None else req.top_p,
             "truncation": "disabled",
             "usage": None,
