@@ -199,9 +199,9 @@ def preload(settings: Settings) -> None:
     """Load what the configured routes need before their first request (once per process):
     the tokenizer, where a route counts tokens itself, and the price table, where a route is
     priced from it (about 6 MB; loaded before ``--workers`` fork, it is shared)."""
-    if any(route.provider != "openai" for route in settings.model_routes):
+    if any(route.provider in ("aichats", "mock") for route in settings.model_routes):
         # aichats reports no usage and the mock counts exactly: both count here, from the
-        # first request on.
+        # first request on. OpenAI and Anthropic upstreams report their own.
         load_tokenizer()
     if any(route.provider == "openai" and route.price is None for route in settings.model_routes):
         load_price_table()

@@ -5,9 +5,12 @@ else: no validation, authentication, limits, routing, retries, metrics or logs, 
 translation. It forwards the fake upstream's stream bytes as they arrive (aichats'
 ``data:`` lines untranslated, then ``[DONE]``; OpenAI chunks with the upstream's model
 name), which the load generator accepts because it only looks for markers and the end.
-A whole answer (``"stream": false``) goes back in one response: the upstream's OpenAI
-completion as it is, or, since aichats only streams, its stream's bytes read to the end
-and sent as one JSON string (``{"content": ...}``).
+Anthropic Messages (``/v1/messages``) and Responses (``/v1/responses``) requests go to the
+same path upstream, the model renamed, and their answers come back as they are: for the
+coding agents' scenarios (``bench.agents``), translated by aichat or not, the floor is
+this pass-through. A whole answer (``"stream": false``) goes back in one response: the
+upstream's OpenAI completion as it is, or, since aichats only streams, its stream's bytes
+read to the end and sent as one JSON string (``{"content": ...}``).
 
 It is not a usable gateway. Its rows show what aiohttp itself costs on this machine, so
 the distance between ``floor`` and ``aichat`` is aichat's own work. Run it as
@@ -33,20 +36,22 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", str)
 
 
-def _upstream_call(base: str, body: dict[str, object]) -> tuple[str, dict[str, object], bytes]:
+def _upstream_call(
+    base: str, path: str, body: dict[str, object]
+) -> tuple[str, dict[str, object], bytes]:
     """Where to send ``body``, what to send, and what to add after the upstream's bytes."""
     if body["model"] == AICHATS_MODEL:
         messages = body["messages"]
         assert isinstance(messages, list)
         history = [{"from": "you", "content": messages[-1]["content"]}]
         return f"{base}/chat/send2/", {"type": "chat", "messagesHistory": history}, _DONE
-    return f"{base}/v1/chat/completions", {**body, "model": UPSTREAM_MODEL}, b""
+    return f"{base}{path}", {**body, "model": UPSTREAM_MODEL}, b""
 
 
-async def chat(request: web.Request) -> web.StreamResponse:
-    """Forward one chat completion: a stream's bytes as they come, a whole answer at once."""
+async def forward(request: web.Request) -> web.StreamResponse:
+    """Forward one request: a stream's bytes as they come, a whole answer at once."""
     body = orjson.loads(await request.read())
-    url, payload, tail = _upstream_call(request.app[UPSTREAM], body)
+    url, payload, tail = _upstream_call(request.app[UPSTREAM], request.path, body)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {UPSTREAM_KEY}"}
     async with request.app[SESSION].post(url, data=orjson.dumps(payload), headers=headers) as up:
         if not body.get("stream"):
@@ -78,7 +83,8 @@ def create_app(upstream: str) -> web.Application:
     app = web.Application()
     app[UPSTREAM] = upstream
     app.cleanup_ctx.append(_session)
-    app.router.add_post("/v1/chat/completions", chat)
+    for path in ("/v1/chat/completions", "/v1/messages", "/v1/responses"):
+        app.router.add_post(path, forward)
     app.router.add_get("/ready", ready)
     return app
 

@@ -4,7 +4,10 @@ Each is started on the gateway core, pointed at the same fake upstream, and serv
 
 - ``bench-aichats``: the aichats provider (translation into OpenAI chunks);
 - ``bench-openai``: OpenAI pass-through to the fake upstream's ``/v1`` (aichat only when its
-  OpenAI provider is present; LiteLLM serves only this one).
+  OpenAI provider is present; LiteLLM serves only this one);
+- for the coding agents' scenarios (``bench.agents``), ``bench-openai`` again (where aichat
+  translates), ``bench-anthropic`` (an ``anthropic`` route) and ``bench-responses`` (an
+  ``openai`` route with ``api = "responses"``), all to the same fake upstream.
 
 aichat runs with one provider's route per process, as a deployment that needs only that
 one would: its memory at rest is then what such a configuration costs (an OpenAI-only
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import procstats
+from bench.agents import AGENTS, ANTHROPIC_ROUTE, RESPONSES_ROUTE
 from bench.procs import GATEWAY_CORE, Cores, Proc, free_port, start, wait_http
 
 CLIENT_KEY = "sk-bench-client-key"
@@ -79,9 +83,10 @@ def has_openai_provider(pythonpath: str | None) -> bool:
     return probe.returncode == 0
 
 
-def aichat_config(upstream_url: str) -> str:
-    """The TOML routing config of the OpenAI pass-through route."""
-    return f"""# Written by bench/gateways.py for one benchmark run.
+def aichat_config(upstream_url: str, agents: bool = False) -> str:
+    """The TOML routing config of the OpenAI pass-through route, and with ``agents`` the
+    native Messages and Responses routes too."""
+    config = f"""# Written by bench/gateways.py for one benchmark run.
 [[models]]
 name = "{OPENAI_MODEL}"
 provider = "openai"
@@ -89,13 +94,31 @@ base_url = "{upstream_url}/v1"
 upstream_model = "{UPSTREAM_MODEL}"
 api_key_env = "{UPSTREAM_KEY_ENV}"
 """
+    if agents:
+        config += f"""
+[[models]]
+name = "{ANTHROPIC_ROUTE}"
+provider = "anthropic"
+base_url = "{upstream_url}"
+upstream_model = "{UPSTREAM_MODEL}"
+api_key_env = "{UPSTREAM_KEY_ENV}"
+
+[[models]]
+name = "{RESPONSES_ROUTE}"
+provider = "openai"
+api = "responses"
+base_url = "{upstream_url}/v1"
+upstream_model = "{UPSTREAM_MODEL}"
+api_key_env = "{UPSTREAM_KEY_ENV}"
+"""
+    return config
 
 
 @dataclass(frozen=True)
 class AichatOptions:
     """How one aichat gateway of the run is started."""
 
-    provider: str  # its only route: "aichats" or "openai"
+    provider: str  # its only route, "aichats" or "openai", or an agent scenario's routes
     pythonpath: str | None = None
     muted: bool = False  # access log off (AICHAT_LOG_LEVEL=WARNING)
     traced: bool = False  # every request traced, spans exported to the fake upstream
@@ -135,8 +158,8 @@ def start_aichat(upstream_url: str, work: Path, options: AichatOptions) -> Gatew
     if options.provider == "aichats":
         env.update(AICHATS_BASE_URL=upstream_url, AICHAT_MODELS=AICHATS_MODEL)
     elif has_openai_provider(options.pythonpath):
-        config = work / "aichat-openai.toml"
-        config.write_text(aichat_config(upstream_url))
+        config = work / f"aichat-{options.provider}.toml"
+        config.write_text(aichat_config(upstream_url, agents=options.provider in AGENTS))
         env.update(AICHAT_CONFIG=str(config), **{UPSTREAM_KEY_ENV: UPSTREAM_KEY})
     else:
         return None

@@ -31,6 +31,7 @@ from typing import Any
 import aiohttp
 
 from bench import procstats, report
+from bench.agents import AGENTS
 from bench.gateways import (
     BARE_PROXIES,
     MODES,
@@ -161,7 +162,8 @@ class Bench:
         stream = mode == "stream"
         fields, body_for = request_target(provider, stream, url, direct=target == "direct")
         spec = {**fields, "chunks": CHUNKS, "watch": watch}
-        spec["phases"] = self.suite.phases(stream, body_for, self.throughput_only)
+        agent = provider in AGENTS
+        spec["phases"] = self.suite.phases(stream, body_for, self.throughput_only, agent)
         print(f"  {provider:8} {mode:6} {target:8}", end="", flush=True)
         timeout = self._timeout(len(spec["phases"]))
         self._add(provider, mode, target, run_loadgen(spec, timeout, self.loadgen_cores))
@@ -297,7 +299,8 @@ def profiled(gateway: Gateway, out: Path | None) -> Iterator[None]:
 def run_all(bench: Bench, args: argparse.Namespace) -> None:
     """Per provider: aichat (a fresh gateway each), aichat with its access log muted, with
     every request traced, the
-    floor and the hop for scale, then aichat's hold test; then the workers scenario; then
+    floor and the hop for scale, then aichat's hold test (for the agents' scenarios aichat
+    and the floor alone); then the workers scenario; then
     LiteLLM's load phases and hold test (and its Rust path's), if it is installed.
     """
     for provider in args.providers:
@@ -336,6 +339,9 @@ def _aichat_rows(bench: Bench, provider: str, args: argparse.Namespace) -> None:
         with running(bench.started(gateway)):
             with profiled(gateway, args.profile):
                 bench.load_scenarios(gateway, provider, args.modes)
+            if provider in AGENTS:  # CPU per request against the floor, nothing else
+                _one_round(bench, provider, "floor", args.modes)
+                return
             # Before the hold test, which slows whatever follows it.
             muted = replace(options, muted=True)
             _one_round(bench, provider, "aichat-muted", args.modes, muted)

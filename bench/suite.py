@@ -9,6 +9,10 @@ through each gateway, with the same phases:
 - ``rps_c16`` / ``rps_c64``: fixed request counts at concurrency 16 and 64: throughput, CPU
   and peak memory of the server.
 - ``hold``: 1,000 streams held open and idle: memory per open stream (stream only).
+
+The coding agents' scenarios (``bench.agents``: 40-50 KB requests, untranslated or
+translated) are there for CPU per request: they run ``ttft_c1`` and ``rps_c16`` alone, with
+a third of the requests (each costs several times a small one).
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bench.agents import AGENTS, agent_body, agent_headers
 from bench.answer import Shape
 from bench.gateways import AICHATS_MODEL, CLIENT_KEY, OPENAI_MODEL, UPSTREAM_KEY, UPSTREAM_MODEL
 
-PROVIDERS = ("aichats", "openai")
+SMALL = ("aichats", "openai")
+PROVIDERS = (*SMALL, *AGENTS)  # the scenarios' first word: small requests', then agents'
+AGENT_SHARE = 3  # agent scenarios run 1/AGENT_SHARE of the requests of a small one
 CHUNKS = 20
 PACE_MS = 2.0
 _DONE = "data: [DONE]\n\n"
@@ -39,14 +46,19 @@ class Suite:
     rounds: int  # each target's phases are run this many times; the best round counts
 
     def phases(
-        self, stream: bool, body_for: Any, throughput_only: bool = False
+        self, stream: bool, body_for: Any, throughput_only: bool = False, agent: bool = False
     ) -> list[dict[str, Any]]:
         """The load phases of one scenario; ``body_for(shape)`` builds a request body.
 
-        ``throughput_only``: the ``rps_*`` phases alone (the workers scenario).
+        ``throughput_only``: the ``rps_*`` phases alone (the workers scenario); ``agent``:
+        the agent scenarios' two.
         """
         fast = body_for(Shape(CHUNKS))
         phases = []
+        if agent:
+            phases.append(self._load("ttft_c1", 1, self.ttft_requests // AGENT_SHARE, fast))
+            phases.append(self._load("rps_c16", 16, self.load_requests // AGENT_SHARE, fast))
+            return phases
         if not throughput_only:
             phases.append(self._load("ttft_c1", 1, self.ttft_requests, fast))
             if stream:
@@ -97,9 +109,17 @@ def request_target(
 
     ``direct`` requests go to the fake upstream in its own protocol; the others to a
     gateway's ``/v1/chat/completions``. The aichats protocol has no whole answers: its
-    direct baseline is always the stream.
+    direct baseline is always the stream. An agent's scenario sends its recorded request in
+    its own API, to the gateway and directly alike; its ``body_for`` ignores the shape.
     """
     json_headers = {"Content-Type": "application/json"}
+    agent = AGENTS.get(provider)
+    if agent is not None:
+        body = agent_body(agent, UPSTREAM_MODEL if direct else agent.route, stream)
+        key = UPSTREAM_KEY if direct else CLIENT_KEY
+        headers = {**agent_headers(agent), "Authorization": f"Bearer {key}"}
+        end = "\n\n" if stream else "}"
+        return {"url": base_url + agent.path, "headers": headers, "end": end}, lambda _: body
     if direct and provider == "aichats":
 
         def aichats_body(shape: Shape) -> str:

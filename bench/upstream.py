@@ -1,8 +1,10 @@
-"""A fake upstream on 127.0.0.1 speaking both protocols aichat has providers for.
+"""A fake upstream on 127.0.0.1 speaking every protocol aichat has providers for.
 
 - aichats: ``POST /chat/send2/`` answers ``data: <piece>`` lines.
 - OpenAI: ``POST /v1/chat/completions``, streamed (SSE chunks, optional usage chunk, ``[DONE]``)
   or whole, shaped like OpenAI's own answers so pass-through gateways do real work.
+- Anthropic Messages (``POST /v1/messages``) and the Responses API (``POST /v1/responses``),
+  streamed or whole (``bench.native``), for the coding agents' scenarios (``bench.agents``).
 - OTLP/HTTP traces: ``POST /v1/traces`` takes a traced gateway's spans and drops them.
 
 Every answer is built once per shape and cached as bytes: the upstream must cost as little CPU
@@ -21,8 +23,10 @@ import time
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from aiohttp import web
 
+from bench import native
 from bench.answer import Shape, piece
 from bench.loops import run_fast
 
@@ -112,18 +116,43 @@ async def aichats(request: web.Request) -> web.StreamResponse:
 
 async def openai(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions``, streamed or whole as the request asks."""
-    body = json.loads(await request.read())
-    shape = Shape.parse(json.dumps(body.get("messages", [])[-1:]))
+    body, shape = await _read(request, "messages")
     model = str(body.get("model", "bench"))
     if not body.get("stream"):
-        if shape.pace_ms or shape.hold_s:
-            await asyncio.sleep(shape.hold_s + shape.chunks * shape.pace_ms / 1000)
-        return web.Response(
-            body=openai_completion(shape.chunks, model), content_type="application/json"
-        )
+        return await _whole(openai_completion(shape.chunks, model), shape)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     events = openai_events(shape.chunks, model, include_usage)
     return await _stream(request, events, shape, first_answer=1)
+
+
+async def _read(request: web.Request, turns: str) -> tuple[dict[str, Any], Shape]:
+    """The request body (orjson: agents' bodies are 40-50 KB), and the shape its last turn
+    (in the list ``turns``) asks for."""
+    body = orjson.loads(await request.read())
+    last = body.get(turns)
+    return body, Shape.parse(json.dumps(last[-1:] if isinstance(last, list) else last))
+
+
+async def _whole(answer: bytes, shape: Shape) -> web.Response:
+    """A whole answer, after the time a paced or held stream would have taken."""
+    if shape.pace_ms or shape.hold_s:
+        await asyncio.sleep(shape.hold_s + shape.chunks * shape.pace_ms / 1000)
+    return web.Response(body=answer, content_type="application/json")
+
+
+def _native(turns: str, whole: Any, events: Any, first_piece: int) -> Any:
+    """The handler of one native API: ``whole(chunks, model)`` bytes as a whole answer, or
+    the stream of ``events(chunks, model)``, whose event ``first_piece`` has the first piece;
+    the shape asked for in the last item of ``turns``."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        body, shape = await _read(request, turns)
+        model = str(body.get("model", "bench"))
+        if not body.get("stream"):
+            return await _whole(whole(shape.chunks, model), shape)
+        return await _stream(request, events(shape.chunks, model), shape, first_piece)
+
+    return answer
 
 
 async def health(_: web.Request) -> web.Response:
@@ -148,6 +177,14 @@ def create_app() -> web.Application:
     app.router.add_post("/chat/send2/", aichats)
     app.router.add_post("/v1/chat/completions", openai)
     app.router.add_post("/chat/completions", openai)
+    messages = _native(
+        "messages", native.messages_whole, native.messages_events, native.MESSAGES_FIRST_PIECE
+    )
+    app.router.add_post("/v1/messages", messages)
+    responses = _native(
+        "input", native.responses_whole, native.responses_events, native.RESPONSES_FIRST_PIECE
+    )
+    app.router.add_post("/v1/responses", responses)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_post("/v1/traces", traces)

@@ -9,6 +9,12 @@ Memory is bounded: a block's whole text (on its ``BlockStop``) is kept only wher
 repeats it (every block for Responses, tool calls only for a Messages stream), at most
 ``limit`` characters of one answer in all; past it the answer fails with ``AnswerTooLarge``.
 The text counted for usage, when the upstream reports none, is a ``TextTally``.
+
+Block events come in lists, one per upstream event (one read of a stream): a stream then
+writes what one read brought in one write, as the pass-through paths do, instead of one
+write per event (a coding agent's answer of 20 pieces was about 28 writes). Pieces of one
+block that arrived in one read are one ``BlockDelta``, as the Chat Completions path makes
+them one delta: one event to encode and send instead of one per upstream chunk.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
 from dataclasses import dataclass
 
 from aichat.answer.translate import counted_usage
@@ -34,7 +39,7 @@ from aichat.providers.base import (
     ToolCallDelta,
     Usage,
 )
-from aichat.providers.neutral import neutral_events
+from aichat.providers.neutral import Parts
 from aichat.providers.reasoning import ThinkSplitter
 
 
@@ -176,8 +181,9 @@ async def segment(
     *,
     limit: float = math.inf,
     texts: bool = True,
-) -> AsyncGenerator[BlockEvent, None]:
-    """Block events of one answer; raises ``Incomplete`` if it ends without ``Finish``.
+) -> AsyncGenerator[list[BlockEvent], None]:
+    """Block events of one answer, those of each upstream event in one list; raises
+    ``Incomplete`` if it ends without ``Finish``.
 
     ``BlockStop`` carries the whole text of tool calls, and of text and reasoning blocks
     with ``texts``: at most ``limit`` characters in all, else ``AnswerTooLarge``.
@@ -190,40 +196,66 @@ async def segment(
     blocks = _Segmenter(limit, texts)
     splitter = ThinkSplitter()
     usage: Usage | None = None
-    # Closed here when the answer ends at ``Finish``, not left to the garbage collector.
-    async with aclosing(neutral_events(Chained(first, events))) as answer_events:
-        async for event in answer_events:
-            found: list[BlockEvent] = []
+    parts = Parts()
+    # An iterator, not a generator: nothing is left for the garbage collector to close.
+    async for upstream in Chained(first, events):
+        found: list[BlockEvent] = []
+        for event in parts.of(upstream):
             if isinstance(event, TextDelta):
-                found = blocks.text(splitter.feed(event.text), reasoning)
+                found += blocks.text(splitter.feed(event.text), reasoning)
             elif isinstance(event, ReasoningDelta):
-                found = blocks.text([(True, event.text)], reasoning)
+                found += blocks.text([(True, event.text)], reasoning)
             elif isinstance(event, ToolCallDelta):
-                found = blocks.add(event.index, event.arguments, event)
+                found += blocks.add(event.index, event.arguments, event)
             elif isinstance(event, Usage):
                 usage = event
             elif isinstance(event, Finish):
-                for block in blocks.text(splitter.flush(), reasoning) + blocks.close():
-                    yield block
+                found += blocks.text(splitter.flush(), reasoning) + blocks.close()
                 counted = usage or counted_usage(prompt.texts(), blocks.produced.tokens())
-                yield End(event.reason, counted)
+                found.append(End(event.reason, counted))
+                yield _merged(found)
                 return
-            for block in found:
-                yield block
+        if found:
+            yield _merged(found)
     raise Incomplete()
 
 
-async def collect(blocks: AsyncIterator[BlockEvent]) -> tuple[list[BlockStop], End]:
+def _merged(found: list[BlockEvent]) -> list[BlockEvent]:
+    """``found`` with each run of deltas of one block made one delta."""
+    if len(found) < 2:
+        return found
+    merged: list[BlockEvent] = []
+    run: list[BlockDelta] = []  # deltas of one block in a row, not yet in ``merged``
+    for block in found:
+        if isinstance(block, BlockDelta) and (not run or run[0].index == block.index):
+            run.append(block)
+            continue
+        merged += _joined(run)
+        run = [block] if isinstance(block, BlockDelta) else []
+        if not run:
+            merged.append(block)
+    return merged + _joined(run)
+
+
+def _joined(run: list[BlockDelta]) -> list[BlockDelta]:
+    """One delta for a run of deltas of one block."""
+    if len(run) < 2:
+        return run
+    return [BlockDelta(run[0].index, "".join([delta.text for delta in run]))]
+
+
+async def collect(blocks: AsyncIterator[list[BlockEvent]]) -> tuple[list[BlockStop], End]:
     """Every completed block of an answer and its end, for APIs that answer whole."""
     stops: list[BlockStop] = []
     end: End | None = None
     # To the last block: ``segment`` ends right after ``End``, and one left suspended would
     # be closed by the garbage collector instead of here.
-    async for block in blocks:
-        if isinstance(block, BlockStop):
-            stops.append(block)
-        elif isinstance(block, End):
-            end = block
+    async for found in blocks:
+        for block in found:
+            if isinstance(block, BlockStop):
+                stops.append(block)
+            elif isinstance(block, End):
+                end = block
     if end is None:
         raise Incomplete()  # ``segment`` raises first; this keeps the contract local
     return stops, end

@@ -33,6 +33,7 @@ from aichat.answer.blocks import (
     BlockEvent,
     BlockStart,
     BlockStop,
+    End,
     collect,
     segment,
 )
@@ -46,7 +47,9 @@ from aichat.core.ids import new_id
 from aichat.core.prompt import Prompt
 from aichat.core.schemas import (
     ChatCompletionRequest,
+    Validated,
     parse_chat_request,
+    parse_json,
     prompt_text,
     read_json,
     routing_fields,
@@ -443,7 +446,9 @@ def usage_object(usage: Usage) -> dict[str, int]:
     }
 
 
-async def whole_message(req: MessagesRequest, blocks: AsyncIterator[BlockEvent]) -> dict[str, Any]:
+async def whole_message(
+    req: MessagesRequest, blocks: AsyncIterator[list[BlockEvent]]
+) -> dict[str, Any]:
     """The complete message, once the answer has ended."""
     stops, end = await collect(blocks)
     return message_object(
@@ -464,10 +469,50 @@ def _delta_type(block: BlockStart) -> tuple[str, str]:
     return "input_json_delta", "partial_json"
 
 
+class _MessagesWriter:
+    """Spells block events as Anthropic's named events, remembering the open block's kind."""
+
+    __slots__ = ("_field", "_kind")
+
+    def __init__(self) -> None:
+        self._kind, self._field = "text_delta", "text"
+
+    def events(self, block: BlockEvent) -> bytes:
+        """The events of one block event (``message_delta`` and ``message_stop`` for ``End``)."""
+        if isinstance(block, BlockStart):
+            data = {
+                "type": "content_block_start",
+                "index": block.index,
+                "content_block": content_block(block),
+            }
+            self._kind, self._field = _delta_type(block)
+            return named_event("content_block_start", data)
+        if isinstance(block, BlockDelta):
+            delta = {"type": self._kind, self._field: block.text}
+            data = {"type": "content_block_delta", "index": block.index, "delta": delta}
+            return named_event("content_block_delta", data)
+        if isinstance(block, BlockStop):
+            out = b""
+            if block.tool is not None:
+                tool_input(block.text)  # a broken call fails the stream instead of reaching you
+            if block.reasoning:
+                signed = {"type": "signature_delta", "signature": SIGNATURE}
+                data = {"type": "content_block_delta", "index": block.index, "delta": signed}
+                out = named_event("content_block_delta", data)
+            data = {"type": "content_block_stop", "index": block.index}
+            return out + named_event("content_block_stop", data)
+        ending = {"stop_reason": stop_reason(block.reason), "stop_sequence": None}
+        data = {"type": "message_delta", "delta": ending, "usage": usage_object(block.usage)}
+        return named_event("message_delta", data) + named_event(
+            "message_stop", {"type": "message_stop"}
+        )
+
+
 async def stream_events(
-    req: MessagesRequest, prompt: Prompt, blocks: AsyncGenerator[BlockEvent, None]
+    req: MessagesRequest, prompt: Prompt, blocks: AsyncGenerator[list[BlockEvent], None]
 ) -> AsyncGenerator[bytes, None]:
-    """Every event of a streamed message, ending ``message_stop`` only if it finished.
+    """Every event of a streamed message, ending ``message_stop`` only if it finished; the
+    events of one upstream read together, in one write.
 
     ``blocks`` is closed here: the stream's end leaves with ``message_stop``, before the
     blocks' generator has seen that it is over.
@@ -475,50 +520,28 @@ async def stream_events(
     # The upstream's own count, when it has one, comes with message_delta at the end.
     usage = {"input_tokens": prompt_tokens(prompt.texts()), "output_tokens": 0}
     start = message_object(req, new_message_id(), usage=usage)
-    yield named_event("message_start", {"type": "message_start", "message": start})
-    yield named_event("ping", {"type": "ping"})
-    kind, field = "text_delta", "text"
+    message_start = named_event("message_start", {"type": "message_start", "message": start})
+    yield message_start + named_event("ping", {"type": "ping"})
+    writer = _MessagesWriter()
     async with aclosing(blocks):
-        async for block in blocks:
-            if isinstance(block, BlockStart):
-                data = {
-                    "type": "content_block_start",
-                    "index": block.index,
-                    "content_block": content_block(block),
-                }
-                yield named_event("content_block_start", data)
-                kind, field = _delta_type(block)
-            elif isinstance(block, BlockDelta):
-                delta = {"type": kind, field: block.text}
-                data = {"type": "content_block_delta", "index": block.index, "delta": delta}
-                yield named_event("content_block_delta", data)
-            elif isinstance(block, BlockStop):
-                if block.tool is not None:
-                    tool_input(block.text)  # a broken call fails the stream instead of reaching you
-                if block.reasoning:
-                    signed = {"type": "signature_delta", "signature": SIGNATURE}
-                    data = {"type": "content_block_delta", "index": block.index, "delta": signed}
-                    yield named_event("content_block_delta", data)
-                data = {"type": "content_block_stop", "index": block.index}
-                yield named_event("content_block_stop", data)
-            else:
-                ending = {"stop_reason": stop_reason(block.reason), "stop_sequence": None}
-                data = {
-                    "type": "message_delta",
-                    "delta": ending,
-                    "usage": usage_object(block.usage),
-                }
-                yield named_event("message_delta", data)
-                yield Final(named_event("message_stop", {"type": "message_stop"}))
+        async for found in blocks:
+            data = b"".join([writer.events(block) for block in found])
+            if isinstance(found[-1], End):
+                yield Final(data)  # with the end of the body
+                return
+            yield data
 
 
-def messages_prompt(body: dict[str, Any], raw: bytes, headers: Mapping[str, str]) -> Prompt:
+def messages_prompt(
+    request: Validated[MessagesRequest], raw: bytes, headers: Mapping[str, str]
+) -> Prompt:
     """A Messages request as the answer path carries it: validated and translated to Chat
     Completions only for an upstream of another API."""
+    body = request.body
     model, stream, max_tokens = routing_fields(body, "max_tokens")
 
     def to_chat() -> tuple[ChatCompletionRequest, list[str]]:
-        return to_chat_request(validate_body(MessagesRequest, body))
+        return to_chat_request(request())
 
     given = {name: headers[name] for name in FORWARDED_HEADERS if name in headers}
     return Prompt("messages", model, stream, body, raw, to_chat, max_tokens, given)
@@ -527,21 +550,16 @@ def messages_prompt(body: dict[str, Any], raw: bytes, headers: Mapping[str, str]
 class MessagesSpeaker:
     """Anthropic's words for an answer: its named events, or a whole ``message``."""
 
-    __slots__ = ("_limit", "_prompt", "_request")
+    __slots__ = ("_limit", "_prompt", "_req")
 
-    def __init__(self, prompt: Prompt, limit: float) -> None:
+    def __init__(self, prompt: Prompt, request: Validated[MessagesRequest], limit: float) -> None:
         self._prompt = prompt
-        self._request: MessagesRequest | None = None
+        self._req = request  # validated once, shared with the translation
         self._limit = limit  # characters of an answer kept to repeat at its end
-
-    def _req(self) -> MessagesRequest:
-        if self._request is None:
-            self._request = validate_body(MessagesRequest, self._prompt.body)
-        return self._request
 
     def _blocks(
         self, first: Event, events: AsyncIterator[Event]
-    ) -> AsyncGenerator[BlockEvent, None]:
+    ) -> AsyncGenerator[list[BlockEvent], None]:
         # A whole message holds its blocks' text; a stream repeats only tool calls' input.
         return segment(
             first,
@@ -572,9 +590,12 @@ class MessagesSpeaker:
 
 async def create_message(request: web.Request) -> web.StreamResponse:
     """Answer one Anthropic Messages request, streamed or whole."""
-    prompt = messages_prompt(await read_json(request), await request.read(), request.headers)
-    limit = request.app[LIVE].settings.max_answer_bytes
-    return await respond(request, request[EXCHANGE], prompt, MessagesSpeaker(prompt, limit))
+    # Read exactly only if translated: untranslated, its bytes go upstream as sent.
+    raw = await request.read()  # raises 413 past client_max_size
+    body = Validated(MessagesRequest, parse_json(raw, exact=False), raw)
+    prompt = messages_prompt(body, raw, request.headers)
+    speaker = MessagesSpeaker(prompt, body, request.app[LIVE].settings.max_answer_bytes)
+    return await respond(request, request[EXCHANGE], prompt, speaker)
 
 
 async def count_message_tokens(request: web.Request) -> web.Response:

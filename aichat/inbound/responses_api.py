@@ -28,7 +28,7 @@ from typing import Annotated, Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema
 
 from aichat.answer.answering import respond
 from aichat.answer.blocks import (
@@ -49,10 +49,10 @@ from aichat.core.ids import new_id
 from aichat.core.prompt import Prompt
 from aichat.core.schemas import (
     ChatCompletionRequest,
+    Validated,
     parse_chat_request,
-    read_json,
+    parse_json,
     routing_fields,
-    validate_body,
 )
 from aichat.inbound.responses_tools import (
     ToolMap,
@@ -87,6 +87,15 @@ class ResponsesRequest(BaseModel):
     reasoning: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
     user: str | None = None
+    _mapped: tuple[ToolMap, list[str]] | None = PrivateAttr(default=None)
+
+    def mapped_tools(self) -> tuple[ToolMap, list[str]]:
+        """The chat tools for ``tools`` and the hosted tools dropped (``map_tools``), made
+        once: the translation and the answer's envelope both need them."""
+        if self._mapped is None:
+            self._mapped = map_tools(self.tools or [])
+        tools, dropped = self._mapped
+        return tools, list(dropped)
 
 
 # Fields with the same name and meaning in chat completions.
@@ -245,7 +254,7 @@ def to_chat_request(req: ResponsesRequest) -> tuple[ChatCompletionRequest, list[
     """The chat-completions request for ``req``, the fields that could not be carried, and
     the map from its tools' upstream names back to the client's."""
     _refuse_state(req)
-    tools, dropped = map_tools(req.tools or [])
+    tools, dropped = req.mapped_tools()
     body: dict[str, Any] = {"model": req.model, "messages": input_messages(req, tools, dropped)}
     if req.stream:
         # Pass-through upstreams then report usage, which response.completed carries.
@@ -393,7 +402,9 @@ def ending(end: End) -> tuple[str, dict[str, Any]]:
     return "incomplete", {**fields, "incomplete_details": {"reason": reason}}
 
 
-async def whole_response(envelope: Envelope, blocks: AsyncIterator[BlockEvent]) -> dict[str, Any]:
+async def whole_response(
+    envelope: Envelope, blocks: AsyncIterator[list[BlockEvent]]
+) -> dict[str, Any]:
     """The complete Response object, once the answer has ended."""
     stops, end = await collect(blocks)
     output = [
@@ -401,6 +412,16 @@ async def whole_response(envelope: Envelope, blocks: AsyncIterator[BlockEvent]) 
     ]
     status, fields = ending(end)
     return envelope.response(status, output, **fields)
+
+
+def _encoded_once(value: dict[str, Any]) -> Any:
+    """``value`` as JSON made once, for events that repeat it (a response object holds the
+    request's tools: 20 KB for Codex); ``value`` itself when orjson refuses it, for
+    ``named_event`` to write with json."""
+    try:
+        return orjson.Fragment(orjson.dumps(value))
+    except TypeError:  # orjson.JSONEncodeError is one
+        return value
 
 
 class ResponseStream:
@@ -512,25 +533,34 @@ class ResponseStream:
             self._event("response.output_item.done", output_index=stop.index, item=item),
         ]
 
-    async def events(self, blocks: AsyncGenerator[BlockEvent, None]) -> AsyncGenerator[bytes, None]:
-        """Every event of the response, ending ``response.completed`` only if it completed."""
-        started = self._envelope.response("in_progress", [])
-        yield self._event("response.created", response=started)
-        yield self._event("response.in_progress", response=started)
+    def _of(self, block: BlockEvent) -> list[bytes]:
+        """The events of one block event; the final one for ``End``."""
+        if isinstance(block, BlockStart):
+            return self._start(block)
+        if isinstance(block, BlockDelta):
+            return self._delta(block)
+        if isinstance(block, BlockStop):
+            return self._stop(block)
+        status, fields = ending(block)
+        final = self._envelope.response(status, self._output, **fields)
+        return [self._event(f"response.{status}", response=final)]
+
+    async def events(
+        self, blocks: AsyncGenerator[list[BlockEvent], None]
+    ) -> AsyncGenerator[bytes, None]:
+        """Every event of the response, ending ``response.completed`` only if it completed;
+        the events of one upstream read together, in one write."""
+        started = _encoded_once(self._envelope.response("in_progress", []))
+        yield self._event("response.created", response=started) + self._event(
+            "response.in_progress", response=started
+        )
         async with aclosing(blocks):
-            async for block in blocks:
-                if isinstance(block, BlockStart):
-                    events = self._start(block)
-                elif isinstance(block, BlockDelta):
-                    events = self._delta(block)
-                elif isinstance(block, BlockStop):
-                    events = self._stop(block)
-                else:
-                    status, fields = ending(block)
-                    final = self._envelope.response(status, self._output, **fields)
-                    events = [Final(self._event(f"response.{status}", response=final))]
-                for event in events:
-                    yield event
+            async for found in blocks:
+                data = b"".join([event for block in found for event in self._of(block)])
+                if isinstance(found[-1], End):
+                    yield Final(data)  # with the end of the body
+                    return
+                yield data
 
     def failed(self, err: APIError) -> bytes:
         """The end of a stream that failed after it started: ``error``, ``response.failed``."""
@@ -547,13 +577,14 @@ class ResponseStream:
         ) + self._event("response.failed", response=final)
 
 
-def responses_prompt(body: dict[str, Any], raw: bytes) -> Prompt:
+def responses_prompt(request: Validated[ResponsesRequest], raw: bytes) -> Prompt:
     """A Responses request as the answer path carries it: validated and translated to Chat
     Completions only for an upstream of another API."""
+    body = request.body
     model, stream, max_tokens = routing_fields(body, "max_output_tokens")
 
     def to_chat() -> tuple[ChatCompletionRequest, list[str]]:
-        chat, dropped, _ = to_chat_request(validate_body(ResponsesRequest, body))
+        chat, dropped, _ = to_chat_request(request())
         return chat, dropped
 
     return Prompt("responses", model, stream, body, raw, to_chat, max_tokens)
@@ -562,10 +593,11 @@ def responses_prompt(body: dict[str, Any], raw: bytes) -> Prompt:
 class ResponsesSpeaker:
     """The Responses API's words for an answer: its typed events, or a whole response."""
 
-    __slots__ = ("_envelope", "_limit", "_prompt", "_stream")
+    __slots__ = ("_envelope", "_limit", "_prompt", "_req", "_stream")
 
-    def __init__(self, prompt: Prompt, limit: float) -> None:
+    def __init__(self, prompt: Prompt, request: Validated[ResponsesRequest], limit: float) -> None:
         self._prompt = prompt
+        self._req = request  # validated once, shared with the translation
         # Characters of an answer kept: both answers repeat every item whole at their end.
         self._limit = limit
         self._envelope: Envelope | None = None
@@ -573,8 +605,8 @@ class ResponsesSpeaker:
 
     def _started(self) -> Envelope:
         if self._envelope is None:
-            req = validate_body(ResponsesRequest, self._prompt.body)
-            self._envelope = Envelope.start(req, map_tools(req.tools or [])[0])
+            req = self._req()
+            self._envelope = Envelope.start(req, req.mapped_tools()[0])
         return self._envelope
 
     def stream(self, first: Event, events: AsyncIterator[Event]) -> AsyncGenerator[bytes, None]:
@@ -602,6 +634,9 @@ class ResponsesSpeaker:
 
 async def create_response(request: web.Request) -> web.StreamResponse:
     """Answer one Responses API request, streamed or whole."""
-    prompt = responses_prompt(await read_json(request), await request.read())
-    limit = request.app[LIVE].settings.max_answer_bytes
-    return await respond(request, request[EXCHANGE], prompt, ResponsesSpeaker(prompt, limit))
+    # Read exactly only if translated: untranslated, its bytes go upstream as sent.
+    raw = await request.read()  # raises 413 past client_max_size
+    body = Validated(ResponsesRequest, parse_json(raw, exact=False), raw)
+    prompt = responses_prompt(body, raw)
+    speaker = ResponsesSpeaker(prompt, body, request.app[LIVE].settings.max_answer_bytes)
+    return await respond(request, request[EXCHANGE], prompt, speaker)

@@ -41,10 +41,24 @@ from aichat.providers.streaming import EventSplitter, sse_events
 MODEL_PAIR = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
 
 
+def _model_pairs(raw: bytes) -> list[bytes]:
+    """Every ``"model": "..."`` pair in ``raw``.
+
+    Where ``"model"`` occurs once in all, as in most requests, two substring searches and
+    one match find it: a regular expression's pass over a coding agent's 40-50 KB body
+    costs five times as much (callgrind).
+    """
+    at = raw.find(b'"model"')
+    if at >= 0 and raw.find(b'"model"', at + 1) < 0:
+        match = MODEL_PAIR.match(raw, at)
+        return [match.group(0)] if match else []
+    return MODEL_PAIR.findall(raw)
+
+
 def with_model(raw: bytes, body: Mapping[str, Any], model: str) -> bytes:
     """``raw`` (the JSON ``body``) with its top-level model replaced by ``model``, every other
     byte as sent; re-written whole only when the model's place in the bytes is ambiguous."""
-    pairs = MODEL_PAIR.findall(raw)
+    pairs = _model_pairs(raw)
     if len(pairs) == 1:
         try:
             value = json.loads(b"{" + pairs[0] + b"}")["model"]

@@ -52,35 +52,52 @@ def is_raw(event: Event) -> bool:
     return isinstance(event, RawChunks | RawCompletion | RawEvents | RawBody)
 
 
-async def neutral_events(events: AsyncIterator[Event]) -> AsyncGenerator[Event, None]:
-    """``events`` with every upstream's own words taken apart into neutral events."""
-    reason: str | None = None
-    found: Reader | None = None
-    async for event in events:
+class Parts:
+    """Takes an answer's events apart into neutral events, one upstream event at a time.
+
+    Synchronous, so that a consumer sees which neutral events one upstream event (one read
+    of a stream) held: a translated stream writes what one read brought in one write.
+    """
+
+    __slots__ = ("_reader", "_reason")
+
+    def __init__(self) -> None:
+        self._reason: str | None = None
+        self._reader: Reader | None = None
+
+    def of(self, event: Event) -> list[Event]:
+        """The neutral events of ``event``; ``Finish`` with the upstream's finish reason."""
         if isinstance(event, RawEvents | RawBody):
-            found = found or reader(event.api)
+            found = self._reader = self._reader or reader(event.api)
             parsed = (
                 found.stream(event.data)
                 if isinstance(event, RawEvents)
                 else found.whole(event.data)
             )
-            reason = found.reason or reason
-            for inner in parsed:
-                yield inner
-        elif isinstance(event, RawChunks | RawCompletion):
-            parsed_all = (
-                [chunk_events(text) for text in event.jsons]
-                if isinstance(event, RawChunks)
-                else [completion_events(event.json)]
-            )
-            for parsed, event_reason in parsed_all:
-                reason = event_reason or reason
-                for inner in parsed:
-                    yield inner
-        elif isinstance(event, Finish):
-            yield Finish(reason or event.reason)
-        else:
-            yield event
+            self._reason = found.reason or self._reason
+            return parsed
+        if isinstance(event, RawChunks):
+            inner: list[Event] = []
+            for text in event.jsons:
+                chunk, reason = chunk_events(text)
+                self._reason = reason or self._reason
+                inner += chunk
+            return inner
+        if isinstance(event, RawCompletion):
+            whole, reason = completion_events(event.json)
+            self._reason = reason or self._reason
+            return whole
+        if isinstance(event, Finish):
+            return [Finish(self._reason or event.reason)]
+        return [event]
+
+
+async def neutral_events(events: AsyncIterator[Event]) -> AsyncGenerator[Event, None]:
+    """``events`` with every upstream's own words taken apart into neutral events."""
+    parts = Parts()
+    async for event in events:
+        for inner in parts.of(event):
+            yield inner
 
 
 @asynccontextmanager

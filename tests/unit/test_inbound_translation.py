@@ -12,7 +12,7 @@ from aichat.answer.capabilities import CAPABILITIES, dropped_params
 from aichat.core.errors import InvalidRequest
 from aichat.core.exchange import Exchange
 from aichat.core.prompt import Prompt
-from aichat.core.schemas import parse_chat_request
+from aichat.core.schemas import Validated, parse_chat_request, parse_json
 from aichat.inbound import anthropic_api, responses_api
 from aichat.operations.timing import server_timing
 from aichat.providers.base import (
@@ -80,6 +80,23 @@ def test_responses_refuses_what_needs_state_or_bad_shapes(
     with pytest.raises(InvalidRequest) as info:
         responses_api.to_chat_request(_responses(body))
     assert info.value.param == param
+
+
+def test_a_translated_request_keeps_integers_past_64_bits() -> None:
+    # Read loosely for the untranslated path (its bytes go upstream as sent); read again
+    # exactly once it has to be translated.
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+        "tools": [{"name": "t", "input_schema": {"type": "integer", "maximum": 2**64 + 1}}],
+    }
+    raw = json.dumps(body).encode()
+    loose = parse_json(raw, exact=False)
+    assert loose["tools"][0]["input_schema"]["maximum"] != 2**64 + 1  # orjson: a float
+    request = Validated(anthropic_api.MessagesRequest, loose, raw)
+    chat = anthropic_api.messages_prompt(request, raw, {}).chat()
+    assert chat.body["tools"][0]["function"]["parameters"]["maximum"] == 2**64 + 1
 
 
 def test_anthropic_blocks_become_chat_messages() -> None:
@@ -187,7 +204,11 @@ async def test_segment_opens_and_closes_blocks() -> None:
         Usage(1, 2),
         Finish(),
     )
-    got = [e async for e in segment(TextDelta("a"), stream, Prompt.of_chat(request, b""))]
+    got = [
+        e
+        async for found in segment(TextDelta("a"), stream, Prompt.of_chat(request, b""))
+        for e in found
+    ]
     assert [type(e) for e in got] == [
         BlockStart,
         BlockDelta,
@@ -208,7 +229,11 @@ async def test_segment_opens_and_closes_blocks() -> None:
 async def test_segment_without_finish_is_incomplete() -> None:
     request = parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}]})
     with pytest.raises(Incomplete):
-        _ = [e async for e in segment(TextDelta("a"), _events(), Prompt.of_chat(request, b""))]
+        _ = [
+            e
+            async for found in segment(TextDelta("a"), _events(), Prompt.of_chat(request, b""))
+            for e in found
+        ]
 
 
 def test_dropped_params_follow_the_capability_table() -> None:
@@ -226,7 +251,8 @@ def test_what_a_translation_leaves_out_is_dropped_only_for_another_api() -> None
         "top_k": 3,
         "messages": [{"role": "user", "content": "x"}],
     }
-    prompt = anthropic_api.messages_prompt(body, json.dumps(body).encode(), {})
+    request = Validated(anthropic_api.MessagesRequest, body)
+    prompt = anthropic_api.messages_prompt(request, json.dumps(body).encode(), {})
     prompt.chat()
     assert dropped_params(prompt, "chat", CAPABILITIES["openai"]) == ["top_k"]
     assert dropped_params(prompt, "messages", CAPABILITIES["anthropic"]) == []
@@ -241,3 +267,26 @@ def test_server_timing_header_says_what_is_known() -> None:
     assert (
         server_timing(exchange, 10.4005) == "gw-pre;dur=1.00, upstream;dur=399.00, gw-post;dur=0.50"
     )
+
+
+async def test_each_response_object_lists_the_tools_whatever_writes_the_events() -> None:
+    # The tools are encoded once for all events when orjson writes the rest; metadata with
+    # an integer past 64 bits makes the events go through json instead, still whole.
+    tool = {"type": "function", "name": "t", "parameters": {"type": "object"}}
+    for metadata in ({"k": "v"}, {"k": 2**64 + 1}):
+        body = {"model": "m", "input": "x", "stream": True, "tools": [tool], "metadata": metadata}
+        request = Validated(responses_api.ResponsesRequest, body)()
+        envelope = responses_api.Envelope.start(request, request.mapped_tools()[0])
+        chat = parse_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+        blocks = segment(TextDelta("hi"), _events(Finish()), Prompt.of_chat(chat, b""))
+        raw = b"".join(
+            [data async for data in responses_api.ResponseStream(envelope).events(blocks)]
+        )
+        objects = [json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ")]
+        responses = [o["response"] for o in objects if "response" in o]
+        assert [o["type"] for o in objects if "response" in o] == [
+            "response.created",
+            "response.in_progress",
+            "response.completed",
+        ]
+        assert all(r["tools"] == [tool] and r["metadata"] == metadata for r in responses)

@@ -30,6 +30,7 @@ from aichat.operations.auth import KeyRing, _digest, presented_key
 from aichat.providers.aichats import piece_text
 from aichat.providers.base import Event, Finish, RawChunks, TextDelta, ToolCallDelta, Usage
 from aichat.providers.http import MAX_RETRY_AFTER, UpstreamBounds, retry_after_seconds
+from aichat.providers.native import with_model
 from aichat.providers.openai import OpenAIProvider
 from aichat.providers.openai_events import chunk_events, completion_events
 from aichat.providers.streaming import iter_line_batches, sse_payloads
@@ -269,7 +270,11 @@ def test_blocks_open_fill_and_close_in_order(events: list[Event], reason: str) -
     answer: list[Event] = [*events, Finish(reason)]
 
     async def blocks() -> list[Any]:
-        return [b async for b in segment(answer[0], _events(answer[1:]), chat_request())]
+        return [
+            b
+            async for found in segment(answer[0], _events(answer[1:]), chat_request())
+            for b in found
+        ]
 
     out = run(blocks())
     assert isinstance(out[-1], End)
@@ -479,3 +484,31 @@ def test_presented_key_reads_bearer_tokens_only(scheme: str, token: str) -> None
         assert got == token.strip()
     else:
         assert got is None
+
+
+plain_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["model", "type", "x"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@PROPERTIES
+@given(
+    model=st.text(max_size=12),
+    others=st.dictionaries(st.sampled_from(["metadata", "type", "input"]), plain_json),
+    spaced=st.booleans(),
+)
+def test_with_model_changes_the_top_level_model_and_nothing_else(
+    model: str, others: dict[str, Any], spaced: bool
+) -> None:
+    body = {**others, "model": model}
+    raw = json.dumps(body, separators=(", ", ": ") if spaced else (",", ":")).encode()
+    sent = with_model(raw, body, "upstream-model")
+    assert json.loads(sent) == {**others, "model": "upstream-model"}
+    if raw.count(b'"model"') == 1:  # one place for it: every other byte as sent
+        pair = b'"model"' + (b": " if spaced else b":") + json.dumps(model).encode()
+        assert sent.replace(b'"model":"upstream-model"', pair) == raw

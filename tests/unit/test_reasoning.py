@@ -104,7 +104,7 @@ async def _events(*events: Event) -> AsyncIterator[Event]:
 async def test_reasoning_gets_blocks_of_its_own_before_the_answer() -> None:
     chunk = json.dumps({"choices": [{"index": 0, "delta": {"reasoning_content": "b"}}]})
     stream = _events(RawChunks((chunk,)), TextDelta("Hi"), Usage(1, 2), Finish())
-    got = [e async for e in segment(ReasoningDelta("a"), stream, _request())]
+    got = [e async for found in segment(ReasoningDelta("a"), stream, _request()) for e in found]
     assert got == [
         BlockStart(0, None, reasoning=True),
         BlockDelta(0, "a"),
@@ -120,14 +120,24 @@ async def test_reasoning_gets_blocks_of_its_own_before_the_answer() -> None:
 async def test_think_tags_become_reasoning_blocks_or_nothing() -> None:
     for reasoning, expected in ((True, ["plan", "Answer"]), (False, ["Answer"])):
         stream = _events(TextDelta("an</think>\n"), TextDelta("Answer"), Finish())
-        got = [e async for e in segment(TextDelta("<think>pl"), stream, _request(), reasoning)]
+        got = [
+            e
+            async for found in segment(TextDelta("<think>pl"), stream, _request(), reasoning)
+            for e in found
+        ]
         assert [e.text for e in got if isinstance(e, BlockStop)] == expected
 
 
 async def test_reasoning_counts_as_completion_tokens_when_the_upstream_reports_none() -> None:
-    without = [e async for e in segment(TextDelta("Hi"), _events(Finish()), _request())]
+    without = [
+        e async for found in segment(TextDelta("Hi"), _events(Finish()), _request()) for e in found
+    ]
     stream = _events(TextDelta("Hi"), Finish())
-    counted = [e async for e in segment(ReasoningDelta("long " * 50), stream, _request())]
+    counted = [
+        e
+        async for found in segment(ReasoningDelta("long " * 50), stream, _request())
+        for e in found
+    ]
     assert isinstance(without[-1], End)
     assert isinstance(counted[-1], End)
     assert counted[-1].usage.completion_tokens > without[-1].usage.completion_tokens
