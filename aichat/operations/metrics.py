@@ -35,9 +35,8 @@ from prometheus_client.utils import floatToGoString
 from aichat.core.errors import APIError, AuthenticationError
 from aichat.operations.auth import FAILED_KEYS, key_matches, presented_key
 from aichat.operations.link import WORKER_LINK
-from aichat.operations.metrics_sum import text
+from aichat.operations.metrics_sum import gateway_metrics, text
 from aichat.operations.redis_pool import StoreBusy, StoreUnavailable
-from aichat.operations.shared import gateway_metrics
 
 # Latency buckets in seconds, from a cached answer to a long generation.
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)

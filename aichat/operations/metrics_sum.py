@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from aichat.operations.link import Link
+
 Family = list[Any]  # [name, type, help, unit, [[sample name, labels, value], ...]]
 
 _UP_HELP = (
@@ -29,6 +31,9 @@ _UP_HELP = (
     "(its last metrics are counted)."
 )
 _HIGHEST = frozenset({"aichat_circuit_state", "aichat_config_reloads"})
+
+SNAPSHOT_TIMEOUT = 2.0  # seconds a scrape waits for a worker's samples before using its last
+SCRAPE_TIMEOUT = SNAPSHOT_TIMEOUT + 2.0  # seconds a worker waits for the supervisor's answer
 
 
 def snapshot(registry: CollectorRegistry) -> list[Family]:
@@ -93,3 +98,9 @@ def text(families: list[Family]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
     return generate_latest(registry)
+
+
+async def gateway_metrics(link: Link) -> list[Family]:
+    """The whole gateway's metrics, every worker's added up by the supervisor."""
+    families: list[Family] = await link.ask("metrics", seconds=SCRAPE_TIMEOUT)
+    return families

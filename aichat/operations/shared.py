@@ -44,14 +44,11 @@ from aichat.core.config import Settings
 from aichat.operations.budgets import Hold, MemoryUsage, RedisUsage, UsageStore
 from aichat.operations.limits import CounterStore, MemoryStore, RedisStore, WindowCount
 from aichat.operations.link import Handler, Link
-from aichat.operations.metrics_sum import Family, snapshot, summed
+from aichat.operations.metrics_sum import SNAPSHOT_TIMEOUT, Family, snapshot, summed
 from aichat.operations.redis_pool import RedisPool, StoreUnavailable
 from aichat.operations.shared_circuits import CircuitHub
 
 log = logging.getLogger("aichat.shared")
-
-SNAPSHOT_TIMEOUT = 2.0  # seconds a scrape waits for a worker's samples before using its last
-SCRAPE_TIMEOUT = SNAPSHOT_TIMEOUT + 2.0  # seconds a worker waits for the supervisor's answer
 
 
 def _windows(value: Iterable[str]) -> tuple[str, str]:
@@ -176,12 +173,6 @@ def worker_handlers(registry: CollectorRegistry) -> dict[str, Handler]:
         return [taken, snapshot(registry)]
 
     return {"snapshot": samples}
-
-
-async def gateway_metrics(link: Link) -> list[Family]:
-    """The whole gateway's metrics, every worker's added up by the supervisor."""
-    families: list[Family] = await link.ask("metrics", seconds=SCRAPE_TIMEOUT)
-    return families
 
 
 class Hub:

@@ -22,9 +22,9 @@ from aichat.operations.breaker import CircuitBreaker
 from aichat.operations.budgets import Hold
 from aichat.operations.limits import Limiter, Overloaded
 from aichat.operations.link import MAX_FRAME, MAX_UNSENT, Handler, Link
-from aichat.operations.metrics_sum import summed, text
+from aichat.operations.metrics_sum import gateway_metrics, summed, text
 from aichat.operations.redis_pool import StoreBusy, StoreUnavailable
-from aichat.operations.shared import Hub, SharedCounters, SharedUsage, gateway_metrics
+from aichat.operations.shared import Hub, SharedCounters, SharedUsage
 from aichat.operations.shared_circuits import SharedCircuits
 
 
