@@ -241,13 +241,12 @@ async def open_answer(
                 if not err.retryable:
                     _succeeded(circuits, breaker)  # it answered; it only refused this request
                     _log_transition(target, before)
+                    outcomes.append((target, _outcome(err)))
                     if isinstance(err, ContextOverflow) and _overflowed(
                         target, queue, done, larger
                     ):
                         last_error = err, target
-                        outcomes.append((target, _outcome(err)))
                         break
-                    outcomes.append((target, _outcome(err)))
                     raise _given_up(err, target, attempts, outcomes) from None
                 last_error = err, target
                 _failed(policy, target, attempts, err)
