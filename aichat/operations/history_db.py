@@ -39,6 +39,7 @@ from aichat.operations.metrics import METRICS
 T = TypeVar("T")
 
 _SQLITE_BUSY = 5.0  # seconds a SQLite statement waits for another process's write
+_SQLITE_RETRY = 0.01  # seconds between tries to switch a new file to WAL
 _KEEP_WRITERS = 90 * 86400  # seconds a stopped process's batch number is remembered
 _LOCK = 0x616963686174  # PostgreSQL advisory lock taken while migrating ("aichat")
 
@@ -87,6 +88,28 @@ def _values(rows: dict[RowKey, list[int]]) -> list[tuple[Any, ...]]:
     return [(*row, *sums) for row, sums in rows.items()]
 
 
+def _open_sqlite(path: Path) -> sqlite3.Connection:
+    """A connection to ``path`` in WAL mode, waiting up to ``_SQLITE_BUSY`` for other writers.
+
+    Switching a file to WAL takes its exclusive lock, and SQLite answers "database is locked"
+    at once, without its busy timeout, when two processes (``--workers``) open a new file
+    together; so the switch is retried here until the same deadline.
+    """
+    connection = sqlite3.connect(path, timeout=_SQLITE_BUSY, isolation_level=None)
+    deadline = time.monotonic() + _SQLITE_BUSY
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                connection.close()
+                raise
+            time.sleep(_SQLITE_RETRY)
+    connection.execute("PRAGMA synchronous=NORMAL")
+    return connection
+
+
 class SqliteDatabase:
     """The history in a SQLite file."""
 
@@ -100,11 +123,7 @@ class SqliteDatabase:
     async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
             if self._connection is None:
-                self._connection = sqlite3.connect(
-                    self.path, timeout=_SQLITE_BUSY, isolation_level=None
-                )
-                self._connection.execute("PRAGMA journal_mode=WAL")
-                self._connection.execute("PRAGMA synchronous=NORMAL")
+                self._connection = _open_sqlite(self.path)
             return work(self._connection)
 
         try:

@@ -191,6 +191,19 @@ async def test_a_batch_written_twice_counts_once_and_migrating_again_changes_not
     assert len(MIGRATIONS) == 1
 
 
+async def test_workers_creating_one_sqlite_file_together_all_start(tmp_path: Path) -> None:
+    # The switch of a new file to WAL failed at once, about once in a hundred openings,
+    # when another opening raced it; so many new files, each opened by four at once.
+    for attempt in range(150):
+        databases = [SqliteDatabase(tmp_path / f"usage{attempt}.db") for _ in range(4)]
+        try:
+            await asyncio.gather(*(database.migrate() for database in databases))
+            assert await databases[0].read(*days()) == []
+        finally:
+            for database in databases:
+                await database.close()
+
+
 async def test_an_unusable_sqlite_path_stops_the_start_naming_the_variable(tmp_path: Path) -> None:
     env = gateway_env(tmp_path, AICHAT_USAGE_DB=str(tmp_path / "missing" / "usage.db"))
     process = await asyncio.create_subprocess_exec(
