@@ -206,7 +206,9 @@ class History:
             async with asyncio.timeout(CLOSE_WITHIN):
                 if self._writer is not None:
                     await self._writer
-                for _ in range(int(CLOSE_WITHIN / _RETRY_CLOSING)):
+                # Tries until written or out of time: only the timeout ends it unwritten, so
+                # whatever is lost is always logged and counted below.
+                while True:
                     if await self._write_all():
                         break
                     await asyncio.sleep(_RETRY_CLOSING)
