@@ -1,5 +1,5 @@
 """Real gateway processes share one token budget and one money budget through Redis, and one
-usage history."""
+usage history; ``aichat usage`` reports the days it is asked for, to the nano-dollar."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from aichat.operations.history_db import SqliteDatabase
 from tests.deploy.procs import Server, free_port, run, server_env, started
 from tests.unit.test_operations_config import readme_section
 
@@ -150,3 +151,63 @@ def test_aichat_usage_without_a_history_says_where_it_looked(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "aichat-usage.db" in result.stderr and "DATABASE_URL" in result.stderr
     assert not (tmp_path / "aichat-usage.db").exists()
+
+
+async def test_aichat_usage_reports_only_the_days_asked_for(tmp_path: Path) -> None:
+    # requests, input, output, cache read, cache write, nano-dollars, nano-dollars saved
+    gpt, claude = ("gpt-4o", "gpt-4o (openai)"), ("claude", "claude (anthropic)")
+    outside = [5, 10_000, 1_000, 0, 0, 99_000_000, 0]
+    seeded = {
+        ("2026-11-29", "team", *gpt): outside,
+        # 2,000 uncached input at $2.50 a million, 1,000 cached at $1.25, 200 output at $10.
+        ("2026-11-30", "team", *gpt): [2, 3_000, 200, 1_000, 0, 8_250_000, 1_250_000],
+        # 2,000 input at $3, 2,000 written to the cache at $3.75, 500 output at $15.
+        ("2026-11-30", "ci", *claude): [1, 4_000, 500, 0, 2_000, 21_000_000, 0],
+        ("2026-12-01", "ci", *claude): outside,
+    }
+    database = SqliteDatabase(tmp_path / "usage.db")
+    try:
+        await database.migrate()
+        await database.write("seed", 1, seeded)
+    finally:
+        await database.close()
+    env = server_env(
+        0, path=str(Path(sys.executable).parent), AICHAT_USAGE_DB=str(tmp_path / "usage.db")
+    )
+
+    def usage(*args: str) -> list[str]:
+        listed = run(sys.executable, "-m", "aichat", "usage", *args, env=env, cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        return listed.stdout.splitlines()
+
+    one_day = ("--since", "2026-11-30", "--until", "2026-11-30")
+    assert usage(*one_day, "--by", "upstream", "--csv") == [
+        "upstream,requests,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,"
+        "cost_usd,cache_saved_usd",
+        "claude (anthropic),1,4000,500,0,2000,0.021,0.0",  # the dearest first
+        "gpt-4o (openai),2,3000,200,1000,0,0.00825,0.00125",
+    ]
+    assert usage(*one_day)[0] == "UTC 2026-11-30 to 2026-11-30"
+    both_ends = usage("--since", "2026-11-30", "--until", "2026-12-01", "--by", "model", "--json")
+    assert [json.loads(line) for line in both_ends] == [
+        {
+            "model": "claude",
+            "requests": 6,
+            "input_tokens": 14_000,
+            "output_tokens": 1_500,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 2_000,
+            "cost_usd": 0.12,
+            "cache_saved_usd": 0.0,
+        },
+        {
+            "model": "gpt-4o",
+            "requests": 2,
+            "input_tokens": 3_000,
+            "output_tokens": 200,
+            "cache_read_tokens": 1_000,
+            "cache_write_tokens": 0,
+            "cost_usd": 0.00825,
+            "cache_saved_usd": 0.00125,
+        },
+    ]
