@@ -10,7 +10,7 @@ import genai_prices
 import pytest
 
 from aichat.core.config import ModelConfig, PriceConfig
-from tests.conftest import GatewayFactory, _start
+from tests.conftest import Gateway, GatewayFactory, _start
 from tests.e2e.test_usage import HELLO, api_lines
 from tests.fakes import FakeOpenAI
 from tests.fakes_native import FakeAnthropic
@@ -28,6 +28,15 @@ def _genai_usd(model: str, provider: str) -> Decimal:
     usage = genai_prices.Usage(input_tokens=12_000, output_tokens=800, cache_read_tokens=9_000)
     price = genai_prices.calc_price(usage, model, provider_id=provider).total_price
     return price.quantize(Decimal("1e-9"))
+
+
+async def spend(gateway: Gateway) -> dict[str, float]:
+    """``aichat_spend_usd_total`` of ``gateway``, by its labels."""
+    metrics = await (await gateway.http.get(f"{gateway.url}/metrics")).text()
+    return {
+        labels: float(value)
+        for labels, value in re.findall(r"^aichat_spend_usd_total\{(.*)\} (\S+)$", metrics, re.M)
+    }
 
 
 async def test_cost_matches_genai_prices_cached_tokens_included_and_a_local_override(
@@ -74,14 +83,10 @@ async def test_cost_matches_genai_prices_cached_tokens_included_and_a_local_over
         (model, expected[model]) for model in expected for _ in range(2)
     ]
     assert all(line["cache_read_tokens"] == 9_000 for line in lines)
-    metrics = await (await gateway.http.get(f"{gateway.url}/metrics")).text()
-    spend = {
-        labels: float(value)
-        for labels, value in re.findall(r"^aichat_spend_usd_total\{(.*)\} (\S+)$", metrics, re.M)
-    }
+    spent = await spend(gateway)
     for model, usd in expected.items():
         labels = f'key="key-1",model="{model}",upstream="{model} (openai)"'
-        assert spend[labels] == pytest.approx(2 * float(usd), rel=1e-12)
+        assert spent[labels] == pytest.approx(2 * float(usd), rel=1e-12)
 
 
 async def test_a_native_anthropic_upstream_prices_cache_writes_and_reads_as_anthropic(
@@ -121,3 +126,7 @@ async def test_a_native_anthropic_upstream_prices_cache_writes_and_reads_as_anth
     lines = api_lines(caplog)
     assert [Decimal(line["cost_usd"]) for line in lines] == [expected.total_price] * 2
     assert [line["cache_write_tokens"] for line in lines] == [5_000, 5_000]
+    labels = 'key="key-1",model="claude",upstream="claude (anthropic)"'
+    assert (await spend(gateway))[labels] == pytest.approx(
+        2 * float(expected.total_price), rel=1e-12
+    )
