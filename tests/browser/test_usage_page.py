@@ -188,6 +188,9 @@ def test_charts_show_the_numbers_the_api_returns(browser: Page, gateway: UsageGa
             assert legend_at(browser, name, index) == pytest.approx(
                 [series[field][index] for series in expected["series"]], rel=1e-9
             )
+    # Everything came from the gateway: a load from another host, which the page's
+    # Content-Security-Policy refuses, or any script error would be logged here.
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
 def test_totals_top_keys_and_budgets_are_shown(browser: Page, gateway: UsageGateway) -> None:
