@@ -188,7 +188,7 @@ def test_workers_metrics_are_summed_and_each_worker_reported() -> None:
     def family(kind: str, name: str, rows: list[list[Any]]) -> list[Any]:
         return [name, kind, "help", "", rows]
 
-    def worker(requests: float, created: float, state: float) -> list[list[Any]]:
+    def worker(requests: float, created: float, state: float, lag: float) -> list[list[Any]]:
         return [
             family(
                 "counter",
@@ -204,9 +204,16 @@ def test_workers_metrics_are_summed_and_each_worker_reported() -> None:
                 "aichat_circuit_state",
                 [["aichat_circuit_state", {"upstream": "u"}, state]],
             ),
+            family(
+                "gauge",
+                "aichat_event_loop_lag_seconds",
+                [["aichat_event_loop_lag_seconds", {}, lag]],
+            ),
         ]
 
-    exposition = text(summed([("0", True, worker(3, 100, 0)), ("1", False, worker(4, 50, 2))]))
+    exposition = text(
+        summed([("0", True, worker(3, 100, 0, 0.4)), ("1", False, worker(4, 50, 2, 0.3))])
+    )
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for metric in text_string_to_metric_families(exposition.decode())
@@ -217,6 +224,7 @@ def test_workers_metrics_are_summed_and_each_worker_reported() -> None:
         ("aichat_requests_created", (("model", "m"),)): 50,
         ("aichat_open_streams", ()): 4,
         ("aichat_circuit_state", (("upstream", "u"),)): 2,
+        ("aichat_event_loop_lag_seconds", ()): 0.4,  # the latest worker's, not a sum
         ("aichat_worker_up", (("worker", "0"),)): 1,
         ("aichat_worker_up", (("worker", "1"),)): 0,
     }
