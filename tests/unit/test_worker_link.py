@@ -285,7 +285,7 @@ async def test_a_worker_that_does_not_answer_a_scrape_counts_with_its_last_metri
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(shared, "SNAPSHOT_TIMEOUT", 0.2)
-    requests = [1, 2]
+    requests = [1, 2, 4]
     stalled = asyncio.Event()
 
     def answering(worker: int) -> Handler:
@@ -293,7 +293,7 @@ async def test_a_worker_that_does_not_answer_a_scrape_counts_with_its_last_metri
 
         async def snapshot() -> list[Any]:
             nonlocal taken
-            if worker == 1 and stalled.is_set():
+            if worker == 2 or (worker == 1 and stalled.is_set()):  # 2: never answers
                 await asyncio.Event().wait()  # busy for ever
             taken += 1
             rows = [["aichat_requests_total", {}, requests[worker]]]
@@ -303,7 +303,7 @@ async def test_a_worker_that_does_not_answer_a_scrape_counts_with_its_last_metri
 
     hub = Hub()
     links = []
-    for worker in range(2):
+    for worker in range(3):
         ours, theirs = socket.socketpair()
         await hub.join(worker, theirs)
         links.append(await Link.over(ours, {"snapshot": answering(worker)}))
@@ -320,6 +320,7 @@ async def test_a_worker_that_does_not_answer_a_scrape_counts_with_its_last_metri
         "aichat_requests_total": 3,
         "aichat_worker_up0": 1,
         "aichat_worker_up1": 1,
+        "aichat_worker_up2": 0,  # reported down, not left out
     }
     stalled.set()
     requests[0] = 5
@@ -327,6 +328,7 @@ async def test_a_worker_that_does_not_answer_a_scrape_counts_with_its_last_metri
         "aichat_requests_total": 7,
         "aichat_worker_up0": 1,
         "aichat_worker_up1": 0,
+        "aichat_worker_up2": 0,
     }
     for link in links:
         await link.close()
