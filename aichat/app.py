@@ -48,7 +48,6 @@ from aichat.operations.metrics import METRICS, METRICS_KEY, Metrics, metrics_end
 from aichat.operations.pricing import load_price_table
 from aichat.operations.redis_pool import REDIS_POOL, RedisPool
 from aichat.operations.shared import counter_store, worker_handlers
-from aichat.operations.shared_circuits import SharedCircuits
 from aichat.operations.timing import SERVER_TIMING_HEADER, add_server_timing
 from aichat.operations.trace_setup import configured_tracing
 
@@ -112,7 +111,6 @@ async def _worker_link(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     circuits = app[RETRY_POLICY].circuits
-    assert circuits is not None  # made with the app, for a worker
     handlers = {**worker_handlers(app[METRICS].registry), **circuits.handlers()}
     link = app[WORKER_LINK] = await Link.over(sock, handlers, wait=app[SETTINGS].queue_timeout)
     circuits.attach(link, lambda: _breakers(app))
@@ -244,7 +242,6 @@ def create_app(settings: Settings, link: socket.socket | None = None) -> web.App
         settings.retry_backoff,
         settings.retry_max_wait,
         metrics,
-        SharedCircuits() if link is not None else None,
     )
     app[LIFECYCLE] = Lifecycle(started_at=int(time.time()))
     if link is not None:

@@ -25,13 +25,13 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aichat.answer.routing import Target
 from aichat.core.errors import ContextOverflow, UpstreamError
 from aichat.core.prompt import Prompt
 from aichat.core.trace import RequestTrace
-from aichat.operations.breaker import CircuitBreaker, State
+from aichat.operations.breaker import State
 from aichat.operations.metrics import Metrics
 from aichat.operations.shared_circuits import SharedCircuits
 from aichat.operations.tracing import traced
@@ -51,7 +51,8 @@ class RetryPolicy:
     backoff: float = 0.25
     max_wait: float = 5.0
     metrics: Metrics | None = None  # where attempts, retries and first-token times go
-    circuits: SharedCircuits | None = None  # with --workers: the gateway's circuits
+    # The upstreams' circuits: this process's own, the gateway's once attached (--workers).
+    circuits: SharedCircuits = field(default_factory=SharedCircuits)
 
     def delay(self, retry: int, retry_after: float | None) -> float | None:
         """Seconds to wait before retry number ``retry`` (0-based), or None to give up.
@@ -155,13 +156,6 @@ def _failed(policy: RetryPolicy, target: Target, attempt: int, err: UpstreamErro
         policy.metrics.upstream_error(target.metric_label, err.code)
 
 
-def _succeeded(circuits: SharedCircuits | None, breaker: CircuitBreaker) -> None:
-    if circuits is None:
-        breaker.success()
-    else:
-        circuits.success(breaker)
-
-
 def _outcome(err: UpstreamError) -> str:
     """``502 "upstream_error"``: an error's status and code, as :func:`_chain_summary` lists it."""
     return f"{err.status} {json.dumps(str(err.code)[:MAX_CODE])}"
@@ -227,7 +221,7 @@ async def open_answer(
         done += 1
         breaker, before = target.breaker, target.breaker.state
         circuits = policy.circuits
-        allowed = breaker.allow() if circuits is None else await circuits.allow(breaker)
+        allowed = await circuits.allow(breaker)
         _log_transition(target, before)
         if not allowed:
             outcomes.append((target, "circuit open"))
@@ -239,7 +233,7 @@ async def open_answer(
             except UpstreamError as err:
                 before = breaker.state
                 if not err.retryable:
-                    _succeeded(circuits, breaker)  # it answered; it only refused this request
+                    circuits.success(breaker)  # it answered; it only refused this request
                     _log_transition(target, before)
                     outcomes.append((target, _outcome(err)))
                     if isinstance(err, ContextOverflow) and _overflowed(
@@ -252,10 +246,7 @@ async def open_answer(
                 _failed(policy, target, attempts, err)
                 wait = policy.delay(retry, err.retry_after)
                 if wait is None:
-                    if circuits is None:
-                        breaker.failure(err.cause)
-                    else:
-                        circuits.failure(breaker, err.cause)
+                    circuits.failure(breaker, err.cause)
                     _log_transition(target, before)
                     outcomes.append((target, _outcome(err)))
                     break
@@ -265,7 +256,7 @@ async def open_answer(
                 await asyncio.sleep(wait)
                 continue
             before = breaker.state
-            _succeeded(circuits, breaker)
+            circuits.success(breaker)
             _log_transition(target, before)
             answer.attempts = attempts
             if policy.metrics is not None:

@@ -274,10 +274,11 @@ class Hub:
             if taken > self._samples.get(worker, (0, []))[0]:
                 self._samples[worker] = (taken, samples)
             fresh.add(worker)
+        # Every worker is listed, one that never answered too (up 0, nothing to count yet).
         return summed(
             [
-                (str(worker), worker in fresh, samples)
-                for worker, (_, samples) in sorted(self._samples.items())
+                (str(worker), worker in fresh, self._samples.get(worker, (0, []))[1])
+                for worker in workers
             ]
         )
 

@@ -13,6 +13,8 @@ Decisions:
   trial request goes, gateway-wide, as with one process.
 - If the link does not answer, a worker decides on its own state, as it would alone: a
   circuit must not keep an upstream from being tried for want of the supervisor.
+- One process uses a ``SharedCircuits`` too, never attached: each call is then just its
+  breaker's, so the answering code has one path for both.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from aichat.operations.redis_pool import StoreBusy, StoreUnavailable
 
 
 class SharedCircuits:
-    """A worker's side: its breakers follow the supervisor's, once ``attach``-ed."""
+    """A worker's side: its breakers follow the supervisor's, once ``attach``-ed (until
+    then, and in one process, each call is the breaker's own)."""
 
     def __init__(self) -> None:
         self._link: Link | None = None

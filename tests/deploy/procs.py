@@ -101,11 +101,28 @@ async def launched(
             await process.wait()
 
 
+async def wait_all_workers(server: Server, workers: int, within: float) -> None:
+    """Wait for the supervisor's word that all ``workers`` listen: until then the kernel gives
+    every connection to those that do, and one that is still starting answers nothing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while f"all {workers} workers ready" not in server.output():
+        assert server.process.returncode is None, f"server exited:\n{server.output()}"
+        assert loop.time() < deadline, f"not all workers ready in {within}s:\n{server.output()}"
+        await asyncio.sleep(0.1)
+
+
 @asynccontextmanager
 async def started(
-    command: Sequence[str], env: Mapping[str, str], workdir: Path, ready_within: float = 30.0
+    command: Sequence[str],
+    env: Mapping[str, str],
+    workdir: Path,
+    ready_within: float = 30.0,
+    workers: int = 1,
 ) -> AsyncIterator[Server]:
-    """:func:`launched`, once ``/health`` answers."""
+    """:func:`launched`, once ``/health`` answers and, for ``--workers``, every worker listens."""
     async with launched(command, env, workdir) as server:
         await wait_healthy(server, ready_within)
+        if workers > 1:
+            await wait_all_workers(server, workers, ready_within)
         yield server

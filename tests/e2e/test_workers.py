@@ -32,12 +32,14 @@ def _workers(pid: int) -> list[int]:
     return [int(child) for child in children]
 
 
-def _connections_on(port: int) -> set[int]:
-    """Socket inodes of the established TCP connections whose local port is ``port``."""
+def _connections_on(port: int, peer: int | None = None) -> set[int]:
+    """Socket inodes of the established TCP connections whose local port is ``port`` (and
+    whose remote port is ``peer``, if given)."""
     inodes = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+        local, remote = (int(address.split(":")[1], 16) for address in fields[1:3])
+        if local == port and peer in (None, remote) and fields[3] == "01":  # ESTABLISHED
             inodes.add(int(fields[9]))
     return inodes
 

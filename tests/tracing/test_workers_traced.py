@@ -31,7 +31,7 @@ async def test_each_worker_exports_its_own_spans(tmp_path: Path) -> None:
     )
     command = [sys.executable, "-m", "aichat", "serve", "--workers", "2"]
     try:
-        async with started(command, env, tmp_path) as server:
+        async with started(command, env, tmp_path, workers=2) as server:
             workers = set(_workers(server.process.pid))
             for _ in range(REQUESTS):  # a new connection each: the kernel spreads them
                 async with aiohttp.ClientSession() as http:

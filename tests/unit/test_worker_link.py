@@ -188,7 +188,7 @@ def test_workers_metrics_are_summed_and_each_worker_reported() -> None:
     def family(kind: str, name: str, rows: list[list[Any]]) -> list[Any]:
         return [name, kind, "help", "", rows]
 
-    def worker(requests: float, created: float, state: float) -> list[list[Any]]:
+    def worker(requests: float, created: float, state: float, lag: float) -> list[list[Any]]:
         return [
             family(
                 "counter",
@@ -204,9 +204,16 @@ def test_workers_metrics_are_summed_and_each_worker_reported() -> None:
                 "aichat_circuit_state",
                 [["aichat_circuit_state", {"upstream": "u"}, state]],
             ),
+            family(
+                "gauge",
+                "aichat_event_loop_lag_seconds",
+                [["aichat_event_loop_lag_seconds", {}, lag]],
+            ),
         ]
 
-    exposition = text(summed([("0", True, worker(3, 100, 0)), ("1", False, worker(4, 50, 2))]))
+    exposition = text(
+        summed([("0", True, worker(3, 100, 0, 0.4)), ("1", False, worker(4, 50, 2, 0.3))])
+    )
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for metric in text_string_to_metric_families(exposition.decode())
@@ -217,6 +224,7 @@ def test_workers_metrics_are_summed_and_each_worker_reported() -> None:
         ("aichat_requests_created", (("model", "m"),)): 50,
         ("aichat_open_streams", ()): 4,
         ("aichat_circuit_state", (("upstream", "u"),)): 2,
+        ("aichat_event_loop_lag_seconds", ()): 0.4,  # the latest worker's, not a sum
         ("aichat_worker_up", (("worker", "0"),)): 1,
         ("aichat_worker_up", (("worker", "1"),)): 0,
     }
@@ -277,7 +285,7 @@ async def test_a_worker_that_does_not_answer_a_scrape_counts_with_its_last_metri
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(shared, "SNAPSHOT_TIMEOUT", 0.2)
-    requests = [1, 2]
+    requests = [1, 2, 4]
     stalled = asyncio.Event()
 
     def answering(worker: int) -> Handler:
@@ -285,7 +293,7 @@ async def test_a_worker_that_does_not_answer_a_scrape_counts_with_its_last_metri
 
         async def snapshot() -> list[Any]:
             nonlocal taken
-            if worker == 1 and stalled.is_set():
+            if worker == 2 or (worker == 1 and stalled.is_set()):  # 2: never answers
                 await asyncio.Event().wait()  # busy for ever
             taken += 1
             rows = [["aichat_requests_total", {}, requests[worker]]]
@@ -295,7 +303,7 @@ async def test_a_worker_that_does_not_answer_a_scrape_counts_with_its_last_metri
 
     hub = Hub()
     links = []
-    for worker in range(2):
+    for worker in range(3):
         ours, theirs = socket.socketpair()
         await hub.join(worker, theirs)
         links.append(await Link.over(ours, {"snapshot": answering(worker)}))
@@ -312,6 +320,7 @@ async def test_a_worker_that_does_not_answer_a_scrape_counts_with_its_last_metri
         "aichat_requests_total": 3,
         "aichat_worker_up0": 1,
         "aichat_worker_up1": 1,
+        "aichat_worker_up2": 0,  # reported down, not left out
     }
     stalled.set()
     requests[0] = 5
@@ -319,6 +328,7 @@ async def test_a_worker_that_does_not_answer_a_scrape_counts_with_its_last_metri
         "aichat_requests_total": 7,
         "aichat_worker_up0": 1,
         "aichat_worker_up1": 0,
+        "aichat_worker_up2": 0,
     }
     for link in links:
         await link.close()
