@@ -11,13 +11,14 @@ import logging
 import re
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from aichat.answer import reload
-from aichat.answer.reload import LIVE, reload_config
+from aichat.answer.reload import LIVE, config_hash, reload_config
 from aichat.answer.state import ROUTER
 from aichat.core.config import ModelConfig, Settings, load_settings
 from aichat.healthcheck import check
@@ -363,3 +364,28 @@ async def test_a_burst_of_reload_signals_makes_one_reload_and_one_more(
     registry = gateway.app[METRICS].registry
     assert registry.get_sample_value("aichat_config_reloads_total", {"result": "success"}) == 2
     assert loads == 4  # two reloads of two reads each
+
+
+async def test_each_read_of_a_reload_is_hashed_once_and_off_the_event_loop(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The settled configuration was hashed again on the event loop to be served: a large
+    # file's dump and hash stalled every request once more.
+    monkeypatch.setattr(reload, "SETTLE", 0.001)
+    gateway = await make_gateway(routes=(ModelConfig(name="echo", provider="mock"),))
+    settings = gateway.app[LIVE].settings
+    loop_thread = threading.get_ident()
+    hashed_on: list[int] = []
+
+    def hashing(settings: Settings) -> str:
+        hashed_on.append(threading.get_ident())
+        return config_hash(settings)
+
+    monkeypatch.setattr(reload, "config_hash", hashing)
+    changed = settings.model_copy(
+        update={"routes": (ModelConfig(name="echo", provider="mock", text="new"),)}
+    )
+    assert await reload_config(gateway.app, lambda: changed)
+    assert len(hashed_on) == 2  # two reads that agree, each hashed once
+    assert loop_thread not in hashed_on
+    assert gateway.app[LIVE].hash == config_hash(changed)
