@@ -26,6 +26,7 @@ from aichat.core.config import KeyConfig, ModelConfig, PriceConfig
 from aichat.operations import budgets
 from tests.conftest import API_KEY, Gateway, GatewayFactory, _start
 from tests.fakes import FakeOpenAI
+from tests.fakes_native import FakeAnthropic
 from tests.fuzz.wire import exchange, http_request, openai_error
 
 AUTH = (b"Authorization", f"Bearer {API_KEY}".encode())
@@ -71,6 +72,30 @@ async def burst(url: str, body: dict[str, object], headers: dict[str, str], n: i
                 return answer.status
 
         return Counter(await asyncio.gather(*(one() for _ in range(n))))
+
+
+async def test_many_tool_results_are_translated_for_a_messages_upstream_in_linear_time(
+    make_gateway: GatewayFactory, claude_up: tuple[FakeAnthropic, str]
+) -> None:
+    # Each tool result went before its user turn's text after a scan of the results before
+    # it: one 960 KB chat request of 20,000 results held the event loop for about 8 s before
+    # anything reached the upstream (the harness did not cover translations for upstreams).
+    fake, url = claude_up
+    route = ModelConfig(name="claude", provider="anthropic", base_url=url, api_key="sk-up")
+    gateway = await make_gateway(routes=(route,))
+    results = [{"role": "tool", "tool_call_id": "c", "content": ""}] * 20_000
+    hi = {"role": "user", "content": "hi"}
+    body = {"model": "claude", "messages": [hi, *results, hi]}
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    data = json.dumps(body, separators=(",", ":"))  # 960 KB, under the 1 MiB limit
+    cpu = time.process_time()
+    async with gateway.http.post(
+        f"{gateway.url}/v1/chat/completions", data=data, headers=headers
+    ) as answer:
+        assert answer.status == 200, await answer.text()
+    assert time.process_time() - cpu < 3, "translating tool results took seconds of CPU"
+    ((turn,),) = [request["messages"] for request in fake.requests]
+    assert [block["type"] for block in turn["content"]] == ["tool_result"] * 20_000 + ["text"] * 2
 
 
 def _dense_text(chars: int) -> str:
