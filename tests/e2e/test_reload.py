@@ -366,7 +366,7 @@ async def test_a_burst_of_reload_signals_makes_one_reload_and_one_more(
     assert loads == 4  # two reloads of two reads each
 
 
-async def test_each_read_of_a_reload_is_hashed_once_and_off_the_event_loop(
+async def test_each_read_of_a_reload_is_loaded_and_hashed_once_off_the_event_loop(
     make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The settled configuration was hashed again on the event loop to be served: a large
@@ -385,7 +385,13 @@ async def test_each_read_of_a_reload_is_hashed_once_and_off_the_event_loop(
     changed = settings.model_copy(
         update={"routes": (ModelConfig(name="echo", provider="mock", text="new"),)}
     )
-    assert await reload_config(gateway.app, lambda: changed)
-    assert len(hashed_on) == 2  # two reads that agree, each hashed once
-    assert loop_thread not in hashed_on
+    loaded_on: list[int] = []
+
+    def load() -> Settings:
+        loaded_on.append(threading.get_ident())
+        return changed
+
+    assert await reload_config(gateway.app, load)
+    assert len(loaded_on) == len(hashed_on) == 2  # two reads that agree, each hashed once
+    assert loop_thread not in loaded_on + hashed_on
     assert gateway.app[LIVE].hash == config_hash(changed)
