@@ -371,27 +371,25 @@ async def test_each_read_of_a_reload_is_loaded_and_hashed_once_off_the_event_loo
 ) -> None:
     # The settled configuration was hashed again on the event loop to be served: a large
     # file's dump and hash stalled every request once more.
-    monkeypatch.setattr(reload, "SETTLE", 0.001)
-    gateway = await make_gateway(routes=(ModelConfig(name="echo", provider="mock"),))
-    settings = gateway.app[LIVE].settings
-    loop_thread = threading.get_ident()
-    hashed_on: list[int] = []
+    threads: dict[str, list[int]] = {"loaded": [], "hashed": []}  # where each load and hash ran
 
     def hashing(settings: Settings) -> str:
-        hashed_on.append(threading.get_ident())
+        threads["hashed"].append(threading.get_ident())
         return config_hash(settings)
 
-    monkeypatch.setattr(reload, "config_hash", hashing)
-    changed = settings.model_copy(
-        update={"routes": (ModelConfig(name="echo", provider="mock", text="new"),)}
+    echo = ModelConfig(name="echo", provider="mock")
+    gateway = await make_gateway(routes=(echo,))
+    monkeypatch.setattr(reload, "config_hash", hashing)  # from here on: the reload's hashes
+    monkeypatch.setattr(reload, "SETTLE", 0.001)
+    changed = gateway.app[LIVE].settings.model_copy(
+        update={"routes": (echo.model_copy(update={"text": "new"}),)}
     )
-    loaded_on: list[int] = []
 
     def load() -> Settings:
-        loaded_on.append(threading.get_ident())
+        threads["loaded"].append(threading.get_ident())
         return changed
 
     assert await reload_config(gateway.app, load)
-    assert len(loaded_on) == len(hashed_on) == 2  # two reads that agree, each hashed once
-    assert loop_thread not in loaded_on + hashed_on
+    assert len(threads["loaded"]) == len(threads["hashed"]) == 2  # two reads agree, once each
+    assert threading.get_ident() not in threads["loaded"] + threads["hashed"]
     assert gateway.app[LIVE].hash == config_hash(changed)
