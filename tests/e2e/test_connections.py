@@ -186,3 +186,26 @@ async def test_a_flood_of_refused_newcomers_costs_no_look_at_every_connection_ea
         writer.close()
     # 9 connections a look: one look a RESCAN, not one a newcomer (900 looks).
     assert looks <= 9 * (4 + elapsed / connections.RESCAN + 1), (looks, elapsed)
+
+
+async def test_past_the_limit_the_longest_idle_connections_are_closed_first(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "client_connection_limits", lambda reserved: (4, 8))
+    gateway = await make_gateway(routes=ROUTES, keepalive_timeout=30)
+    port = port_of(gateway.url)
+    kept_alive = []
+    for _ in range(4):  # idle since their answers, the first the longest
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request())
+        assert parse_answer(await read_answer(reader)).status == 200
+        kept_alive.append((reader, writer))
+        await asyncio.sleep(0.05)
+    newcomers = []
+    for _ in range(2):  # each past the limit of 4: one idle connection closed for each
+        newcomers.append(await asyncio.open_connection("127.0.0.1", port))
+        await asyncio.sleep(0.1)
+    closed = [await closed_by_server(reader, 0.5) for reader, _ in kept_alive]
+    for _, writer in kept_alive + newcomers:
+        writer.close()
+    assert closed == [True, True, False, False]
