@@ -191,7 +191,7 @@ class FakeAnthropic(Recorder):
         return self.whole(self._message(body["model"], self._blocks(), stop))
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=32 * 1024 * 1024)  # Anthropic's own limit
         app.router.add_post("/v1/messages", self.handle)
         return app
 

@@ -13,13 +13,14 @@ Decisions:
   circuit; counters live by key name, so an unchanged key keeps its rate, concurrency and
   token counts. Settings of the process itself (listen address, Redis, timeouts of the
   shared session, logging, ...) need a restart: a reload that changes them says so.
-- The files are read and checked off the event loop (a large file, a slow disk or a key file
-  on a network mount never stall requests), and applied only once what they yield has
-  stopped changing: read, ``SETTLE`` seconds later read again, until two reads in a row agree
-  (``SETTLE_ROUNDS`` at most, then refused). A file written in two steps (an editor's save,
-  a ``cat >`` that arrives in pieces, an env file then a config file) is never applied half
-  written. Writing a new file and renaming it over the old one (atomic replacement) is still
-  the way to write it, as the README says: a reader then sees one version or the other.
+- The files are read, checked and hashed (each read once) off the event loop (a large file,
+  a slow disk or a key file on a network mount never stall requests), and applied only once
+  what they yield has stopped changing: read, ``SETTLE`` seconds later read again, until two
+  reads in a row agree (``SETTLE_ROUNDS`` at most, then refused). A file written in two
+  steps (an editor's save, a ``cat >`` that arrives in pieces, an env file then a config
+  file) is never applied half written. Writing a new file and renaming it over the old one
+  (atomic replacement) is still the way to write it, as the README says: a reader then sees
+  one version or the other.
 - Signals are coalesced: one reload at a time, and at most one more queued behind it, however
   many SIGHUPs arrive meanwhile (the queued one reads the files as they are when it starts,
   so it sees every change the others would have).
@@ -39,7 +40,7 @@ import json
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import web
@@ -156,17 +157,26 @@ def _targets(app: web.Application, old: Settings, new: Settings) -> list[Target]
     return targets
 
 
-def _checked(load: Callable[[], Settings]) -> tuple[Settings, KeyRing] | str:
-    """What ``load`` yields, checked: the settings and their keys, or why they are refused."""
+class _Checked(NamedTuple):
+    """A configuration read and checked: its settings, their keys and its hash."""
+
+    settings: Settings
+    keys: KeyRing
+    hash: str
+
+
+def _checked(load: Callable[[], Settings]) -> _Checked | str:
+    """What ``load`` yields, checked and hashed (once, here, off the event loop), or why it
+    is refused."""
     try:
         settings = load()
         settings.require_auth_decision()
-        return settings, KeyRing.from_settings(settings)
+        return _Checked(settings, KeyRing.from_settings(settings), config_hash(settings))
     except (ConfigError, ValueError, OSError) as exc:
         return str(exc)
 
 
-async def _settled(load: Callable[[], Settings]) -> tuple[Settings, KeyRing]:
+async def _settled(load: Callable[[], Settings]) -> _Checked:
     """The checked configuration once two reads ``SETTLE`` seconds apart agree (off the loop).
 
     Raises ``ConfigError`` with the reason when they agree on a refusal.
@@ -183,8 +193,8 @@ async def _settled(load: Callable[[], Settings]) -> tuple[Settings, KeyRing]:
     raise ConfigError(f"the files kept changing for {SETTLE * SETTLE_ROUNDS:.0f} s")
 
 
-def _outcome(checked: tuple[Settings, KeyRing] | str) -> str:
-    return checked if isinstance(checked, str) else config_hash(checked[0])
+def _outcome(checked: _Checked | str) -> str:
+    return checked if isinstance(checked, str) else checked.hash
 
 
 async def reload_config(app: web.Application, load: Callable[[], Settings]) -> bool:
@@ -192,7 +202,7 @@ async def reload_config(app: web.Application, load: Callable[[], Settings]) -> b
     live = app[LIVE]
     async with live.lock:
         try:
-            settings, keys = await _settled(load)
+            settings, keys, settled_hash = await _settled(load)
             targets = _targets(app, live.settings, settings)
         except (ConfigError, ValueError, OSError) as exc:
             # One line, whatever the file holds: a name with a line break cannot forge another.
@@ -214,7 +224,7 @@ async def reload_config(app: web.Application, load: Callable[[], Settings]) -> b
         live.keys.replace(keys)
         app[LEDGER].budgets.by_key = key_budgets(settings)
         live.settings, previous = settings, live.hash
-        live.hash = config_hash(settings)
+        live.hash = settled_hash
         app[DISCOVERY].reschedule()  # listed just now: the next listing counts from here
     live.reloads.labels("success").inc()
     log.info(

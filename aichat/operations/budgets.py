@@ -329,7 +329,8 @@ class RedisUsage:
         for name, counts in batch.items():
             for item, amount in counts.items():
                 pipe.hincrby(name, item, amount)
-            pipe.expire(name, _KEEP["day" if ":day:" in name else "month"])
+            # Told by the name's start, not by ":day:" anywhere in it: a prefix may hold that.
+            pipe.expire(name, _KEEP["day" if name.startswith(self._key("day", "")) else "month"])
         for hold in released:  # after the charges: an answer is never counted by neither
             leases, amounts = self._holds(hold.subject)
             pipe.zrem(leases, hold.lease)

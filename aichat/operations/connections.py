@@ -20,10 +20,13 @@ connections, so that descriptors go to clients with requests. One that has sent 
 is idle only after ``GRACE``: a client sends its request a round trip after connecting, and
 a crowd of arrivals must not close a newcomer before that. With none to close, a newcomer is
 let in while the descriptors kept for upstreams last (``OWN_DESCRIPTORS`` short of the
-limit), then gets a canned 503 and is closed, before anything of it is read. Closing and
-refusing count in ``aichat_connections_shed_total``; the connections open now are
-``aichat_client_connections``. Without this, a process out of descriptors stops accepting,
-and idle connections that re-open as soon as they are closed keep real clients out.
+limit), then gets a canned 503 and is closed, before anything of it is read. A look that
+found none to close holds for ``RESCAN`` (one that turns idle meanwhile is found by the
+first newcomer after it), so a flood of newcomers costs no pass over every connection each.
+Closing and refusing count in ``aichat_connections_shed_total``; the connections open now
+are ``aichat_client_connections``. Without this, a process out of descriptors stops
+accepting, and idle connections that re-open as soon as they are closed keep real clients
+out.
 
 The watchdog reads two attributes aiohttp keeps private (whether the connection waits for a
 head, and how many it has parsed): ``tests/e2e/test_connections.py`` fails if they change.
@@ -48,6 +51,9 @@ from aichat.operations.metrics import METRICS
 
 SERVER_NAME = "aichat"
 GRACE = 1.0  # seconds a connection that has sent nothing yet is never idle
+# Seconds a look over every connection that found none idle holds: a flood of newcomers
+# past the limit costs one look per RESCAN, not one each (thousands of connections apiece).
+RESCAN = 0.1
 # Descriptors the process needs besides client connections and upstream requests: the
 # listening socket, the event loop's, logs, config and certificate files.
 OWN_DESCRIPTORS = 64
@@ -162,6 +168,7 @@ class _Server(web.Server):
     header_timeout = 10.0
     max_connections = math.inf  # beyond which idle connections are closed
     most_connections = math.inf  # beyond which, with none idle, newcomers are refused
+    rescan_at = 0.0  # before this time, none is idle (``RESCAN``)
     shed: dict[str, int]
 
     def __call__(self) -> RequestHandler:
@@ -173,7 +180,11 @@ class _Server(web.Server):
         if count <= self.max_connections:
             return True
         now = self._loop.time()
-        idle = [c for c in self._connections if isinstance(c, _Connection) and c.idle(now)]
+        idle: list[_Connection] = []
+        if now >= self.rescan_at:
+            idle = [c for c in self._connections if isinstance(c, _Connection) and c.idle(now)]
+            if not idle:
+                self.rescan_at = now + RESCAN
         if not idle:
             if count <= self.most_connections:
                 return True

@@ -148,6 +148,10 @@ def _turns(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, An
     """The system texts and the alternating turns of a chat conversation."""
     system: list[str] = []
     turns: list[dict[str, Any]] = []
+    # Per user turn (by index), its tool results: they answer the assistant's calls, so they
+    # open the turn, before its text. Put there once at the end: inserting each one in place
+    # cost a scan of the results before it, quadratic in a turn of many results.
+    results: dict[int, list[dict[str, Any]]] = {}
 
     def add(role: str, blocks: list[dict[str, Any]]) -> None:
         if turns and turns[-1]["role"] == role:
@@ -173,15 +177,11 @@ def _turns(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, An
                 "tool_use_id": str(message.get("tool_call_id") or message.get("name") or ""),
                 "content": _text(content),
             }
-            if turns and turns[-1]["role"] == "user":
-                # Results answer the assistant's calls: they go before the user's text.
-                blocks = turns[-1]["content"]
-                first_text = next(
-                    (k for k, b in enumerate(blocks) if b["type"] != "tool_result"), len(blocks)
-                )
-                blocks.insert(first_text, result)
-            else:
-                add("user", [result])
+            if not turns or turns[-1]["role"] != "user":
+                turns.append({"role": "user", "content": []})
+            results.setdefault(len(turns) - 1, []).append(result)
+    for index, found in results.items():
+        turns[index]["content"][:0] = found
     return system, turns
 
 

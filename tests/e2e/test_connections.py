@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from aichat import server
 from aichat.core.config import ModelConfig
+from aichat.operations import connections
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import sse_events
 from tests.fuzz.wire import parse_answer, port_of
@@ -147,3 +149,63 @@ async def test_answers_and_bodies_slower_than_the_header_timeout_are_not_cut(
     writer.write(whole[:cut])  # the head, at once
     await trickle(writer, whole[cut:], 1.0 / len(whole[cut:]))  # the body, over a second
     assert parse_answer(await read_answer(reader)).status == 200
+
+
+async def test_a_flood_of_refused_newcomers_costs_no_look_at_every_connection_each(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, connect: Connect
+) -> None:
+    # Each newcomer past the limit looked at every open connection for an idle one: under a
+    # limit of tens of thousands, a flood of connections to refuse cost milliseconds each.
+    monkeypatch.setattr(server, "client_connection_limits", lambda reserved: (4, 8))
+    gateway = await make_gateway(routes=ROUTES)
+    port = port_of(gateway.url)
+    looks = 0
+    idle = connections._Connection.idle
+
+    def counted(self: connections._Connection, now: float) -> bool:
+        nonlocal looks
+        looks += 1
+        return idle(self, now)
+
+    monkeypatch.setattr(connections._Connection, "idle", counted)
+    uploads = []
+    for _ in range(8):  # the most let in: requests whose bodies are on their way
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(HEAD + b"Content-Length: 1000\r\n\r\n{")
+        await writer.drain()
+        uploads.append(writer)
+    await asyncio.sleep(0.1)  # their heads are read
+    started = asyncio.get_running_loop().time()
+    for _ in range(100):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        refused = await reader.read()
+        writer.close()
+        assert parse_answer(refused).status == 503
+    elapsed = asyncio.get_running_loop().time() - started
+    for writer in uploads:
+        writer.close()
+    # 9 connections a look: one look a RESCAN, not one a newcomer (900 looks).
+    assert looks <= 9 * (4 + elapsed / connections.RESCAN + 1), (looks, elapsed)
+
+
+async def test_past_the_limit_the_longest_idle_connections_are_closed_first(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "client_connection_limits", lambda reserved: (4, 8))
+    gateway = await make_gateway(routes=ROUTES, keepalive_timeout=30)
+    port = port_of(gateway.url)
+    kept_alive = []
+    for _ in range(4):  # idle since their answers, the first the longest
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request())
+        assert parse_answer(await read_answer(reader)).status == 200
+        kept_alive.append((reader, writer))
+        await asyncio.sleep(0.05)
+    newcomers = []
+    for _ in range(2):  # each past the limit of 4: one idle connection closed for each
+        newcomers.append(await asyncio.open_connection("127.0.0.1", port))
+        await asyncio.sleep(0.1)
+    closed = [await closed_by_server(reader, 0.5) for reader, _ in kept_alive]
+    for _, writer in kept_alive + newcomers:
+        writer.close()
+    assert closed == [True, True, False, False]

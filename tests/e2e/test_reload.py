@@ -7,17 +7,19 @@ SIGHUP is safe at any moment (held during start-up, one reload once the gateway 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from aichat.answer import reload
-from aichat.answer.reload import LIVE, reload_config
+from aichat.answer.reload import LIVE, config_hash, reload_config
 from aichat.answer.state import ROUTER
 from aichat.core.config import ModelConfig, Settings, load_settings
 from aichat.healthcheck import check
@@ -363,3 +365,71 @@ async def test_a_burst_of_reload_signals_makes_one_reload_and_one_more(
     registry = gateway.app[METRICS].registry
     assert registry.get_sample_value("aichat_config_reloads_total", {"result": "success"}) == 2
     assert loads == 4  # two reloads of two reads each
+
+
+async def test_each_read_of_a_reload_is_loaded_and_hashed_once_off_the_event_loop(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The settled configuration was hashed again on the event loop to be served: a large
+    # file's dump and hash stalled every request once more.
+    threads: dict[str, list[int]] = {"loaded": [], "hashed": []}  # where each load and hash ran
+
+    def hashing(settings: Settings) -> str:
+        threads["hashed"].append(threading.get_ident())
+        return config_hash(settings)
+
+    echo = ModelConfig(name="echo", provider="mock")
+    gateway = await make_gateway(routes=(echo,))
+    monkeypatch.setattr(reload, "config_hash", hashing)  # from here on: the reload's hashes
+    monkeypatch.setattr(reload, "SETTLE", 0.001)
+    changed = gateway.app[LIVE].settings.model_copy(
+        update={"routes": (echo.model_copy(update={"text": "new"}),)}
+    )
+
+    def load() -> Settings:
+        threads["loaded"].append(threading.get_ident())
+        return changed
+
+    assert await reload_config(gateway.app, load)
+    assert len(threads["loaded"]) == len(threads["hashed"]) == 2  # two reads agree, once each
+    assert threading.get_ident() not in threads["loaded"] + threads["hashed"]
+    assert gateway.app[LIVE].hash == config_hash(changed)
+
+
+async def test_a_flood_of_sighups_makes_a_few_reloads_and_never_stalls_health(
+    workdir: Path,
+) -> None:
+    # 200 SIGHUPs made 200 reloads on the event loop over 6 minutes, /health taking 0.8-2.6 s.
+    env = server_env(free_port(), AICHAT_CONFIG=str(workdir / "aichat.toml"))
+    async with started(_command(), env, workdir) as server, aiohttp.ClientSession() as http:
+        (workdir / "aichat.toml").write_text(NEW)
+        loop = asyncio.get_running_loop()
+        slowest = 0.0
+
+        async def poll_health() -> None:
+            nonlocal slowest
+            while True:
+                asked = loop.time()
+                async with http.get(f"{server.url}/health") as answer:
+                    assert answer.status == 200
+                slowest = max(slowest, loop.time() - asked)
+                await asyncio.sleep(0.02)
+
+        polling = asyncio.create_task(poll_health())
+        started_at = loop.time()
+        for _ in range(200):  # 5 ms apart: the kernel merges none of them
+            server.process.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.005)
+        flood = loop.time() - started_at
+        await asyncio.sleep(4 * reload.SETTLE)  # the reload queued last: its two reads
+        reloads = await _reloads(http, server, "success")
+        await asyncio.sleep(4 * reload.SETTLE)
+        assert await _reloads(http, server, "success") == reloads  # none left waiting
+        polling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await polling  # raises what failed in it, if anything did
+        assert server.process.returncode is None, server.output()
+    # One at a time, each of two reads SETTLE apart, one more queued (and one for signals
+    # that arrive late on a loaded machine): not 200.
+    assert 1 <= reloads <= flood / reload.SETTLE + 3, (reloads, flood)
+    assert slowest < 0.5, slowest

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import string
 import time
@@ -24,8 +25,10 @@ from redis.asyncio import Redis
 
 from aichat.core.config import KeyConfig, ModelConfig, PriceConfig
 from aichat.operations import budgets
+from aichat.providers import reported
 from tests.conftest import API_KEY, Gateway, GatewayFactory, _start
 from tests.fakes import FakeOpenAI
+from tests.fakes_native import FakeAnthropic
 from tests.fuzz.wire import exchange, http_request, openai_error
 
 AUTH = (b"Authorization", f"Bearer {API_KEY}".encode())
@@ -71,6 +74,30 @@ async def burst(url: str, body: dict[str, object], headers: dict[str, str], n: i
                 return answer.status
 
         return Counter(await asyncio.gather(*(one() for _ in range(n))))
+
+
+async def test_many_tool_results_are_translated_for_a_messages_upstream_in_linear_time(
+    make_gateway: GatewayFactory, claude_up: tuple[FakeAnthropic, str]
+) -> None:
+    # Each tool result went before its user turn's text after a scan of the results before
+    # it: one 960 KB chat request of 20,000 results held the event loop for about 8 s before
+    # anything reached the upstream (the harness did not cover translations for upstreams).
+    fake, url = claude_up
+    route = ModelConfig(name="claude", provider="anthropic", base_url=url, api_key="sk-up")
+    gateway = await make_gateway(routes=(route,))
+    results = [{"role": "tool", "tool_call_id": "c", "content": ""}] * 20_000
+    hi = {"role": "user", "content": "hi"}
+    body = {"model": "claude", "messages": [hi, *results, hi]}
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    data = json.dumps(body, separators=(",", ":"))  # 960 KB, under the 1 MiB limit
+    cpu = time.process_time()
+    async with gateway.http.post(
+        f"{gateway.url}/v1/chat/completions", data=data, headers=headers
+    ) as answer:
+        assert answer.status == 200, await answer.text()
+    assert time.process_time() - cpu < 3, "translating tool results took seconds of CPU"
+    ((turn,),) = [request["messages"] for request in fake.requests]
+    assert [block["type"] for block in turn["content"]] == ["tool_result"] * 20_000 + ["text"] * 2
 
 
 def _dense_text(chars: int) -> str:
@@ -172,6 +199,74 @@ async def test_an_increment_redis_refuses_is_dropped_and_the_rest_counted_once(
         await redis.aclose()
     assert stored["day"] == {b"capped": str(2**63 - 1).encode()}  # refused, dropped
     assert stored["month"] == {b"capped": b"8"}
+
+
+def _claims_usage(completion_tokens: str) -> web.Application:
+    """An upstream whose answers, streamed or whole, claim ``completion_tokens`` (JSON as
+    sent) under a usage key spelled with an escape, which the quick check used to pass over."""
+    usage = f'"\\u0075sage":{{"prompt_tokens":5,"completion_tokens":{completion_tokens}}}'
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        head = '{"id":"c","created":0,"model":"m",'
+        if not (await request.json()).get("stream"):
+            message = '{"role":"assistant","content":"ok"}'
+            choice = f'{{"index":0,"message":{message},"finish_reason":"stop"}}'
+            whole = f'{head}"object":"chat.completion","choices":[{choice}],{usage}}}'
+            return web.Response(text=whole, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = f'{head}"object":"chat.completion.chunk","choices":'
+        delta = '[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]'
+        for data in (f"{chunk}{delta}}}", f"{chunk}[],{usage}}}", "[DONE]"):
+            await response.write(f"data: {data}\n\n".encode())
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    return app
+
+
+@pytest.mark.parametrize(
+    "claimed",
+    ["-1000005", str(2**63), "1e8", "100000001"],
+    ids=["negative", "2**63", "float", "huge"],
+)
+async def test_usage_an_upstream_claims_out_of_bounds_is_counted_by_the_gateway(
+    make_gateway: GatewayFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    claimed: str,
+) -> None:
+    # Sent by a real upstream on every path (streamed and whole, the key escaped): one answer
+    # claiming -1,000,005 tokens refunded them (992 answers more on a budget of 1,000 a day;
+    # aichat_tokens_total went negative); 2^63 broke the usage writer and the history.
+    monkeypatch.setattr(reported, "_warned_at", -math.inf)  # whatever earlier tests warned
+    runner, url = await _start(_claims_usage(claimed))
+    capped = KeyConfig(name="capped", key_env="X", key="sk-capped-0123456789", tokens_per_day=1000)
+    route = ModelConfig(name="up", provider="openai", base_url=f"{url}/v1")
+    gateway = await make_gateway(routes=(route,), keys=(capped,))
+    hi = [{"role": "user", "content": "hi"}]
+    remaining = []
+    try:
+        for stream in (True, False, True):
+            answer = await gateway.post_chat(
+                {"model": "up", "messages": hi, "stream": stream}, key="sk-capped-0123456789"
+            )
+            assert answer.status == 200, await answer.text()
+            await answer.read()
+            remaining.append(int(answer.headers["x-aichat-budget-remaining-tokens-day"]))
+    finally:
+        await runner.cleanup()
+    tokens = {
+        line.split('kind="')[1].split('"')[0]: float(line.split()[-1])
+        for line in await _metric_lines(gateway, "aichat_tokens_total")
+        if 'key="capped"' in line
+    }
+    # Counted as for an upstream that reports nothing: the prompt's tokens and one a chunk.
+    assert 3 <= tokens["prompt"] <= 30 and 1 <= tokens["completion"] <= 10, tokens
+    assert remaining[0] == 1000 and 1000 - 60 <= remaining[2] < remaining[1] < 1000
+    ignored = [r for r in caplog.records if r.getMessage().startswith("upstream usage ignored")]
+    assert len(ignored) == 1  # once, not once an answer
 
 
 @pytest.mark.parametrize(

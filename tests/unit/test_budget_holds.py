@@ -106,3 +106,23 @@ async def test_a_money_budget_counts_whole_nano_dollars_beside_the_token_budget(
     windows = budgets.window_ids(time.time())
     assert await store.hold(windows, _hold(), 1, (104, 0)) == (True, (103, 103))
     both.release(held)
+
+
+async def test_each_windows_expiry_is_told_by_its_kind_whatever_the_prefix(
+    redis_url: str,
+) -> None:
+    # The kind was found by searching ":day:" in the whole name: under a prefix holding
+    # it, a month's hash was kept as briefly as a day's (35 days, not 400).
+    prefix = f"aichat-test:{uuid.uuid4().hex}:day:"
+    pool = RedisPool(redis_url)
+    store = RedisUsage(pool, prefix)
+    names = [f"{prefix}usage:day:{WINDOWS[0]}", f"{prefix}usage:month:{WINDOWS[1]}"]
+    try:
+        store.charge(WINDOWS, {"k": 1})
+        await store.close()  # once the write is done
+        day, month = [await pool.client.ttl(name) for name in names]
+        await pool.client.delete(*names)
+    finally:
+        await pool.close()
+    assert 35 * 86400 - 60 < day <= 35 * 86400
+    assert 400 * 86400 - 60 < month <= 400 * 86400

@@ -39,20 +39,31 @@ from aichat.answer.discovery import read_listing
 from aichat.answer.translate import Completion, ModelRenamer, complete, stream_chunks
 from aichat.answer.usage import Meter
 from aichat.core.prompt import Prompt
-from aichat.core.schemas import ChatCompletionRequest, parse_chat_request, prompt_text
+from aichat.core.schemas import (
+    ChatCompletionRequest,
+    parse_chat_request,
+    parse_json,
+    prompt_text,
+    validate_body,
+)
 from aichat.core.tokens import prompt_tokens
 from aichat.inbound import anthropic_api, responses_api
 from aichat.inbound.anthropic_api import MessagesRequest
 from aichat.inbound.responses_api import Envelope, ResponsesRequest, ResponseStream
 from aichat.inbound.responses_tools import map_tools
 from aichat.providers.aichats import answer_text, build_history
+from aichat.providers.anthropic import MESSAGES
 from aichat.providers.anthropic_events import MessagesReader
+from aichat.providers.anthropic_request import cache_breakpoints, messages_request
 from aichat.providers.base import Event, Finish, RawChunks, TextDelta, ToolCallDelta
+from aichat.providers.native import stream_events, with_model
 from aichat.providers.openai import read_payloads, reported_usage
 from aichat.providers.openai_events import chunk_events, completion_events
 from aichat.providers.reasoning import MAX_LEAD, StrippedReasoning, ThinkSplitter
+from aichat.providers.responses import RESPONSES
 from aichat.providers.responses_events import ResponsesReader
-from aichat.providers.streaming import LineDecoder, sse_payloads
+from aichat.providers.responses_request import responses_request
+from aichat.providers.streaming import EventSplitter, LineDecoder, sse_payloads
 from aichat.providers.tool_emulation import CallScanner, prompted_request
 
 BOUND = 5.0  # how much longer 4n may take than n
@@ -196,6 +207,35 @@ def raw_chunks(n: int) -> list[Event]:
     return [*[RawChunks((chunk({"content": " "}),))] * n, Finish("stop")]
 
 
+def tool_results(n: int) -> ChatCompletionRequest:
+    """A chat request whose user turn is followed by n tool results (parallel calls)."""
+    results = [{"role": "tool", "tool_call_id": f"c{i}", "content": "ok"} for i in range(n)]
+    return parse_chat_request(chat_body(messages=[USER, *results]))
+
+
+def cached_messages(chat: ChatCompletionRequest) -> None:
+    """A chat request translated for a Messages upstream, its cache breakpoints marked."""
+    cache_breakpoints(messages_request(chat, "m", 100)[0])
+
+
+async def reads_of(reads: list[bytes]) -> AsyncIterator[bytes]:
+    """``reads`` as an upstream's body."""
+    for read in reads:
+        yield read
+
+
+def native_stream(dialect: Any) -> Callable[[list[bytes]], Any]:
+    """Every event of a native upstream's stream in ``dialect``, from its reads."""
+    return lambda reads: drain(stream_events(dialect, reads_of(reads), 1 << 30))
+
+
+def split_events(reads: list[bytes]) -> None:
+    """An event splitter fed every read."""
+    splitter = EventSplitter(1 << 30)
+    for read in reads:
+        splitter.feed(read)
+
+
 async def events_of(events: list[Event]) -> AsyncIterator[Event]:
     """``events`` as a provider's stream."""
     for event in events:
@@ -315,6 +355,33 @@ CASES = [
         parse_chat_request,
     ),
     Case(
+        "request json: n messages",
+        lambda n: json.dumps(chat_body(messages=[USER] * n)).encode(),
+        parse_json,
+    ),
+    Case(
+        "request json: n integers past 64 bits",
+        lambda n: json.dumps(chat_body(x=[2**64] * n)).encode(),
+        parse_json,
+    ),
+    Case(
+        "request json: n escaped surrogate pairs, read exactly",
+        lambda n: json.dumps(
+            chat_body(messages=[{"role": "user", "content": "\U0001f600"}] * n, x=2**64)
+        ).encode(),
+        parse_json,
+    ),
+    Case(
+        "responses: n input items validated",
+        lambda n: {"model": "m", "input": responses_calls(n)},
+        lambda body: validate_body(ResponsesRequest, body),
+    ),
+    Case(
+        "messages: n turns validated",
+        lambda n: {"model": "m", "max_tokens": 5, "messages": anthropic_turns(n)},
+        lambda body: validate_body(MessagesRequest, body),
+    ),
+    Case(
         "responses: n input messages",
         lambda n: responses_body(input=[USER] * n),
         responses_api.to_chat_request,
@@ -383,6 +450,28 @@ CASES = [
         ),
         lambda chat: build_history(chat, "transcript"),
     ),
+    # Requests translated for upstreams of the other APIs, and the client's own, renamed.
+    Case("messages upstream request: n tool results", tool_results, cached_messages),
+    Case(
+        "messages upstream request: n tool calls and results",
+        lambda n: parse_chat_request(chat_body(messages=calls_and_results(n))),
+        cached_messages,
+    ),
+    Case(
+        "responses upstream request: n tool results",
+        tool_results,
+        lambda chat: responses_request(chat, "m"),
+    ),
+    Case(
+        "responses upstream request: n tool calls and results",
+        lambda n: parse_chat_request(chat_body(messages=calls_and_results(n))),
+        lambda chat: responses_request(chat, "m"),
+    ),
+    Case(
+        "native request: model renamed in a body of n messages",
+        lambda n: json.dumps(chat_body(messages=[USER] * n)).encode(),
+        lambda raw: with_model(raw, {"model": "m"}, "upstream"),
+    ),
     # Upstream streams and whole answers.
     Case("lines: n in one read", lambda n: [b"data: x\n" * n], decode_lines),
     Case("lines: one of n bytes in n reads", lambda n: [b"x"] * n + [b"\n"], decode_lines),
@@ -428,6 +517,23 @@ CASES = [
         ).encode(),
         lambda data: MessagesReader().whole(data),
     ),
+    Case(
+        "messages upstream, passed on: n events in one read",
+        lambda n: [messages_deltas(n)],
+        native_stream(MESSAGES),
+    ),
+    Case(
+        "messages upstream, passed on: n events in n reads",
+        lambda n: [messages_deltas(1)] * n,
+        native_stream(MESSAGES),
+    ),
+    Case(
+        "responses upstream, passed on: n events in one read",
+        lambda n: [responses_deltas(n)],
+        native_stream(RESPONSES),
+    ),
+    Case("events: one of n bytes in n reads", lambda n: [b"data: "] + [b"x\r"] * n, split_events),
+    Case("events: n in one read", lambda n: [b"data: x\r\n\r\n" * n], split_events),
     Case(
         "responses upstream: n deltas in one read",
         responses_deltas,
