@@ -73,11 +73,16 @@ _FIELDS = (
     ("error", "aichat.error"),
 )
 # The meter's access-line fields (``aichat.answer.usage``) that become usage attributes.
+# Cache writes go under the conventions' current name and under the one it replaced, which
+# tools still read (Phoenix 20 counts a span's cache writes from that one only).
 _USAGE = (
-    ("prompt_tokens", "gen_ai.usage.input_tokens"),
-    ("completion_tokens", "gen_ai.usage.output_tokens"),
-    ("cache_read_tokens", "gen_ai.usage.cache_read.input_tokens"),
-    ("cache_write_tokens", "gen_ai.usage.cache_creation.input_tokens"),
+    ("prompt_tokens", ("gen_ai.usage.input_tokens",)),
+    ("completion_tokens", ("gen_ai.usage.output_tokens",)),
+    ("cache_read_tokens", ("gen_ai.usage.cache_read.input_tokens",)),
+    (
+        "cache_write_tokens",
+        ("gen_ai.usage.cache_write.input_tokens", "gen_ai.usage.cache_creation.input_tokens"),
+    ),
 )
 # Sampling parameters by their name in each API's request.
 _NUMBERS = {
@@ -334,10 +339,11 @@ class RequestTrace:
         if attempt is not self._answering:
             return
         fields = self._exchange.fields
-        for field, attribute in _USAGE:
+        for field, names in _USAGE:
             value = fields.get(field)
             if value:
-                attributes[attribute] = value
+                for name in names:
+                    attributes[name] = value
 
     def dropped(self, params: list[str]) -> None:
         """Request parameters the answering upstream does not get."""

@@ -132,7 +132,11 @@ async def test_a_messages_tool_call_arrives_with_its_finish_reason(
     assert attributes["gen_ai.request.max_tokens"] == 100
     assert attributes["gen_ai.usage.input_tokens"] == 3 + 10 + 255
     assert attributes["gen_ai.usage.cache_read.input_tokens"] == 255
-    assert attributes["gen_ai.usage.cache_creation.input_tokens"] == 10
+    assert attributes["gen_ai.usage.cache_write.input_tokens"] == 10
+    # Phoenix read the counts: its own token counts (OpenInference's) come from them.
+    assert attributes["llm.token_count.prompt"] == 3 + 10 + 255
+    assert attributes["llm.token_count.prompt_details.cache_read"] == 255
+    assert attributes["llm.token_count.prompt_details.cache_write"] == 10
 
 
 async def test_a_retried_request_arrives_as_two_attempts(

@@ -262,7 +262,8 @@ async def test_a_messages_request_to_an_anthropic_route_is_an_anthropic_chat(
         # Every input token, cached or not, then the cached ones apart (as the meter counts).
         "gen_ai.usage.input_tokens": 3 + 10 + 255,
         "gen_ai.usage.cache_read.input_tokens": 255,
-        "gen_ai.usage.cache_creation.input_tokens": 10,
+        "gen_ai.usage.cache_write.input_tokens": 10,  # the conventions' name now
+        "gen_ai.usage.cache_creation.input_tokens": 10,  # the name it replaced
         "gen_ai.usage.output_tokens": 9,
         "server.port": port_of(natives.claude_url),
         "aichat.upstream.api": "messages",
@@ -298,7 +299,7 @@ async def test_a_responses_request_to_a_responses_route_is_an_openai_chat(
         "gen_ai.response.finish_reasons": ["stop"],
         "gen_ai.usage.input_tokens": 256,
         "gen_ai.usage.cache_read.input_tokens": 255,
-        "gen_ai.usage.cache_creation.input_tokens": None,
+        "gen_ai.usage.cache_write.input_tokens": None,
         "gen_ai.usage.output_tokens": 12,
         "aichat.upstream.api": "responses",
         "aichat.route": "codex",
