@@ -12,7 +12,6 @@ import asyncio
 import json
 import sys
 from decimal import Decimal
-from typing import Any
 
 import anthropic
 import openai
@@ -135,6 +134,43 @@ async def test_a_streamed_chat_continues_the_clients_trace_with_genai_attributes
     # The upstream got the attempt's own context.
     sent = openai_upstream[0].headers[-1]["traceparent"]
     assert sent.split("-")[1:3] == [CLIENT_TRACE, attempt.span_id]
+
+
+async def test_the_sdks_sampler_and_service_name_apply_and_unsampled_traces_go_on_upstream(
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    make_gateway: GatewayFactory,
+    openai_upstream: tuple[FakeOpenAI, str],
+) -> None:
+    # New traces are not sampled; a client's trace is, if the client sampled it.
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway-eu")
+    gateway = await make_gateway(routes=routes(openai_upstream[1]))
+    unsampled_trace = "0af7651916cd43dd8448eb211c80319c"
+    async with gateway.sdk() as client:
+        for headers in ({}, {"traceparent": f"00-{unsampled_trace}-{CLIENT_SPAN}-00"}):
+            await client.chat.completions.create(
+                model="up",
+                messages=HELLO,  # type: ignore[arg-type]
+                extra_headers=headers,
+            )
+        await client.chat.completions.create(
+            model="up",
+            messages=HELLO,  # type: ignore[arg-type]
+            extra_headers={"traceparent": TRACEPARENT},
+        )
+    # Spans are sent in the order they end: the first two requests' would have come first.
+    spans = await receiver.wait_for(2)
+    assert [(span.trace_id, span.resource["service.name"]) for span in spans] == [
+        (CLIENT_TRACE, "gateway-eu")
+    ] * 2
+    # Each upstream request went on with its trace and its decision not to sample it.
+    sent = [h["traceparent"].split("-") for h in openai_upstream[0].headers]
+    assert [(trace, int(flags, 16) & 1) for _, trace, _, flags in sent] == [
+        (sent[0][1], 0),  # the sampled flag, the lowest bit
+        (unsampled_trace, 0),
+        (CLIENT_TRACE, 1),
+    ]
 
 
 async def test_a_retried_request_shows_each_attempt(
@@ -387,6 +423,28 @@ async def test_contents_of_a_native_answer_are_read_from_its_events(
     ]
 
 
+EXPORT_FAILED = 'aichat_trace_spans_dropped_total{reason="export_failed"}'
+QUEUE_FULL = 'aichat_trace_spans_dropped_total{reason="queue_full"}'
+EXPORTED = "aichat_trace_spans_exported_total"
+
+
+async def trace_counts(gateway: Gateway, name: str, count: int) -> dict[str, float]:
+    """The gateway's ``aichat_trace_spans_*`` series, once ``name`` has reached ``count``
+    (or after 10 s)."""
+    counts: dict[str, float] = {}
+    for _ in range(100):
+        body = await (await gateway.http.get(f"{gateway.url}/metrics")).text()
+        counts = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in body.splitlines()
+            if line.startswith("aichat_trace_spans")
+        }
+        if counts.get(name, 0) >= count:
+            break
+        await asyncio.sleep(0.1)
+    return counts
+
+
 async def test_a_receiver_that_is_down_changes_nothing_for_clients_and_is_counted(
     monkeypatch: pytest.MonkeyPatch, make_gateway: GatewayFactory
 ) -> None:
@@ -398,19 +456,38 @@ async def test_a_receiver_that_is_down_changes_nothing_for_clients_and_is_counte
         for _ in range(3):
             answer = await client.chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
             assert answer.choices[0].message.content == "Hi"
-    metrics: dict[str, Any] = {}
-    for _ in range(100):
-        body = await (await gateway.http.get(f"{gateway.url}/metrics")).text()
-        metrics = {
-            line.split(" ")[0]: float(line.split(" ")[1])
-            for line in body.splitlines()
-            if line.startswith("aichat_trace_spans")
-        }
-        if metrics.get('aichat_trace_spans_dropped_total{reason="export_failed"}', 0) >= 6:
-            break
-        await asyncio.sleep(0.1)
-    assert metrics['aichat_trace_spans_dropped_total{reason="export_failed"}'] == 6
-    assert metrics["aichat_trace_spans_exported_total"] == 0
+    counts = await trace_counts(gateway, EXPORT_FAILED, 6)
+    assert counts[EXPORT_FAILED] == 6
+    assert counts[EXPORTED] == 0
+
+
+async def test_a_slow_receiver_fills_the_bounded_queue_and_what_finds_it_full_is_counted(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, make_gateway: GatewayFactory
+) -> None:
+    # A queue of two spans, sent as soon as two wait (never on the timer), and a receiver
+    # slow enough to hold the export thread for the whole test, yet within its timeout.
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "2")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "60")
+    gateway = await make_gateway(routes=(ModelConfig(name="echo", provider="mock", text="Hi"),))
+    receiver.answering.clear()
+    try:
+        async with gateway.sdk() as client:
+            for request in range(5):
+                answer = await client.chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
+                assert answer.choices[0].message.content == "Hi"
+                if request == 0:  # its two spans are being sent: the thread waits on the receiver
+                    async with asyncio.timeout(10):
+                        await receiver.held.wait()
+        # Every request was answered while the receiver had yet to answer its first export.
+        assert (receiver.waiting, receiver.spans) == (1, [])
+        # Of the next four requests' eight spans, two found room in the queue.
+        assert (await trace_counts(gateway, QUEUE_FULL, 6))[QUEUE_FULL] == 6
+    finally:
+        receiver.answering.set()
+    assert len(await receiver.wait_for(4)) == 4
+    counts = await trace_counts(gateway, EXPORTED, 4)
+    assert (counts[EXPORTED], counts[QUEUE_FULL], counts[EXPORT_FAILED]) == (4, 6, 0)
 
 
 def test_tracing_off_imports_nothing_of_opentelemetry() -> None:
