@@ -54,7 +54,7 @@ from aichat.core.errors import APIError, UpstreamError
 from aichat.core.exchange import EXCHANGE, Exchange, Handler
 from aichat.core.trace import Asked, Outbound, Upstream
 from aichat.operations.metrics import METRICS
-from aichat.operations.trace_content import Output, input_messages
+from aichat.operations.trace_content import Output, input_attributes
 from aichat.operations.trace_export import Export
 from aichat.providers.base import Finish, RawBody, RawChunks, RawCompletion, RawEvents
 
@@ -319,9 +319,7 @@ class RequestTrace:
             **_request_attributes(prompt),
         }
         if self._capture:
-            messages = input_messages(prompt)
-            if messages is not None:
-                attributes["gen_ai.input.messages"] = messages
+            attributes.update(input_attributes(prompt))
         span = self._tracer.start_span(
             f"chat {model}", context=self._context, kind=SpanKind.CLIENT, attributes=attributes
         )

@@ -371,12 +371,19 @@ async def test_message_contents_are_recorded_only_when_asked(
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
     gateway = await make_gateway(routes=routes(openai_upstream[1]))
     async with gateway.sdk() as client:
-        stream = await client.chat.completions.create(model="up", messages=HELLO, stream=True)  # type: ignore[arg-type]
+        stream = await client.chat.completions.create(
+            model="up",
+            messages=[{"role": "system", "content": "Be brief."}, *HELLO],  # type: ignore[list-item]
+            stream=True,
+        )
         async for _ in stream:
             pass
     (attempt,) = by_kind(await receiver.wait_for(2), "CLIENT")
+    # A system message of the conversation stays in it.
+    assert "gen_ai.system_instructions" not in attempt.attributes
     assert json.loads(attempt.attributes["gen_ai.input.messages"]) == [
-        {"role": "user", "parts": [{"type": "text", "content": "Say hello"}]}
+        {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
+        {"role": "user", "parts": [{"type": "text", "content": "Say hello"}]},
     ]
     assert json.loads(attempt.attributes["gen_ai.output.messages"]) == [
         {
@@ -406,8 +413,11 @@ async def test_contents_of_a_native_answer_are_read_from_its_events(
     ) as stream:
         await stream.get_final_message()
     (attempt,) = by_kind(await receiver.wait_for(2), "CLIENT")
+    # Messages takes its system prompt apart from the conversation: so does the span.
+    assert json.loads(attempt.attributes["gen_ai.system_instructions"]) == [
+        {"type": "text", "content": "Be terse."}
+    ]
     assert json.loads(attempt.attributes["gen_ai.input.messages"]) == [
-        {"role": "system", "parts": [{"type": "text", "content": "Be terse."}]},
         {"role": "user", "parts": [{"type": "text", "content": "Weather in Paris?"}]},
     ]
     (output,) = json.loads(attempt.attributes["gen_ai.output.messages"])
