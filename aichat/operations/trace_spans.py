@@ -7,8 +7,9 @@ Imported only when tracing is on (``aichat.operations.trace_setup``). Decisions:
   ``chat {upstream model}`` with ``gen_ai.operation.name`` (``chat``: Chat Completions,
   Responses and Messages alike), ``gen_ai.provider.name`` (the route's provider:
   ``openai`` for any OpenAI-compatible upstream, Chat Completions or Responses,
-  ``anthropic``, ``aichats``, ``mock``), ``gen_ai.request.*`` as the client sent them,
-  ``gen_ai.response.model`` / ``id`` / ``finish_reasons`` (in the upstream's words: Chat
+  ``anthropic``, ``aichats``, ``mock``), ``gen_ai.request.*`` and ``gen_ai.output.type``
+  as the client sent them, ``gen_ai.response.model`` / ``id`` / ``finish_reasons`` (in the
+  upstream's words: Chat
   Completions' ``finish_reason``, Messages' ``stop_reason``; Responses has none, so
   ``stop``, or why it is incomplete), ``gen_ai.response.time_to_first_chunk`` (streams),
   ``gen_ai.usage.*`` (the meter's count: input tokens include the cached ones, which are
@@ -94,6 +95,14 @@ _NUMBERS = {
     "seed": "gen_ai.request.seed",
 }
 _STOPS = {"chat": "stop", "messages": "stop_sequences"}  # Responses has none
+# Where each API's request names the output format it wants: the object holding ``type``.
+_FORMATS = {
+    "chat": ("response_format",),
+    "responses": ("text", "format"),
+    "messages": ("output_config", "format"),
+}
+# ``gen_ai.output.type`` by the requested format's type.
+_OUTPUT_TYPES = {"text": "text", "json_object": "json", "json_schema": "json"}
 
 
 def _error_type(exc: BaseException) -> str:
@@ -107,6 +116,14 @@ def _error_type(exc: BaseException) -> str:
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _output_type(api: str, body: Any) -> str | None:
+    """``gen_ai.output.type``, where the request names an output format."""
+    for key in _FORMATS.get(api, ()):
+        body = body.get(key) if isinstance(body, dict) else None
+    kind = body.get("type") if isinstance(body, dict) else None
+    return _OUTPUT_TYPES.get(kind) if isinstance(kind, str) else None
 
 
 def _request_attributes(prompt: Asked) -> dict[str, Any]:
@@ -128,6 +145,9 @@ def _request_attributes(prompt: Asked) -> dict[str, Any]:
     choices = body.get("n")
     if prompt.api == "chat" and _number(choices) and choices != 1:
         attributes["gen_ai.request.choice.count"] = choices
+    output_type = _output_type(prompt.api, body)
+    if output_type is not None:
+        attributes["gen_ai.output.type"] = output_type
     if prompt.stream:
         attributes["gen_ai.request.stream"] = True
     return attributes

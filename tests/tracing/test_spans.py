@@ -117,6 +117,7 @@ async def test_a_streamed_chat_continues_the_clients_trace_with_genai_attributes
         "gen_ai.request.max_tokens": 50,
         "gen_ai.request.temperature": 0.5,
         "gen_ai.request.stream": True,
+        "gen_ai.output.type": None,  # no output format asked for
         "gen_ai.response.model": "gpt-up",
         "gen_ai.response.id": "chatcmpl-up",
         "gen_ai.response.finish_reasons": ["stop"],
@@ -269,7 +270,10 @@ async def test_a_messages_request_to_an_anthropic_route_is_an_anthropic_chat(
         model="claude",
         max_tokens=100,
         stop_sequences=["END"],
-        extra_body={"temperature": 0.2},
+        extra_body={
+            "temperature": 0.2,
+            "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}},
+        },
         messages=[{"role": "user", "content": "Weather in Paris?"}],
         tools=[{"name": "get_weather", "input_schema": {"type": "object"}}],
         extra_headers={"traceparent": TRACEPARENT},
@@ -291,6 +295,7 @@ async def test_a_messages_request_to_an_anthropic_route_is_an_anthropic_chat(
         "gen_ai.request.max_tokens": 100,
         "gen_ai.request.temperature": 0.2,
         "gen_ai.request.stop_sequences": ["END"],
+        "gen_ai.output.type": "json",
         "gen_ai.request.stream": True,
         "gen_ai.response.model": "claude-sonnet-4-5",
         "gen_ai.response.id": "msg_01fake",
@@ -317,7 +322,11 @@ async def test_a_responses_request_to_a_responses_route_is_an_openai_chat(
         base_url=f"{native_gw.url}/v1", api_key=API_KEY, max_retries=0
     ) as client:
         answer = await client.responses.create(
-            model="codex", input="Weather?", max_output_tokens=300, top_p=0.9
+            model="codex",
+            input="Weather?",
+            max_output_tokens=300,
+            top_p=0.9,
+            text={"format": {"type": "json_object"}},
         )
     assert answer.output_text == "Hello from Responses"
     spans = await receiver.wait_for(2)
@@ -329,6 +338,7 @@ async def test_a_responses_request_to_a_responses_route_is_an_openai_chat(
         "gen_ai.request.model": "gpt-5-codex",
         "gen_ai.request.max_tokens": 300,
         "gen_ai.request.top_p": 0.9,
+        "gen_ai.output.type": "json",
         "gen_ai.request.stream": None,
         "gen_ai.response.model": "gpt-5-codex",
         "gen_ai.response.id": "resp_fake01",
