@@ -274,6 +274,7 @@ async def test_a_messages_request_to_an_anthropic_route_is_an_anthropic_chat(
             "temperature": 0.2,
             "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}},
         },
+        system="Be terse.",
         messages=[{"role": "user", "content": "Weather in Paris?"}],
         tools=[{"name": "get_weather", "input_schema": {"type": "object"}}],
         extra_headers={"traceparent": TRACEPARENT},
@@ -281,6 +282,9 @@ async def test_a_messages_request_to_an_anthropic_route_is_an_anthropic_chat(
         message = await stream.get_final_message()
     assert message.stop_reason == "tool_use"
     spans = await receiver.wait_for(2)
+    # No contents unless an operator asks: neither the prompt's nor the answer's.
+    said = json.dumps([span.attributes for span in spans])
+    assert not any(words in said for words in ("Be terse", "Paris", "Hello from Claude"))
     (server,), (attempt,) = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
     assert (server.name, server.trace_id) == ("POST /v1/messages", CLIENT_TRACE)
     assert server.attributes["aichat.route"] == "claude"
