@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from aichat.core.config import ModelConfig, PriceConfig, StartupError
-from aichat.operations.trace_setup import configured_tracing
+from aichat.operations.trace_setup import configured_tracing, tracing_wanted
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.deploy.procs import run
 from tests.fakes import FakeOpenAI
@@ -543,3 +543,15 @@ def test_what_aichat_cannot_export_is_refused_at_start(name: str, value: str) ->
     with pytest.raises(StartupError, match=name):
         configured_tracing(environ)
     assert configured_tracing({**environ, "OTEL_SDK_DISABLED": "true"}) is None
+
+
+def test_the_traces_own_protocol_wins_over_the_one_for_every_signal() -> None:
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",  # metrics and logs, elsewhere
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+    }
+    assert tracing_wanted(environ)
+    with pytest.raises(StartupError, match="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc"):
+        tracing_wanted({**environ, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"})
