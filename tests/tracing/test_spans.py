@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import anthropic
@@ -44,6 +45,26 @@ async def gw(
     receiver: Receiver, make_gateway: GatewayFactory, openai_upstream: tuple[FakeOpenAI, str]
 ) -> Gateway:
     return await make_gateway(routes=routes(openai_upstream[1]), retries=1, retry_backoff=0)
+
+
+GatewayWith = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+def gateway_with(
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    make_gateway: GatewayFactory,
+    openai_upstream: tuple[FakeOpenAI, str],
+) -> GatewayWith:
+    """Makes a gateway of ``routes`` with the OpenTelemetry variables it is given set too."""
+
+    async def make(**variables: str) -> Gateway:
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        return await make_gateway(routes=routes(openai_upstream[1]))
+
+    return make
 
 
 def native_routes(natives: Natives) -> tuple[ModelConfig, ...]:
@@ -138,15 +159,12 @@ async def test_a_streamed_chat_continues_the_clients_trace_with_genai_attributes
 
 
 async def test_the_sdks_sampler_and_service_name_apply_and_unsampled_traces_go_on_upstream(
-    receiver: Receiver,
-    monkeypatch: pytest.MonkeyPatch,
-    make_gateway: GatewayFactory,
-    openai_upstream: tuple[FakeOpenAI, str],
+    receiver: Receiver, gateway_with: GatewayWith, openai_upstream: tuple[FakeOpenAI, str]
 ) -> None:
     # New traces are not sampled; a client's trace is, if the client sampled it.
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_off")
-    monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway-eu")
-    gateway = await make_gateway(routes=routes(openai_upstream[1]))
+    gateway = await gateway_with(
+        OTEL_TRACES_SAMPLER="parentbased_always_off", OTEL_SERVICE_NAME="gateway-eu"
+    )
     unsampled_trace = "0af7651916cd43dd8448eb211c80319c"
     async with gateway.sdk() as client:
         for headers in ({}, {"traceparent": f"00-{unsampled_trace}-{CLIENT_SPAN}-00"}):
@@ -377,13 +395,9 @@ async def test_an_error_event_mid_stream_fails_the_attempt_and_the_request(
 
 
 async def test_message_contents_are_recorded_only_when_asked(
-    receiver: Receiver,
-    monkeypatch: pytest.MonkeyPatch,
-    make_gateway: GatewayFactory,
-    openai_upstream: tuple[FakeOpenAI, str],
+    receiver: Receiver, gateway_with: GatewayWith
 ) -> None:
-    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
-    gateway = await make_gateway(routes=routes(openai_upstream[1]))
+    gateway = await gateway_with(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true")
     async with gateway.sdk() as client:
         stream = await client.chat.completions.create(
             model="up",
