@@ -207,13 +207,6 @@ class AttemptTrace:
         learnt = self._learnt
         if self._stream:
             learnt["gen_ai.response.time_to_first_chunk"] = time.perf_counter() - self._started
-        url = self.outbound.url
-        if url is not None:
-            parsed = URL(url)
-            if parsed.host:
-                learnt["server.address"] = parsed.host
-            if parsed.port:
-                learnt["server.port"] = parsed.port
         if isinstance(first, RawChunks) and first.jsons:
             self._identify(first.jsons[0].encode())
         elif isinstance(first, RawCompletion):
@@ -275,6 +268,13 @@ class AttemptTrace:
         else:
             reasons = self._finish or [self._complete]
         learnt["gen_ai.response.finish_reasons"] = reasons
+        url = self.outbound.url  # the upstream's, answered or not, once a request was sent
+        if url is not None:
+            parsed = URL(url)
+            if parsed.host:
+                learnt["server.address"] = parsed.host
+            if parsed.port:
+                learnt["server.port"] = parsed.port
         self._request.usage_of(self, learnt)
         if self._output is not None:
             learnt["gen_ai.output.messages"] = self._output.messages(reasons[0])

@@ -207,6 +207,11 @@ async def test_a_retried_request_shows_each_attempt(
     )
     assert failed.parent_id == answered.parent_id == server.span_id
     assert failed.attributes["error.type"] == "500"
+    # The server that failed is named too.
+    port = port_of(openai_upstream[1])
+    assert [
+        (s.attributes["server.address"], s.attributes["server.port"]) for s in (failed, answered)
+    ] == [("127.0.0.1", port)] * 2
     assert failed.status == "STATUS_CODE_ERROR"
     assert failed.attributes["gen_ai.response.finish_reasons"] == ["error"]
     assert "error.type" not in answered.attributes
