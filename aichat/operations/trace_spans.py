@@ -30,6 +30,10 @@ Imported only when tracing is on (``aichat.operations.trace_setup``). Decisions:
   the server span; each attempt's own context goes upstream in its HTTP request
   (``aichat.core.trace.OUTBOUND``). Spans are parented explicitly: nothing is made
   "current", so no context variable is touched per event.
+- **Unsampled requests** (the sampler's decision, or the client's ``traceparent``) get no
+  hooks at all, only ``OUTBOUND`` for the whole request, so their upstream requests carry
+  the trace and the decision: where traces are sampled, most requests cost little more than
+  with tracing off.
 - **Cheap per event**: an upstream's own words are not parsed. Finish reasons are found
   with a regular expression, only in what can hold one (quotes inside JSON strings are
   escaped, so only keys match), the response's model and id in its first event only, and
@@ -53,7 +57,7 @@ from yarl import URL
 
 from aichat.core.errors import APIError, UpstreamError
 from aichat.core.exchange import EXCHANGE, Exchange, Handler
-from aichat.core.trace import Asked, Outbound, Upstream
+from aichat.core.trace import OUTBOUND, Asked, Outbound, Upstream
 from aichat.operations.metrics import METRICS
 from aichat.operations.trace_content import Output, input_attributes
 from aichat.operations.trace_export import Export
@@ -294,6 +298,7 @@ class RequestTrace:
         "_first_token",
         "_span",
         "_tracer",
+        "recording",
     )
 
     def __init__(
@@ -321,6 +326,7 @@ class RequestTrace:
             attributes=attributes,
         )
         self._context: Context = set_span_in_context(self._span)
+        self.recording = self._span.is_recording()  # sampled
         self._answering: AttemptTrace | None = None
         self._error: str | None = None
         self._first_token: float | None = None  # seconds from the upstream call
@@ -362,6 +368,13 @@ class RequestTrace:
             if value:
                 for name in names:
                     attributes[name] = value
+
+    def unsampled(self) -> Outbound:
+        """What every upstream request of an unsampled request carries: its trace, and the
+        decision not to sample it."""
+        headers: dict[str, str] = {}
+        propagate.inject(headers, context=self._context)
+        return Outbound(headers)
 
     def dropped(self, params: list[str]) -> None:
         """Request parameters the answering upstream does not get."""
@@ -419,7 +432,17 @@ def _middleware(tracing: Tracing) -> Middleware:
         if tracer is None or not request.path.startswith("/v1/"):
             return await handler(request)
         exchange = request[EXCHANGE]
-        trace = exchange.trace = RequestTrace(tracer, request, exchange, tracing.capture_content)
+        trace = RequestTrace(tracer, request, exchange, tracing.capture_content)
+        if not trace.recording:
+            # Not sampled: nothing to record, so no hooks on the request path (unsampled
+            # requests are most of them where traces are sampled); the decision goes on
+            # with the trace to every upstream request it makes.
+            token = OUTBOUND.set(trace.unsampled())
+            try:
+                return await handler(request)
+            finally:
+                OUTBOUND.reset(token)
+        exchange.trace = trace
         status = 499  # the client went away before an answer was complete
         try:
             response = await handler(request)
