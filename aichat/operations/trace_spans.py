@@ -101,12 +101,18 @@ _NUMBERS = {
 _STOPS = {"chat": "stop", "messages": "stop_sequences"}  # Responses has none
 # Where each API's request names the output format it wants: the object holding ``type``.
 _FORMATS = {
-    "chat": ("response_format",),
-    "responses": ("text", "format"),
-    "messages": ("output_config", "format"),
+    "chat": ("response_format", "type"),
+    "responses": ("text", "format", "type"),
+    "messages": ("output_config", "format", "type"),
 }
 # ``gen_ai.output.type`` by the requested format's type.
 _OUTPUT_TYPES = {"text": "text", "json_object": "json", "json_schema": "json"}
+# Where each API's request names its reasoning effort (``gen_ai.request.reasoning.level``).
+_EFFORTS = {
+    "chat": ("reasoning_effort",),
+    "responses": ("reasoning", "effort"),
+    "messages": ("output_config", "effort"),
+}
 
 
 def _error_type(exc: BaseException) -> str:
@@ -122,12 +128,11 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _output_type(api: str, body: Any) -> str | None:
-    """``gen_ai.output.type``, where the request names an output format."""
-    for key in _FORMATS.get(api, ()):
+def _text_at(body: Any, keys: tuple[str, ...]) -> str | None:
+    """The string at ``keys`` in a request's JSON ``body``, if there is one."""
+    for key in keys:
         body = body.get(key) if isinstance(body, dict) else None
-    kind = body.get("type") if isinstance(body, dict) else None
-    return _OUTPUT_TYPES.get(kind) if isinstance(kind, str) else None
+    return body if isinstance(body, str) else None
 
 
 def _request_attributes(prompt: Asked) -> dict[str, Any]:
@@ -149,9 +154,12 @@ def _request_attributes(prompt: Asked) -> dict[str, Any]:
     choices = body.get("n")
     if prompt.api == "chat" and _number(choices) and choices != 1:
         attributes["gen_ai.request.choice.count"] = choices
-    output_type = _output_type(prompt.api, body)
+    output_type = _OUTPUT_TYPES.get(_text_at(body, _FORMATS.get(prompt.api, ())) or "")
     if output_type is not None:
         attributes["gen_ai.output.type"] = output_type
+    effort = _text_at(body, _EFFORTS.get(prompt.api, ()))
+    if effort:
+        attributes["gen_ai.request.reasoning.level"] = effort
     if prompt.stream:
         attributes["gen_ai.request.stream"] = True
     return attributes

@@ -139,6 +139,7 @@ async def test_a_streamed_chat_continues_the_clients_trace_with_genai_attributes
         "gen_ai.request.temperature": 0.5,
         "gen_ai.request.stream": True,
         "gen_ai.output.type": None,  # no output format asked for
+        "gen_ai.request.reasoning.level": None,
         "gen_ai.response.model": "gpt-up",
         "gen_ai.response.id": "chatcmpl-up",
         "gen_ai.response.finish_reasons": ["stop"],
@@ -295,7 +296,10 @@ async def test_a_messages_request_to_an_anthropic_route_is_an_anthropic_chat(
         stop_sequences=["END"],
         extra_body={
             "temperature": 0.2,
-            "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}},
+            "output_config": {
+                "format": {"type": "json_schema", "schema": {"type": "object"}},
+                "effort": "max",
+            },
         },
         system="Be terse.",
         messages=[{"role": "user", "content": "Weather in Paris?"}],
@@ -322,6 +326,7 @@ async def test_a_messages_request_to_an_anthropic_route_is_an_anthropic_chat(
         "gen_ai.request.max_tokens": 100,
         "gen_ai.request.temperature": 0.2,
         "gen_ai.request.stop_sequences": ["END"],
+        "gen_ai.request.reasoning.level": "max",
         "gen_ai.output.type": "json",
         "gen_ai.request.stream": True,
         "gen_ai.response.model": "claude-sonnet-4-5",
@@ -354,6 +359,7 @@ async def test_a_responses_request_to_a_responses_route_is_an_openai_chat(
             max_output_tokens=300,
             top_p=0.9,
             text={"format": {"type": "json_object"}},
+            reasoning={"effort": "high"},
         )
     assert answer.output_text == "Hello from Responses"
     spans = await receiver.wait_for(2)
@@ -366,6 +372,7 @@ async def test_a_responses_request_to_a_responses_route_is_an_openai_chat(
         "gen_ai.request.max_tokens": 300,
         "gen_ai.request.top_p": 0.9,
         "gen_ai.output.type": "json",
+        "gen_ai.request.reasoning.level": "high",
         "gen_ai.request.stream": None,
         "gen_ai.response.model": "gpt-5-codex",
         "gen_ai.response.id": "resp_fake01",
