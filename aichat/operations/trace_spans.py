@@ -9,11 +9,11 @@ Imported only when tracing is on (``aichat.operations.trace_setup``). Decisions:
   ``openai`` for any OpenAI-compatible upstream, Chat Completions or Responses,
   ``anthropic``, ``aichats``, ``mock``), ``gen_ai.request.*`` and ``gen_ai.output.type``
   as the client sent them, ``gen_ai.response.model`` / ``id`` / ``finish_reasons`` (in the
-  upstream's words: Chat
-  Completions' ``finish_reason``, Messages' ``stop_reason``; Responses has none, so
-  ``stop``, or why it is incomplete), ``gen_ai.response.time_to_first_chunk`` (streams),
-  ``gen_ai.usage.*`` (the meter's count: input tokens include the cached ones, which are
-  also given apart), ``server.address`` / ``server.port`` of the request actually sent, and
+  upstream's words: Chat Completions' ``finish_reason``, Messages' ``stop_reason``;
+  Responses has none, so ``stop``, or why it is incomplete),
+  ``gen_ai.response.time_to_first_chunk`` (streams), ``gen_ai.usage.*`` (the meter's count:
+  input tokens include the cached ones, which are also given apart),
+  ``server.address`` / ``server.port`` of the request sent (answered or not), and
   ``error.type`` (the upstream's HTTP status, ``upstream_timeout``, ``cancelled``, ...) for
   an attempt that failed. The conventions' one span per logical call would hide retries and
   fallbacks: here each attempt is its own span, numbered (``aichat.attempt``).
