@@ -17,7 +17,8 @@ Decisions:
   Everything else (key, route, usage, cost, errors, timings) is read from the ``Exchange``
   once the request has been answered, where the layers have noted it already.
 - **Context goes upstream through a context variable** (``OUTBOUND``), set only while an
-  attempt's first event is awaited: a provider's HTTP request
+  attempt's first event is awaited (for an unsampled request, which has no ``RequestTrace``,
+  while it is answered): a provider's HTTP request
   (``aichat.providers.http.upstream_body``) adds its headers (W3C ``traceparent``) and says
   where it went. Untraced, that costs one ``ContextVar.get`` per upstream request.
 """

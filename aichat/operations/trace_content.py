@@ -8,9 +8,12 @@ trace receiver is another system with other readers. Decisions:
   conventions allow a string where an attribute cannot hold structure): messages of
   ``{"role", "parts"}``, parts of type ``text``, ``reasoning``, ``tool_call`` and
   ``tool_call_response``; a non-text part is named by its type only (no images or audio).
-- Bounded: each attribute holds at most ``LIMIT`` characters of text; past it, texts are
-  cut and the rest of an answer is not looked at, so a long answer costs no more than a
-  short one.
+  Instructions an API takes apart from the conversation (Messages' ``system``, Responses'
+  ``instructions``) are ``gen_ai.system_instructions``, a list of parts, as the conventions
+  ask; system messages inside a conversation stay in it.
+- Bounded: the input's attributes together, and the output's, hold at most ``LIMIT``
+  characters of text; past it, texts are cut and the rest of an answer is not looked at,
+  so a long answer costs no more than a short one.
 - An upstream's own words (Chat Completions chunks, Messages and Responses events) are
   parsed here for their text, as they pass; a request in another API than Chat Completions
   is read in its Chat Completions form: costs only an operator who asked for contents pays.
@@ -73,13 +76,19 @@ def _parts(message: ChatMessage) -> list[dict[str, Any]]:
     return parts
 
 
-def input_messages(prompt: Asked) -> str | None:
-    """``gen_ai.input.messages``: the conversation, cut at ``LIMIT``; None for a request
-    that has no Chat Completions form."""
+# The body field of each API that holds instructions apart from the conversation (the
+# first message of its Chat Completions form).
+_INSTRUCTIONS = {"messages": "system", "responses": "instructions"}
+
+
+def input_attributes(prompt: Asked) -> dict[str, str]:
+    """``gen_ai.input.messages`` (the conversation) and ``gen_ai.system_instructions`` where
+    the API takes them apart, cut at ``LIMIT`` together; none for a request that has no
+    Chat Completions form."""
     try:
         chat = prompt.chat()
     except APIError:
-        return None
+        return {}
     budget = LIMIT
     messages = []
     for message in chat.messages:
@@ -93,7 +102,12 @@ def input_messages(prompt: Asked) -> str | None:
         messages.append({"role": message.role, "parts": parts})
         if budget <= 0:
             break
-    return _json(messages)
+    attributes = {}
+    apart = _INSTRUCTIONS.get(prompt.api)
+    if apart and prompt.body.get(apart) and messages and messages[0]["role"] == "system":
+        attributes["gen_ai.system_instructions"] = _json(messages.pop(0)["parts"])
+    attributes["gen_ai.input.messages"] = _json(messages)
+    return attributes
 
 
 class Output:

@@ -51,14 +51,14 @@ def tracing_wanted(environ: Mapping[str, str] = os.environ) -> bool:
             f"OTEL_TRACES_EXPORTER={exporters} is not available: aichat exports traces over "
             "OTLP/HTTP only; set it to otlp (or none)"
         )
-    for name in _PROTOCOLS:
-        protocol = _value(environ, name)
-        if protocol and protocol != "http/protobuf":
-            raise StartupError(
-                f"{name}={protocol} is not available: aichat exports traces over OTLP/HTTP "
-                "(http/protobuf); point the endpoint at the receiver's OTLP/HTTP port "
-                "(usually 4318) and unset it"
-            )
+    # The traces' own protocol, if set, wins over the one for every signal.
+    name, protocol = next(((n, p) for n in _PROTOCOLS if (p := _value(environ, n))), ("", ""))
+    if protocol and protocol != "http/protobuf":
+        raise StartupError(
+            f"{name}={protocol} is not available: aichat exports traces over OTLP/HTTP "
+            "(http/protobuf); point the endpoint at the receiver's OTLP/HTTP port "
+            "(usually 4318) and unset it"
+        )
     return True
 
 

@@ -7,12 +7,13 @@ Imported only when tracing is on (``aichat.operations.trace_setup``). Decisions:
   ``chat {upstream model}`` with ``gen_ai.operation.name`` (``chat``: Chat Completions,
   Responses and Messages alike), ``gen_ai.provider.name`` (the route's provider:
   ``openai`` for any OpenAI-compatible upstream, Chat Completions or Responses,
-  ``anthropic``, ``aichats``, ``mock``), ``gen_ai.request.*`` as the client sent them,
-  ``gen_ai.response.model`` / ``id`` / ``finish_reasons`` (in the upstream's words: Chat
-  Completions' ``finish_reason``, Messages' ``stop_reason``; Responses has none, so
-  ``stop``, or why it is incomplete), ``gen_ai.response.time_to_first_chunk`` (streams),
-  ``gen_ai.usage.*`` (the meter's count: input tokens include the cached ones, which are
-  also given apart), ``server.address`` / ``server.port`` of the request actually sent, and
+  ``anthropic``, ``aichats``, ``mock``), ``gen_ai.request.*`` and ``gen_ai.output.type``
+  as the client sent them, ``gen_ai.response.model`` / ``id`` / ``finish_reasons`` (in the
+  upstream's words: Chat Completions' ``finish_reason``, Messages' ``stop_reason``;
+  Responses has none, so ``stop``, or why it is incomplete),
+  ``gen_ai.response.time_to_first_chunk`` (streams), ``gen_ai.usage.*`` (the meter's count:
+  input tokens include the cached ones, which are also given apart),
+  ``server.address`` / ``server.port`` of the request sent (answered or not), and
   ``error.type`` (the upstream's HTTP status, ``upstream_timeout``, ``cancelled``, ...) for
   an attempt that failed. The conventions' one span per logical call would hide retries and
   fallbacks: here each attempt is its own span, numbered (``aichat.attempt``).
@@ -29,6 +30,10 @@ Imported only when tracing is on (``aichat.operations.trace_setup``). Decisions:
   the server span; each attempt's own context goes upstream in its HTTP request
   (``aichat.core.trace.OUTBOUND``). Spans are parented explicitly: nothing is made
   "current", so no context variable is touched per event.
+- **Unsampled requests** (the sampler's decision, or the client's ``traceparent``) get no
+  hooks at all, only ``OUTBOUND`` for the whole request, so their upstream requests carry
+  the trace and the decision: where traces are sampled, most requests cost little more than
+  with tracing off.
 - **Cheap per event**: an upstream's own words are not parsed. Finish reasons are found
   with a regular expression, only in what can hold one (quotes inside JSON strings are
   escaped, so only keys match), the response's model and id in its first event only, and
@@ -52,9 +57,9 @@ from yarl import URL
 
 from aichat.core.errors import APIError, UpstreamError
 from aichat.core.exchange import EXCHANGE, Exchange, Handler
-from aichat.core.trace import Asked, Outbound, Upstream
+from aichat.core.trace import OUTBOUND, Asked, Outbound, Upstream
 from aichat.operations.metrics import METRICS
-from aichat.operations.trace_content import Output, input_messages
+from aichat.operations.trace_content import Output, input_attributes
 from aichat.operations.trace_export import Export
 from aichat.providers.base import Finish, RawBody, RawChunks, RawCompletion, RawEvents
 
@@ -73,11 +78,16 @@ _FIELDS = (
     ("error", "aichat.error"),
 )
 # The meter's access-line fields (``aichat.answer.usage``) that become usage attributes.
+# Cache writes go under the conventions' current name and under the one it replaced, which
+# tools still read (Phoenix 20 counts a span's cache writes from that one only).
 _USAGE = (
-    ("prompt_tokens", "gen_ai.usage.input_tokens"),
-    ("completion_tokens", "gen_ai.usage.output_tokens"),
-    ("cache_read_tokens", "gen_ai.usage.cache_read.input_tokens"),
-    ("cache_write_tokens", "gen_ai.usage.cache_creation.input_tokens"),
+    ("prompt_tokens", ("gen_ai.usage.input_tokens",)),
+    ("completion_tokens", ("gen_ai.usage.output_tokens",)),
+    ("cache_read_tokens", ("gen_ai.usage.cache_read.input_tokens",)),
+    (
+        "cache_write_tokens",
+        ("gen_ai.usage.cache_write.input_tokens", "gen_ai.usage.cache_creation.input_tokens"),
+    ),
 )
 # Sampling parameters by their name in each API's request.
 _NUMBERS = {
@@ -89,6 +99,20 @@ _NUMBERS = {
     "seed": "gen_ai.request.seed",
 }
 _STOPS = {"chat": "stop", "messages": "stop_sequences"}  # Responses has none
+# Where each API's request names the output format it wants: the object holding ``type``.
+_FORMATS = {
+    "chat": ("response_format", "type"),
+    "responses": ("text", "format", "type"),
+    "messages": ("output_config", "format", "type"),
+}
+# ``gen_ai.output.type`` by the requested format's type.
+_OUTPUT_TYPES = {"text": "text", "json_object": "json", "json_schema": "json"}
+# Where each API's request names its reasoning effort (``gen_ai.request.reasoning.level``).
+_EFFORTS = {
+    "chat": ("reasoning_effort",),
+    "responses": ("reasoning", "effort"),
+    "messages": ("output_config", "effort"),
+}
 
 
 def _error_type(exc: BaseException) -> str:
@@ -102,6 +126,13 @@ def _error_type(exc: BaseException) -> str:
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _text_at(body: Any, keys: tuple[str, ...]) -> str | None:
+    """The string at ``keys`` in a request's JSON ``body``, if there is one."""
+    for key in keys:
+        body = body.get(key) if isinstance(body, dict) else None
+    return body if isinstance(body, str) else None
 
 
 def _request_attributes(prompt: Asked) -> dict[str, Any]:
@@ -123,6 +154,12 @@ def _request_attributes(prompt: Asked) -> dict[str, Any]:
     choices = body.get("n")
     if prompt.api == "chat" and _number(choices) and choices != 1:
         attributes["gen_ai.request.choice.count"] = choices
+    output_type = _OUTPUT_TYPES.get(_text_at(body, _FORMATS.get(prompt.api, ())) or "")
+    if output_type is not None:
+        attributes["gen_ai.output.type"] = output_type
+    effort = _text_at(body, _EFFORTS.get(prompt.api, ()))
+    if effort:
+        attributes["gen_ai.request.reasoning.level"] = effort
     if prompt.stream:
         attributes["gen_ai.request.stream"] = True
     return attributes
@@ -182,13 +219,6 @@ class AttemptTrace:
         learnt = self._learnt
         if self._stream:
             learnt["gen_ai.response.time_to_first_chunk"] = time.perf_counter() - self._started
-        url = self.outbound.url
-        if url is not None:
-            parsed = URL(url)
-            if parsed.host:
-                learnt["server.address"] = parsed.host
-            if parsed.port:
-                learnt["server.port"] = parsed.port
         if isinstance(first, RawChunks) and first.jsons:
             self._identify(first.jsons[0].encode())
         elif isinstance(first, RawCompletion):
@@ -250,6 +280,13 @@ class AttemptTrace:
         else:
             reasons = self._finish or [self._complete]
         learnt["gen_ai.response.finish_reasons"] = reasons
+        url = self.outbound.url  # the upstream's, answered or not, once a request was sent
+        if url is not None:
+            parsed = URL(url)
+            if parsed.host:
+                learnt["server.address"] = parsed.host
+            if parsed.port:
+                learnt["server.port"] = parsed.port
         self._request.usage_of(self, learnt)
         if self._output is not None:
             learnt["gen_ai.output.messages"] = self._output.messages(reasons[0])
@@ -269,6 +306,7 @@ class RequestTrace:
         "_first_token",
         "_span",
         "_tracer",
+        "recording",
     )
 
     def __init__(
@@ -296,6 +334,7 @@ class RequestTrace:
             attributes=attributes,
         )
         self._context: Context = set_span_in_context(self._span)
+        self.recording = self._span.is_recording()  # sampled
         self._answering: AttemptTrace | None = None
         self._error: str | None = None
         self._first_token: float | None = None  # seconds from the upstream call
@@ -314,9 +353,7 @@ class RequestTrace:
             **_request_attributes(prompt),
         }
         if self._capture:
-            messages = input_messages(prompt)
-            if messages is not None:
-                attributes["gen_ai.input.messages"] = messages
+            attributes.update(input_attributes(prompt))
         span = self._tracer.start_span(
             f"chat {model}", context=self._context, kind=SpanKind.CLIENT, attributes=attributes
         )
@@ -334,10 +371,18 @@ class RequestTrace:
         if attempt is not self._answering:
             return
         fields = self._exchange.fields
-        for field, attribute in _USAGE:
+        for field, names in _USAGE:
             value = fields.get(field)
             if value:
-                attributes[attribute] = value
+                for name in names:
+                    attributes[name] = value
+
+    def unsampled(self) -> Outbound:
+        """What every upstream request of an unsampled request carries: its trace, and the
+        decision not to sample it."""
+        headers: dict[str, str] = {}
+        propagate.inject(headers, context=self._context)
+        return Outbound(headers)
 
     def dropped(self, params: list[str]) -> None:
         """Request parameters the answering upstream does not get."""
@@ -395,7 +440,17 @@ def _middleware(tracing: Tracing) -> Middleware:
         if tracer is None or not request.path.startswith("/v1/"):
             return await handler(request)
         exchange = request[EXCHANGE]
-        trace = exchange.trace = RequestTrace(tracer, request, exchange, tracing.capture_content)
+        trace = RequestTrace(tracer, request, exchange, tracing.capture_content)
+        if not trace.recording:
+            # Not sampled: nothing to record, so no hooks on the request path (unsampled
+            # requests are most of them where traces are sampled); the decision goes on
+            # with the trace to every upstream request it makes.
+            token = OUTBOUND.set(trace.unsampled())
+            try:
+                return await handler(request)
+            finally:
+                OUTBOUND.reset(token)
+        exchange.trace = trace
         status = 499  # the client went away before an answer was complete
         try:
             response = await handler(request)

@@ -42,12 +42,25 @@ class Span:
     resource: dict[str, Any]
 
 
+def _open() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class Receiver:
-    """Accepts ``POST /v1/traces``; ``spans`` is everything received, in order."""
+    """Accepts ``POST /v1/traces``; ``spans`` is everything received, in order.
+
+    A slow receiver: clear ``answering`` and each export waits until it is set again
+    (``waiting`` counts them, ``held`` is set by the first).
+    """
 
     spans: list[Span] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    answering: asyncio.Event = field(default_factory=_open)
+    waiting: int = 0
+    held: asyncio.Event = field(default_factory=asyncio.Event)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -56,6 +69,11 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         assert request.content_type == "application/x-protobuf"
+        if not self.answering.is_set():
+            self.waiting += 1
+            self.held.set()
+            await self.answering.wait()
+            self.waiting -= 1
         export = ExportTraceServiceRequest.FromString(await request.read())
         for resource_spans in export.resource_spans:
             resource = {kv.key: _plain(kv.value) for kv in resource_spans.resource.attributes}

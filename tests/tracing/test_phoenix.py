@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
 
-from aichat.core.config import ModelConfig
+from aichat.core.config import ModelConfig, PriceConfig
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.fakes import FakeOpenAI
 from tests.tracing.conftest import QUICK_EXPORT, Natives
@@ -47,6 +48,7 @@ async def gw(
             provider="anthropic",
             base_url=natives.claude_url,
             upstream_model="claude-sonnet-4-5",
+            price=PriceConfig(input=Decimal(3), output=Decimal(15)),
         ),
     )
     return await make_gateway(routes=routes, retries=1, retry_backoff=0)
@@ -125,6 +127,8 @@ async def test_a_messages_tool_call_arrives_with_its_finish_reason(
     assert message.stop_reason == "tool_use"
     server, (attempt,) = await trace.spans(phoenix, 2)
     assert server["name"] == "POST /v1/messages"
+    # Priced: cache reads and writes at the input price (their default), then the output.
+    assert server["attributes"]["aichat.cost.usd"] == pytest.approx((268 * 3 + 9 * 15) / 1e6)
     assert attempt["span_kind"] == "LLM"
     attributes = attempt["attributes"]
     assert attributes["gen_ai.provider.name"] == "anthropic"
@@ -132,7 +136,11 @@ async def test_a_messages_tool_call_arrives_with_its_finish_reason(
     assert attributes["gen_ai.request.max_tokens"] == 100
     assert attributes["gen_ai.usage.input_tokens"] == 3 + 10 + 255
     assert attributes["gen_ai.usage.cache_read.input_tokens"] == 255
-    assert attributes["gen_ai.usage.cache_creation.input_tokens"] == 10
+    assert attributes["gen_ai.usage.cache_write.input_tokens"] == 10
+    # Phoenix read the counts: its own token counts (OpenInference's) come from them.
+    assert attributes["llm.token_count.prompt"] == 3 + 10 + 255
+    assert attributes["llm.token_count.prompt_details.cache_read"] == 255
+    assert attributes["llm.token_count.prompt_details.cache_write"] == 10
 
 
 async def test_a_retried_request_arrives_as_two_attempts(

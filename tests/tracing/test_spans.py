@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any
 
 import anthropic
 import openai
 import pytest
 
 from aichat.core.config import ModelConfig, PriceConfig, StartupError
-from aichat.operations.trace_setup import configured_tracing
+from aichat.operations.trace_setup import configured_tracing, tracing_wanted
 from tests.conftest import API_KEY, Gateway, GatewayFactory
 from tests.deploy.procs import run
 from tests.fakes import FakeOpenAI
@@ -45,6 +45,26 @@ async def gw(
     receiver: Receiver, make_gateway: GatewayFactory, openai_upstream: tuple[FakeOpenAI, str]
 ) -> Gateway:
     return await make_gateway(routes=routes(openai_upstream[1]), retries=1, retry_backoff=0)
+
+
+GatewayWith = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+def gateway_with(
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    make_gateway: GatewayFactory,
+    openai_upstream: tuple[FakeOpenAI, str],
+) -> GatewayWith:
+    """Makes a gateway of ``routes`` with the OpenTelemetry variables it is given set too."""
+
+    async def make(**variables: str) -> Gateway:
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        return await make_gateway(routes=routes(openai_upstream[1]))
+
+    return make
 
 
 def native_routes(natives: Natives) -> tuple[ModelConfig, ...]:
@@ -118,6 +138,8 @@ async def test_a_streamed_chat_continues_the_clients_trace_with_genai_attributes
         "gen_ai.request.max_tokens": 50,
         "gen_ai.request.temperature": 0.5,
         "gen_ai.request.stream": True,
+        "gen_ai.output.type": None,  # no output format asked for
+        "gen_ai.request.reasoning.level": None,
         "gen_ai.response.model": "gpt-up",
         "gen_ai.response.id": "chatcmpl-up",
         "gen_ai.response.finish_reasons": ["stop"],
@@ -137,6 +159,40 @@ async def test_a_streamed_chat_continues_the_clients_trace_with_genai_attributes
     assert sent.split("-")[1:3] == [CLIENT_TRACE, attempt.span_id]
 
 
+async def test_the_sdks_sampler_and_service_name_apply_and_unsampled_traces_go_on_upstream(
+    receiver: Receiver, gateway_with: GatewayWith, openai_upstream: tuple[FakeOpenAI, str]
+) -> None:
+    # New traces are not sampled; a client's trace is, if the client sampled it.
+    gateway = await gateway_with(
+        OTEL_TRACES_SAMPLER="parentbased_always_off", OTEL_SERVICE_NAME="gateway-eu"
+    )
+    unsampled_trace = "0af7651916cd43dd8448eb211c80319c"
+    async with gateway.sdk() as client:
+        for headers in ({}, {"traceparent": f"00-{unsampled_trace}-{CLIENT_SPAN}-00"}):
+            await client.chat.completions.create(
+                model="up",
+                messages=HELLO,  # type: ignore[arg-type]
+                extra_headers=headers,
+            )
+        await client.chat.completions.create(
+            model="up",
+            messages=HELLO,  # type: ignore[arg-type]
+            extra_headers={"traceparent": TRACEPARENT},
+        )
+    # Spans are sent in the order they end: the first two requests' would have come first.
+    spans = await receiver.wait_for(2)
+    assert [(span.trace_id, span.resource["service.name"]) for span in spans] == [
+        (CLIENT_TRACE, "gateway-eu")
+    ] * 2
+    # Each upstream request went on with its trace and its decision not to sample it.
+    sent = [h["traceparent"].split("-") for h in openai_upstream[0].headers]
+    assert [(trace, int(flags, 16) & 1) for _, trace, _, flags in sent] == [
+        (sent[0][1], 0),  # the sampled flag, the lowest bit
+        (unsampled_trace, 0),
+        (CLIENT_TRACE, 1),
+    ]
+
+
 async def test_a_retried_request_shows_each_attempt(
     receiver: Receiver, gw: Gateway, openai_upstream: tuple[FakeOpenAI, str]
 ) -> None:
@@ -152,6 +208,11 @@ async def test_a_retried_request_shows_each_attempt(
     )
     assert failed.parent_id == answered.parent_id == server.span_id
     assert failed.attributes["error.type"] == "500"
+    # The server that failed is named too.
+    port = port_of(openai_upstream[1])
+    assert [
+        (s.attributes["server.address"], s.attributes["server.port"]) for s in (failed, answered)
+    ] == [("127.0.0.1", port)] * 2
     assert failed.status == "STATUS_CODE_ERROR"
     assert failed.attributes["gen_ai.response.finish_reasons"] == ["error"]
     assert "error.type" not in answered.attributes
@@ -233,7 +294,14 @@ async def test_a_messages_request_to_an_anthropic_route_is_an_anthropic_chat(
         model="claude",
         max_tokens=100,
         stop_sequences=["END"],
-        extra_body={"temperature": 0.2},
+        extra_body={
+            "temperature": 0.2,
+            "output_config": {
+                "format": {"type": "json_schema", "schema": {"type": "object"}},
+                "effort": "max",
+            },
+        },
+        system="Be terse.",
         messages=[{"role": "user", "content": "Weather in Paris?"}],
         tools=[{"name": "get_weather", "input_schema": {"type": "object"}}],
         extra_headers={"traceparent": TRACEPARENT},
@@ -241,6 +309,9 @@ async def test_a_messages_request_to_an_anthropic_route_is_an_anthropic_chat(
         message = await stream.get_final_message()
     assert message.stop_reason == "tool_use"
     spans = await receiver.wait_for(2)
+    # No contents unless an operator asks: neither the prompt's nor the answer's.
+    said = json.dumps([span.attributes for span in spans])
+    assert not any(words in said for words in ("Be terse", "Paris", "Hello from Claude"))
     (server,), (attempt,) = by_kind(spans, "SERVER"), by_kind(spans, "CLIENT")
     assert (server.name, server.trace_id) == ("POST /v1/messages", CLIENT_TRACE)
     assert server.attributes["aichat.route"] == "claude"
@@ -255,6 +326,8 @@ async def test_a_messages_request_to_an_anthropic_route_is_an_anthropic_chat(
         "gen_ai.request.max_tokens": 100,
         "gen_ai.request.temperature": 0.2,
         "gen_ai.request.stop_sequences": ["END"],
+        "gen_ai.request.reasoning.level": "max",
+        "gen_ai.output.type": "json",
         "gen_ai.request.stream": True,
         "gen_ai.response.model": "claude-sonnet-4-5",
         "gen_ai.response.id": "msg_01fake",
@@ -262,7 +335,8 @@ async def test_a_messages_request_to_an_anthropic_route_is_an_anthropic_chat(
         # Every input token, cached or not, then the cached ones apart (as the meter counts).
         "gen_ai.usage.input_tokens": 3 + 10 + 255,
         "gen_ai.usage.cache_read.input_tokens": 255,
-        "gen_ai.usage.cache_creation.input_tokens": 10,
+        "gen_ai.usage.cache_write.input_tokens": 10,  # the conventions' name now
+        "gen_ai.usage.cache_creation.input_tokens": 10,  # the name it replaced
         "gen_ai.usage.output_tokens": 9,
         "server.port": port_of(natives.claude_url),
         "aichat.upstream.api": "messages",
@@ -280,7 +354,12 @@ async def test_a_responses_request_to_a_responses_route_is_an_openai_chat(
         base_url=f"{native_gw.url}/v1", api_key=API_KEY, max_retries=0
     ) as client:
         answer = await client.responses.create(
-            model="codex", input="Weather?", max_output_tokens=300, top_p=0.9
+            model="codex",
+            input="Weather?",
+            max_output_tokens=300,
+            top_p=0.9,
+            text={"format": {"type": "json_object"}},
+            reasoning={"effort": "high"},
         )
     assert answer.output_text == "Hello from Responses"
     spans = await receiver.wait_for(2)
@@ -292,13 +371,15 @@ async def test_a_responses_request_to_a_responses_route_is_an_openai_chat(
         "gen_ai.request.model": "gpt-5-codex",
         "gen_ai.request.max_tokens": 300,
         "gen_ai.request.top_p": 0.9,
+        "gen_ai.output.type": "json",
+        "gen_ai.request.reasoning.level": "high",
         "gen_ai.request.stream": None,
         "gen_ai.response.model": "gpt-5-codex",
         "gen_ai.response.id": "resp_fake01",
         "gen_ai.response.finish_reasons": ["stop"],
         "gen_ai.usage.input_tokens": 256,
         "gen_ai.usage.cache_read.input_tokens": 255,
-        "gen_ai.usage.cache_creation.input_tokens": None,
+        "gen_ai.usage.cache_write.input_tokens": None,
         "gen_ai.usage.output_tokens": 12,
         "aichat.upstream.api": "responses",
         "aichat.route": "codex",
@@ -326,20 +407,23 @@ async def test_an_error_event_mid_stream_fails_the_attempt_and_the_request(
 
 
 async def test_message_contents_are_recorded_only_when_asked(
-    receiver: Receiver,
-    monkeypatch: pytest.MonkeyPatch,
-    make_gateway: GatewayFactory,
-    openai_upstream: tuple[FakeOpenAI, str],
+    receiver: Receiver, gateway_with: GatewayWith
 ) -> None:
-    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
-    gateway = await make_gateway(routes=routes(openai_upstream[1]))
+    gateway = await gateway_with(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true")
     async with gateway.sdk() as client:
-        stream = await client.chat.completions.create(model="up", messages=HELLO, stream=True)  # type: ignore[arg-type]
+        stream = await client.chat.completions.create(
+            model="up",
+            messages=[{"role": "system", "content": "Be brief."}, *HELLO],  # type: ignore[list-item]
+            stream=True,
+        )
         async for _ in stream:
             pass
     (attempt,) = by_kind(await receiver.wait_for(2), "CLIENT")
+    # A system message of the conversation stays in it.
+    assert "gen_ai.system_instructions" not in attempt.attributes
     assert json.loads(attempt.attributes["gen_ai.input.messages"]) == [
-        {"role": "user", "parts": [{"type": "text", "content": "Say hello"}]}
+        {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
+        {"role": "user", "parts": [{"type": "text", "content": "Say hello"}]},
     ]
     assert json.loads(attempt.attributes["gen_ai.output.messages"]) == [
         {
@@ -369,8 +453,11 @@ async def test_contents_of_a_native_answer_are_read_from_its_events(
     ) as stream:
         await stream.get_final_message()
     (attempt,) = by_kind(await receiver.wait_for(2), "CLIENT")
+    # Messages takes its system prompt apart from the conversation: so does the span.
+    assert json.loads(attempt.attributes["gen_ai.system_instructions"]) == [
+        {"type": "text", "content": "Be terse."}
+    ]
     assert json.loads(attempt.attributes["gen_ai.input.messages"]) == [
-        {"role": "system", "parts": [{"type": "text", "content": "Be terse."}]},
         {"role": "user", "parts": [{"type": "text", "content": "Weather in Paris?"}]},
     ]
     (output,) = json.loads(attempt.attributes["gen_ai.output.messages"])
@@ -386,6 +473,28 @@ async def test_contents_of_a_native_answer_are_read_from_its_events(
     ]
 
 
+EXPORT_FAILED = 'aichat_trace_spans_dropped_total{reason="export_failed"}'
+QUEUE_FULL = 'aichat_trace_spans_dropped_total{reason="queue_full"}'
+EXPORTED = "aichat_trace_spans_exported_total"
+
+
+async def trace_counts(gateway: Gateway, name: str, count: int) -> dict[str, float]:
+    """The gateway's ``aichat_trace_spans_*`` series, once ``name`` has reached ``count``
+    (or after 10 s)."""
+    counts: dict[str, float] = {}
+    for _ in range(100):
+        body = await (await gateway.http.get(f"{gateway.url}/metrics")).text()
+        counts = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in body.splitlines()
+            if line.startswith("aichat_trace_spans")
+        }
+        if counts.get(name, 0) >= count:
+            break
+        await asyncio.sleep(0.1)
+    return counts
+
+
 async def test_a_receiver_that_is_down_changes_nothing_for_clients_and_is_counted(
     monkeypatch: pytest.MonkeyPatch, make_gateway: GatewayFactory
 ) -> None:
@@ -397,19 +506,38 @@ async def test_a_receiver_that_is_down_changes_nothing_for_clients_and_is_counte
         for _ in range(3):
             answer = await client.chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
             assert answer.choices[0].message.content == "Hi"
-    metrics: dict[str, Any] = {}
-    for _ in range(100):
-        body = await (await gateway.http.get(f"{gateway.url}/metrics")).text()
-        metrics = {
-            line.split(" ")[0]: float(line.split(" ")[1])
-            for line in body.splitlines()
-            if line.startswith("aichat_trace_spans")
-        }
-        if metrics.get('aichat_trace_spans_dropped_total{reason="export_failed"}', 0) >= 6:
-            break
-        await asyncio.sleep(0.1)
-    assert metrics['aichat_trace_spans_dropped_total{reason="export_failed"}'] == 6
-    assert metrics["aichat_trace_spans_exported_total"] == 0
+    counts = await trace_counts(gateway, EXPORT_FAILED, 6)
+    assert counts[EXPORT_FAILED] == 6
+    assert counts[EXPORTED] == 0
+
+
+async def test_a_slow_receiver_fills_the_bounded_queue_and_what_finds_it_full_is_counted(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, make_gateway: GatewayFactory
+) -> None:
+    # A queue of two spans, sent as soon as two wait (never on the timer), and a receiver
+    # slow enough to hold the export thread for the whole test, yet within its timeout.
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "2")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "60")
+    gateway = await make_gateway(routes=(ModelConfig(name="echo", provider="mock", text="Hi"),))
+    receiver.answering.clear()
+    try:
+        async with gateway.sdk() as client:
+            for request in range(5):
+                answer = await client.chat.completions.create(model="echo", messages=HELLO)  # type: ignore[arg-type]
+                assert answer.choices[0].message.content == "Hi"
+                if request == 0:  # its two spans are being sent: the thread waits on the receiver
+                    async with asyncio.timeout(10):
+                        await receiver.held.wait()
+        # Every request was answered while the receiver had yet to answer its first export.
+        assert (receiver.waiting, receiver.spans) == (1, [])
+        # Of the next four requests' eight spans, two found room in the queue.
+        assert (await trace_counts(gateway, QUEUE_FULL, 6))[QUEUE_FULL] == 6
+    finally:
+        receiver.answering.set()
+    assert len(await receiver.wait_for(4)) == 4
+    counts = await trace_counts(gateway, EXPORTED, 4)
+    assert (counts[EXPORTED], counts[QUEUE_FULL], counts[EXPORT_FAILED]) == (4, 6, 0)
 
 
 def test_tracing_off_imports_nothing_of_opentelemetry() -> None:
@@ -441,3 +569,15 @@ def test_what_aichat_cannot_export_is_refused_at_start(name: str, value: str) ->
     with pytest.raises(StartupError, match=name):
         configured_tracing(environ)
     assert configured_tracing({**environ, "OTEL_SDK_DISABLED": "true"}) is None
+
+
+def test_the_traces_own_protocol_wins_over_the_one_for_every_signal() -> None:
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",  # metrics and logs, elsewhere
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+    }
+    assert tracing_wanted(environ)
+    with pytest.raises(StartupError, match="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc"):
+        tracing_wanted({**environ, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"})
