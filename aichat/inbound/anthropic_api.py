@@ -12,8 +12,9 @@ blocks, from the upstream's reasoning. Server tools, schema-less Anthropic tools
 and reported; earlier thinking is never sent upstream as text. Streams are Anthropic's named
 events: ``message_start``, ``ping``, ``content_block_start``/``_delta``/``_stop``,
 ``message_delta`` with the stop reason and usage, and ``message_stop`` only when the
-upstream finished; a failure after the start ends with an ``error`` event instead. Every error on this path, 401 included, is in
-Anthropic's shape: ``{"type": "error", "error": {"type", "message"}}``.
+upstream finished; a failure after the start ends with an ``error`` event instead. Every
+error on this path, 401 included, is in Anthropic's shape: ``{"type": "error", "error":
+{"type", "message"}}``.
 """
 
 from __future__ import annotations

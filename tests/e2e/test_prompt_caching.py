@@ -167,7 +167,9 @@ async def test_a_messages_client_s_cache_breakpoints_are_named_as_dropped_for_an
         await answer.read()
     assert answer.headers["x-aichat-dropped-params"] == "cache_control"
     warnings = [
-        getattr(r, "fields", {}) for r in caplog.records if r.message == "request parameters dropped"
+        getattr(r, "fields", {})
+        for r in caplog.records
+        if r.message == "request parameters dropped"
     ]
     assert warnings == [{"upstream": label, "dropped": "cache_control"}]
     # An anthropic route keeps them: nothing to name.
