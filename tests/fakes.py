@@ -153,6 +153,12 @@ class FakeOpenAI:
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     end_delay: float = 0.0  # seconds between ``[DONE]`` and the end of the body
     connections: set[object] = field(default_factory=set)  # client address of each request
+    # Hang up, unanswered, on a request that comes on a connection that served a stream: as
+    # llama.cpp closes one after a stream though its headers say Keep-Alive, and a request
+    # sent before the close arrives gets no answer.
+    close_after_stream: bool = False
+    streamed_on: set[object] = field(default_factory=set)  # connections hung up on next
+    hung_up: int = 0
     models: list[str] = field(default_factory=lambda: ["llama3.1", "qwen2.5"])  # GET /v1/models
     listing: list[dict[str, Any]] | None = None  # GET /v1/models' data as given, if set
     models_status: int = 200
@@ -198,10 +204,15 @@ class FakeOpenAI:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        assert request.transport is not None
+        peer = request.transport.get_extra_info("peername")
+        if peer in self.streamed_on:
+            self.hung_up += 1
+            request.transport.abort()
+            return web.Response()  # never sent: the connection is gone
         self.requests.append(body)
         self.headers.append(dict(request.headers))
-        assert request.transport is not None
-        self.connections.add(request.transport.get_extra_info("peername"))
+        self.connections.add(peer)
         if self.status != 200 and (self.fail_times <= 0 or len(self.requests) <= self.fail_times):
             return web.json_response(
                 self.error_body, status=self.status, headers=self.error_headers
@@ -273,6 +284,8 @@ class FakeOpenAI:
         await response.write(b"data: [DONE]\n\n")
         await asyncio.sleep(self.end_delay)
         await response.write_eof()
+        if self.close_after_stream:
+            self.streamed_on.add(peer)
         return response
 
     async def list_models(self, request: web.Request) -> web.Response:

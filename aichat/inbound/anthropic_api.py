@@ -7,13 +7,14 @@ it. For any other upstream the request becomes a ``ChatCompletionRequest`` (``sy
 system message, ``system`` turns inside ``messages`` system messages at their place,
 ``tool_use`` blocks tool calls, ``tool_result`` blocks tool messages); the answer's content
 blocks become ``text``, ``tool_use`` and — when the request enables thinking — ``thinking``
-blocks, from the upstream's reasoning. Server tools, schema-less Anthropic tools and the
-records of server tools in earlier turns are dropped and reported; earlier thinking is
-never sent upstream as text. Streams are Anthropic's named events: ``message_start``,
-``ping``, ``content_block_start``/``_delta``/``_stop``, ``message_delta`` with the stop
-reason and usage, and ``message_stop`` only when the upstream finished; a failure after the
-start ends with an ``error`` event instead. Every error on this path, 401 included, is in
-Anthropic's shape: ``{"type": "error", "error": {"type", "message"}}``.
+blocks, from the upstream's reasoning. Server tools, schema-less Anthropic tools,
+``cache_control`` breakpoints and the records of server tools in earlier turns are dropped
+and reported; earlier thinking is never sent upstream as text. Streams are Anthropic's named
+events: ``message_start``, ``ping``, ``content_block_start``/``_delta``/``_stop``,
+``message_delta`` with the stop reason and usage, and ``message_stop`` only when the
+upstream finished; a failure after the start ends with an ``error`` event instead. Every
+error on this path, 401 included, is in Anthropic's shape: ``{"type": "error", "error":
+{"type", "message"}}``.
 """
 
 from __future__ import annotations
@@ -339,13 +340,28 @@ def _output_config(config: dict[str, Any], dropped: list[str]) -> dict[str, Any]
     return fields
 
 
+def _cache_marked(req: MessagesRequest) -> bool:
+    """Whether a tool, a ``system`` block or a content block (a tool result's own blocks
+    included) carries a ``cache_control`` breakpoint."""
+    blocks: list[Any] = [*(req.tools or []), *(req.system if isinstance(req.system, list) else [])]
+    for turn in req.messages:
+        for block in turn.content if isinstance(turn.content, list) else ():
+            blocks.append(block)
+            inner = block.get("content") if block.get("type") == "tool_result" else None
+            blocks += inner if isinstance(inner, list) else []
+    return any(isinstance(block, dict) and "cache_control" in block for block in blocks)
+
+
 def to_chat_request(req: MessagesRequest) -> tuple[ChatCompletionRequest, list[str]]:
     """The chat-completions request for ``req``, and the fields that could not be carried.
 
     ``thinking`` is not sent upstream (chat has no thinking budget); it decides whether
     the upstream's reasoning comes back as thinking blocks (``shows_thinking``).
+    ``cache_control`` breakpoints have no place in Chat Completions: named once, as dropped.
     """
     dropped = [k for k, v in (req.model_extra or {}).items() if v is not None]
+    if _cache_marked(req) and "cache_control" not in dropped:  # not also given at the top
+        dropped.append("cache_control")
     body: dict[str, Any] = {
         "model": req.model,
         "messages": chat_messages(req, dropped),

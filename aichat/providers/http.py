@@ -6,7 +6,10 @@ total deadline for the whole attempt, so an upstream trickling a byte at a time 
 a request for ever. A whole (non-streamed) answer is capped in size, since it is held in
 memory; a stream is not, it is passed on as it arrives. Redirects are errors unless the
 model's config allows them: following one re-sends the prompt and the upstream key to
-wherever the upstream points.
+wherever the upstream points. A request the upstream hangs up on before answering is sent
+once more at once, within the same deadline: a pooled connection the upstream was closing
+(llama.cpp closes one after a stream that it said it keeps alive) is not a failure to
+retry after a backoff, nor to count.
 
 Every error names the upstream's host and port and what went wrong (DNS, connect, TLS,
 timeout, redirect or HTTP status) in words a person can act on; ``UpstreamError.cause``
@@ -25,7 +28,7 @@ import email.utils
 import math
 import os
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -188,10 +191,23 @@ async def upstream_body(
         outbound.url = url
     loop = asyncio.get_running_loop()
     deadline = Deadline(loop, bounds.first_byte, bounds.total)
-    try:
-        resp = await session.post(
+
+    def post() -> Awaitable[aiohttp.ClientResponse]:
+        return session.post(
             url, data=body, headers=headers, allow_redirects=bounds.follow_redirects
         )
+
+    try:
+        try:
+            resp = await post()
+        except aiohttp.ClientConnectorError:
+            raise  # no connection was made: nothing to send again
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+            # Closed or reset before any answer: most likely a kept-alive connection the
+            # upstream closed as it was reused (llama.cpp closes one after a stream, though
+            # its headers say Keep-Alive). Nothing was answered, so the request goes once
+            # more, at once, on another connection, as aiohttp does for idempotent methods.
+            resp = await post()
         answered = True
         try:
             if resp.status >= 300:

@@ -4,7 +4,8 @@ The gateway (a process of its own, a recorder in front) serves what llama.cpp li
 model is named by its file and known with the window llama.cpp states for a slot; each agent
 is set up by ``aichat agent-env`` as the README says. Each must then act on the window: Claude
 Code refuses a turn that cannot fit in it, and Codex finds the model, window and all, in the
-catalog aichat serves (no "Model metadata ... not found" warning).
+catalog aichat serves (no "Model metadata ... not found" warning, which the same Codex prints
+with the catalog turned off).
 
 A coding agent's first request is larger than the 4,096 tokens a slot of the test server
 holds, so each agent runs trimmed: Claude Code bare, without tools and with a one-line system
@@ -29,6 +30,7 @@ from tests.agents.conftest import Clis, Run, recorded_gateway, run_agent
 from tests.agents.recorder import Recorder
 from tests.agents.test_agents import (
     APIS,
+    METADATA_WARNING,
     claude_command,
     claude_output,
     codex_command,
@@ -121,6 +123,11 @@ async def test_codex_reads_the_window_from_aichats_catalog_and_answers(
     command, env, work = await _setup(clis, gateway, "codex", tmp_path)
     command += ["-c", 'web_search="disabled"', "-c", "features.goals=false"]
     command += ["-c", "agents.enabled=false"]
+    # Without the catalog Codex warns where codex_output looks, which shows the look works.
+    uncatalogued = [*command, "-c", "features.api_key_model_discovery=false", PROMPT]
+    control = await run_agent(uncatalogued, env, work)
+    warning = f"{METADATA_WARNING}{MODEL}` not found. Defaulting to fallback metadata"
+    assert warning in control.stdout, control.report()
     start = len(gateway.recorder.exchanges)
     run = await _turn(gateway, "codex", command, env, work)
     output = codex_output(run)  # which also finds no "Model metadata" warning

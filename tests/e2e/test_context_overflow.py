@@ -310,3 +310,39 @@ async def test_an_overflow_never_counts_against_the_circuit(
         assert status == 400
     assert len(fake.paths) == 3  # each reached the upstream: the circuit stayed closed
     assert gw.app[ROUTER].circuits()["claude-up (anthropic)"] == "closed"
+
+
+# An overflow as older llama.cpp servers sent it: status 500, in these words.
+OLD_LLAMACPP = {
+    "code": 500,
+    "type": "server_error",
+    "message": "the request exceeds the available context size, try increasing the context size",
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["status-500", "first-event"])
+async def test_an_overflow_is_never_retried_where_other_failures_are(
+    make_gateway: GatewayFactory, scripted: tuple[Scripted, str], stream: bool
+) -> None:
+    """Sent where a retry would follow any other failure: with a 5xx status, or as a
+    stream's first event."""
+    fake, url = scripted
+    route = ModelConfig(name="chat-up", provider="openai", base_url=f"{url}/v1")
+    gateway = await make_gateway(routes=(route,), retries=2, retry_backoff=0, breaker_failures=1)
+
+    def fail(details: dict[str, Any]) -> None:
+        if stream:
+            fake.events(_sse(None, {"error": details}))
+        else:
+            fake.error({"error": details}, status=500)
+
+    fail(LLAMACPP if stream else OLD_LLAMACPP)
+    status, raw = await send(gateway, "chat", request("chat", "chat-up", stream))
+    assert status == 400
+    assert json.loads(raw)["error"]["code"] == "context_length_exceeded"
+    assert len(fake.paths) == 1
+    assert gateway.app[ROUTER].circuits()["chat-up (openai)"] == "closed"
+    fail({"message": "boom", "type": "server_error"})  # any other failure: retried, counted
+    await send(gateway, "chat", request("chat", "chat-up", stream))
+    assert len(fake.paths) == 1 + 3
+    assert gateway.app[ROUTER].circuits()["chat-up (openai)"] == "open"

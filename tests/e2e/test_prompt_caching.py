@@ -1,9 +1,11 @@
 """Prompt caching across APIs: ``prompt_cache_key`` reaches the upstreams that take it and is
-named as dropped where it cannot go; an ``anthropic`` route with ``prompt_caching = "auto"``
-marks translated requests for Anthropic's cache. Driven by the official openai SDK."""
+named as dropped where it cannot go, and so are a Messages client's ``cache_control``
+breakpoints; an ``anthropic`` route with ``prompt_caching = "auto"`` marks translated
+requests for Anthropic's cache. Driven by the official openai SDK."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -143,6 +145,38 @@ async def test_prompt_cache_key_reaches_openai_upstreams_from_either_openai_api(
     received = openai_upstream[0].requests if route == "chat" else responses_up[0].requests
     assert [sent["prompt_cache_key"] for sent in received] == ["session-1"]
     assert "prompt_cache_key" not in answer.headers.get("x-aichat-dropped-params", "")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize(("route", "label"), [("chat", "chat (openai)"), ("resp", "resp (openai)")])
+async def test_a_messages_client_s_cache_breakpoints_are_named_as_dropped_for_another_api(
+    gw: Gateway, caplog: pytest.LogCaptureFixture, route: str, label: str, stream: bool
+) -> None:
+    caplog.set_level(logging.WARNING, "aichat.answering")
+    marked = {"type": "text", "text": "Weather in Paris?", "cache_control": EPHEMERAL}
+    body = {
+        "model": route,
+        "max_tokens": 16,
+        "stream": stream,
+        "system": [{"type": "text", "text": "You are terse.", "cache_control": EPHEMERAL}],
+        "messages": [{"role": "user", "content": [marked]}],
+    }
+    headers = {"Authorization": f"Bearer {API_KEY}", "anthropic-version": "2023-06-01"}
+    async with gw.http.post(f"{gw.url}/v1/messages", json=body, headers=headers) as answer:
+        assert answer.status == 200, await answer.text()
+        await answer.read()
+    assert answer.headers["x-aichat-dropped-params"] == "cache_control"
+    warnings = [
+        getattr(r, "fields", {})
+        for r in caplog.records
+        if r.message == "request parameters dropped"
+    ]
+    assert warnings == [{"upstream": label, "dropped": "cache_control"}]
+    # An anthropic route keeps them: nothing to name.
+    async with gw.http.post(
+        f"{gw.url}/v1/messages", json={**body, "model": "plain"}, headers=headers
+    ) as answer:
+        assert answer.status == 200 and "x-aichat-dropped-params" not in answer.headers
 
 
 async def test_cached_tokens_of_an_auto_caching_route_reach_the_chat_client(gw: Gateway) -> None:

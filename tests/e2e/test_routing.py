@@ -359,6 +359,23 @@ async def test_upstream_connection_is_reused_when_its_body_ends_after_done(
     assert len(up.connections) == 1
 
 
+async def test_a_kept_alive_connection_closed_unanswered_is_asked_again_at_once(
+    make_gateway: GatewayFactory, openai_upstream: tuple[FakeOpenAI, str]
+) -> None:
+    # Real llama.cpp closes a connection after a stream though it said Keep-Alive: the next
+    # request may go into it before the close arrives (tests/llama). No retries: nothing
+    # was answered, so sending it again is not a retry, and waits for no backoff.
+    up, url = openai_upstream
+    up.close_after_stream = True
+    routes = (ModelConfig(name="m", provider="openai", base_url=url),)
+    gateway = await make_gateway(routes=routes, retries=0)
+    for stream in (True, False, True, False):
+        resp = await gateway.post_chat({"model": "m", "messages": HELLO, "stream": stream})
+        assert resp.status == 200, await resp.text()
+        assert b"upstream" in await resp.read()
+    assert (len(up.requests), up.hung_up) == (4, 2)
+
+
 async def test_a_late_end_of_body_does_not_hold_the_client(
     routed: Gateway, up: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:

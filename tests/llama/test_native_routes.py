@@ -7,6 +7,7 @@ gateway and llama.cpp keeps each answer), and ``aichat_tokens_total`` counts the
 reads. Context overflow: a second llama.cpp with a small window refuses a long prompt in its
 own words; each client is told in its API's canonical form, and a route's
 ``context_fallbacks`` model (the first llama.cpp, with the larger window) answers instead.
+The second llama.cpp names its model by an alias, which discovery serves it by.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from aichat.core.config import ModelConfig
 from tests.agents.recorder import Exchange, Recorder
 from tests.conftest import Gateway, GatewayFactory
 from tests.deploy.procs import free_port
-from tests.llama.clients import PATHS, ask, post, read, request, usage
+from tests.llama.clients import HEADERS, PATHS, ask, post, read, request, usage
 from tests.llama.serve import Settings
 from tests.llama.server import Llama, model_file, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.llama]
 
 TIGHT = 256  # tokens of the small llama.cpp's one slot
+ALIAS = "tiny-smol"  # the small llama.cpp's name for its model (--alias)
 SEA = "Tell me about the sea and the sky. " * 26  # about 256 tokens with the chat template
 
 
@@ -106,8 +108,8 @@ async def test_the_same_prompt_twice_shows_llamacpp_s_cached_tokens_on_every_api
 
 @pytest.fixture(scope="module")
 def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Llama]:
-    """A second llama.cpp, of one slot of ``TIGHT`` tokens."""
-    settings = Settings(str(model_file()), free_port(), TIGHT, 1, 16)
+    """A second llama.cpp, of one slot of ``TIGHT`` tokens, calling its model ``ALIAS``."""
+    settings = Settings(str(model_file()), free_port(), TIGHT, 1, 16, alias=ALIAS)
     with serving(settings, tmp_path_factory.mktemp("tight") / "server.log") as server:
         yield server
 
@@ -119,6 +121,20 @@ async def tight_gateway(make_gateway: GatewayFactory, tight: Llama, llama: Llama
     alone = routes(tight.url, "tight")
     fallen = routes(tight.url, "fit", context_fallbacks=("roomy",))
     return await make_gateway(routes=(larger, *alone, *fallen))
+
+
+async def test_a_discovered_model_with_an_alias_is_served_by_it_with_its_window(
+    make_gateway: GatewayFactory, tight: Llama
+) -> None:
+    route = ModelConfig(
+        name="small", provider="openai", base_url=f"{tight.url}/v1", models="discover"
+    )
+    gateway = await make_gateway(routes=(route,))
+    listed = await gateway.http.get(f"{gateway.url}/v1/models", headers=HEADERS)
+    models = {model["id"]: model for model in (await listed.json())["data"]}
+    assert models[ALIAS]["context_window"] == TIGHT, models
+    outcome, _ = await ask(gateway, "chat", request("chat", ALIAS, "Hi", stream=False))
+    assert outcome.text.strip(), outcome
 
 
 LONG = "Tell me about the sea and the sky. " * 40  # about 380 tokens: more than TIGHT

@@ -71,7 +71,7 @@ def test_anthropic_server_and_schemaless_tools_are_dropped_and_named() -> None:
     )
     chat, dropped = anthropic_api.to_chat_request(req)
     assert [t["function"]["name"] for t in chat.body["tools"]] == ["Read"]
-    assert dropped == ["tools.web_search_20250305", "tools.bash_20250124"]
+    assert dropped == ["cache_control", "tools.web_search_20250305", "tools.bash_20250124"]
 
 
 def test_a_request_whose_only_tools_are_server_tools_still_answers_without_tools() -> None:

@@ -42,7 +42,7 @@ KEY = SimpleNamespace(host="ai-chats.org", port=443, ssl=True)
 async def test_connection_failures_name_host_and_kind(
     mocked: aioresponses, session: aiohttp.ClientSession, exc: Exception, message: str
 ) -> None:
-    mocked.post(URL, exception=exc)
+    mocked.post(URL, exception=exc, repeat=True)  # a disconnect is asked again once
     body = upstream_body(
         session, URL, body=b"{}", headers={}, bounds=UpstreamBounds(5, 5), name="aichats"
     )
