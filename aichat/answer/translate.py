@@ -151,13 +151,18 @@ class _CallParts:
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
-    """OpenAI's ``usage`` object (OpenAI has no count of tokens written to a cache)."""
-    return {
+    """OpenAI's ``usage`` object (OpenAI has no count of tokens written to a cache). Reasoning
+    tokens only when the upstream counted some: from one that does not say (Anthropic), a 0
+    would claim the model did not think."""
+    usage_json: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens},
     }
+    if usage.reasoning_tokens:
+        usage_json["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return usage_json
 
 
 def counted_usage(prompt: list[str], completion_tokens: int) -> Usage:

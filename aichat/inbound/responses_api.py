@@ -368,7 +368,8 @@ def item_id(kind: str) -> str:
 
 
 def usage_object(usage: Usage) -> dict[str, Any]:
-    """The Responses API's ``usage`` object."""
+    """The Responses API's ``usage`` object (its reasoning count is required: 0 from an
+    upstream that does not say, as Anthropic)."""
     return {
         "input_tokens": usage.prompt_tokens,
         "input_tokens_details": {
@@ -376,7 +377,7 @@ def usage_object(usage: Usage) -> dict[str, Any]:
             "cache_write_tokens": usage.cache_write_tokens,
         },
         "output_tokens": usage.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
     }
 

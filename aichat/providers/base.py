@@ -67,13 +67,16 @@ class Usage:
     ``prompt_tokens`` counts every input token, cached or not; ``cache_read_tokens`` and
     ``cache_write_tokens`` say how many of them were read from, or written to, the
     upstream's prompt cache. (Anthropic counts its ``input_tokens`` without either: its
-    readers and writers convert.)
+    readers and writers convert.) ``reasoning_tokens`` says how many of ``completion_tokens``
+    the model spent reasoning, as the upstream reported them; 0 when it did not say
+    (Anthropic never does: its thinking is inside ``output_tokens``).
     """
 
     prompt_tokens: int
     completion_tokens: int
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

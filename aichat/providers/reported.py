@@ -4,14 +4,21 @@ Decisions:
 
 - One reader per dialect: OpenAI Chat Completions (``prompt_tokens_details.cached_tokens``,
   DeepSeek's ``prompt_cache_hit_tokens``, llama.cpp's ``timings.cache_n`` where usage lacks
-  the cache), the Responses API (``input_tokens_details``) and Anthropic Messages
-  (``input_tokens`` without the cache, ``cache_read_input_tokens`` and
-  ``cache_creation_input_tokens`` beside it). Each returns counts in ``Usage``'s one meaning.
+  the cache; ``completion_tokens_details.reasoning_tokens``), the Responses API
+  (``input_tokens_details``, ``output_tokens_details.reasoning_tokens``) and Anthropic
+  Messages (``input_tokens`` without the cache, ``cache_read_input_tokens`` and
+  ``cache_creation_input_tokens`` beside it; no count of thinking apart from
+  ``output_tokens``). Each returns counts in ``Usage``'s one meaning.
+- Reasoning tokens are part of the answer's (OpenAI's meaning), but xAI and some proxies of
+  Gemini count them beside it: their ``total_tokens`` is prompt + answer + reasoning. A
+  total that adds up only that way says so, and the reasoning is added to the answer, so
+  budgets and prices count what the upstream bills.
 - A number an upstream sends is a claim: a count that is not a JSON integer, is negative,
-  is past ``MAX_TOKENS``, or a cache larger than the prompt it is part of makes the whole
-  usage unbelievable. It is then ignored — the gateway counts the answer itself, as for an
-  upstream that reports nothing — and a warning says so (at most once a minute). Stored
-  usage, budgets and metrics never see such a number.
+  is past ``MAX_TOKENS``, a cache larger than the prompt it is part of, or reasoning larger
+  than the answer it is part of makes the whole usage unbelievable. It is then ignored —
+  the gateway counts the answer itself, as for an upstream that reports nothing — and a
+  warning says so (at most once a minute). Stored usage, budgets and metrics never see such
+  a number.
 """
 
 from __future__ import annotations
@@ -70,7 +77,17 @@ def _checked(dialect: str, read: Any, *args: Any) -> Usage | None:
     if usage.cache_read_tokens + usage.cache_write_tokens > usage.prompt_tokens:
         _warn(dialect, "cached tokens exceed the prompt")
         return None
+    if usage.reasoning_tokens > usage.completion_tokens:
+        _warn(dialect, "reasoning tokens exceed the completion")
+        return None
     return usage
+
+
+def _answer(prompt: int, answer: int, reasoning: int, total: Any) -> int:
+    """The answer's tokens, its reasoning included: added when ``total`` counts it apart."""
+    if reasoning and total == prompt + answer + reasoning:
+        return answer + reasoning
+    return answer
 
 
 def _openai(data: Mapping[str, Any]) -> Usage:
@@ -84,7 +101,10 @@ def _openai(data: Mapping[str, Any]) -> Usage:
         cached = _count(usage["prompt_cache_hit_tokens"], "prompt_cache_hit_tokens")
     else:  # llama.cpp reports its cache beside usage, in its timings
         cached = _count(_object(data.get("timings")).get("cache_n"), "timings.cache_n")
-    return Usage(prompt, completion, cached)
+    answer_details = _object(usage.get("completion_tokens_details"))
+    reasoning = _count(answer_details.get("reasoning_tokens"), "reasoning_tokens")
+    completion = _answer(prompt, completion, reasoning, usage.get("total_tokens"))
+    return Usage(prompt, completion, cached, 0, reasoning)
 
 
 def openai_usage(data: Mapping[str, Any]) -> Usage | None:
@@ -96,11 +116,16 @@ def openai_usage(data: Mapping[str, Any]) -> Usage | None:
 
 def _responses(usage: Mapping[str, Any]) -> Usage:
     details = _object(usage.get("input_tokens_details"))
+    prompt = _count(usage.get("input_tokens"), "input_tokens", required=True)
+    output = _count(usage.get("output_tokens"), "output_tokens", required=True)
+    answer_details = _object(usage.get("output_tokens_details"))
+    reasoning = _count(answer_details.get("reasoning_tokens"), "reasoning_tokens")
     return Usage(
-        _count(usage.get("input_tokens"), "input_tokens", required=True),
-        _count(usage.get("output_tokens"), "output_tokens", required=True),
+        prompt,
+        _answer(prompt, output, reasoning, usage.get("total_tokens")),
         _count(details.get("cached_tokens"), "cached_tokens"),
         _count(details.get("cache_write_tokens"), "cache_write_tokens"),
+        reasoning,
     )
 
 

@@ -284,6 +284,39 @@ async def test_cached_tokens_reach_every_client_in_its_own_terms(gw: Gateway) ->
     assert 'kind="cache_read",model="claude",upstream="claude (anthropic)"} 765.0' in metrics
 
 
+async def test_reasoning_tokens_reach_every_client_whose_api_counts_them_apart(
+    gw: Gateway, openai_upstream: tuple[FakeOpenAI, str]
+) -> None:
+    # The Responses upstream: 12 output tokens, 4 of them reasoning.
+    for stream in (False, True):
+        _, _, chat = await _chat(gw, "resp", stream=stream, tools=False)
+        assert chat.completion_tokens == 12
+        assert chat.completion_tokens_details.reasoning_tokens == 4
+    _, _, messages = await _messages(gw, "resp", stream=True, tools=False)
+    assert messages.output_tokens == 12  # Anthropic's output_tokens hold the thinking
+    openai_upstream[0].usage = {  # as o4-mini reports it
+        "prompt_tokens": 7,
+        "completion_tokens": 3,
+        "total_tokens": 10,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 2,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+    for stream in (False, True):
+        _, _, responses = await _responses(gw, "chat", stream=stream, tools=False)
+        assert (responses.output_tokens, responses.output_tokens_details.reasoning_tokens) == (3, 2)
+    # Anthropic never counts thinking apart: a chat client gets no count rather than a 0 that
+    # would say Claude did not think; the Responses API requires one.
+    _, _, chat = await _chat(gw, "claude", stream=True, tools=False)
+    assert chat.completion_tokens_details is None
+    _, _, responses = await _responses(gw, "claude", stream=False, tools=False)
+    assert (responses.output_tokens, responses.output_tokens_details.reasoning_tokens) == (9, 0)
+
+
 async def _claude_fails(gw: Gateway) -> anthropic.APIStatusError:
     """The error a Messages client gets for a short request to the anthropic route."""
     async with _claude(gw) as client:
