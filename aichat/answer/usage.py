@@ -77,7 +77,8 @@ class Ledger:
             "aichat_tokens",
             "Tokens by client key, routed model, answering upstream and kind (prompt, "
             "completion; cache_read and cache_write are the parts of prompt the upstream read "
-            "from or wrote to its prompt cache).",
+            "from or wrote to its prompt cache, reasoning the part of completion it reported "
+            "as spent reasoning).",
             ("key", "model", "upstream", "kind"),
         )
         registry.register(self._tokens)
@@ -93,6 +94,8 @@ class Ledger:
             self._tokens.add((key, model, upstream, "cache_read"), usage.cache_read_tokens)
         if usage.cache_write_tokens:
             self._tokens.add((key, model, upstream, "cache_write"), usage.cache_write_tokens)
+        if usage.reasoning_tokens:
+            self._tokens.add((key, model, upstream, "reasoning"), usage.reasoning_tokens)
         self.budgets.charge(key, usage, cost.nano_usd)
 
 
@@ -230,6 +233,8 @@ def meter(
                 cache_read_tokens=usage.cache_read_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
             )
+        if usage.reasoning_tokens:
+            exchange.note(reasoning_tokens=usage.reasoning_tokens)
         if ledger is not None:
             ledger.record(key, model, upstream, usage, cost)
             ledger.budgets.release(holds)  # after the charge: never counted by neither

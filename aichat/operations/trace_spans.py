@@ -12,8 +12,8 @@ Imported only when tracing is on (``aichat.operations.trace_setup``). Decisions:
   upstream's words: Chat Completions' ``finish_reason``, Messages' ``stop_reason``;
   Responses has none, so ``stop``, or why it is incomplete),
   ``gen_ai.response.time_to_first_chunk`` (streams), ``gen_ai.usage.*`` (the meter's count:
-  input tokens include the cached ones, which are also given apart),
-  ``server.address`` / ``server.port`` of the request sent (answered or not), and
+  input tokens include the cached ones, output tokens the reasoning ones, which are also
+  given apart), ``server.address`` / ``server.port`` of the request sent (answered or not), and
   ``error.type`` (the upstream's HTTP status, ``upstream_timeout``, ``cancelled``, ...) for
   an attempt that failed. The conventions' one span per logical call would hide retries and
   fallbacks: here each attempt is its own span, numbered (``aichat.attempt``).
@@ -83,6 +83,7 @@ _FIELDS = (
 _USAGE = (
     ("prompt_tokens", ("gen_ai.usage.input_tokens",)),
     ("completion_tokens", ("gen_ai.usage.output_tokens",)),
+    ("reasoning_tokens", ("gen_ai.usage.reasoning.output_tokens",)),
     ("cache_read_tokens", ("gen_ai.usage.cache_read.input_tokens",)),
     (
         "cache_write_tokens",

@@ -315,6 +315,10 @@ async def test_reasoning_tokens_reach_every_client_whose_api_counts_them_apart(
     assert chat.completion_tokens_details is None
     _, _, responses = await _responses(gw, "claude", stream=False, tools=False)
     assert (responses.output_tokens, responses.output_tokens_details.reasoning_tokens) == (9, 0)
+    metrics = await (await gw.http.get(f"{gw.url}/metrics")).text()
+    assert 'kind="reasoning",model="resp",upstream="resp (openai)"} 12.0' in metrics
+    assert 'kind="reasoning",model="chat",upstream="chat (openai)"} 4.0' in metrics
+    assert 'kind="reasoning",model="claude"' not in metrics
 
 
 async def _claude_fails(gw: Gateway) -> anthropic.APIStatusError:

@@ -145,6 +145,7 @@ async def test_a_streamed_chat_continues_the_clients_trace_with_genai_attributes
         "gen_ai.response.finish_reasons": ["stop"],
         "gen_ai.usage.input_tokens": 7,
         "gen_ai.usage.output_tokens": 3,
+        "gen_ai.usage.reasoning.output_tokens": None,  # not reported
         "server.address": "127.0.0.1",
         "server.port": port,
         "aichat.attempt": 1,
@@ -338,6 +339,7 @@ async def test_a_messages_request_to_an_anthropic_route_is_an_anthropic_chat(
         "gen_ai.usage.cache_write.input_tokens": 10,  # the conventions' name now
         "gen_ai.usage.cache_creation.input_tokens": 10,  # the name it replaced
         "gen_ai.usage.output_tokens": 9,
+        "gen_ai.usage.reasoning.output_tokens": None,  # inside output_tokens, not counted apart
         "server.port": port_of(natives.claude_url),
         "aichat.upstream.api": "messages",
     }
@@ -381,6 +383,7 @@ async def test_a_responses_request_to_a_responses_route_is_an_openai_chat(
         "gen_ai.usage.cache_read.input_tokens": 255,
         "gen_ai.usage.cache_write.input_tokens": None,
         "gen_ai.usage.output_tokens": 12,
+        "gen_ai.usage.reasoning.output_tokens": 4,  # part of the 12
         "aichat.upstream.api": "responses",
         "aichat.route": "codex",
     }
