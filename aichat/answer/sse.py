@@ -97,8 +97,10 @@ async def write_sse(
             tail = error_event(APIError("Internal server error.", code="internal_error"))
         await response.write_eof(tail)
     except ConnectionResetError:
-        # The client is gone; the caller's cleanup cancels the upstream request.
-        pass
+        # The client is gone: the request ends as when aiohttp cancels it for a client that
+        # left (a 499 in the access line, never a stream sent whole), though the write saw it
+        # first; the caller's cleanup cancels the upstream request.
+        raise asyncio.CancelledError from None
     finally:
         metrics.open_streams -= 1
     return response

@@ -11,9 +11,11 @@ Decisions:
   carry usage, end the answer or report a failure are parsed, by their ``event:`` name;
   every other event costs a look at its first line.
 - The answer is complete at the dialect's final event (``message_stop``,
-  ``response.completed``, ``response.incomplete``); a failure event (``error``,
-  ``response.failed``) ends it as a failure, carrying the upstream's own event for a client
-  of that API, and is retried like an HTTP error when nothing has been sent yet.
+  ``response.completed``, ``response.incomplete``), and ends there: whatever an upstream
+  sends after it, in the same read or later, is never read or handed on. A failure event
+  (``error``, ``response.failed``) ends it as a failure, carrying the upstream's own event
+  for a client of that API, and is retried like an HTTP error when nothing has been sent
+  yet.
 """
 
 from __future__ import annotations
@@ -113,14 +115,18 @@ class _Stream:
     ended: bool = False
 
 
-def _read(dialect: Dialect, data: bytes, state: _Stream) -> int:
-    """Read ``data`` (complete events) for usage and its end; the number of events in it.
+def _read(dialect: Dialect, data: bytes, state: _Stream) -> tuple[int, int]:
+    """Read ``data`` (complete events) for usage and its end: the number of the answer's
+    events in it and their length. The answer ends at its final event: what follows in the
+    same read is not part of it, and is neither read nor handed on.
 
     A failure event raises, its own bytes kept on the error for a client of this API.
     """
     blocks = data.split(b"\n\n")
     blocks.pop()  # what follows the last blank line: nothing
-    for block in blocks:
+    size = 0
+    for count, block in enumerate(blocks, 1):
+        size += len(block) + 2
         name = _name(block)
         if not name or name in dialect.usage or name in dialect.fails:
             fields = sse_events(block + b"\n\n")
@@ -137,7 +143,8 @@ def _read(dialect: Dialect, data: bytes, state: _Stream) -> int:
                 state.usage = reader(json_object(payload, f"a {dialect.api} answer"), state.usage)
         if name in dialect.ends:
             state.ended = True
-    return len(blocks)
+            return count, size
+    return len(blocks), size
 
 
 async def stream_events(
@@ -154,13 +161,13 @@ async def stream_events(
         if not data:
             continue
         try:
-            count = _read(dialect, data, state)
+            count, size = _read(dialect, data, state)
         except UpstreamError as err:
             before = data[: data.find(err.verbatim or b"")] if err.verbatim else b""
             if before:
                 yield RawEvents(dialect.api, before, before.count(b"\n\n"), usage=state.usage)
             raise
-        yield RawEvents(dialect.api, data, count, last=state.ended, usage=state.usage)
+        yield RawEvents(dialect.api, data[:size], count, last=state.ended, usage=state.usage)
         if state.ended:
             yield Finish()
             return
