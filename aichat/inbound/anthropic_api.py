@@ -340,16 +340,31 @@ def _output_config(config: dict[str, Any], dropped: list[str]) -> dict[str, Any]
     return fields
 
 
+def _marked(blocks: Any) -> bool:
+    """Whether one of ``blocks`` (if a list) carries a ``cache_control`` breakpoint."""
+    for block in blocks if isinstance(blocks, list) else ():  # a loop: no generator to resume
+        if isinstance(block, dict) and "cache_control" in block:
+            return True
+    return False
+
+
 def _cache_marked(req: MessagesRequest) -> bool:
-    """Whether a tool, a ``system`` block or a content block (a tool result's own blocks
-    included) carries a ``cache_control`` breakpoint."""
-    blocks: list[Any] = [*(req.tools or []), *(req.system if isinstance(req.system, list) else [])]
+    """Whether a ``system`` block, a tool or a content block (a tool result's own blocks
+    included) carries a ``cache_control`` breakpoint.
+
+    Looked for where clients put them first (Claude Code: ``system``), stopping at the
+    first: collecting every block of a coding agent's request before looking cost 30k
+    instructions a request, 0.7% of a translated one (``bench.instructions``).
+    """
+    if _marked(req.system) or _marked(req.tools):
+        return True
     for turn in req.messages:
+        if _marked(turn.content):
+            return True
         for block in turn.content if isinstance(turn.content, list) else ():
-            blocks.append(block)
-            inner = block.get("content") if block.get("type") == "tool_result" else None
-            blocks += inner if isinstance(inner, list) else []
-    return any(isinstance(block, dict) and "cache_control" in block for block in blocks)
+            if block.get("type") == "tool_result" and _marked(block.get("content")):
+                return True
+    return False
 
 
 def to_chat_request(req: MessagesRequest) -> tuple[ChatCompletionRequest, list[str]]:

@@ -74,6 +74,45 @@ def test_anthropic_server_and_schemaless_tools_are_dropped_and_named() -> None:
     assert dropped == ["cache_control", "tools.web_search_20250305", "tools.bash_20250124"]
 
 
+_MARK = {"cache_control": {"type": "ephemeral"}}
+_TEXT = {"type": "text", "text": "x"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"system": [_TEXT, {**_TEXT, **_MARK}]},
+        {"tools": [{"name": "Read", "input_schema": {"type": "object"}, **_MARK}]},
+        {"messages": [{"role": "user", "content": [_TEXT, {**_TEXT, **_MARK}]}]},
+        {
+            "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "R"}]},
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "t",
+                            "content": [_TEXT, {**_TEXT, **_MARK}],
+                        }
+                    ],
+                },
+            ]
+        },
+    ],
+    ids=["system", "tool", "content-block", "tool-result-block"],
+)
+def test_a_cache_breakpoint_anywhere_is_named_as_dropped_once(body: dict[str, Any]) -> None:
+    req = _messages(**{"messages": [{"role": "user", "content": "x"}], **body})
+    assert anthropic_api.to_chat_request(req)[1] == ["cache_control"]
+
+
+def test_a_request_without_cache_breakpoints_names_none() -> None:
+    req = _messages(system=[_TEXT], messages=[{"role": "user", "content": [_TEXT]}])
+    assert anthropic_api.to_chat_request(req)[1] == []
+
+
 def test_a_request_whose_only_tools_are_server_tools_still_answers_without_tools() -> None:
     req = _messages(
         messages=[{"role": "user", "content": "x"}],
