@@ -228,7 +228,8 @@ def _under(used: tuple[int, int], limits: tuple[int, int]) -> bool:
 # Admission, atomic in Redis: drop lapsed holds, add up the live ones, and hold ARGV[5] if
 # the subject's totals (with this process's unwritten charges, ARGV[6..7]) and holds are
 # under its limits (ARGV[8..9], 0: none). KEYS: day hash, month hash, leases (a sorted set
-# by lapse time), amounts (a hash by lease).
+# by lapse time), amounts (a hash by lease). Run twice for one lease (a retry after a
+# timeout), it holds once and answers as the first run did.
 _HOLD = """
 local lapsed = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
 for _, lease in ipairs(lapsed) do redis.call('HDEL', KEYS[4], lease) end
@@ -237,6 +238,9 @@ local held = 0
 for _, amount in ipairs(redis.call('HVALS', KEYS[4])) do held = held + tonumber(amount) end
 local day = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') + tonumber(ARGV[6]) + held
 local month = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') + tonumber(ARGV[7]) + held
+if redis.call('ZSCORE', KEYS[3], ARGV[4]) then  -- held by a try whose answer came too late
+  return {1, day - tonumber(ARGV[5]), month - tonumber(ARGV[5])}
+end
 local day_limit, month_limit = tonumber(ARGV[8]), tonumber(ARGV[9])
 if (day_limit > 0 and day >= day_limit) or (month_limit > 0 and month >= month_limit) then
   return {0, day, month}
@@ -295,7 +299,7 @@ class RedisUsage:
         args = [hold.subject, now, now + HOLD_SECONDS, hold.lease, amount, *unwritten, *limits]
         keys = [*names, *self._holds(hold.subject)]
         admitted, day, month = await self._pool.call(
-            lambda: self._hold(keys=keys, args=[*args, math.ceil(HOLD_SECONDS)])
+            lambda: self._hold(keys=keys, args=[*args, math.ceil(HOLD_SECONDS)]), idempotent=True
         )
         return bool(admitted), (int(day), int(month))
 

@@ -10,6 +10,12 @@ Decisions:
   Only a Redis that does not answer is ``StoreUnavailable``, which ``AICHAT_REDIS_FAILURE``
   decides about; turns all held by operations waiting on such a Redis are that too.
 - Short socket timeouts: a dead Redis must cost a request milliseconds, not seconds.
+- A timeout is this process's as often as Redis's: a process that stalls (a long garbage
+  collection, a starved CPU) handles Redis's answers after their timeouts have fired. So a
+  timed-out operation that can safely run twice (``idempotent``) is tried once more, unless
+  Redis had already stopped answering; and a timeout while Redis answered other operations
+  is ``StoreBusy``, never ``StoreUnavailable``: a live Redis is never taken for a dead one,
+  which would let requests through uncounted.
 """
 
 from __future__ import annotations
@@ -53,29 +59,47 @@ class RedisPool:
         # when REDIS_URL is not set.
         from redis.asyncio import Redis
         from redis.exceptions import RedisError
+        from redis.exceptions import TimeoutError as RedisTimeout
 
         self._errors = (RedisError, OSError, TimeoutError)
+        self._timeouts = (RedisTimeout, TimeoutError)
         self.client: Any = Redis.from_url(
             url, max_connections=max_connections, socket_timeout=0.5, socket_connect_timeout=0.5
         )
         self._turns = asyncio.Semaphore(max_connections)
         self._wait = wait
         self._answering = True  # the last operation to end succeeded
+        self._answers = 0  # operations that succeeded, ever
 
-    async def call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
-        """Run ``operation`` on a connection of its own, once a turn is free."""
+    async def call(
+        self, operation: Callable[[], Awaitable[Any]], *, idempotent: bool = False
+    ) -> Any:
+        """Run ``operation`` on a connection of its own, once a turn is free; an
+        ``idempotent`` one is tried again after a timeout (see the module's docstring)."""
         if not await acquire_within(self._turns, self._wait):
             if not self._answering:
                 raise StoreUnavailable("Redis does not answer")
             raise StoreBusy(f"all Redis connections busy for {self._wait:g} s")
+        again = idempotent and self._answering
         try:
-            result = await operation()
-        except self._errors as exc:
-            self._answering = False
-            raise StoreUnavailable(type(exc).__name__) from None
-        else:
-            self._answering = True
-            return result
+            while True:
+                answers = self._answers
+                try:
+                    result = await operation()
+                except self._timeouts:
+                    if again:
+                        again = False
+                        continue
+                    if self._answers > answers:
+                        raise StoreBusy("Redis answered others, not this in time") from None
+                    self._answering = False
+                    raise StoreUnavailable("TimeoutError") from None
+                except self._errors as exc:
+                    self._answering = False
+                    raise StoreUnavailable(type(exc).__name__) from None
+                self._answering = True
+                self._answers += 1
+                return result
         finally:
             self._turns.release()
 

@@ -126,3 +126,47 @@ async def test_each_windows_expiry_is_told_by_its_kind_whatever_the_prefix(
         await pool.close()
     assert 35 * 86400 - 60 < day <= 35 * 86400
     assert 400 * 86400 - 60 < month <= 400 * 86400
+
+
+async def test_a_process_too_busy_to_listen_never_takes_a_live_redis_for_a_dead_one(
+    redis_url: str,
+) -> None:
+    # A burst's holds in flight while the process stalls (a long garbage collection, a
+    # blocking call): their 0.5 s socket timeouts fired though Redis had answered, Redis
+    # was taken for down, and requests went through uncounted (1,914 tokens of a 1,000
+    # budget in CI). Every hold must be decided by Redis: 100 of 10 fit in 1,000.
+    pool = RedisPool(redis_url)
+    store = RedisUsage(pool, f"aichat-test:{uuid.uuid4().hex}:")
+
+    async def stall() -> None:
+        await asyncio.sleep(0)  # the holds sent (connecting)
+        time.sleep(0.8)  # noqa: ASYNC251 -- the stall under test
+
+    try:
+        answers = await asyncio.gather(
+            *(store.hold(WINDOWS, _hold(), 10, LIMITS) for _ in range(150)), stall()
+        )
+    finally:
+        await store.close()
+        await pool.close()
+    admitted = [answer for answer in answers[:-1] if answer is not None and answer[0]]
+    assert len(admitted) == 100
+
+
+async def test_a_hold_sent_again_holds_once_and_answers_as_the_first_did(
+    redis_url: str,
+) -> None:
+    # Sent again after a timeout whose first try had landed: held twice, it would count
+    # the request against its own budget and refuse it.
+    pool = RedisPool(redis_url)
+    store = RedisUsage(pool, f"aichat-test:{uuid.uuid4().hex}:")
+    hold = _hold()
+    try:
+        first = await store.hold(WINDOWS, hold, 600, LIMITS)
+        again = await store.hold(WINDOWS, hold, 600, LIMITS)
+        other = await store.hold(WINDOWS, _hold(), 300, LIMITS)
+    finally:
+        await store.close()
+        await pool.close()
+    assert first == again == (True, (0, 0))
+    assert other == (True, (600, 600))
