@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
+from aichat.operations.connections import GRACE
 from tests.deploy.procs import API_KEY, Server, free_port, server_env, started
 
 MOCKS = """
@@ -86,6 +87,18 @@ async def _idle_forever(server: Server, stop: asyncio.Event) -> None:
         await asyncio.sleep(0.01)
 
 
+async def _crowd_in_and_idle(server: Server, crowd_size: int) -> None:
+    """Wait until the gateway holds ``crowd_size`` connections, then until all are idle: a
+    loaded machine accepts a crowd slowly, and newcomers that come while it is still in its
+    grace find nothing to close."""
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):
+            if (await _metrics(server, http)).get("aichat_client_connections", 0) >= crowd_size:
+                break
+            await asyncio.sleep(0.1)
+    await asyncio.sleep(GRACE + 0.2)
+
+
 async def _answers_among_idle_crowd(server: Server, crowd_size: int) -> int:
     """How many of 48 requests, each on a new connection, are answered while ``crowd_size``
     idle connections re-open as soon as they are closed."""
@@ -95,7 +108,7 @@ async def _answers_among_idle_crowd(server: Server, crowd_size: int) -> int:
     headers = {"Authorization": f"Bearer {API_KEY}"}
     answered = 0
     try:
-        await asyncio.sleep(1)  # the crowd is in
+        await _crowd_in_and_idle(server, crowd_size)
         for _ in range(48):
             connector = aiohttp.TCPConnector(force_close=True)
             async with aiohttp.ClientSession(connector=connector) as http:
