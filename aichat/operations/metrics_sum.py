@@ -8,9 +8,10 @@ Decisions:
   sample and label set. Creation times (``_created``) take the earliest. What every worker
   counts or states alike takes the highest value instead: a circuit's state (shared by all;
   the highest is the worst any worker reports) and configuration reloads (one SIGHUP reloads
-  every worker: one reload, not N). The highest of counters never goes down either. So does
-  the event loop's lag, which is each worker's own: two workers 0.3 s late are not 0.6 s
-  late, and the latest one is what sheds requests (``aichat.operations.loop_lag``).
+  every worker: one reload, not N). The highest of counters never goes down either. The
+  event loop's lag takes the highest too, being each worker's own: two workers 0.3 s late
+  are not 0.6 s late, and the latest one is what sheds requests
+  (``aichat.operations.loop_lag``).
 - ``aichat_worker_up{worker}`` is the only per-worker series: 1 when the worker's samples are
   from this scrape, 0 when they are the last it sent (it did not answer in time).
 """
